@@ -1,0 +1,55 @@
+"""``ds.cloudfill``: the cube accessor.
+
+Thin on purpose: it conforms the Dataset once (band aliases renamed, dtypes cast, lazily) and
+binds the pure functions that live in their own modules. Heavy modules (torch) are imported
+only when a method that needs them is called, so ``import cloudfill`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import xarray as xr
+
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.schema import DEFAULT_UNUSABLE_SCL, REQUIRED_DEFAULT, conform, validate
+
+__all__ = ["CloudfillAccessor"]
+
+
+@xr.register_dataset_accessor("cloudfill")
+class CloudfillAccessor:
+    """Cloud filling for a contract cube (``xarray.Dataset``).
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> ds.cloudfill.validate() is not None
+    True
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._raw = ds
+        self._cube: xr.Dataset | None = None
+
+    @property
+    def cube(self) -> xr.Dataset:
+        """The Dataset conformed to the contract (aliases renamed, dtypes cast), lazily."""
+        if self._cube is None:
+            self._cube = conform(self._raw)
+        return self._cube
+
+    def validate(self, require: Iterable[str] = REQUIRED_DEFAULT, **kwargs: Any) -> xr.Dataset:
+        """Check the cube against the contract; see :func:`cloudfill.cube.schema.validate`.
+
+        Returns the conformed cube.
+        """
+        return validate(self.cube, require=require, **kwargs)
+
+    def cloud_mask(self, unusable_scl: Iterable[int] = DEFAULT_UNUSABLE_SCL) -> xr.DataArray:
+        """Unusable-pixel mask (time, y, x); see :func:`cloudfill.cube.mask.cloud_mask`."""
+        return cloud_mask(self.cube, unusable_scl=unusable_scl)
+
+    # --- methods added by later modules go below; keep each one a thin binding ---

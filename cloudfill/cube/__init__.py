@@ -1,0 +1,1 @@
+"""The cube: schema and validation, masks, loaders and the scene simulator."""
