@@ -227,7 +227,8 @@ def validate(
     """Check that ``ds`` follows the cube contract; raise a typed error if not.
 
     Only coordinates and metadata are read, never pixel data (a lazy cube stays lazy).
-    Checks, in order: required variables, dims of every contract variable, band/pol labels,
+    Checks, in order: required variables, dims of every contract variable, the spatial grid
+    (regular ``x``/``y`` pixel centres), time axes (datetime64, sorted, unique), band/pol labels,
     dtypes and S1 units, time axes (datetime64, sorted, unique), the spatial grid (regular
     ``x``/``y`` pixel centres shared by all variables) and the CRS (present, one for all
     variables).
@@ -284,6 +285,12 @@ def validate(
                 f"variable {name!r} has dims {var.dims}, expected {dims}: {detail}"
             )
 
+    # A misaligned merge also turns masks into float: report the grid, the root cause.
+    _check_spatial_axis(ds, "y")
+    _check_spatial_axis(ds, "x")
+    _check_time_axis(ds, "time")
+    _check_time_axis(ds, "s1_time")
+
     for name in ("s2", "truth"):
         if name in ds.data_vars:
             _check_labels(ds, name, "band", BANDS, exact=False)
@@ -307,11 +314,6 @@ def validate(
     for name in ("scl", "lulc"):
         if name in ds.data_vars and not np.issubdtype(ds[name].dtype, np.integer):
             raise DTypeError(f"variable {name!r} has dtype {ds[name].dtype}, expected integers")
-
-    _check_time_axis(ds, "time")
-    _check_time_axis(ds, "s1_time")
-    _check_spatial_axis(ds, "y")
-    _check_spatial_axis(ds, "x")
 
     crs = cube_crs(ds)
     if crs is None and require_crs:

@@ -1,0 +1,100 @@
+"""The typer application, its global options and the exit-code policy."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+import typer
+
+from cloudfill._version import __version__
+from cloudfill.errors import CloudfillError
+
+app = typer.Typer(
+    name="cloudfill",
+    help=(
+        "Fill cloudy Sentinel-2 dates in satellite datacubes by fusing Sentinel-1 SAR, a "
+        "near-date cloud-free Sentinel-2 image and a DEM with an attention conditional GAN.\n\n"
+        "A cube is a zarr store following the cloudfill contract (variables s2, s1, dem, "
+        "optional cloud/scl/lulc). Start with `cloudfill make-cube --simulate OUT.zarr` and "
+        "`cloudfill info OUT.zarr`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cloudfill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks instead of one-line error messages."
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    _state["debug"] = debug
+
+
+def _register_commands() -> None:
+    # Imported for their side effect of adding commands to ``app``.
+    from cloudfill.cli import cube  # noqa: F401
+
+
+_register_commands()
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    Errors from bad input (:class:`cloudfill.errors.CloudfillError`) and bad usage print one
+    line on stderr and return 2; anything else returns 1. ``--debug`` adds the traceback.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    _state["debug"] = "--debug" in args
+    try:
+        result = app(args=args, prog_name="cloudfill", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        typer.echo("Aborted.", err=True)
+        return 1
+    except CloudfillError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        return 130
+    except Exception as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            err=True,
+        )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

@@ -1,0 +1,160 @@
+"""Cube verbs: ``info`` (a cube or a model checkpoint) and ``make-cube``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.table import Table
+
+from cloudfill.cli._common import console, dask_progress, parse_dated_paths
+from cloudfill.cli.app import app
+from cloudfill.errors import ParameterError, SourceError
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.suffix == ".safetensors" or (path / "model.safetensors").exists()
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@app.command()
+def info(
+    path: Path = typer.Argument(..., help="A cube (zarr store) or a model checkpoint."),
+    stats: bool = typer.Option(
+        True, "--stats/--no-stats", help="Compute the cloud fraction per date (reads the mask)."
+    ),
+) -> None:
+    """Describe a cube (dims, dates, cloud fraction per date, CRS, chunking, size) or a
+    model checkpoint (card, parameters, receptive field, GFLOP per 256x256 tile)."""
+    if not path.exists():
+        raise SourceError(f"no such file or directory: {path}")
+    if _is_checkpoint(path):
+        from cloudfill.cli.model_info import describe_model
+
+        console.print(describe_model(path))
+        return
+
+    from cloudfill.cube.mask import cloud_mask
+    from cloudfill.cube.schema import cube_crs, validate
+    from cloudfill.cube.zarr_io import open_cube
+
+    ds = open_cube(path)
+    validate(ds, require=("s2",), require_crs=False)
+    console.print(f"[bold]{path}[/bold]")
+    console.print("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
+    console.print(f"variables: {', '.join(str(v) for v in ds.data_vars)}")
+    crs = cube_crs(ds)
+    res = ds.rio.resolution() if crs is not None else None
+    console.print(f"CRS: {crs.to_string() if crs is not None else 'none'}" + (
+        f"  resolution: {abs(res[0]):g} x {abs(res[1]):g}" if res else ""
+    ))
+    console.print(f"size: {_human_bytes(ds.nbytes)} (uncompressed)")
+    chunks = ds["s2"].chunks
+    if chunks is not None:
+        console.print(
+            "s2 chunks: " + ", ".join(f"{d}={c[0]}" for d, c in zip(ds["s2"].dims, chunks, strict=True))
+        )
+    table = Table(title="S2 dates")
+    table.add_column("date")
+    table.add_column("cloud %", justify="right")
+    fractions = None
+    if stats and ("cloud" in ds or "scl" in ds):
+        with dask_progress(ds["s2"].chunks is not None):
+            fractions = cloud_mask(ds).mean(("y", "x")).compute().values
+    for i, t in enumerate(pd.DatetimeIndex(ds["time"].values)):
+        frac = "-" if fractions is None else f"{100 * float(fractions[i]):.1f}"
+        table.add_row(f"{t:%Y-%m-%d}", frac)
+    console.print(table)
+    if "s1_time" in ds.dims:
+        s1 = pd.DatetimeIndex(ds["s1_time"].values)
+        console.print(
+            f"S1 dates: {len(s1)} from {s1[0]:%Y-%m-%d} to {s1[-1]:%Y-%m-%d}"
+            f" (units {ds['s1'].attrs.get('units', '?')})"
+        )
+
+
+def _parse_shape(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        ny, nx = (int(p) for p in parts)
+    except ValueError as exc:
+        raise ParameterError(f"--shape expects NYxNX (e.g. 512x512), got {text!r}") from exc
+    if ny < 8 or nx < 8:
+        raise ParameterError(f"--shape {text!r}: both sides must be at least 8 pixels")
+    return ny, nx
+
+
+@app.command("make-cube")
+def make_cube(
+    out: Path = typer.Argument(..., help="Output zarr store (must not exist unless --overwrite)."),
+    simulate: bool = typer.Option(False, "--simulate", help="Simulate a synthetic scene."),
+    shape: str = typer.Option("512x512", help="Simulated scene size NYxNX."),
+    dates: int = typer.Option(6, help="Number of simulated S2 dates."),
+    seed: int = typer.Option(0, help="Seed of the simulated scene."),
+    chunk: int = typer.Option(1024, help="Spatial chunk size of the written cube."),
+    stac: Path | None = typer.Option(
+        None, help="A STAC ItemCollection / FeatureCollection JSON file with S1/S2 items."
+    ),
+    s2: list[str] | None = typer.Option(
+        None, help="S2 date and GeoTIFF(s): DATE=PATH or DATE=B02.tif,B03.tif,B04.tif,B08.tif."
+    ),
+    s1: list[str] | None = typer.Option(
+        None, help="S1 date and GeoTIFF(s): DATE=PATH or DATE=VV.tif,VH.tif (dB)."
+    ),
+    dem: Path | None = typer.Option(None, help="DEM GeoTIFF (any CRS; resampled bilinearly)."),
+    cloud: list[str] | None = typer.Option(
+        None, help="Cloud mask GeoTIFF per S2 date: DATE=PATH (nonzero = unusable)."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace an existing output store."),
+) -> None:
+    """Build a contract cube and write it to zarr: simulated (--simulate), from GeoTIFFs
+    (--s2/--s1/--dem/--cloud, aligned onto the S2 grid) or from a STAC item collection."""
+    sources = [simulate, stac is not None, bool(s2 or s1)]
+    if sum(sources) != 1:
+        raise ParameterError("give exactly one source: --simulate, --stac FILE, or --s2/--s1 files")
+    from cloudfill.cube.zarr_io import write_cube
+
+    if simulate:
+        from cloudfill.cube.simulate import simulate_scene
+
+        ds = simulate_scene(_parse_shape(shape), dates=dates, seed=seed, chunks=chunk)
+    elif stac is not None:
+        import json
+
+        from cloudfill.cube.stac import cube_from_stac
+
+        try:
+            items = json.loads(stac.read_text())
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"cannot read STAC items from {stac}: {exc}") from exc
+        ds = cube_from_stac(items)
+    else:
+        from cloudfill.cube.geotiff import cube_from_geotiffs
+
+        if not s2:
+            raise ParameterError("--s2 is required when building from GeoTIFFs")
+        clouds = {d: p[0] for d, p in parse_dated_paths(cloud, "--cloud").items()}
+        ds = cube_from_geotiffs(
+            s1=parse_dated_paths(s1, "--s1") or None,
+            s2=parse_dated_paths(s2, "--s2"),
+            dem=dem,
+            cloud=clouds or None,
+        )
+    chunks = {d: min(chunk, n) for d, n in ds.sizes.items() if d in ("y", "x")}
+    ds = ds.chunk({**chunks, **{d: 1 for d in ("time", "s1_time") if d in ds.dims}})
+    with dask_progress():
+        write_cube(ds, out, overwrite=overwrite)
+    n_px = int(np.prod([ds.sizes["y"], ds.sizes["x"]]))
+    console.print(
+        f"wrote {out}: {ds.sizes.get('time', 0)} S2 dates, {ds.sizes.get('s1_time', 0)} S1 dates, "
+        f"{ds.sizes['y']}x{ds.sizes['x']} px ({n_px / 1e6:.2f} Mpx)"
+    )

@@ -1,0 +1,63 @@
+"""Seeded synthetic fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import rioxarray  # noqa: F401  (registers .rio)
+import xarray as xr
+
+import cloudfill
+
+
+def make_tiny_cube(ny: int = 12, nx: int = 10, n_time: int = 3, n_s1: int = 4) -> xr.Dataset:
+    """A minimal contract cube built by hand (no simulator), for schema tests."""
+    rng = np.random.default_rng(42)
+    x = 500000.0 + 10.0 * (np.arange(nx) + 0.5)
+    y = 4000000.0 - 10.0 * (np.arange(ny) + 0.5)
+    ds = xr.Dataset(
+        {
+            "s2": (("time", "band", "y", "x"), rng.random((n_time, 4, ny, nx), dtype="float32")),
+            "s1": (
+                ("s1_time", "pol", "y", "x"),
+                rng.normal(-12, 3, (n_s1, 2, ny, nx)).astype("float32"),
+                {"units": "dB"},
+            ),
+            "dem": (("y", "x"), rng.normal(500, 50, (ny, nx)).astype("float32")),
+            "cloud": (("time", "y", "x"), rng.random((n_time, ny, nx)) > 0.7),
+        },
+        coords={
+            "time": pd.date_range("2023-01-01", periods=n_time, freq="10D"),
+            "s1_time": pd.date_range("2022-12-30", periods=n_s1, freq="12D"),
+            "band": list(cloudfill.BANDS),
+            "pol": list(cloudfill.POLS),
+            "y": y,
+            "x": x,
+        },
+    )
+    return ds.rio.write_crs("EPSG:32633")
+
+
+@pytest.fixture
+def tiny_cube() -> xr.Dataset:
+    return make_tiny_cube()
+
+
+@pytest.fixture(scope="session")
+def scene() -> xr.Dataset:
+    """A 96x96, 6-date simulated scene (numpy-backed)."""
+    return cloudfill.simulate_scene((96, 96), seed=0)
+
+
+@pytest.fixture(params=["numpy", "dask"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def scene_on_backend(scene: xr.Dataset, backend: str) -> xr.Dataset:
+    """The simulated scene, numpy-backed or chunked with dask (uneven spatial chunks)."""
+    if backend == "dask":
+        return scene.chunk({"time": 1, "s1_time": 1, "y": 40, "x": 56})
+    return scene
