@@ -52,4 +52,11 @@ class CloudfillAccessor:
         """Unusable-pixel mask (time, y, x); see :func:`cloudfill.cube.mask.cloud_mask`."""
         return cloud_mask(self.cube, unusable_scl=unusable_scl)
 
+    def pairs(self, **kwargs: Any) -> Any:
+        """For each S2 date, the S1 date and clear reference date a fill would use (a pandas
+        DataFrame with the method and the reason); see :func:`cloudfill.fill.pairs.pairs`."""
+        from cloudfill.fill.pairs import pairs
+
+        return pairs(self.cube, **kwargs)
+
     # --- methods added by later modules go below; keep each one a thin binding ---

@@ -54,14 +54,16 @@ def info(
     console.print(f"variables: {', '.join(str(v) for v in ds.data_vars)}")
     crs = cube_crs(ds)
     res = ds.rio.resolution() if crs is not None else None
-    console.print(f"CRS: {crs.to_string() if crs is not None else 'none'}" + (
-        f"  resolution: {abs(res[0]):g} x {abs(res[1]):g}" if res else ""
-    ))
+    console.print(
+        f"CRS: {crs.to_string() if crs is not None else 'none'}"
+        + (f"  resolution: {abs(res[0]):g} x {abs(res[1]):g}" if res else "")
+    )
     console.print(f"size: {_human_bytes(ds.nbytes)} (uncompressed)")
     chunks = ds["s2"].chunks
     if chunks is not None:
         console.print(
-            "s2 chunks: " + ", ".join(f"{d}={c[0]}" for d, c in zip(ds["s2"].dims, chunks, strict=True))
+            "s2 chunks: "
+            + ", ".join(f"{d}={c[0]}" for d, c in zip(ds["s2"].dims, chunks, strict=True))
         )
     table = Table(title="S2 dates")
     table.add_column("date")

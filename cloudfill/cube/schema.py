@@ -318,7 +318,8 @@ def validate(
     crs = cube_crs(ds)
     if crs is None and require_crs:
         raise MissingCRSError(
-            "the cube has no CRS: add a 'spatial_ref' coordinate, e.g. ds.rio.write_crs('EPSG:32645')"
+            "the cube has no CRS: add a 'spatial_ref' coordinate, "
+            "e.g. ds.rio.write_crs('EPSG:32645')"
         )
     for name, var in ds.data_vars.items():
         var_crs = _crs_of_variable(var)
@@ -328,4 +329,3 @@ def validate(
                 "reproject it onto the S2 grid (rioxarray reproject_match)"
             )
     return ds
-

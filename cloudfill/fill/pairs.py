@@ -1,0 +1,168 @@
+"""Which inputs fill which date: the S1 date and the clear reference S2 date for each S2 date.
+
+The rule (also used by the training sampler, so training and inference see the same pairs):
+
+- **S1**: the S1 acquisition nearest in time to the target date, if within ``max_s1_gap``.
+- **reference**: the nearest *earlier* S2 date whose cloud fraction is at most
+  ``max_ref_cloud`` and which is at most ``max_ref_age`` older (the paper's setting: an
+  earlier cloud-free image); with ``direction="nearest"`` a later date may be used too.
+- **method**: ``"clear"`` when the target itself needs no filling, ``"synthesize"`` when both
+  inputs exist, ``"interpolate"`` (temporal fallback) when they do not but some other date is
+  usable, ``"none"`` when nothing is usable; ``reason`` says why in words.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.errors import ParameterError
+
+__all__ = ["cloud_fractions", "pairs"]
+
+Direction = Literal["earlier", "nearest"]
+
+
+def cloud_fractions(ds: xr.Dataset) -> pd.Series:
+    """Fraction of unusable pixels per S2 date (one small reduction over the mask).
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> float(cloud_fractions(ds).iloc[0])
+    0.0
+    """
+    frac = cloud_mask(ds).mean(("y", "x")).compute()
+    return pd.Series(
+        np.asarray(frac.values, dtype="float64"),
+        index=pd.DatetimeIndex(ds["time"].values, name="date"),
+        name="cloud_fraction",
+    )
+
+
+def _as_timedelta(value: str | pd.Timedelta | float | int, name: str) -> pd.Timedelta:
+    # Plain numbers are days: "max_s1_gap=6" reads naturally.
+    delta = pd.Timedelta(days=value) if isinstance(value, int | float) else pd.Timedelta(value)
+    if delta < pd.Timedelta(0):
+        raise ParameterError(f"{name} must not be negative, got {value!r}")
+    return delta
+
+
+def _days(delta: pd.Timedelta) -> str:
+    return f"{delta / pd.Timedelta(days=1):g}"
+
+
+def pairs(
+    ds: xr.Dataset,
+    *,
+    max_s1_gap: str | pd.Timedelta | float = 6,
+    max_ref_age: str | pd.Timedelta | float = 120,
+    max_ref_cloud: float = 0.05,
+    clear_threshold: float = 0.0,
+    direction: Direction = "earlier",
+    fractions: pd.Series | None = None,
+) -> pd.DataFrame:
+    """For every S2 date: the S1 date and the clear reference date the fill would use.
+
+    Parameters
+    ----------
+    ds
+        A contract cube with ``s2`` and a mask (``cloud`` or ``scl``); ``s1`` optional.
+    max_s1_gap
+        Largest allowed |S1 date - target date| (days, or a pandas Timedelta string).
+    max_ref_age
+        Largest allowed |reference date - target date| (days or Timedelta).
+    max_ref_cloud
+        A date can serve as reference when its cloud fraction is at most this
+        (default 0.05, the paper's 5 % limit).
+    clear_threshold
+        A target date whose cloud fraction is at most this needs no filling (``"clear"``).
+    direction
+        ``"earlier"`` (default) takes only earlier references; ``"nearest"`` also later ones.
+    fractions
+        Precomputed :func:`cloud_fractions`, to avoid reading the mask again.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by S2 date, columns ``cloud_fraction``, ``s1_date``, ``s1_gap_days``,
+        ``reference_date``, ``reference_age_days``, ``method``, ``reason``.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> table = pairs(ds)
+    >>> list(table.columns)[:3]
+    ['cloud_fraction', 's1_date', 's1_gap_days']
+    """
+    if direction not in ("earlier", "nearest"):
+        raise ParameterError(f"direction must be 'earlier' or 'nearest', got {direction!r}")
+    for name, value in (("max_ref_cloud", max_ref_cloud), ("clear_threshold", clear_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise ParameterError(f"{name} must be within [0, 1], got {value}")
+    s1_gap = _as_timedelta(max_s1_gap, "max_s1_gap")
+    ref_age = _as_timedelta(max_ref_age, "max_ref_age")
+    frac = cloud_fractions(ds) if fractions is None else fractions
+    dates = pd.DatetimeIndex(ds["time"].values)
+    s1_dates = pd.DatetimeIndex(ds["s1_time"].values) if "s1" in ds.data_vars else None
+    usable_ref = frac.to_numpy() <= max_ref_cloud
+    any_usable = bool((frac.to_numpy() < 1.0).any())
+
+    rows = []
+    for i, date in enumerate(dates):
+        row: dict[str, object] = {"cloud_fraction": float(frac.iloc[i])}
+        s1_date, s1_days = pd.NaT, np.nan
+        if s1_dates is not None and len(s1_dates):
+            gaps = np.abs(s1_dates - date)
+            j = int(np.argmin(gaps))
+            if gaps[j] <= s1_gap:
+                s1_date, s1_days = s1_dates[j], (s1_dates[j] - date) / pd.Timedelta(days=1)
+        ref_date, ref_days = pd.NaT, np.nan
+        candidates = [
+            k
+            for k in range(len(dates))
+            if k != i
+            and usable_ref[k]
+            and (direction == "nearest" or dates[k] < date)
+            and abs(dates[k] - date) <= ref_age
+        ]
+        if candidates:
+            # Nearest in time; on a tie the earlier date wins.
+            k = min(candidates, key=lambda k: (abs(dates[k] - date), dates[k]))
+            ref_date, ref_days = dates[k], (date - dates[k]) / pd.Timedelta(days=1)
+        row.update(
+            s1_date=s1_date,
+            s1_gap_days=s1_days,
+            reference_date=ref_date,
+            reference_age_days=ref_days,
+        )
+        if row["cloud_fraction"] <= clear_threshold:
+            method, reason = "clear", "no unusable pixels to fill"
+        elif pd.notna(s1_date) and pd.notna(ref_date):
+            method, reason = "synthesize", ""
+        else:
+            missing = []
+            if s1_dates is None:
+                missing.append("the cube has no s1")
+            elif pd.isna(s1_date):
+                missing.append(f"no S1 date within {_days(s1_gap)} days")
+            if pd.isna(ref_date):
+                missing.append(
+                    f"no {'earlier ' if direction == 'earlier' else ''}reference date with "
+                    f"<= {100 * max_ref_cloud:g}% cloud within {_days(ref_age)} days"
+                )
+            others_usable = any_usable and bool((np.delete(frac.to_numpy(), i) < 1.0).any())
+            method = "interpolate" if others_usable else "none"
+            reason = "; ".join(missing)
+            if method == "none":
+                reason += "; no other date has a usable pixel"
+        row.update(method=method, reason=reason)
+        rows.append(row)
+    table = pd.DataFrame(rows, index=pd.DatetimeIndex(dates, name="date"))
+    return table
