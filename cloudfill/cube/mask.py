@@ -12,9 +12,7 @@ from cloudfill.errors import MissingVariableError
 __all__ = ["cloud_mask"]
 
 
-def cloud_mask(
-    ds: xr.Dataset, unusable_scl: Iterable[int] = DEFAULT_UNUSABLE_SCL
-) -> xr.DataArray:
+def cloud_mask(ds: xr.Dataset, unusable_scl: Iterable[int] = DEFAULT_UNUSABLE_SCL) -> xr.DataArray:
     """Boolean (time, y, x) mask, True where the S2 pixel is unusable.
 
     Taken from the ``cloud`` variable when present, else from the Sen2Cor ``scl`` classes in
