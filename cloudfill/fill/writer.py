@@ -1,0 +1,181 @@
+"""Resumable, date-by-date zarr output.
+
+The store is laid out once (coordinates, attrs, empty arrays), then each date is written with a
+zarr *region* write and recorded by an atomically renamed marker file. A killed run leaves
+dates without markers; the next run rewrites exactly those, so the result equals an
+uninterrupted run. A fingerprint of the job (inputs and parameters) is stored in the output's
+attrs: an existing output made by a different job is never touched unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+
+from cloudfill.errors import OutputError
+
+__all__ = ["DateWriter", "fingerprint"]
+
+_MARKERS = ".cloudfill-done"
+
+
+def fingerprint(payload: Any) -> str:
+    """A stable short hash of a JSON-serialisable description of a job.
+
+    >>> fingerprint({"a": 1}) == fingerprint({"a": 1})
+    True
+    """
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+    except ValueError:
+        return False
+    return True
+
+
+class DateWriter:
+    """Write a lazy Dataset to zarr one ``time`` step at a time, resumably.
+
+    Parameters
+    ----------
+    path
+        Output store.
+    template
+        The full (lazy) Dataset to write; only its metadata is used at set-up.
+    job
+        Fingerprint of the job (see :func:`fingerprint`); stored in attrs and compared on
+        resume.
+    inputs
+        Paths the job reads; the output may not be, or be inside, any of them.
+    overwrite
+        Replace an existing output made by a different job (or any output if ``resume`` is
+        False).
+    resume
+        Keep dates already recorded in an existing output of the same job.
+
+    Examples
+    --------
+    >>> import cloudfill, tempfile, pathlib
+    >>> ds = cloudfill.simulate_scene((32, 32), dates=2, seed=0)[["truth"]]
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "out.zarr"
+    >>> w = DateWriter(out, ds, job="demo")
+    >>> for i in w.pending():
+    ...     w.write(ds.isel(time=[i]), i)
+    >>> w.pending()
+    []
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        template: xr.Dataset,
+        job: str,
+        *,
+        inputs: Iterable[str | os.PathLike[str]] = (),
+        overwrite: bool = False,
+        resume: bool = True,
+        dim: str = "time",
+    ) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        self.job = job
+        self.n = template.sizes[dim]
+        out = self.path.resolve()
+        for source in inputs:
+            src = Path(source).resolve()
+            if out == src or _inside(out, src) or _inside(src, out):
+                raise OutputError(f"output {self.path} would overwrite the input {source}")
+        if self.path.exists():
+            existing = self._existing_job()
+            if existing == job and resume:
+                return
+            if not overwrite:
+                why = "was made by a different job" if existing != job else "exists"
+                raise OutputError(
+                    f"output {self.path} {why} (its fingerprint {existing}, this job {job}); "
+                    "pass overwrite=True (--overwrite) to replace it"
+                )
+            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+        self._lay_out(template)
+
+    def _existing_job(self) -> str | None:
+        try:
+            attrs = xr.open_zarr(self.path, consolidated=False).attrs
+        except Exception:
+            return None
+        return attrs.get("cloudfill_job")
+
+    def _lay_out(self, template: xr.Dataset) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp-layout")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        # One zarr chunk per date, so region writes of different dates never share a chunk.
+        skeleton = template.copy()
+        for name in skeleton.data_vars:
+            if self.dim in skeleton[name].dims:
+                skeleton[name] = skeleton[name].chunk({self.dim: 1})
+        for name in skeleton.variables:
+            skeleton[name].encoding.pop("chunks", None)
+            skeleton[name].encoding.pop("preferred_chunks", None)
+        skeleton.attrs = {**template.attrs, "cloudfill_job": self.job}
+        # compute=False writes coordinates, attrs and array metadata, no pixel data.
+        skeleton.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3)
+        (tmp / _MARKERS).mkdir()
+        os.replace(tmp, self.path)
+
+    def _marker(self, index: int) -> Path:
+        return self.path / _MARKERS / f"{index:06d}.json"
+
+    def done(self) -> list[int]:
+        """Indices along ``dim`` already written and recorded."""
+        return [i for i in range(self.n) if self._marker(i).exists()]
+
+    def pending(self) -> list[int]:
+        """Indices along ``dim`` still to write."""
+        return [i for i in range(self.n) if not self._marker(i).exists()]
+
+    def write(
+        self,
+        part: xr.Dataset,
+        index: int,
+        record: dict[str, Any] | None = None,
+        compute: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Write ``part`` (length 1 along ``dim``) at ``index``, then record it atomically.
+
+        Variables without ``dim`` were written at set-up and are skipped here.
+        """
+        region_vars = [v for v in part.data_vars if self.dim in part[v].dims]
+        sub = part[region_vars].drop_vars(
+            [c for c in part.coords if self.dim not in part[c].dims], errors="ignore"
+        )
+        delayed = sub.to_zarr(
+            self.path,
+            region={self.dim: slice(index, index + 1)},
+            consolidated=False,
+            compute=compute is None,
+        )
+        if compute is not None:
+            compute(delayed)
+        marker = self._marker(index)
+        tmp = marker.with_suffix(".tmp")
+        payload = {"index": index, **(record or {})}
+        tmp.write_text(json.dumps(payload, default=str))
+        os.replace(tmp, marker)
+
+    def records(self) -> pd.DataFrame:
+        """The records written with each date, as a table."""
+        rows = [json.loads(self._marker(i).read_text()) for i in self.done()]
+        return pd.DataFrame(rows)
