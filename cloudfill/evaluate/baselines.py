@@ -1,0 +1,490 @@
+"""Baselines that a synthesized image must beat, predicted on the same pixels as the model.
+
+Three predictions of the S2 image at a target ``date`` (a DataArray (band, y, x) on the cube's
+grid, with its coords and CRS):
+
+- :func:`persistence` — per pixel, the nearest earlier clear observation;
+- :func:`linear_interpolation` — per pixel, linear in time between the clear observations
+  before and after;
+- :func:`fit_regression_baseline` / :func:`predict_regression_baseline` — a per-pixel linear
+  regression from the model's condition channels (S1 VV/VH, the reference S2 bands, the DEM)
+  to the four bands.
+
+None of them reads the target date's own S2 values, so like ``ds.cloudfill.synthesize(date)``
+each predicts the whole image and can be scored on any pixel. "Clear" means not flagged by
+the unusable mask (``cloud_mask(ds)`` unless a ``mask`` is given). Everything stays lazy on a
+dask-backed cube, except the fit, which reads the sampled training pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.errors import MissingVariableError, ModelMismatchError, ParameterError
+
+__all__ = [
+    "REGRESSION_INPUTS",
+    "RegressionBaseline",
+    "fit_regression_baseline",
+    "linear_interpolation",
+    "persistence",
+    "predict_regression_baseline",
+    "regression_features",
+]
+
+REGRESSION_INPUTS: tuple[str, ...] = ("s1", "reference", "dem")
+"""Condition inputs of the regression baseline, as in the model variant ``SOD``."""
+
+
+def _target_date(ds: xr.Dataset, date: Any) -> pd.Timestamp:
+    # A scalar DataArray such as ds.time[2] is accepted too.
+    target = pd.Timestamp(date.values if isinstance(date, xr.DataArray) else date)
+    times = pd.DatetimeIndex(ds["time"].values)
+    if target not in times:
+        nearest = times[np.argmin(np.abs(times - target))] if len(times) else None
+        hint = f"; nearest S2 date is {nearest:%Y-%m-%d}" if nearest is not None else ""
+        raise ParameterError(f"date {target:%Y-%m-%d} is not an S2 date of the cube{hint}")
+    return target
+
+
+def _clear_s2(ds: xr.Dataset, mask: xr.DataArray | None) -> xr.DataArray:
+    """``s2`` with every unusable pixel set to NaN (all bands)."""
+    if "s2" not in ds.data_vars:
+        raise MissingVariableError("the cube has no 's2' variable")
+    unusable = cloud_mask(ds) if mask is None else mask.astype(bool)
+    return ds["s2"].where(~unusable)
+
+
+def _first_valid(images: Sequence[xr.DataArray], like: xr.DataArray) -> xr.DataArray:
+    """Per value, the first non-NaN of ``images`` (in the order given); NaN if none."""
+    out = xr.full_like(like, np.nan)
+    for image in images:
+        out = out.fillna(image)
+    return out
+
+
+def _as_prediction(
+    out: xr.DataArray, ds: xr.Dataset, target: pd.Timestamp, name: str
+) -> xr.DataArray:
+    out = out.transpose("band", "y", "x").astype(ds["s2"].dtype)
+    out = out.assign_coords(time=target)
+    out.name = "s2"
+    out.attrs = {**ds["s2"].attrs, "baseline": name}
+    return out
+
+
+def _nearest_clear_before(clear: xr.DataArray, target: pd.Timestamp) -> xr.DataArray:
+    earlier = clear.sel(time=clear["time"] < target)
+    # Latest first, so each pixel keeps the most recent clear value.
+    images = [earlier.isel(time=i) for i in range(earlier.sizes["time"] - 1, -1, -1)]
+    return _first_valid(images, clear.sel(time=target))
+
+
+def _nearest_clear_after(clear: xr.DataArray, target: pd.Timestamp) -> xr.DataArray:
+    later = clear.sel(time=clear["time"] > target)
+    images = [later.isel(time=i) for i in range(later.sizes["time"])]
+    return _first_valid(images, clear.sel(time=target))
+
+
+def persistence(ds: xr.Dataset, date: Any, mask: xr.DataArray | None = None) -> xr.DataArray:
+    """Per pixel, the S2 value of the nearest earlier date on which that pixel was clear.
+
+    Parameters
+    ----------
+    ds
+        A contract cube with ``s2`` and ``cloud`` or ``scl``.
+    date
+        An S2 date of the cube (anything :class:`pandas.Timestamp` reads).
+    mask
+        Boolean (time, y, x), True = unusable; default :func:`cloudfill.cloud_mask` ``(ds)``.
+
+    Returns
+    -------
+    xarray.DataArray
+        (band, y, x) on the cube's grid, ``attrs["baseline"] = "persistence"``. A pixel that
+        was never clear before ``date`` is NaN (there is nothing to persist).
+
+    Raises
+    ------
+    ParameterError
+        If ``date`` is not one of the cube's S2 dates.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> persistence(ds, ds.time[-1]).dims
+    ('band', 'y', 'x')
+    """
+    target = _target_date(ds, date)
+    out = _nearest_clear_before(_clear_s2(ds, mask), target)
+    return _as_prediction(out, ds, target, "persistence")
+
+
+def linear_interpolation(
+    ds: xr.Dataset,
+    date: Any,
+    mask: xr.DataArray | None = None,
+    *,
+    extrapolate: Literal["nearest", "none"] = "nearest",
+) -> xr.DataArray:
+    """Per pixel, linear interpolation in time between the clear observations around ``date``.
+
+    The target date's own values are hidden, unusable pixels set to NaN, and
+    :meth:`xarray.DataArray.interpolate_na` (``dim="time", method="linear"``, on the real time
+    coordinate, so uneven revisits weigh correctly) fills the target date. On a dask-backed
+    cube the time axis is rechunked to one chunk (spatial chunks kept), which interpolation
+    needs.
+
+    Parameters
+    ----------
+    ds, date, mask
+        As in :func:`persistence`.
+    extrapolate
+        What a pixel clear only on one side of ``date`` gets: ``"nearest"`` (default) its
+        nearest clear value in time (the earlier one if any, else the later one), ``"none"``
+        NaN. A pixel never clear on any other date is NaN either way.
+
+    Returns
+    -------
+    xarray.DataArray
+        (band, y, x), ``attrs["baseline"] = "linear_interpolation"``.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> linear_interpolation(ds, ds.time[2]).dims
+    ('band', 'y', 'x')
+    """
+    if extrapolate not in ("nearest", "none"):
+        raise ParameterError(f"extrapolate must be 'nearest' or 'none', got {extrapolate!r}")
+    target = _target_date(ds, date)
+    clear = _clear_s2(ds, mask)
+    hidden = clear.where(clear["time"] != target)
+    if hidden.chunks is not None:
+        hidden = hidden.chunk({"time": -1})
+    out = hidden.interpolate_na(dim="time", method="linear", use_coordinate=True)
+    out = out.sel(time=target)
+    if extrapolate == "nearest":
+        # Only pixels without a clear value on one side are still NaN here.
+        out = out.fillna(_nearest_clear_before(clear, target))
+        out = out.fillna(_nearest_clear_after(clear, target))
+    return _as_prediction(out, ds, target, "linear_interpolation")
+
+
+# --- per-pixel linear regression -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegressionBaseline:
+    """A fitted per-pixel regression from condition channels to the S2 bands.
+
+    Attributes
+    ----------
+    estimator
+        The fitted scikit-learn pipeline (``StandardScaler`` then ``Ridge``).
+    inputs
+        The condition inputs used, a subset of :data:`REGRESSION_INPUTS`.
+    features
+        Feature names in column order, e.g. ``("VV", "VH", "ref_B02", ..., "dem")``.
+    bands
+        Predicted bands, in output order.
+    n_samples
+        Training pixels the estimator saw.
+    """
+
+    estimator: Pipeline
+    inputs: tuple[str, ...]
+    features: tuple[str, ...]
+    bands: tuple[str, ...]
+    n_samples: int
+
+
+def _available_inputs(ds: xr.Dataset, inputs: Iterable[str] | None) -> tuple[str, ...]:
+    if inputs is None:
+        wanted = [
+            name
+            for name in REGRESSION_INPUTS
+            if name == "reference" or name in ds.data_vars  # the reference comes from s2
+        ]
+        return tuple(wanted)
+    wanted = list(inputs)
+    unknown = [name for name in wanted if name not in REGRESSION_INPUTS]
+    if unknown or not wanted:
+        raise ParameterError(
+            f"inputs must be a non-empty subset of {list(REGRESSION_INPUTS)}, got {wanted}"
+        )
+    for name in wanted:
+        if name != "reference" and name not in ds.data_vars:
+            raise MissingVariableError(f"regression input {name!r} is not in the cube")
+    return tuple(name for name in REGRESSION_INPUTS if name in wanted)
+
+
+def regression_features(
+    ds: xr.Dataset,
+    date: Any,
+    inputs: Iterable[str] | None = None,
+    mask: xr.DataArray | None = None,
+) -> xr.DataArray:
+    """The regression baseline's per-pixel inputs at ``date``, a lazy (feature, y, x) array.
+
+    - ``s1``: VV and VH of the S1 date nearest to ``date`` (either side), in dB (linear
+      backscatter is converted, ``10 log10``);
+    - ``reference``: the four S2 bands of each pixel's nearest earlier clear date
+      (:func:`persistence`; NaN where there is none);
+    - ``dem``: the elevation.
+
+    Parameters
+    ----------
+    ds, date, mask
+        As in :func:`persistence`.
+    inputs
+        Subset of :data:`REGRESSION_INPUTS`; default all those the cube has.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> list(regression_features(ds, ds.time[2]).feature.values)[:3]
+    ['VV', 'VH', 'ref_B02']
+    """
+    target = _target_date(ds, date)
+    parts = []
+    for name in _available_inputs(ds, inputs):
+        if name == "s1":
+            s1 = ds["s1"].sel(s1_time=target, method="nearest")
+            if s1.attrs.get("units") == "linear":
+                s1 = 10 * np.log10(s1.clip(min=1e-10))
+            part = s1.rename(pol="feature")
+        elif name == "reference":
+            ref = persistence(ds, target, mask)
+            part = ref.rename(band="feature").assign_coords(
+                feature=[f"ref_{b}" for b in ref["band"].values]
+            )
+        else:
+            part = ds["dem"].expand_dims(feature=["dem"])
+        part = part.drop_vars(["time", "s1_time"], errors="ignore")
+        parts.append(part.transpose("feature", "y", "x").astype("float32"))
+    out = xr.concat(parts, dim="feature", coords="minimal", compat="override", join="exact")
+    out.name = "features"
+    return out
+
+
+def _training_pixels(
+    ds: xr.Dataset,
+    dates: Sequence[pd.Timestamp],
+    pixel_mask: Any,
+    inputs: tuple[str, ...],
+    mask: xr.DataArray | None,
+) -> tuple[list[xr.DataArray], list[xr.DataArray], list[np.ndarray]]:
+    """Lazy features and targets per date, and the (computed) boolean training mask of each."""
+    clear = _clear_s2(ds, mask)
+    allowed: Any = True
+    if pixel_mask is not None:
+        allowed = (
+            pixel_mask.transpose("y", "x")
+            if isinstance(pixel_mask, xr.DataArray)
+            else xr.DataArray(np.asarray(pixel_mask, dtype=bool), dims=("y", "x"))
+        )
+        if allowed.shape != (ds.sizes["y"], ds.sizes["x"]):
+            raise ParameterError(
+                f"pixel_mask has shape {allowed.shape}, expected {(ds.sizes['y'], ds.sizes['x'])}"
+            )
+    features, targets, usable = [], [], []
+    for date in dates:
+        x = regression_features(ds, date, inputs, mask)
+        y = clear.sel(time=date).transpose("band", "y", "x")
+        ok = x.notnull().all("feature") & y.notnull().all("band") & allowed
+        features.append(x)
+        targets.append(y)
+        usable.append(ok.data)
+    (computed,) = dask.compute(usable)
+    return features, targets, [np.asarray(m, dtype=bool) for m in computed]
+
+
+def fit_regression_baseline(
+    ds: xr.Dataset,
+    dates: Iterable[Any],
+    pixel_mask: Any = None,
+    *,
+    mask: xr.DataArray | None = None,
+    inputs: Iterable[str] | None = None,
+    alpha: float = 1.0,
+    max_samples: int | None = 200_000,
+    seed: int = 0,
+) -> RegressionBaseline:
+    """Fit the per-pixel linear regression baseline on the training pixels of ``dates``.
+
+    A sample is one pixel at one date: inputs :func:`regression_features`, target the four
+    S2 bands observed there. Only pixels that are clear at that date (the target is never
+    taken from a ``truth`` variable), inside ``pixel_mask`` and with every input finite are
+    used. The estimator standardises the features and fits a ``Ridge`` (one linear model for
+    all pixels).
+
+    Parameters
+    ----------
+    ds
+        A contract cube.
+    dates
+        S2 dates to learn from (the training split's dates).
+    pixel_mask
+        Boolean (y, x), True = a training pixel (e.g. the training blocks of a spatial split);
+        None = all pixels.
+    mask
+        Unusable mask, as in :func:`persistence`.
+    inputs
+        Subset of :data:`REGRESSION_INPUTS`; default all the cube has (a cube without S1,
+        such as an optical-only series, uses the reference and the DEM).
+    alpha
+        Ridge penalty on the standardised features (negligible for many pixels; it only
+        keeps collinear inputs stable).
+    max_samples
+        At most this many samples, drawn at random (``seed``) before any pixel value is
+        read; None uses all.
+    seed
+        Seed of that draw.
+
+    Returns
+    -------
+    RegressionBaseline
+
+    Raises
+    ------
+    ParameterError
+        If a date is not in the cube, or no training pixel is usable.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> model = fit_regression_baseline(ds, ds.time[1:4])
+    >>> model.bands
+    ('B02', 'B03', 'B04', 'B08')
+    """
+    targets_dates = [_target_date(ds, date) for date in np.atleast_1d(np.asarray(dates))]
+    if not targets_dates:
+        raise ParameterError("dates is empty: give at least one S2 date to fit on")
+    if max_samples is not None and max_samples < 1:
+        raise ParameterError(f"max_samples must be positive or None, got {max_samples}")
+    used = _available_inputs(ds, inputs)
+    features, targets, usable = _training_pixels(ds, targets_dates, pixel_mask, used, mask)
+
+    pixel = np.concatenate([np.flatnonzero(m) for m in usable])
+    date_of = np.repeat(np.arange(len(usable)), [int(m.sum()) for m in usable])
+    if pixel.size == 0:
+        raise ParameterError(
+            "no training pixels: none is clear, inside pixel_mask and with all inputs "
+            "(a pixel needs an earlier clear date for its reference bands)"
+        )
+    if max_samples is not None and pixel.size > max_samples:
+        keep = np.sort(np.random.default_rng(seed).choice(pixel.size, max_samples, replace=False))
+        pixel, date_of = pixel[keep], date_of[keep]
+    picks = [pixel[date_of == i] for i in range(len(usable))]
+
+    nx = ds.sizes["x"]
+    samples = []
+    for x, y, flat in zip(features, targets, picks, strict=True):
+        # Pointwise (vectorised) indexing reads only the chunks holding chosen pixels.
+        where = {
+            "y": xr.DataArray(flat // nx, dims="sample"),
+            "x": xr.DataArray(flat % nx, dims="sample"),
+        }
+        samples.append(
+            (
+                x.isel(where).transpose("sample", "feature").data,
+                y.isel(where).transpose("sample", "band").data,
+            )
+        )
+    (samples,) = dask.compute(samples)
+    x_train = np.concatenate([np.asarray(s[0], dtype="float64") for s in samples])
+    y_train = np.concatenate([np.asarray(s[1], dtype="float64") for s in samples])
+
+    estimator = make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+    estimator.fit(x_train, y_train)
+    return RegressionBaseline(
+        estimator=estimator,
+        inputs=used,
+        features=tuple(str(f) for f in features[0]["feature"].values),
+        bands=tuple(str(b) for b in ds["s2"]["band"].values),
+        n_samples=len(x_train),
+    )
+
+
+def _predict_block(x: np.ndarray, estimator: Pipeline, n_out: int) -> np.ndarray:
+    """Predict (..., feature) -> (..., band); rows with a NaN input give NaN."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = np.full((rows.shape[0], n_out), np.nan, dtype="float32")
+    ok = np.isfinite(rows).all(axis=1)
+    if ok.any():
+        out[ok] = estimator.predict(rows[ok].astype("float64"))
+    return out.reshape((*x.shape[:-1], n_out))
+
+
+def predict_regression_baseline(
+    model: RegressionBaseline,
+    ds: xr.Dataset,
+    date: Any,
+    mask: xr.DataArray | None = None,
+) -> xr.DataArray:
+    """The regression baseline's prediction of the S2 image at ``date``, lazily.
+
+    Parameters
+    ----------
+    model
+        From :func:`fit_regression_baseline`.
+    ds, date, mask
+        As in :func:`persistence`; ``ds`` must offer the model's inputs.
+
+    Returns
+    -------
+    xarray.DataArray
+        (band, y, x), ``attrs["baseline"] = "linear_regression"``; NaN where an input is
+        missing (e.g. a pixel with no earlier clear date).
+
+    Raises
+    ------
+    ModelMismatchError
+        If the cube's features differ from those the model was fitted on.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> model = fit_regression_baseline(ds, ds.time[1:4])
+    >>> predict_regression_baseline(model, ds, ds.time[-1]).dims
+    ('band', 'y', 'x')
+    """
+    target = _target_date(ds, date)
+    x = regression_features(ds, target, model.inputs, mask)
+    found = tuple(str(f) for f in x["feature"].values)
+    if found != model.features:
+        raise ModelMismatchError(
+            f"the regression baseline was fitted on features {list(model.features)}, "
+            f"but the cube gives {list(found)}"
+        )
+    if x.chunks is not None:
+        x = x.chunk({"feature": -1})
+    out = xr.apply_ufunc(
+        _predict_block,
+        x,
+        input_core_dims=[["feature"]],
+        output_core_dims=[["band"]],
+        dask="parallelized",
+        output_dtypes=[np.float32],
+        dask_gufunc_kwargs={"output_sizes": {"band": len(model.bands)}},
+        kwargs={"estimator": model.estimator, "n_out": len(model.bands)},
+    )
+    out = out.assign_coords(band=list(model.bands))
+    return _as_prediction(out, ds, target, "linear_regression")
