@@ -1,0 +1,184 @@
+"""cube_from_stac on local COGs described by pystac Items written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+from pystac.extensions.projection import ProjectionExtension
+from rasterio.transform import from_origin
+
+from cloudfill import cube_from_stac, open_cube, write_cube
+from cloudfill.errors import BandError, ParameterError, SourceError
+
+EPSG = 32633
+ORIGIN = (500000.0, 5000000.0)
+SHAPE = (16, 20)  # rows, cols at 10 m
+
+
+def _cog(path: Path, data: np.ndarray, res: float) -> str:
+    transform = from_origin(*ORIGIN, res, res)
+    profile = {
+        "driver": "COG",
+        "height": data.shape[0],
+        "width": data.shape[1],
+        "count": 1,
+        "dtype": data.dtype,
+        "crs": f"EPSG:{EPSG}",
+        "transform": transform,
+        "blocksize": 16,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+    return str(path)
+
+
+def _item(
+    tmp: Path,
+    item_id: str,
+    when: datetime,
+    assets: dict[str, np.ndarray],
+    res: float,
+    platform: str | None,
+) -> pystac.Item:
+    """An item whose assets are COGs at ``res`` m, except 2-D arrays half the size of the
+    first one, which are written at twice the resolution (like S2's 20 m SCL)."""
+    rows, cols = next(iter(assets.values())).shape
+    left, top = ORIGIN
+    item = pystac.Item(
+        id=item_id,
+        geometry=None,
+        bbox=[14.99, 45.1, 15.01, 45.2],
+        datetime=when,
+        properties={"platform": platform} if platform else {},
+    )
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.epsg = EPSG  # written as proj:code by the v2 extension; the loader maps it back
+    proj.shape = [rows, cols]
+    proj.transform = [res, 0.0, left, 0.0, -res, top]
+    for key, data in assets.items():
+        asset_res = res * rows / data.shape[0]
+        href = _cog(tmp / f"{item_id}_{key}.tif", data, asset_res)
+        asset = pystac.Asset(href=href, media_type=pystac.MediaType.COG)
+        item.add_asset(key, asset)
+        if asset_res != res:
+            asset_proj = ProjectionExtension.ext(asset)
+            asset_proj.shape = list(data.shape)
+            asset_proj.transform = [asset_res, 0.0, left, 0.0, -asset_res, top]
+    return item
+
+
+@pytest.fixture(scope="module")
+def stac_items(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("stac")
+    rng = np.random.default_rng(7)
+    ny, nx = SHAPE
+    s2_values = {}
+    items = []
+    for i, (day, keys, platform) in enumerate(
+        [
+            (3, ("B02", "B03", "B04", "B08"), "sentinel-2a"),
+            (1, ("blue", "green", "red", "nir"), None),  # Earth Search spelling, no platform
+        ]
+    ):
+        bands = rng.integers(1, 10000, (4, ny, nx), dtype="uint16")
+        s2_values[day] = bands
+        assets = dict(zip(keys, bands, strict=True))
+        assets["scl"] = np.full((ny // 2, nx // 2), 4 + i, dtype="uint8")  # 20 m
+        items.append(
+            _item(tmp, f"s2_{day}", datetime(2021, 5, day, tzinfo=UTC), assets, 10.0, platform)
+        )
+    ramp = np.broadcast_to(np.arange(nx // 2, dtype="float32"), (ny // 2, nx // 2)).copy()
+    items.append(
+        _item(
+            tmp,
+            "s1_2",
+            datetime(2021, 5, 2, tzinfo=UTC),
+            {"VV": ramp, "vh": 2 * ramp},
+            20.0,
+            "sentinel-1a",
+        )
+    )
+    dem = np.full((ny, nx), 321.0, dtype="float32")
+    items.append(_item(tmp, "dem", datetime(2021, 1, 1, tzinfo=UTC), {"data": dem}, 10.0, None))
+    return {"items": items, "s2": s2_values, "tmp": tmp}
+
+
+def test_stac_cube_layout_and_values(stac_items: dict) -> None:
+    ds = cube_from_stac(stac_items["items"], dem_asset="data", s1_units="dB")
+    assert ds.s2.dims == ("time", "band", "y", "x")
+    assert list(ds.band.values) == ["B02", "B03", "B04", "B08"]
+    assert list(ds.pol.values) == ["VV", "VH"]
+    assert [str(t)[:10] for t in ds.time.values] == ["2021-05-01", "2021-05-03"]
+    assert ds.rio.crs.to_epsg() == EPSG
+    assert ds.sizes["y"] == SHAPE[0] and ds.sizes["x"] == SHAPE[1]
+    # pixel centres of the 10 m S2 grid
+    assert ds.x.values[0] == pytest.approx(ORIGIN[0] + 5)
+    assert ds.y.values[0] == pytest.approx(ORIGIN[1] - 5)
+    assert ds.s2.chunks is not None  # lazy
+    c = ds.compute()
+    # the alias-named item (May 1) is read into contract bands and scaled to reflectance
+    np.testing.assert_allclose(
+        c.s2.sel(time="2021-05-01").values, stac_items["s2"][1] / 1e4, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        c.s2.sel(time="2021-05-03").values, stac_items["s2"][3] / 1e4, rtol=1e-6
+    )
+    assert c.scl.dtype == np.uint8 and set(np.unique(c.scl.values)) == {4, 5}
+    np.testing.assert_allclose(c.dem.values, 321.0)
+    assert c.s1.attrs["units"] == "dB"
+    # VH was written as twice VV; bilinear resampling is linear, so that holds on the grid
+    vv, vh = c.s1.isel(s1_time=0).values
+    np.testing.assert_allclose(vh, 2 * vv, rtol=1e-5)
+    assert not np.isnan(vv).any()
+
+
+def test_stac_cube_writes_to_zarr(stac_items: dict, tmp_path: Path) -> None:
+    ds = cube_from_stac(stac_items["items"], dem_asset="data")
+    out = write_cube(ds, tmp_path / "stac.zarr")
+    back = open_cube(out)
+    assert back.rio.crs.to_epsg() == EPSG
+    np.testing.assert_array_equal(back.s2.values, ds.s2.values)
+    np.testing.assert_array_equal(back.x.values, ds.x.values)
+
+
+def test_stac_from_itemcollection_json(stac_items: dict, tmp_path: Path) -> None:
+    collection = pystac.ItemCollection(stac_items["items"])
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps(collection.to_dict()))
+    ds = cube_from_stac(json.loads(path.read_text()), scl_asset=None)
+    assert "scl" not in ds and "s1" in ds and "dem" not in ds
+    assert cube_from_stac(collection).sizes == ds.sizes
+
+
+def test_stac_without_s2_items_is_a_source_error(stac_items: dict) -> None:
+    s1_only = [i for i in stac_items["items"] if i.id.startswith("s1")]
+    with pytest.raises(SourceError, match="no Sentinel-2 item"):
+        cube_from_stac(s1_only)
+
+
+def test_stac_sentinel2_item_missing_band_names_item_and_band(stac_items: dict) -> None:
+    item = stac_items["items"][0].clone()
+    del item.assets["B08"]
+    with pytest.raises(BandError, match=r"s2_3.*'B08'"):
+        cube_from_stac([item])
+
+
+def test_stac_bad_parameters() -> None:
+    with pytest.raises(ParameterError, match="s2_assets"):
+        cube_from_stac([], s2_assets=("B02",))
+    with pytest.raises(SourceError, match="not a STAC item"):
+        cube_from_stac([42])
+
+
+def test_stac_item_without_projection_metadata_is_a_source_error(stac_items: dict) -> None:
+    item = stac_items["items"][0].to_dict()
+    for key in ("proj:code", "proj:epsg", "proj:shape", "proj:transform"):
+        item["properties"].pop(key, None)
+    with pytest.raises(SourceError, match="s2_3"):
+        cube_from_stac([item])

@@ -1,0 +1,175 @@
+"""open_cube / write_cube: round trips, cleaning of unwritable metadata, safe overwriting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from affine import Affine
+from rasterio.crs import CRS
+
+from cloudfill import open_cube, validate, write_cube
+from cloudfill.errors import OutputError, ParameterError, SourceError
+
+
+def small_cube(lazy: bool = True, ny: int = 12, nx: int = 10) -> xr.Dataset:
+    rng = np.random.default_rng(3)
+    s2 = rng.random((3, 4, ny, nx), dtype="float32")
+    s1 = rng.normal(-12, 3, (2, 2, ny, nx)).astype("float32")
+    ds = xr.Dataset(
+        {
+            "s2": (
+                ("time", "band", "y", "x"),
+                da.from_array(s2, chunks=(1, 4, 5, 5)) if lazy else s2,
+            ),
+            "s1": (("s1_time", "pol", "y", "x"), s1, {"units": "dB"}),
+            "dem": (("y", "x"), rng.random((ny, nx), dtype="float32") * 500),
+            "cloud": (("time", "y", "x"), rng.random((3, ny, nx)) > 0.7),
+            "lulc": (("y", "x"), rng.integers(0, 6, (ny, nx), dtype="uint8")),
+        },
+        coords={
+            "time": pd.to_datetime(["2021-01-01", "2021-01-11", "2021-01-21"]),
+            "s1_time": pd.to_datetime(["2021-01-02", "2021-01-14"]),
+            "band": ["B02", "B03", "B04", "B08"],
+            "pol": ["VV", "VH"],
+            "y": 5000000.0 - 5 - 10 * np.arange(ny),
+            "x": 500000.0 + 5 + 10 * np.arange(nx),
+        },
+        attrs={"title": "test cube", "created_by": "test"},
+    )
+    return ds.rio.write_crs("EPSG:32633")
+
+
+def test_round_trip_values_coords_attrs_crs(tmp_path: Path) -> None:
+    ds = small_cube()
+    path = write_cube(ds, tmp_path / "cube.zarr")
+    assert path == (tmp_path / "cube.zarr").resolve()
+    back = open_cube(path)
+    validate(back, require=["s2", "s1", "dem", "cloud", "lulc"])
+    assert back.rio.crs == ds.rio.crs
+    assert back.s2.chunks is not None
+    xr.testing.assert_identical(
+        back.drop_vars("spatial_ref").coords.to_dataset(),
+        ds.drop_vars("spatial_ref").coords.to_dataset(),
+    )
+    for name in ds.data_vars:
+        assert back[name].dtype == ds[name].dtype, name
+        np.testing.assert_array_equal(back[name].values, ds[name].values)
+    assert back.attrs == ds.attrs
+    assert back.s1.attrs["units"] == "dB"
+    assert back.encoding["source"] == str(path)
+
+
+def test_default_write_chunks(tmp_path: Path) -> None:
+    back = open_cube(write_cube(small_cube(ny=30, nx=20), tmp_path / "c.zarr", chunks={"y": 16}))
+    assert back.s2.encoding["chunks"] == (1, 4, 16, 20)
+    assert back.dem.encoding["chunks"] == (16, 20)
+
+
+def test_open_without_chunks_gives_numpy(tmp_path: Path) -> None:
+    back = open_cube(write_cube(small_cube(), tmp_path / "c.zarr"), chunks=None)
+    assert all(isinstance(v.data, np.ndarray) for v in back.data_vars.values())
+    assert back.rio.crs.to_epsg() == 32633
+
+
+def test_stackstac_like_metadata_is_cleaned(tmp_path: Path) -> None:
+    ds = small_cube()
+    ds.attrs.update(
+        spec=object(),  # an opaque object: dropped
+        crs=CRS.from_epsg(32633),  # a rasterio CRS: kept as text
+        transform=Affine(10, 0, 500000, 0, -10, 5000000),  # a tuple of floats: a list
+        nested={"resolution": np.float64(10.0), "bad": object()},
+        nodata=np.nan,
+    )
+    ds = ds.assign_coords(
+        id=("time", np.array(["a", {"b": 1}, None], dtype=object)),  # object coord: dropped
+        platform=("time", ["sentinel-2a", "sentinel-2b", "sentinel-2a"]),  # strings: kept
+    )
+    ds["s2"] = ds.s2.chunk({"y": 7})  # irregular against the written chunks
+    ds.s2.encoding["chunks"] = (3, 4, 12, 10)  # stale
+    back = open_cube(write_cube(ds, tmp_path / "c.zarr"))
+    assert "id" not in back.coords and "spec" not in back.attrs
+    assert list(back.platform.values) == ["sentinel-2a", "sentinel-2b", "sentinel-2a"]
+    assert back.attrs["crs"] == "EPSG:32633"
+    assert back.attrs["transform"][:3] == [10.0, 0.0, 500000.0]
+    assert back.attrs["nested"] == {"resolution": 10.0}
+    assert back.attrs["nodata"] == "nan"
+    np.testing.assert_array_equal(back.s2.values, ds.s2.values)
+    # the caller's dataset is untouched
+    assert "spec" in ds.attrs and "id" in ds.coords
+
+
+def test_refuses_to_overwrite_without_permission(tmp_path: Path) -> None:
+    path = write_cube(small_cube(), tmp_path / "c.zarr")
+    with pytest.raises(OutputError, match="overwrite=True"):
+        write_cube(small_cube(), path)
+    bigger = small_cube(ny=14)
+    write_cube(bigger, path, overwrite=True)
+    assert open_cube(path).sizes["y"] == 14
+    write_cube(small_cube(), path, mode="w")
+    assert open_cube(path).sizes["y"] == 12
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "c.zarr"]
+    assert leftovers == []
+
+
+def test_refuses_to_replace_a_non_store(tmp_path: Path) -> None:
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("precious")
+    with pytest.raises(OutputError, match="not a zarr store"):
+        write_cube(small_cube(), folder, overwrite=True)
+    assert (folder / "thesis.txt").exists()
+
+
+def test_refuses_to_write_onto_its_source(tmp_path: Path) -> None:
+    path = write_cube(small_cube(), tmp_path / "c.zarr")
+    opened = open_cube(path)
+    with pytest.raises(OutputError, match="read from"):
+        write_cube(opened, path, overwrite=True)
+    derived = opened[["s2", "dem"]].isel(x=slice(0, 4))
+    with pytest.raises(OutputError, match="read from"):
+        write_cube(derived, str(tmp_path / "." / "c.zarr"), overwrite=True)
+    write_cube(derived, tmp_path / "other.zarr")  # elsewhere is fine
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
+    ds = small_cube()
+
+    def explode(block: np.ndarray) -> np.ndarray:
+        raise RuntimeError("boom")
+
+    ds["s2"] = ds.s2.copy(data=ds.s2.data.map_blocks(explode, dtype="float32"))
+    with pytest.raises(RuntimeError, match="boom"):
+        write_cube(ds, tmp_path / "c.zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_overwrite_keeps_old_store(tmp_path: Path) -> None:
+    path = write_cube(small_cube(), tmp_path / "c.zarr")
+    ds = small_cube(ny=14)
+    ds["s2"] = ds.s2.copy(data=ds.s2.data.map_blocks(lambda b: 1 / 0, dtype="float32"))
+    with pytest.raises(ZeroDivisionError):
+        write_cube(ds, path, overwrite=True)
+    assert open_cube(path).sizes["y"] == 12
+    assert [p.name for p in tmp_path.iterdir()] == ["c.zarr"]
+
+
+def test_errors_on_bad_paths_and_modes(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="nowhere.zarr"):
+        open_cube(tmp_path / "nowhere.zarr")
+    (tmp_path / "empty.zarr").mkdir()
+    with pytest.raises(SourceError, match="empty.zarr"):
+        open_cube(tmp_path / "empty.zarr")
+    with pytest.raises(ParameterError, match="mode"):
+        write_cube(small_cube(), tmp_path / "c.zarr", mode="a")
+
+
+def test_open_cube_renames_band_aliases(tmp_path: Path) -> None:
+    ds = small_cube().assign_coords(band=["blue", "green", "red", "nir"], pol=["vv", "vh"])
+    back = open_cube(write_cube(ds, tmp_path / "c.zarr"))
+    assert list(back.band.values) == ["B02", "B03", "B04", "B08"]
+    assert list(back.pol.values) == ["VV", "VH"]
