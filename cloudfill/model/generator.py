@@ -1,0 +1,238 @@
+"""The ResNet-style generator, with optional attention and a per-pixel confidence head.
+
+Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al. 2016)::
+
+    stem   reflect-pad 3, conv 7x7 -> f,          norm, ReLU
+    down   conv 3x3 stride 2 -> 2f,               norm, ReLU
+    down   conv 3x3 stride 2 -> 4f,               norm, ReLU
+    blocks n_blocks x [pad, conv 3x3, norm, ReLU, pad, conv 3x3, norm, attention] + skip
+    up     nearest x2, pad, conv 3x3 -> 2f,       norm, ReLU
+    up     nearest x2, pad, conv 3x3 -> f,        norm, ReLU
+    head   reflect-pad 3, conv 7x7 -> 4 bands, tanh            (the mean)
+    scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
+
+Choices the paper leaves open, and why:
+
+- **Upsampling is resize-convolution** (nearest x2 then a 3x3 convolution), not a transposed
+  convolution: a stride-2 transposed convolution with a 3x3 kernel covers output pixels
+  unevenly and produces checkerboard artefacts (Odena et al., 2016, "Deconvolution and
+  Checkerboard Artifacts", Distill), which on a tiled scene repeat with the tile grid.
+- **Normalisation defaults to batch norm**, used in eval mode at inference. pix2pix uses
+  instance norm, but instance (and group) norm compute statistics over the tile being
+  processed, so a pixel's value depends on what else is in the tile and tiled inference shows
+  seams. Batch norm in eval mode applies fixed running statistics stored in the checkpoint:
+  a per-pixel affine map, independent of the tiling. ``norm="none"`` is the other tile-free
+  choice; ``norm="instance"`` is kept to reproduce the paper and is reported as tile-dependent
+  by :func:`cloudfill.model.receptive.receptive_field`.
+- **Reflection padding** everywhere (also in the strided convolutions), so a tile border looks
+  like image interior rather than a black frame.
+- **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
+  per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
+  with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
+
+Inputs must have a height and width that are multiples of 4 (two stride-2 stages) and at
+least 16 px; :meth:`cloudfill.model.checkpoint.CloudfillModel.predict` pads for you.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cloudfill.errors import ParameterError
+from cloudfill.model.attention import make_attention
+from cloudfill.model.variants import NORMS, OUTPUT_BANDS, Variant, attention_kind, get_variant
+
+__all__ = ["NORMS", "SCALE_EPS", "Generator", "GeneratorOutput", "ResidualBlock", "make_norm"]
+
+SCALE_EPS: float = 1e-3
+"""Floor of the predicted Laplace scale, in normalised units (keeps the NLL finite)."""
+
+MULTIPLE: int = 4
+"""Height and width must be multiples of this (two stride-2 downsamplings)."""
+
+
+class GeneratorOutput(NamedTuple):
+    """What :class:`Generator` returns.
+
+    Attributes
+    ----------
+    mean
+        (N, 4, H, W) predicted bands in [-1, 1] (normalised units), order B02, B03, B04, B08.
+    scale
+        (N, 4, H, W) Laplace scale ``b > 0`` per pixel and band, or None when the generator
+        has no confidence head.
+    """
+
+    mean: torch.Tensor
+    scale: torch.Tensor | None
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer by name (see :data:`NORMS`).
+
+    Examples
+    --------
+    >>> type(make_norm("batch", 8)).__name__
+    'BatchNorm2d'
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ParameterError(f"unknown norm {kind!r}; expected one of {list(NORMS)}")
+
+
+def _conv_block(cin: int, cout: int, kernel: int, norm: str, *, stride: int = 1) -> list[nn.Module]:
+    # Batch norm has its own shift, so the conv bias would be redundant there.
+    pad = kernel // 2
+    layers: list[nn.Module] = []
+    if stride == 1:
+        layers.append(nn.ReflectionPad2d(pad))
+        conv = nn.Conv2d(cin, cout, kernel, bias=norm != "batch")
+    else:
+        conv = nn.Conv2d(
+            cin, cout, kernel, stride=stride, padding=pad, padding_mode="reflect",
+            bias=norm != "batch",
+        )  # fmt: skip
+    layers += [conv, make_norm(norm, cout), nn.ReLU(inplace=True)]
+    return layers
+
+
+class ResidualBlock(nn.Module):
+    """``x + attention(conv-norm-relu-conv-norm(x))``; attention on the residual branch (CBAM)."""
+
+    def __init__(self, channels: int, norm: str, attention: str) -> None:
+        super().__init__()
+        bias = norm != "batch"
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            make_norm(norm, channels),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            make_norm(norm, channels),
+        )
+        self.attention = make_attention(attention, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attention(self.body(x))
+
+
+class Generator(nn.Module):
+    """ResNet-style generator for one model variant (see the module docstring for the layout).
+
+    Parameters
+    ----------
+    variant
+        ``"S"``, ``"SD"``, ``"SO"`` or ``"SOD"``; fixes the input channels
+        (:mod:`cloudfill.model.variants`).
+    base_filters
+        Width of the first stage (64 in the paper).
+    n_blocks
+        Number of residual blocks (9 in the paper).
+    attention
+        ``True``/``"cbam"`` (default), ``"self"``, or ``False``/``"none"``.
+    norm
+        ``"batch"`` (default), ``"none"`` or ``"instance"``.
+    confidence
+        Add the Laplace-scale head.
+
+    Examples
+    --------
+    >>> g = Generator("SOD", base_filters=8, n_blocks=2, confidence=True).eval()
+    >>> out = g(torch.zeros(1, 7, 32, 32))
+    >>> out.mean.shape, out.scale.shape
+    (torch.Size([1, 4, 32, 32]), torch.Size([1, 4, 32, 32]))
+    """
+
+    def __init__(
+        self,
+        variant: str | Variant = "SOD",
+        *,
+        base_filters: int = 64,
+        n_blocks: int = 9,
+        attention: bool | str = True,
+        norm: str = "batch",
+        confidence: bool = False,
+    ) -> None:
+        super().__init__()
+        self.variant = get_variant(variant)
+        if base_filters < 1 or n_blocks < 0:
+            raise ParameterError(
+                f"base_filters must be >= 1 and n_blocks >= 0, got {base_filters}, {n_blocks}"
+            )
+        if norm not in NORMS:
+            raise ParameterError(f"unknown norm {norm!r}; expected one of {list(NORMS)}")
+        self.attention = attention_kind(attention)
+        self.base_filters = int(base_filters)
+        self.n_blocks = int(n_blocks)
+        self.norm = norm
+        self.confidence = bool(confidence)
+
+        f, cin, cout = self.base_filters, self.variant.n_inputs, len(OUTPUT_BANDS)
+        self.trunk = nn.Sequential(
+            *_conv_block(cin, f, 7, norm),
+            *_conv_block(f, 2 * f, 3, norm, stride=2),
+            *_conv_block(2 * f, 4 * f, 3, norm, stride=2),
+            *(ResidualBlock(4 * f, norm, self.attention) for _ in range(self.n_blocks)),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            *_conv_block(4 * f, 2 * f, 3, norm),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            *_conv_block(2 * f, f, 3, norm),
+        )
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7), nn.Tanh())
+        self.scale_head = (
+            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7)) if confidence else None
+        )
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this architecture (stored in the model card).
+
+        Examples
+        --------
+        >>> Generator("S", base_filters=8, n_blocks=1).config()["variant"]
+        'S'
+        """
+        return {
+            "variant": self.variant.name,
+            "base_filters": self.base_filters,
+            "n_blocks": self.n_blocks,
+            "attention": self.attention,
+            "norm": self.norm,
+            "confidence": self.confidence,
+        }
+
+    def rf_path(self) -> list[nn.Module]:
+        """Modules along the longest input-to-output path, in order (for the RF walker).
+
+        The scale head runs parallel to the mean head with the same geometry, so the path
+        through ``head`` covers both.
+        """
+        return [self.trunk, self.head]
+
+    def forward(self, x: torch.Tensor) -> GeneratorOutput:
+        """Predict the target bands (and their Laplace scale) from the condition stack ``x``."""
+        if x.ndim != 4 or x.shape[1] != self.variant.n_inputs:
+            raise ParameterError(
+                f"variant {self.variant.name} expects input (N, {self.variant.n_inputs}, H, W) "
+                f"with channels {list(self.variant.channels)}, got shape {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if h % MULTIPLE or w % MULTIPLE or min(h, w) < 4 * MULTIPLE:
+            raise ParameterError(
+                f"tile height and width must be multiples of {MULTIPLE} and >= {4 * MULTIPLE}, "
+                f"got {h} x {w} (CloudfillModel.predict pads automatically)"
+            )
+        features = self.trunk(x)
+        mean = self.head(features)
+        scale = None
+        if self.scale_head is not None:
+            scale = F.softplus(self.scale_head(features)) + SCALE_EPS
+        return GeneratorOutput(mean, scale)

@@ -1,0 +1,176 @@
+"""Model variants and configuration names: input channels, attention types, norms.
+
+The paper trains four variants (S, SD, SO, SOD) that differ only in the condition stack.
+cloudfill fixes **one** channel order for all of them, so a sampler, the inference stack and a
+checkpoint's card agree without negotiation::
+
+    VV, VH, ref_B02, ref_B03, ref_B04, ref_B08, DEM
+
+A variant keeps the channels it uses in that order (S = ``VV, VH``; SD = ``VV, VH, DEM``;
+SO = ``VV, VH, ref_B02 .. ref_B08``; SOD = all seven). ``ref_*`` is the cloud-free reference
+S2 image of an earlier date. Every variant predicts :data:`OUTPUT_BANDS` at the target date.
+
+The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
+too, so the model card and the cube side of the package can validate them without importing
+torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloudfill.cube.schema import BANDS, POLS
+from cloudfill.errors import ParameterError
+
+__all__ = [
+    "ALL_CHANNELS",
+    "ATTENTION_KINDS",
+    "DEM_CHANNEL",
+    "NORMS",
+    "OUTPUT_BANDS",
+    "REFERENCE_CHANNELS",
+    "S1_CHANNELS",
+    "VARIANTS",
+    "Variant",
+    "attention_kind",
+    "get_variant",
+]
+
+S1_CHANNELS: tuple[str, ...] = POLS
+"""SAR channels, first in every stack."""
+
+REFERENCE_CHANNELS: tuple[str, ...] = tuple(f"ref_{band}" for band in BANDS)
+"""The reference (earlier, cloud-free) S2 bands."""
+
+DEM_CHANNEL: str = "DEM"
+"""The elevation channel, last in the stack."""
+
+ALL_CHANNELS: tuple[str, ...] = (*S1_CHANNELS, *REFERENCE_CHANNELS, DEM_CHANNEL)
+"""The canonical channel order; every variant is a sub-sequence of it."""
+
+OUTPUT_BANDS: tuple[str, ...] = BANDS
+"""Bands every generator predicts, in order."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One input configuration of the generator.
+
+    Attributes
+    ----------
+    name
+        ``"S"``, ``"SD"``, ``"SO"`` or ``"SOD"``.
+    channels
+        Input channel names in stack order (a sub-sequence of :data:`ALL_CHANNELS`).
+    """
+
+    name: str
+    channels: tuple[str, ...]
+
+    @property
+    def n_inputs(self) -> int:
+        """Number of input channels."""
+        return len(self.channels)
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of predicted bands (always 4)."""
+        return len(OUTPUT_BANDS)
+
+    @property
+    def uses_reference(self) -> bool:
+        """True when the stack holds a reference S2 image (SO, SOD)."""
+        return REFERENCE_CHANNELS[0] in self.channels
+
+    @property
+    def uses_dem(self) -> bool:
+        """True when the stack holds the DEM (SD, SOD)."""
+        return DEM_CHANNEL in self.channels
+
+
+VARIANTS: dict[str, Variant] = {
+    "S": Variant("S", S1_CHANNELS),
+    "SD": Variant("SD", (*S1_CHANNELS, DEM_CHANNEL)),
+    "SO": Variant("SO", (*S1_CHANNELS, *REFERENCE_CHANNELS)),
+    "SOD": Variant("SOD", ALL_CHANNELS),
+}
+"""The four variants of the paper, by name."""
+
+
+def get_variant(name: str | Variant) -> Variant:
+    """Look up a variant by name (case-insensitive).
+
+    Parameters
+    ----------
+    name
+        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"`` or a :class:`Variant` (returned as is).
+
+    Returns
+    -------
+    Variant
+
+    Raises
+    ------
+    ParameterError
+        For an unknown name; the message lists the valid ones.
+
+    Examples
+    --------
+    >>> get_variant("sod").channels
+    ('VV', 'VH', 'ref_B02', 'ref_B03', 'ref_B04', 'ref_B08', 'DEM')
+    >>> get_variant("SD").n_inputs
+    3
+    """
+    if isinstance(name, Variant):
+        return name
+    key = str(name).strip().upper()
+    try:
+        return VARIANTS[key]
+    except KeyError:
+        raise ParameterError(
+            f"unknown model variant {name!r}; expected one of {list(VARIANTS)}"
+        ) from None
+
+
+ATTENTION_KINDS: tuple[str, ...] = ("cbam", "self", "none")
+"""Attention types of the generator (``True`` means ``"cbam"``, ``False`` means ``"none"``);
+see :mod:`cloudfill.model.attention`."""
+
+NORMS: tuple[str, ...] = ("batch", "none", "instance")
+"""Normalisation layers of the generator; only ``batch`` (eval mode) and ``none`` are
+tile-independent (see :mod:`cloudfill.model.generator`)."""
+
+
+def attention_kind(value: bool | str | None) -> str:
+    """Normalise an ``attention`` argument to one of :data:`ATTENTION_KINDS`.
+
+    Parameters
+    ----------
+    value
+        ``True`` (CBAM), ``False``/``None`` (no attention), or a name from
+        :data:`ATTENTION_KINDS` (case-insensitive).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ParameterError
+        For an unknown name.
+
+    Examples
+    --------
+    >>> attention_kind(True), attention_kind(False), attention_kind("SELF")
+    ('cbam', 'none', 'self')
+    """
+    if value is True:
+        return "cbam"
+    if value is False or value is None:
+        return "none"
+    key = str(value).strip().lower()
+    if key not in ATTENTION_KINDS:
+        raise ParameterError(
+            f"unknown attention {value!r}; expected True, False or one of {list(ATTENTION_KINDS)}"
+        )
+    return key
