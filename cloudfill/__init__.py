@@ -12,20 +12,25 @@ from cloudfill.cube.schema import BANDS, POLS, conform, validate
 from cloudfill.cube.simulate import simulate_scene
 from cloudfill.cube.stac import cube_from_stac
 from cloudfill.cube.zarr_io import open_cube, write_cube
+from cloudfill.preprocess import NormStats, despeckle, filter_outliers, preprocess
 
 __all__ = [
     "BANDS",
     "POLS",
     "CloudfillAccessor",
     "ModelCard",
+    "NormStats",
     "__version__",
     "cloud_mask",
     "conform",
     "cube_from_geotiffs",
     "cube_from_stac",
+    "despeckle",
     "errors",
+    "filter_outliers",
     "load_model",
     "open_cube",
+    "preprocess",
     "save_model",
     "simulate_scene",
     "validate",

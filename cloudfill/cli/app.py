@@ -6,7 +6,6 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-import click
 import typer
 
 from cloudfill._version import __version__
@@ -60,6 +59,15 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _click_kind(exc: BaseException) -> str | None:
+    # typer vendors its own copy of click, so match click's exception classes by name.
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    for kind in ("ClickException", "Abort"):
+        if kind in names:
+            return kind
+    return None
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
@@ -70,12 +78,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     _state["debug"] = "--debug" in args
     try:
         result = app(args=args, prog_name="cloudfill", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        return 2
-    except click.exceptions.Abort:
-        typer.echo("Aborted.", err=True)
-        return 1
     except CloudfillError as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -85,6 +87,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         typer.echo("Interrupted.", err=True)
         return 130
     except Exception as exc:
+        kind = _click_kind(exc)
+        if kind == "ClickException":
+            exc.show()  # type: ignore[attr-defined]
+            return int(getattr(exc, "exit_code", 2))
+        if kind == "Abort":
+            typer.echo("Aborted.", err=True)
+            return 1
         if _state["debug"]:
             traceback.print_exc()
         typer.echo(

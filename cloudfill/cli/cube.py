@@ -32,9 +32,17 @@ def info(
     stats: bool = typer.Option(
         True, "--stats/--no-stats", help="Compute the cloud fraction per date (reads the mask)."
     ),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Validate the full contract (s2, s1 and dem required); exit 2 if it fails.",
+    ),
 ) -> None:
-    """Describe a cube (dims, dates, cloud fraction per date, CRS, chunking, size) or a
-    model checkpoint (card, parameters, receptive field, GFLOP per 256x256 tile)."""
+    """Describe a cube or a model checkpoint.
+
+    For a cube: dims, dates, cloud fraction per date, CRS, chunking and size. For a model:
+    its card, parameter count, receptive field and GFLOP per 256x256 tile.
+    """
     if not path.exists():
         raise SourceError(f"no such file or directory: {path}")
     if _is_checkpoint(path):
@@ -48,7 +56,7 @@ def info(
     from cloudfill.cube.zarr_io import open_cube
 
     ds = open_cube(path)
-    validate(ds, require=("s2",), require_crs=False)
+    validate(ds, require=("s2", "s1", "dem") if check else ("s2",), require_crs=check)
     console.print(f"[bold]{path}[/bold]")
     console.print("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
     console.print(f"variables: {', '.join(str(v) for v in ds.data_vars)}")
@@ -118,8 +126,11 @@ def make_cube(
     ),
     overwrite: bool = typer.Option(False, help="Replace an existing output store."),
 ) -> None:
-    """Build a contract cube and write it to zarr: simulated (--simulate), from GeoTIFFs
-    (--s2/--s1/--dem/--cloud, aligned onto the S2 grid) or from a STAC item collection."""
+    """Build a contract cube and write it to zarr.
+
+    Sources: a simulated scene (--simulate), GeoTIFFs (--s2/--s1/--dem/--cloud, aligned onto
+    the S2 grid) or a STAC item collection (--stac).
+    """
     sources = [simulate, stac is not None, bool(s2 or s1)]
     if sum(sources) != 1:
         raise ParameterError("give exactly one source: --simulate, --stac FILE, or --s2/--s1 files")

@@ -102,7 +102,7 @@ def conform(ds: xr.Dataset) -> xr.Dataset:
     >>> ds = xr.Dataset({"s2": (("time", "band", "y", "x"), np.ones((1, 4, 2, 2), "uint16"))},
     ...                 coords={"band": ["blue", "green", "red", "nir"]})
     >>> out = conform(ds)
-    >>> list(out.band.values), str(out.s2.dtype)
+    >>> [str(b) for b in out.band.values], str(out.s2.dtype)
     (['B02', 'B03', 'B04', 'B08'], 'float32')
     """
     out = ds.copy()

@@ -1,0 +1,83 @@
+"""The command line: exit codes, one-line errors, make-cube and info."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from cloudfill.cli import run
+from tests.conftest import make_tiny_cube
+
+
+def _write_raw(ds: xr.Dataset, path: Path) -> Path:
+    """Write a (possibly invalid) cube with plain xarray, bypassing cloudfill's checks."""
+    ds.to_zarr(path, mode="w", consolidated=False)
+    return path
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in ("info", "make-cube"):
+        assert verb in out
+    assert run(["--version"]) == 0
+    assert "cloudfill" in capsys.readouterr().out
+
+
+def test_usage_error_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["info"]) == 2
+    assert run(["no-such-verb"]) == 2
+
+
+def test_make_cube_simulate_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim.zarr"
+    assert run(["make-cube", str(out), "--simulate", "--shape", "64x48", "--dates", "4"]) == 0
+    assert run(["info", str(out), "--check"]) == 0
+    text = capsys.readouterr().out
+    assert "y=64" in text and "x=48" in text and "EPSG:32645" in text
+    assert "cloud %" in text
+    # Existing output is refused (bad input, exit 2) without --overwrite.
+    assert run(["make-cube", str(out), "--simulate"]) == 2
+    assert "overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda ds: ds.drop_vars("s1"), "missing variable 's1'"),
+        (lambda ds: ds.assign_coords(band=["B02", "B03", "B05", "B08"]), "missing band 'B04'"),
+        (lambda ds: ds.isel(time=[0, 2, 1]), "'time' is not sorted"),
+    ],
+)
+def test_bad_cube_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate, message: str
+) -> None:
+    path = _write_raw(mutate(make_tiny_cube()), tmp_path / "bad.zarr")
+    assert run(["info", str(path), "--check", "--no-stats"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("error:")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_debug_shows_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write_raw(make_tiny_cube().drop_vars("s1"), tmp_path / "bad.zarr")
+    assert run(["--debug", "info", str(path), "--check"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_missing_path_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["info", "/nonexistent/cube.zarr"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_internal_error_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import cloudfill.cube.zarr_io as zarr_io
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(zarr_io, "open_cube", boom)
+    (tmp_path / "c.zarr").mkdir()
+    assert run(["info", str(tmp_path / "c.zarr")]) == 1
