@@ -59,4 +59,41 @@ class CloudfillAccessor:
 
         return pairs(self.cube, **kwargs)
 
+    def synthesize(self, date: Any, model: Any = None, **kwargs: Any) -> xr.DataArray:
+        """Lazy synthesized S2 image (band, y, x) at ``date``; see
+        :func:`cloudfill.infer.synthesize.synthesize`."""
+        from cloudfill.infer.synthesize import synthesize
+
+        return synthesize(self.cube, date, model, **kwargs)
+
+    def fill_series(self, model: Any = None, **kwargs: Any) -> xr.Dataset:
+        """Every S2 date with unusable pixels filled, plus ``filled``, ``confidence`` and
+        provenance; see :func:`cloudfill.fill.series.fill_series`."""
+        from cloudfill.fill.series import fill_series
+
+        return fill_series(self.cube, model, **kwargs)
+
     # --- methods added by later modules go below; keep each one a thin binding ---
+
+    def despeckle(self, size: int = 5) -> xr.Dataset:
+        """The cube with ``s1`` median-filtered over (y, x), lazily, exact at any chunking;
+        see :func:`cloudfill.preprocess.despeckle.despeckle`."""
+        from cloudfill.preprocess.despeckle import despeckle
+
+        return despeckle(self.cube, size=size)
+
+    def filter_outliers(
+        self, lower: float | None = None, upper: float | None = None, **kwargs: Any
+    ) -> xr.Dataset:
+        """The cube clipped to scene-wide percentile thresholds per variable and band; see
+        :func:`cloudfill.preprocess.outliers.filter_outliers`."""
+        from cloudfill.preprocess.outliers import filter_outliers
+
+        return filter_outliers(self.cube, lower=lower, upper=upper, **kwargs)
+
+    def preprocess(self, **kwargs: Any) -> xr.Dataset:
+        """Despeckle, clip outliers and optionally normalise; see
+        :func:`cloudfill.preprocess.pipeline.preprocess`."""
+        from cloudfill.preprocess.pipeline import preprocess
+
+        return preprocess(self.cube, **kwargs)

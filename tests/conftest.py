@@ -61,3 +61,33 @@ def scene_on_backend(scene: xr.Dataset, backend: str) -> xr.Dataset:
     if backend == "dask":
         return scene.chunk({"time": 1, "s1_time": 1, "y": 40, "x": 56})
     return scene
+
+
+def make_tiny_model(
+    ds: xr.Dataset,
+    variant: str = "SOD",
+    attention: bool | str = False,
+    confidence: bool = True,
+    seed: int = 0,
+):
+    """An untrained small generator with the scene's statistics (for inference tests)."""
+    import torch
+
+    from cloudfill.model import CloudfillModel, ModelCard
+    from cloudfill.model.generator import Generator
+    from cloudfill.preprocess.normalise import scene_stats
+
+    torch.manual_seed(seed)
+    gen = Generator(variant, base_filters=8, n_blocks=1, attention=attention, confidence=confidence)
+    card = ModelCard.from_generator(
+        gen,
+        normalisation=scene_stats(ds).to_dict(),
+        training={"despeckle_size": 3},
+        patch_size=32,
+    )
+    return CloudfillModel(gen, card)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(scene: xr.Dataset):
+    return make_tiny_model(scene)

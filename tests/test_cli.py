@@ -81,3 +81,31 @@ def test_internal_error_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setattr(zarr_io, "open_cube", boom)
     (tmp_path / "c.zarr").mkdir()
     assert run(["info", str(tmp_path / "c.zarr")]) == 1
+
+
+def test_synthesize_cli_zarr_and_cog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    import pandas as pd
+    import rioxarray
+
+    import cloudfill
+    from tests.conftest import make_tiny_model
+
+    ds = cloudfill.simulate_scene((48, 40), seed=1)
+    cube = cloudfill.write_cube(ds, tmp_path / "cube.zarr")
+    model = make_tiny_model(ds).save(tmp_path / "m.safetensors")
+    date = f"{pd.Timestamp(ds.time.values[2]):%Y-%m-%d}"
+    out = tmp_path / "syn.zarr"
+    args = ["synthesize", str(cube), date, "--model", str(model), "--no-progress"]
+    assert run([*args, "--out", str(out)]) == 0
+    syn = cloudfill.open_cube(out)
+    assert syn.rio.crs == ds.rio.crs
+    assert syn["s2_synthesized"].attrs["date"] == date
+    tif = tmp_path / "syn.tif"
+    assert run([*args, "--out", str(tif)]) == 0
+    cog = rioxarray.open_rasterio(tif)
+    assert cog.shape == (4, 48, 40) and cog.rio.crs == ds.rio.crs
+    np.testing.assert_allclose(cog.values, syn["s2_synthesized"].values, rtol=1e-6)
+    assert run([*args, "--out", str(tif)]) == 2  # exists
+    assert "overwrite" in capsys.readouterr().err
+    assert run([*args[:2], "not-a-date", "--out", str(tmp_path / "x.zarr")]) == 2

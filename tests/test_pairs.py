@@ -70,3 +70,9 @@ def test_pairs_bad_parameters() -> None:
         ds.cloudfill.pairs(max_ref_cloud=5)
     with pytest.raises(errors.ParameterError, match="max_s1_gap"):
         ds.cloudfill.pairs(max_s1_gap=-1)
+
+
+def test_pairs_without_reference_need() -> None:
+    ds = _cube_with_fractions([0.8, 0.0])
+    table = ds.cloudfill.pairs(needs_reference=False)
+    assert table.iloc[0].method == "synthesize" and pd.isna(table.iloc[0].reference_date)

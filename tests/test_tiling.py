@@ -88,3 +88,27 @@ def test_small_image_is_padded_not_failed() -> None:
         img, (0, 0), (slice(0, 10), slice(0, 13)), grid, lambda b: (b[:, :1] * 1.0, None)
     )
     np.testing.assert_allclose(mean[0], img[0], rtol=1e-6)
+
+
+def test_margin_makes_tiling_exact_for_finite_receptive_field() -> None:
+    """With margin >= the halo (3 px for a 7x7 box), tiled == one whole-image window."""
+    rng = np.random.default_rng(2)
+    # Multiples of 4, so the whole-image window needs no padding of its own.
+    ny, nx = 88, 72
+    img = rng.random((2, ny, nx), dtype="float32")
+    whole = TileGrid(ny, nx, tile=96, overlap=0)
+    assert whole.n_tiles == 1
+    ref, _ = blend_tiles(img, (0, 0), (slice(0, ny), slice(0, nx)), whole, _box_model)
+    tiled = TileGrid(ny, nx, tile=32, overlap=8, margin=3)
+    assert tiled.n_tiles > 4
+    out, _ = blend_tiles(img, (0, 0), (slice(0, ny), slice(0, nx)), tiled, _box_model)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-6)
+    # Without the margin, tile-edge effects leak into the blend.
+    plain = TileGrid(ny, nx, tile=32, overlap=8)
+    leaky, _ = blend_tiles(img, (0, 0), (slice(0, ny), slice(0, nx)), plain, _box_model)
+    assert np.abs(leaky - ref).max() > 1e-4
+
+
+def test_margin_must_fit_overlap() -> None:
+    with pytest.raises(errors.ParameterError, match="margin"):
+        TileGrid(100, 100, tile=32, overlap=8, margin=5)

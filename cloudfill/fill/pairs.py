@@ -22,7 +22,7 @@ import xarray as xr
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ParameterError
 
-__all__ = ["cloud_fractions", "pairs"]
+__all__ = ["cloud_fractions", "nearest_s1", "pairs", "reference_for"]
 
 Direction = Literal["earlier", "nearest"]
 
@@ -53,6 +53,44 @@ def _as_timedelta(value: str | pd.Timedelta | float | int, name: str) -> pd.Time
     return delta
 
 
+def nearest_s1(
+    s1_dates: pd.DatetimeIndex | None, date: pd.Timestamp, max_gap: pd.Timedelta
+) -> tuple[pd.Timestamp, float]:
+    """The S1 date nearest to ``date`` within ``max_gap`` and the signed gap in days
+    (S1 minus target), or (NaT, NaN)."""
+    if s1_dates is None or not len(s1_dates):
+        return pd.NaT, np.nan
+    gaps = np.abs(s1_dates - date)
+    j = int(np.argmin(gaps))
+    if gaps[j] > max_gap:
+        return pd.NaT, np.nan
+    return s1_dates[j], (s1_dates[j] - date) / pd.Timedelta(days=1)
+
+
+def reference_for(
+    dates: pd.DatetimeIndex,
+    usable: np.ndarray,
+    date: pd.Timestamp,
+    max_age: pd.Timedelta,
+    direction: Direction = "earlier",
+) -> tuple[pd.Timestamp, float]:
+    """The usable S2 date nearest to ``date`` (earlier only unless ``direction="nearest"``),
+    at most ``max_age`` away and never ``date`` itself, with its age in days; or (NaT, NaN).
+    On a tie the earlier date wins."""
+    candidates = [
+        k
+        for k in range(len(dates))
+        if usable[k]
+        and dates[k] != date
+        and (direction == "nearest" or dates[k] < date)
+        and abs(dates[k] - date) <= max_age
+    ]
+    if not candidates:
+        return pd.NaT, np.nan
+    k = min(candidates, key=lambda k: (abs(dates[k] - date), dates[k]))
+    return dates[k], (date - dates[k]) / pd.Timedelta(days=1)
+
+
 def _days(delta: pd.Timedelta) -> str:
     return f"{delta / pd.Timedelta(days=1):g}"
 
@@ -65,6 +103,7 @@ def pairs(
     max_ref_cloud: float = 0.05,
     clear_threshold: float = 0.0,
     direction: Direction = "earlier",
+    needs_reference: bool = True,
     fractions: pd.Series | None = None,
 ) -> pd.DataFrame:
     """For every S2 date: the S1 date and the clear reference date the fill would use.
@@ -84,6 +123,9 @@ def pairs(
         A target date whose cloud fraction is at most this needs no filling (``"clear"``).
     direction
         ``"earlier"`` (default) takes only earlier references; ``"nearest"`` also later ones.
+    needs_reference
+        Whether the model needs a reference date (SO/SOD variants); an S/SD model can
+        synthesize a date that has an S1 acquisition but no reference.
     fractions
         Precomputed :func:`cloud_fractions`, to avoid reading the mask again.
 
@@ -117,25 +159,8 @@ def pairs(
     rows = []
     for i, date in enumerate(dates):
         row: dict[str, object] = {"cloud_fraction": float(frac.iloc[i])}
-        s1_date, s1_days = pd.NaT, np.nan
-        if s1_dates is not None and len(s1_dates):
-            gaps = np.abs(s1_dates - date)
-            j = int(np.argmin(gaps))
-            if gaps[j] <= s1_gap:
-                s1_date, s1_days = s1_dates[j], (s1_dates[j] - date) / pd.Timedelta(days=1)
-        ref_date, ref_days = pd.NaT, np.nan
-        candidates = [
-            k
-            for k in range(len(dates))
-            if k != i
-            and usable_ref[k]
-            and (direction == "nearest" or dates[k] < date)
-            and abs(dates[k] - date) <= ref_age
-        ]
-        if candidates:
-            # Nearest in time; on a tie the earlier date wins.
-            k = min(candidates, key=lambda k: (abs(dates[k] - date), dates[k]))
-            ref_date, ref_days = dates[k], (date - dates[k]) / pd.Timedelta(days=1)
+        s1_date, s1_days = nearest_s1(s1_dates, date, s1_gap)
+        ref_date, ref_days = reference_for(dates, usable_ref, date, ref_age, direction)
         row.update(
             s1_date=s1_date,
             s1_gap_days=s1_days,
@@ -144,7 +169,7 @@ def pairs(
         )
         if row["cloud_fraction"] <= clear_threshold:
             method, reason = "clear", "no unusable pixels to fill"
-        elif pd.notna(s1_date) and pd.notna(ref_date):
+        elif pd.notna(s1_date) and (pd.notna(ref_date) or not needs_reference):
             method, reason = "synthesize", ""
         else:
             missing = []
@@ -152,7 +177,7 @@ def pairs(
                 missing.append("the cube has no s1")
             elif pd.isna(s1_date):
                 missing.append(f"no S1 date within {_days(s1_gap)} days")
-            if pd.isna(ref_date):
+            if pd.isna(ref_date) and needs_reference:
                 missing.append(
                     f"no {'earlier ' if direction == 'earlier' else ''}reference date with "
                     f"<= {100 * max_ref_cloud:g}% cloud within {_days(ref_age)} days"

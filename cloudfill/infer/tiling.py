@@ -11,7 +11,11 @@ floating-point behaviour of batched convolutions).
 
 Weights are a separable Gaussian importance map (sigma = ``sigma_scale * tile``, as MONAI's
 ``sliding_window_inference``), floored so that image borders, covered by one tile only, still
-get a finite value.
+get a finite value, and set to exactly zero within ``margin`` pixels of a tile edge that lies
+inside the image. With ``margin`` >= the generator's halo (its receptive-field radius) every
+pixel is blended only from tiles that hold its whole receptive field, so a convolutional
+model gives the same pixels tiled as on the whole image (up to float rounding); layers with
+global context (channel attention) still see their tile, and the Gaussian keeps them seamless.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ def tile_origins(n: int, tile: int, stride: int) -> np.ndarray:
     >>> tile_origins(11, 4, 3).tolist()
     [0, 3, 6, 7]
     """
-    if tile <= 0 or stride <= 0 or stride > tile:
-        raise ParameterError(f"need 0 < stride <= tile, got tile={tile}, stride={stride}")
+    if tile <= 0 or stride <= 0:
+        raise ParameterError(f"need positive tile and stride, got tile={tile}, stride={stride}")
     if n <= tile:
         return np.array([0])
     starts = list(range(0, n - tile + 1, stride))
@@ -74,28 +78,51 @@ class TileGrid:
     ny, nx
         Image size in pixels.
     tile
-        Window size (a multiple of 4). Images smaller than a tile along an axis use one window
-        of the image size rounded up to a multiple of 4, padded by reflection.
+        Window size (a multiple of 4).
     overlap
         Pixels shared by neighbouring windows (``stride = tile - overlap``).
+    max_single
+        An axis no longer than this is covered by one window of its own length (rounded up
+        to a multiple of 4, reflect-padded): cheaper than several overlapping tiles and
+        free of seams. Default ``tile``; images shorter than a tile always get one window.
 
     Examples
     --------
     >>> g = TileGrid(1200, 1200, tile=512, overlap=128)
     >>> g.origins_y.tolist(), g.n_tiles
     ([0, 384, 688], 9)
+    >>> TileGrid(1200, 1200, tile=1024, overlap=196, max_single=1536).n_tiles
+    1
     """
 
     ny: int
     nx: int
     tile: int = 512
     overlap: int = 128
+    max_single: int | None = None
+    margin: int = 0
 
     def __post_init__(self) -> None:
         if self.tile % ALIGN or self.tile < ALIGN:
             raise ParameterError(f"tile must be a positive multiple of {ALIGN}, got {self.tile}")
         if not 0 <= self.overlap < self.tile:
             raise ParameterError(f"overlap must be in [0, tile), got {self.overlap}")
+        if not 0 <= 2 * self.margin <= self.overlap:
+            raise ParameterError(
+                f"margin must be in [0, overlap / 2] so every pixel keeps a weighted tile, "
+                f"got margin={self.margin}, overlap={self.overlap}"
+            )
+
+    def weights(self, origin: int, size: int, n: int, sigma_scale: float = 0.125) -> np.ndarray:
+        """Weights of a window at ``origin`` of length ``size`` along an axis of length ``n``."""
+        w = tile_weights(size, sigma_scale)
+        if self.margin:
+            w = w.copy()
+            if origin > 0:
+                w[: self.margin] = 0
+            if origin + size < n:
+                w[size - self.margin :] = 0
+        return w
 
     @property
     def stride(self) -> int:
@@ -103,15 +130,24 @@ class TileGrid:
 
     def size(self, n: int) -> int:
         """Window length along an axis of length ``n``."""
-        return self.tile if n >= self.tile else -(-n // ALIGN) * ALIGN
+        single = max(self.tile, self.max_single or 0)
+        return self.tile if n > single else -(-n // ALIGN) * ALIGN
+
+    @property
+    def tile_y(self) -> int:
+        return self.size(self.ny)
+
+    @property
+    def tile_x(self) -> int:
+        return self.size(self.nx)
 
     @property
     def origins_y(self) -> np.ndarray:
-        return tile_origins(self.ny, self.tile, self.stride)
+        return tile_origins(self.ny, self.tile_y, self.stride)
 
     @property
     def origins_x(self) -> np.ndarray:
-        return tile_origins(self.nx, self.tile, self.stride)
+        return tile_origins(self.nx, self.tile_x, self.stride)
 
     @property
     def n_tiles(self) -> int:
@@ -120,7 +156,7 @@ class TileGrid:
     @property
     def halo(self) -> int:
         """Input pixels a block needs beyond its own region to hold every tile touching it."""
-        return self.tile
+        return max(self.tile_y, self.tile_x)
 
 
 def _touching(origins: np.ndarray, size: int, lo: int, hi: int) -> np.ndarray:
@@ -165,11 +201,9 @@ def blend_tiles(
     ry, rx = region
     gy0, gy1 = oy + ry.start, oy + ry.stop
     gx0, gx1 = ox + rx.start, ox + rx.stop
-    ty, tx = grid.size(grid.ny), grid.size(grid.nx)
+    ty, tx = grid.tile_y, grid.tile_x
     starts_y = _touching(grid.origins_y, ty, gy0, gy1)
     starts_x = _touching(grid.origins_x, tx, gx0, gx1)
-    wy_full = tile_weights(ty, sigma_scale)
-    wx_full = tile_weights(tx, sigma_scale)
 
     acc_mean: np.ndarray | None = None
     acc_scale: np.ndarray | None = None
@@ -185,7 +219,9 @@ def blend_tiles(
             # Clip the tile to the region, in tile and in region coordinates.
             y0, y1 = max(sy, gy0), min(sy + ty, gy1)
             x0, x1 = max(sx, gx0), min(sx + tx, gx1)
-            w = np.outer(wy_full[y0 - sy : y1 - sy], wx_full[x0 - sx : x1 - sx])
+            wy = grid.weights(sy, ty, grid.ny, sigma_scale)
+            wx = grid.weights(sx, tx, grid.nx, sigma_scale)
+            w = np.outer(wy[y0 - sy : y1 - sy], wx[x0 - sx : x1 - sx])
             dst = (slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0))
             src = (slice(y0 - sy, y1 - sy), slice(x0 - sx, x1 - sx))
             if acc_mean is None:

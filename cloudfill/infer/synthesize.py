@@ -1,0 +1,318 @@
+"""``synthesize``: the generator's S2 image for one date, lazily, over a cube of any size.
+
+The condition stack (despeckled S1 at the paired date, the clear reference S2, the DEM,
+normalised with the model's stored statistics) is cut into blocks with
+``dask.array.map_overlap``; each block predicts the tiles of one *global* tile grid that touch
+it (:mod:`cloudfill.infer.tiling`), blended with Gaussian weights. The halo is one tile, which
+is at least the generator's receptive field, and the result does not depend on the chunking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.schema import BANDS
+from cloudfill.errors import ParameterError
+from cloudfill.fill.pairs import cloud_fractions, nearest_s1, reference_for
+from cloudfill.infer.condition import condition_stack, denormalise_bands
+from cloudfill.infer.runner import ModelRef, array_module_name
+from cloudfill.infer.tiling import ALIGN, TileGrid, blend_tiles
+
+__all__ = ["Synthesis", "plan_tiles", "resolve_model", "synthesize", "synthesize_with_scale"]
+
+DEFAULT_DESPECKLE = 5
+
+
+def resolve_model(model: Any, device: str = "cpu", fast: bool = False) -> Any:
+    """A :class:`CloudfillModel` from a model, a checkpoint path, or None (the default model)."""
+    if model is None:
+        from cloudfill.model.default import default_model
+
+        return default_model(device=device)
+    if isinstance(model, str) or hasattr(model, "__fspath__"):
+        from cloudfill.model.checkpoint import load_model
+
+        return load_model(model, device=device, fast=fast)
+    if not hasattr(model, "predict") or not hasattr(model, "card"):
+        raise ParameterError(
+            f"model must be a CloudfillModel, a checkpoint path or None, got {type(model)}"
+        )
+    return model
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def plan_tiles(
+    ny: int, nx: int, halo: int, tile: int | None = None, overlap: int | None = None
+) -> TileGrid:
+    """The tile grid for an image.
+
+    Tiles of 512 px, or 1024 when the halo exceeds a quarter of 512; a blending margin of the
+    halo (capped at a quarter tile) and an overlap of two margins, so every pixel is blended
+    from tiles that contain its receptive field; one window per axis up to 1.5 tiles.
+
+    >>> plan_tiles(1200, 1200, halo=195).n_tiles
+    1
+    >>> g = plan_tiles(5000, 5000, halo=60)
+    >>> g.tile, g.overlap, g.margin
+    (512, 120, 60)
+    """
+    if tile is None:
+        tile = 512 if 4 * halo <= 512 else 1024
+    if tile % ALIGN or tile < 4 * ALIGN:
+        raise ParameterError(f"tile must be a multiple of {ALIGN} and >= 16, got {tile}")
+    margin = min(_round_up(halo, ALIGN), tile // 4)
+    if overlap is None:
+        overlap = 2 * margin
+    margin = min(margin, overlap // 2)
+    return TileGrid(ny, nx, tile=tile, overlap=overlap, max_single=tile + tile // 2, margin=margin)
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """What :func:`synthesize_with_scale` used and made."""
+
+    mean: xr.DataArray
+    scale: xr.DataArray | None
+    s1_date: pd.Timestamp
+    reference_date: pd.Timestamp | None
+
+
+def _pick_inputs(
+    ds: xr.Dataset,
+    date: pd.Timestamp,
+    needs_reference: bool,
+    max_s1_gap: float,
+    max_ref_age: float,
+    max_ref_cloud: float,
+    fractions: pd.Series | None,
+) -> tuple[pd.Timestamp, pd.Timestamp | None]:
+    s1_dates = pd.DatetimeIndex(ds["s1_time"].values)
+    s1_date, _ = nearest_s1(s1_dates, date, pd.Timedelta(days=max_s1_gap))
+    if pd.isna(s1_date):
+        raise ParameterError(
+            f"no S1 acquisition within {max_s1_gap:g} days of {date:%Y-%m-%d} "
+            "(raise max_s1_gap, or use the interpolation fallback of fill_series)"
+        )
+    if not needs_reference:
+        return s1_date, None
+    frac = cloud_fractions(ds) if fractions is None else fractions
+    ref, _ = reference_for(
+        pd.DatetimeIndex(ds["time"].values),
+        frac.to_numpy() <= max_ref_cloud,
+        date,
+        pd.Timedelta(days=max_ref_age),
+    )
+    if pd.isna(ref):
+        raise ParameterError(
+            f"no earlier S2 date with <= {100 * max_ref_cloud:g}% cloud within "
+            f"{max_ref_age:g} days of {date:%Y-%m-%d} to use as reference"
+        )
+    return s1_date, ref
+
+
+def _block_chunks(n: int, size: int, minimum: int) -> tuple[int, ...]:
+    """Chunks of ``size`` along ``n`` with the last one merged if shorter than ``minimum``,
+    so the halo of every block comes from its direct neighbours only."""
+    chunks = [size] * (n // size) + ([n % size] if n % size else [])
+    if len(chunks) > 1 and chunks[-1] < minimum:
+        chunks[-2] += chunks.pop()
+    return tuple(chunks)
+
+
+def _spatial_chunks(condition: xr.DataArray, grid: TileGrid) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for dim, n in (("y", grid.ny), ("x", grid.nx)):
+        current = condition.chunksizes.get(dim) if condition.chunks else None
+        size = max(current) if current else 2048
+        tile = grid.tile_y if dim == "y" else grid.tile_x
+        out[dim] = _block_chunks(n, max(size, tile), tile)
+    return out
+
+
+def synthesize_with_scale(
+    ds: xr.Dataset,
+    date: Any,
+    model: Any = None,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 2,
+    device: str = "cpu",
+    fast: bool = False,
+    max_s1_gap: float = 6,
+    max_ref_age: float = 120,
+    max_ref_cloud: float = 0.05,
+    s1_date: Any = None,
+    reference_date: Any = None,
+    fractions: pd.Series | None = None,
+) -> Synthesis:
+    """Like :func:`synthesize`, also returning the Laplace scale (confidence) if the model has
+    one, and the dates used. See :func:`synthesize` for the parameters."""
+    from cloudfill.preprocess.despeckle import despeckle
+    from cloudfill.preprocess.normalise import NormStats
+
+    cf = resolve_model(model, device=device, fast=fast)
+    cf.check_cube(ds)
+    card = cf.card
+    if card.normalisation is None:
+        raise ParameterError("the model card has no normalisation statistics; retrain or re-save")
+    stats = NormStats.from_dict(card.normalisation)
+    date = pd.Timestamp(date)
+    if s1_date is None:
+        s1_date, picked_ref = _pick_inputs(
+            ds,
+            date,
+            cf.variant.uses_reference,
+            max_s1_gap,
+            max_ref_age,
+            max_ref_cloud,
+            fractions,
+        )
+        reference_date = picked_ref if reference_date is None else reference_date
+    s1_date = pd.Timestamp(s1_date)
+    size = int((card.training or {}).get("despeckle_size", DEFAULT_DESPECKLE))
+    one = ds[["s1"]].sel(s1_time=[s1_date])
+    s1_ds = despeckle(one, size=size) if size else one
+    # Drop the full S1 time axis too, or the one-date S1 would be re-aligned onto it.
+    cube = ds.drop_vars(["s1", "s1_time"], errors="ignore").assign(s1=s1_ds["s1"])
+    ref_mask = None
+    if reference_date is not None and cf.variant.uses_reference:
+        ref_mask = cloud_mask(ds.sel(time=[pd.Timestamp(reference_date)])).isel(time=0)
+    condition = condition_stack(
+        cube,
+        date,
+        stats,
+        cf.variant.name,
+        s1_date=s1_date,
+        reference_date=reference_date,
+        reference_mask=ref_mask,
+    )
+    grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, tile, overlap)
+    condition = condition.chunk({"channel": -1, **_spatial_chunks(condition, grid)})
+
+    ref = ModelRef.from_model(cf, device=str(cf.device), fast=fast)
+    has_scale = bool(card.confidence)
+    n_out = 2 * len(BANDS) if has_scale else len(BANDS)
+    data = condition.data
+    y_starts = np.cumsum((0, *data.chunks[1]))
+    x_starts = np.cumsum((0, *data.chunks[2]))
+    # One tile of halo per axis (none along an axis held in a single block).
+    depth_y = grid.tile_y if len(data.chunks[1]) > 1 else 0
+    depth_x = grid.tile_x if len(data.chunks[2]) > 1 else 0
+
+    def block(x: Any, block_info: dict | None = None) -> Any:
+        i, j = block_info[0]["chunk-location"][1:]
+        y0, x0 = int(y_starts[i]), int(x_starts[j])
+        top, left = min(depth_y, y0), min(depth_x, x0)
+        region = (
+            slice(top, top + data.chunks[1][i]),
+            slice(left, left + data.chunks[2][j]),
+        )
+        mean, scale = blend_tiles(
+            x, (y0 - top, x0 - left), region, grid, ref.predict, batch_size=batch_size
+        )
+        mean = denormalise_bands(mean, stats, "s2")
+        if not has_scale:
+            return mean
+        # The Laplace scale lives in normalised units: x_norm = (x - offset) / scale.
+        factors = np.asarray(stats.scale("s2"), dtype="float32")[:, None, None]
+        xp = np if array_module_name(x) == "numpy" else _cupy()
+        return xp.concatenate([mean, scale * xp.asarray(factors)])
+
+    out = da.map_overlap(
+        block,
+        data,
+        depth={0: 0, 1: depth_y, 2: depth_x},
+        boundary="none",
+        trim=False,
+        chunks=((n_out,), data.chunks[1], data.chunks[2]),
+        dtype="float32",
+        meta=data._meta,
+    )
+    # No data in S1 means nothing to condition on: leave those pixels empty, never invented.
+    valid = ~np.isnan(cube["s1"].isel(s1_time=0)).any("pol")
+    valid = valid.chunk(dict(zip(("y", "x"), out.chunks[1:], strict=True))).data
+    out = da.where(valid[None], out, np.float32(np.nan))
+
+    coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
+    attrs = {
+        "long_name": "synthesized Sentinel-2 reflectance",
+        "date": f"{date:%Y-%m-%d}",
+        "s1_date": f"{s1_date:%Y-%m-%d}",
+        "reference_date": "" if reference_date is None else f"{reference_date:%Y-%m-%d}",
+        "model_variant": card.variant,
+        "model_attention": str(card.attention),
+        "tile": grid.tile,
+        "overlap": grid.overlap,
+    }
+    mean = xr.DataArray(
+        out[: len(BANDS)],
+        dims=("band", "y", "x"),
+        coords={**coords, "band": list(BANDS), "time": date},
+        name="s2_synthesized",
+        attrs=attrs,
+    )
+    scale = None
+    if has_scale:
+        scale = mean.copy(data=out[len(BANDS) :]).rename("s2_scale")
+        scale.attrs = {**attrs, "long_name": "Laplace scale of the synthesized reflectance"}
+    return Synthesis(
+        mean, scale, s1_date, None if reference_date is None else pd.Timestamp(reference_date)
+    )
+
+
+def _cupy() -> Any:
+    import cupy
+
+    return cupy
+
+
+def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> xr.DataArray:
+    """The synthesized S2 image (band, y, x) at ``date``, lazy and dask-backed.
+
+    Parameters
+    ----------
+    ds
+        A contract cube (S1, S2, DEM as the model's variant needs).
+    date
+        An S2 date, or any date with an S1 acquisition within ``max_s1_gap`` days.
+    model
+        A :class:`~cloudfill.model.runtime.CloudfillModel`, a checkpoint path, or None for
+        the default model shipped with the package.
+    tile, overlap
+        Tile size and overlap in pixels (default: from the model's receptive field).
+    batch_size
+        Tiles per forward pass.
+    device, fast
+        Torch device (``"cpu"``, ``"cuda"``, ``"auto"``) and bf16/channels_last fast path.
+    max_s1_gap, max_ref_age, max_ref_cloud
+        The pairing rule of :func:`cloudfill.fill.pairs.pairs` (days, days, fraction).
+    s1_date, reference_date
+        Force the inputs instead of pairing them.
+
+    Returns
+    -------
+    xarray.DataArray
+        Float32 reflectance with the cube's x/y coords and CRS; the inputs used are in
+        ``attrs`` (``s1_date``, ``reference_date``, ``model_variant``). Pixels without S1
+        data are NaN.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> out = ds.cloudfill.synthesize(ds.time.values[2])  # doctest: +SKIP
+    >>> out.dims
+    ('band', 'y', 'x')
+    """
+    return synthesize_with_scale(ds, date, model, **kwargs).mean
