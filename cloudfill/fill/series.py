@@ -1,0 +1,307 @@
+"""``fill_series``: every S2 date with its unusable pixels filled, with provenance and confidence.
+
+Per date (the method comes from :func:`cloudfill.fill.pairs.pairs`):
+
+- ``clear``: nothing to fill (cloud fraction <= ``cloud_threshold``); any unusable pixel of
+  such a date is filled by temporal interpolation.
+- ``synthesize``: unusable pixels take the generator's image of that date; pixels where the
+  generator has no input (no S1 data) fall back to temporal interpolation.
+- ``interpolate``: no S1 within tolerance or no reference: per-pixel linear interpolation in
+  time between the nearest usable dates (nearest value at the ends of the series).
+- ``none``: nothing usable anywhere; unusable pixels stay NaN and are counted.
+
+Filled values are blended into the real image across a feathered band of ``feather`` pixels
+outside the mask (weight 1 inside the mask, falling linearly to 0), so there is no hard seam.
+
+``confidence`` is 1 for real pixels; for synthesized ones ``exp(-E|err| / 0.05)`` where
+``E|err|`` is the band-mean Laplace scale the model predicts (the expected absolute error in
+reflectance, so 0.05 reflectance of expected error gives 0.37); a model without a confidence
+head gives :data:`NO_HEAD_CONFIDENCE`; interpolated pixels get :data:`INTERPOLATION_CONFIDENCE`
+(a fixed low value: interpolation has no per-pixel uncertainty); unfilled pixels 0. In the
+feathered band the confidence is blended like the values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import ndimage
+
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.errors import MissingVariableError, ParameterError
+from cloudfill.fill.pairs import cloud_fractions, pairs
+
+__all__ = [
+    "CONFIDENCE_SCALE",
+    "INTERPOLATION_CONFIDENCE",
+    "NO_HEAD_CONFIDENCE",
+    "feather_weights",
+    "fill_date",
+    "fill_series",
+    "plan_fill",
+]
+
+CONFIDENCE_SCALE = 0.05
+INTERPOLATION_CONFIDENCE = 0.25
+NO_HEAD_CONFIDENCE = 0.5
+
+
+def _feather_block(mask: np.ndarray, width: int) -> np.ndarray:
+    """Weights of a (..., y, x) block, each 2-D image on its own."""
+    out = np.zeros(mask.shape, dtype="float32")
+    for index in np.ndindex(mask.shape[:-2]):
+        image = mask[index]
+        if image.any():
+            dist = ndimage.distance_transform_edt(~image)
+            out[index] = np.clip(1.0 - dist / (width + 1), 0.0, 1.0)
+    return out
+
+
+def feather_weights(mask: xr.DataArray, width: int) -> xr.DataArray:
+    """Blend weight of the filled image: 1 on masked pixels, falling linearly to 0 over
+    ``width`` pixels outside the mask (Euclidean distance). Exact for any chunking: the
+    distance transform runs with a halo of ``width`` pixels.
+
+    Examples
+    --------
+    >>> m = xr.DataArray(np.eye(1, 7, 3, dtype=bool), dims=("y", "x"))
+    >>> feather_weights(m, 2).values.round(2).tolist()
+    [[0.0, 0.33, 0.67, 1.0, 0.67, 0.33, 0.0]]
+    """
+    if width < 0:
+        raise ParameterError(f"feather must be >= 0 pixels, got {width}")
+    if width == 0:
+        return mask.astype("float32")
+    data = mask.data
+    if isinstance(data, da.Array):
+        depth = {i: (width + 1 if d in ("y", "x") else 0) for i, d in enumerate(mask.dims)}
+        out = da.map_overlap(
+            _feather_block,
+            data,
+            depth=depth,
+            boundary="none",
+            width=width,
+            dtype="float32",
+            meta=np.array((), dtype="float32"),
+        )
+    else:
+        out = _feather_block(np.asarray(data), width)
+    return mask.copy(data=out).rename("feather")
+
+
+def plan_fill(
+    ds: xr.Dataset,
+    *,
+    needs_reference: bool = True,
+    cloud_threshold: float = 0.0,
+    max_s1_gap: float = 6,
+    max_ref_age: float = 120,
+    max_ref_cloud: float = 0.05,
+    fractions: pd.Series | None = None,
+) -> pd.DataFrame:
+    """The per-date plan: :func:`pairs` with the fill's settings (cheap; reads the mask)."""
+    return pairs(
+        ds,
+        max_s1_gap=max_s1_gap,
+        max_ref_age=max_ref_age,
+        max_ref_cloud=max_ref_cloud,
+        clear_threshold=cloud_threshold,
+        needs_reference=needs_reference,
+        fractions=cloud_fractions(ds) if fractions is None else fractions,
+    )
+
+
+def _confidence_from_scale(scale: xr.DataArray) -> xr.DataArray:
+    return np.exp(-scale.mean("band") / CONFIDENCE_SCALE).astype("float32")
+
+
+def fill_date(
+    ds: xr.Dataset,
+    date: pd.Timestamp,
+    plan_row: pd.Series,
+    model: Any,
+    *,
+    mask: xr.DataArray | None = None,
+    feather: int = 8,
+    **synth_kwargs: Any,
+) -> xr.Dataset:
+    """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
+    lazily. See :func:`fill_series`."""
+    from cloudfill.evaluate.baselines import linear_interpolation
+
+    full_mask = cloud_mask(ds) if mask is None else mask
+    unusable = full_mask.sel(time=date)
+    real = ds["s2"].sel(time=date)
+    method = plan_row["method"]
+    interp = linear_interpolation(ds, date, mask=full_mask)
+    interp_conf = xr.full_like(unusable, INTERPOLATION_CONFIDENCE, dtype="float32")
+    if method == "synthesize":
+        from cloudfill.infer.synthesize import synthesize_with_scale
+
+        syn = synthesize_with_scale(
+            ds,
+            date,
+            model,
+            s1_date=plan_row["s1_date"],
+            reference_date=plan_row["reference_date"]
+            if pd.notna(plan_row["reference_date"])
+            else None,
+            **synth_kwargs,
+        )
+        candidate = syn.mean.drop_vars("time", errors="ignore")
+        if syn.scale is not None:
+            conf = _confidence_from_scale(syn.scale.drop_vars("time", errors="ignore"))
+        else:
+            conf = xr.full_like(interp_conf, NO_HEAD_CONFIDENCE)
+        has_synth = candidate.notnull().all("band")
+        candidate = candidate.where(has_synth, interp.drop_vars("time", errors="ignore"))
+        conf = conf.where(has_synth, interp_conf)
+    elif method in ("interpolate", "clear"):
+        candidate = interp.drop_vars("time", errors="ignore")
+        conf = interp_conf
+    else:  # "none": nothing to fill with
+        candidate = xr.full_like(real, np.nan)
+        conf = xr.zeros_like(interp_conf)
+    candidate = candidate.transpose("band", "y", "x")
+    available = candidate.notnull().all("band")
+    conf = conf.where(available, np.float32(0))
+    w = feather_weights(unusable, feather)
+    # Blend only where both exist; real pixels never become NaN, masked ones use the fill.
+    blend_w = w.where(available & ~unusable, 0).where(~unusable, 1)
+    s2 = (blend_w * candidate.fillna(0) + (1 - blend_w) * real.fillna(0)).astype("float32")
+    s2 = s2.where(~unusable | available)
+    confidence = (blend_w * conf + (1 - blend_w) * np.float32(1)).astype("float32")
+    confidence = confidence.where(~unusable | available, np.float32(0))
+    filled = unusable & available
+    drop = [c for c in ("time",) if c in s2.coords]
+    return xr.Dataset(
+        {
+            "s2": s2.drop_vars(drop).transpose("band", "y", "x"),
+            "filled": filled.drop_vars(drop, errors="ignore"),
+            "confidence": confidence.drop_vars(drop, errors="ignore"),
+        }
+    )
+
+
+def fill_series(
+    ds: xr.Dataset,
+    model: Any = None,
+    *,
+    dates: Iterable[Any] | None = None,
+    cloud_threshold: float = 0.0,
+    feather: int = 8,
+    max_s1_gap: float = 6,
+    max_ref_age: float = 120,
+    max_ref_cloud: float = 0.05,
+    plan: pd.DataFrame | None = None,
+    **synth_kwargs: Any,
+) -> xr.Dataset:
+    """Fill the unusable pixels of every S2 date (or of ``dates``), lazily.
+
+    Parameters
+    ----------
+    ds
+        A contract cube with ``s2`` and a mask (``cloud`` or ``scl``); ``s1`` and ``dem`` as
+        the model needs (dates without usable S1 fall back to interpolation).
+    model
+        A :class:`~cloudfill.model.runtime.CloudfillModel`, a checkpoint path or None (the
+        shipped default model).
+    dates
+        S2 dates to fill (default: all). Every date of the cube still serves as a source.
+    cloud_threshold
+        Dates with at most this cloud fraction are not synthesized (their few unusable pixels
+        are interpolated).
+    feather
+        Width in pixels of the blend band outside the mask.
+    max_s1_gap, max_ref_age, max_ref_cloud
+        The pairing rule (see :func:`cloudfill.fill.pairs.pairs`).
+    plan
+        A precomputed :func:`plan_fill` table.
+    **synth_kwargs
+        Passed to :func:`~cloudfill.infer.synthesize.synthesize` (``tile``, ``device``,
+        ``fast``, ``batch_size``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``s2`` (time, band, y, x) filled; ``filled`` (time, y, x) bool; ``confidence``
+        (time, y, x) float32; per-date provenance ``method``, ``s1_date``,
+        ``reference_date``, ``cloud_fraction`` and ``unfilled`` (pixels left NaN). Coords,
+        CRS and the cube's attrs are kept.
+
+    Raises
+    ------
+    MissingVariableError
+        No ``s2`` or no mask.
+    ModelMismatchError
+        The model does not fit the cube.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+    >>> out = ds.cloudfill.fill_series(model)  # doctest: +SKIP
+    >>> sorted(out.data_vars)[:3]  # doctest: +SKIP
+    ['cloud_fraction', 'confidence', 'filled']
+    """
+    if "s2" not in ds.data_vars:
+        raise MissingVariableError("fill_series needs an 's2' variable")
+    mask = cloud_mask(ds)  # raises early when there is no mask at all
+    cf = None
+    if "s1" in ds.data_vars:
+        from cloudfill.infer.synthesize import resolve_model
+
+        cf = resolve_model(
+            model, device=synth_kwargs.get("device", "cpu"), fast=synth_kwargs.get("fast", False)
+        )
+        cf.check_cube(ds)
+    needs_reference = bool(cf.variant.uses_reference) if cf is not None else True
+    if plan is None:
+        plan = plan_fill(
+            ds,
+            needs_reference=needs_reference,
+            cloud_threshold=cloud_threshold,
+            max_s1_gap=max_s1_gap,
+            max_ref_age=max_ref_age,
+            max_ref_cloud=max_ref_cloud,
+        )
+    all_dates = pd.DatetimeIndex(ds["time"].values)
+    chosen = all_dates if dates is None else pd.DatetimeIndex([pd.Timestamp(d) for d in dates])
+    missing = chosen.difference(all_dates)
+    if len(missing):
+        raise ParameterError(f"date {missing[0]:%Y-%m-%d} is not an S2 date of the cube")
+    parts = []
+    for date in chosen:
+        row = plan.loc[date]
+        if row["method"] == "synthesize" and cf is None:
+            raise ParameterError("a model is needed to synthesize")
+        parts.append(fill_date(ds, date, row, cf, mask=mask, feather=feather, **synth_kwargs))
+    out = xr.concat(parts, dim=pd.Index(chosen, name="time"))
+    out["s2"] = out["s2"].transpose("time", "band", "y", "x")
+    out["s2"].attrs = dict(ds["s2"].attrs)
+    out["filled"].attrs = {"long_name": "pixel replaced by a synthesized or interpolated value"}
+    out["confidence"].attrs = {
+        "long_name": "confidence of the pixel value (1 = real observation)",
+        "definition": f"exp(-mean Laplace scale / {CONFIDENCE_SCALE}) for synthesized pixels",
+    }
+    sub = plan.loc[chosen]
+    out["method"] = ("time", sub["method"].astype(str).to_numpy())
+    out["s1_date"] = ("time", pd.DatetimeIndex(sub["s1_date"]).to_numpy())
+    out["reference_date"] = ("time", pd.DatetimeIndex(sub["reference_date"]).to_numpy())
+    out["cloud_fraction"] = ("time", sub["cloud_fraction"].to_numpy(dtype="float32"))
+    unfilled = (mask.sel(time=chosen) & out["s2"].isnull().any("band")).sum(("y", "x"))
+    out["unfilled"] = unfilled.astype("int64").assign_attrs(
+        long_name="unusable pixels left NaN (nothing to fill them with)"
+    )
+    out.attrs = {**ds.attrs, "cloudfill_feather": feather, "cloudfill_threshold": cloud_threshold}
+    if cf is not None:
+        out.attrs["cloudfill_model_variant"] = cf.card.variant
+    for name in ("spatial_ref",):
+        if name in ds.coords:
+            out = out.assign_coords({name: ds[name]})
+    return out

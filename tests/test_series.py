@@ -1,0 +1,102 @@
+"""fill_series: real pixels kept, masked pixels filled, feathering, provenance, fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from cloudfill import errors
+from cloudfill.fill.series import (
+    INTERPOLATION_CONFIDENCE,
+    feather_weights,
+    fill_series,
+)
+
+
+@pytest.fixture(scope="module")
+def filled(scene: xr.Dataset, tiny_model) -> xr.Dataset:
+    return fill_series(scene, tiny_model, tile=32, feather=4).compute()
+
+
+def test_layout_and_provenance(scene: xr.Dataset, filled: xr.Dataset) -> None:
+    assert filled["s2"].dims == scene["s2"].dims
+    assert filled["filled"].dtype == bool and filled["confidence"].dtype == np.float32
+    table = scene.cloudfill.pairs()
+    assert list(filled["method"].values) == list(table["method"])
+    synth = table["method"] == "synthesize"
+    np.testing.assert_array_equal(
+        filled["s1_date"].values[synth.to_numpy()], table["s1_date"][synth].to_numpy()
+    )
+    assert filled.rio.crs == scene.rio.crs
+    np.testing.assert_array_equal(filled.x.values, scene.x.values)
+
+
+def test_real_pixels_kept_outside_the_feather_band(scene: xr.Dataset, filled: xr.Dataset) -> None:
+    mask = scene.cloudfill.cloud_mask()
+    near = feather_weights(mask, 4) > 0
+    far = ~near.values
+    np.testing.assert_array_equal(
+        np.where(far[:, None], filled["s2"].values, 0), np.where(far[:, None], scene.s2.values, 0)
+    )
+    assert (filled["confidence"].values[far] == 1).all()
+    # Every masked pixel got a value: the scene has usable data on other dates.
+    assert not np.isnan(filled["s2"].values).any()
+    np.testing.assert_array_equal(filled["filled"].values, mask.values)
+    assert (filled["unfilled"].values == 0).all()
+
+
+def test_fully_cloudy_date_entirely_synthesized(scene: xr.Dataset, filled: xr.Dataset) -> None:
+    frac = scene.cloudfill.cloud_mask().mean(("y", "x")).values
+    i = int(np.argmax(frac))
+    assert frac[i] == 1.0 and filled["method"].values[i] == "synthesize"
+    conf = filled["confidence"].values[i]
+    assert filled["filled"].values[i].all() and (conf > 0).all() and (conf < 1).all()
+
+
+def test_interpolation_fallback_flagged(scene: xr.Dataset, tiny_model) -> None:
+    out = fill_series(scene, tiny_model, tile=32, max_s1_gap=0.01).compute()
+    cloudy = out["cloud_fraction"].values > 0
+    assert set(out["method"].values[cloudy]) == {"interpolate"}
+    i = int(np.argmax(cloudy))
+    masked = out["filled"].values[i]
+    assert np.allclose(out["confidence"].values[i][masked], INTERPOLATION_CONFIDENCE)
+
+
+def test_nothing_usable_stays_nan_and_is_reported(scene: xr.Dataset, tiny_model) -> None:
+    ds = scene.copy(deep=True)
+    # A strip of pixels cloudy on every date.
+    ds["cloud"][:, :, :5] = True
+    out = fill_series(ds.drop_vars("s1"), None, feather=0).compute()
+    assert np.isnan(out["s2"].values[:, :, :, :5]).all()
+    assert (out["unfilled"].values >= 5 * ds.sizes["y"]).all()
+    assert not out["filled"].values[:, :, :5].any()
+    assert (out["confidence"].values[:, :, :5] == 0).all()
+
+
+def test_dates_subset_and_errors(scene: xr.Dataset, tiny_model) -> None:
+    dates = scene.time.values[[1, 2]]
+    out = fill_series(scene, tiny_model, dates=dates, tile=32)
+    assert out.sizes["time"] == 2
+    with pytest.raises(errors.ParameterError, match="1999-01-01"):
+        fill_series(scene, tiny_model, dates=["1999-01-01"])
+    with pytest.raises(errors.MissingVariableError, match="cloud"):
+        fill_series(scene.drop_vars(["cloud", "scl"]), tiny_model)
+
+
+@pytest.mark.parametrize("chunks", [None, {"y": 7, "x": 50}])
+def test_feather_weights_exact_for_any_chunking(chunks) -> None:
+    rng = np.random.default_rng(0)
+    mask = xr.DataArray(rng.random((2, 40, 60)) > 0.97, dims=("time", "y", "x"))
+    ref = feather_weights(mask, 5).values
+    m = mask if chunks is None else mask.chunk({"time": 1, **chunks})
+    np.testing.assert_array_equal(feather_weights(m, 5).values, ref)
+    assert (ref[mask.values] == 1).all() and ref.min() == 0
+    assert ((ref > 0) & (ref < 1)).any()
+
+
+def test_fill_is_lazy_on_dask(scene: xr.Dataset, tiny_model) -> None:
+    out = fill_series(scene.chunk({"time": 1, "y": 48, "x": 48}), tiny_model, tile=32)
+    assert out["s2"].chunks is not None and out["confidence"].chunks is not None
+    assert pd.api.types.is_datetime64_any_dtype(out["s1_date"])

@@ -1,0 +1,115 @@
+"""Blockwise synthesis: chunk independence, seams, metadata, laziness, input pairing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from cloudfill import errors
+from cloudfill.infer.synthesize import plan_tiles, synthesize, synthesize_with_scale
+from tests.conftest import make_tiny_model
+
+CLOUDY_DATE = 2  # index of a date with a clear earlier reference in the default scene
+
+
+def _date(ds: xr.Dataset) -> pd.Timestamp:
+    return pd.Timestamp(ds.time.values[CLOUDY_DATE])
+
+
+def test_lazy_with_coords_crs_and_provenance(scene: xr.Dataset, tiny_model) -> None:
+    out = scene.cloudfill.synthesize(_date(scene), model=tiny_model, tile=32)
+    assert out.chunks is not None
+    assert out.dims == ("band", "y", "x")
+    assert list(out.band.values) == ["B02", "B03", "B04", "B08"]
+    np.testing.assert_array_equal(out.x.values, scene.x.values)
+    np.testing.assert_array_equal(out.y.values, scene.y.values)
+    assert out.rio.crs == scene.rio.crs
+    table = scene.cloudfill.pairs()
+    row = table.loc[_date(scene)]
+    assert out.attrs["s1_date"] == f"{row.s1_date:%Y-%m-%d}"
+    assert out.attrs["reference_date"] == f"{row.reference_date:%Y-%m-%d}"
+    values = out.values
+    assert values.dtype == np.float32 and np.isfinite(values).all()
+
+
+@pytest.mark.parametrize("chunks", [{"y": 40, "x": 56}, {"y": 33, "x": 96}, {"y": 64, "x": 48}])
+def test_chunking_does_not_change_the_result(scene: xr.Dataset, tiny_model, chunks) -> None:
+    date = _date(scene)
+    ref = synthesize(scene, date, tiny_model, tile=32).values
+    chunked = scene.chunk({"time": 1, "s1_time": 1, **chunks})
+    out = synthesize(chunked, date, tiny_model, tile=32)
+    assert len(out.chunks[1]) > 1 or len(out.chunks[2]) > 1
+    np.testing.assert_allclose(out.values, ref, rtol=0, atol=1e-5)
+
+
+def test_attention_model_is_chunk_independent_too(scene: xr.Dataset) -> None:
+    model = make_tiny_model(scene, attention="cbam", seed=1)
+    date = _date(scene)
+    ref = synthesize(scene, date, model, tile=32).values
+    out = synthesize(scene.chunk({"y": 40, "x": 40}), date, model, tile=32).values
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+
+
+def test_tiles_agree_with_one_window_in_the_interior(tiny_model) -> None:
+    """A tile-sized image: one window vs. many tiles (margin >= halo) agree within 1e-4."""
+    import cloudfill
+
+    ds = cloudfill.simulate_scene((192, 192), seed=3)
+    date = pd.Timestamp(ds.time.values[CLOUDY_DATE])
+    halo = tiny_model.halo
+    tile = 4 * halo + 4  # margin = tile // 4 >= halo
+    assert plan_tiles(192, 192, halo, tile=tile).n_tiles > 1
+    assert plan_tiles(192, 192, halo, tile=192).n_tiles == 1
+    whole = synthesize(ds, date, tiny_model, tile=192, max_ref_cloud=0.5).values
+    tiled = synthesize(ds, date, tiny_model, tile=tile, max_ref_cloud=0.5).values
+    inner = (slice(None), slice(halo, -halo), slice(halo, -halo))
+    np.testing.assert_allclose(tiled[inner], whole[inner], rtol=0, atol=1e-4)
+
+
+def test_no_seam_at_block_borders(scene: xr.Dataset, tiny_model) -> None:
+    out = synthesize(scene.chunk({"y": 48, "x": 48}), _date(scene), tiny_model, tile=32).values
+    grad = np.abs(np.diff(out, axis=2))  # along x
+    border = grad[:, :, 47]  # between pixel 47 and 48, the block border
+    interior = np.delete(grad, 47, axis=2)
+    assert border.mean() < 2 * interior.mean()
+
+
+def test_confidence_scale_positive(scene: xr.Dataset, tiny_model) -> None:
+    res = synthesize_with_scale(scene, _date(scene), tiny_model, tile=32)
+    assert res.scale is not None
+    scale = res.scale.values
+    assert (scale > 0).all() and np.isfinite(scale).all()
+
+
+def test_nan_s1_pixels_stay_empty(scene: xr.Dataset, tiny_model) -> None:
+    ds = scene.copy(deep=True)
+    table = ds.cloudfill.pairs()
+    s1_date = table.loc[_date(ds)].s1_date
+    ds["s1"].loc[{"s1_time": s1_date}] = ds["s1"].sel(s1_time=s1_date).where(ds.x > ds.x[10])
+    out = synthesize(ds, _date(ds), tiny_model, tile=32).values
+    assert np.isnan(out[:, :, :9]).all()
+    assert np.isfinite(out[:, :, 14:]).all()
+
+
+def test_errors_before_work(scene: xr.Dataset, tiny_model) -> None:
+    with pytest.raises(errors.ParameterError, match="no S1 acquisition within 0.1 days"):
+        synthesize(scene, _date(scene) + pd.Timedelta(hours=12), tiny_model, max_s1_gap=0.1)
+    first = pd.Timestamp(scene.time.values[0])
+    with pytest.raises(errors.ParameterError, match="reference"):
+        synthesize(scene, first, tiny_model)
+    with pytest.raises(errors.ModelMismatchError, match="dem"):
+        synthesize(scene.drop_vars("dem"), _date(scene), tiny_model)
+
+
+def test_any_date_with_s1(scene: xr.Dataset, tiny_model) -> None:
+    s1_date = pd.Timestamp(scene.s1_time.values[8])
+    out = synthesize(scene, s1_date, tiny_model, tile=32)
+    assert out.attrs["s1_date"] == f"{s1_date:%Y-%m-%d}"
+
+
+def test_plan_tiles_defaults() -> None:
+    g = plan_tiles(5000, 3000, halo=195)
+    assert g.tile == 1024 and g.margin == 196 and g.overlap == 392
+    assert plan_tiles(1200, 1200, halo=195).n_tiles == 1
