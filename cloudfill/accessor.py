@@ -97,3 +97,18 @@ class CloudfillAccessor:
         from cloudfill.preprocess.pipeline import preprocess
 
         return preprocess(self.cube, **kwargs)
+
+    def sample_patches(self, variant: str = "SOD", size: int = 256, **kwargs: Any) -> Any:
+        """A torch Dataset of training patches (condition, target, valid mask) read straight
+        from the cube; see :func:`cloudfill.training.sampler.sample_patches`."""
+        from cloudfill.training.sampler import sample_patches
+
+        return sample_patches(self.cube, variant, size, **kwargs)
+
+    def evaluate(self, model: Any = None, **kwargs: Any) -> Any:
+        """Metrics (MAE, RMSE, PSNR, SSIM, SAM) of the model and the baselines on the same
+        pixels, one row per (date, method, region), as a pandas DataFrame; the land-cover
+        check is in ``attrs["landcover"]``. See :func:`cloudfill.evaluate.evaluate.evaluate`."""
+        from cloudfill.evaluate.evaluate import evaluate
+
+        return evaluate(self.cube, model, **kwargs)

@@ -86,10 +86,13 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
             ds = ds.load()
         else:
             # Variable-length strings cannot be auto-chunked by dask (unknown item size):
-            # text coordinates are small, so they are read into memory instead.
-            text = [n for n, c in ds.coords.items() if c.dtype.kind not in "biufcmM"]
+            # text variables (coordinates, per-date provenance) are small, so they are read
+            # into memory instead.
+            text = [n for n, c in ds.variables.items() if c.dtype.kind not in "biufcmM"]
             lazy = xr.open_zarr(location, chunks=chunks, decode_coords="all", drop_variables=text)
-            ds = lazy.assign_coords({n: ds[n].load() for n in text})
+            coords = [n for n in text if n in ds.coords]
+            lazy = lazy.assign_coords({n: ds[n].load() for n in coords})
+            ds = lazy.assign({n: ds[n].load() for n in text if n not in ds.coords})
     except Exception as exc:  # zarr raises many types for a store that is not one
         raise SourceError(f"cannot open cube {location}: {exc}") from exc
     source = _resolve(location)
@@ -166,7 +169,7 @@ def write_cube(
     replace = overwrite or mode == "w"
     _check_target(ds, target, replace)
 
-    prepared = _prepare_for_zarr(ds, {**DEFAULT_WRITE_CHUNKS, **(chunks or {})})
+    prepared = prepare_for_zarr(ds, {**DEFAULT_WRITE_CHUNKS, **(chunks or {})})
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -225,7 +228,7 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _prepare_for_zarr(ds: xr.Dataset, chunks: Mapping[str, int]) -> xr.Dataset:
+def prepare_for_zarr(ds: xr.Dataset, chunks: Mapping[str, int]) -> xr.Dataset:
     # stackstac's per-item metadata coords (object dtype) cannot be written and are not data.
     drop = [n for n, c in ds.coords.items() if c.dtype == object and n not in ds.dims]
     # A shallow copy gives new Variable objects: their attrs and encoding can be replaced

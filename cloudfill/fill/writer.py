@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from cloudfill.cube.zarr_io import DEFAULT_WRITE_CHUNKS, prepare_for_zarr
 from cloudfill.errors import OutputError
 
 __all__ = ["DateWriter", "fingerprint"]
@@ -91,6 +93,7 @@ class DateWriter:
         self.path = Path(path)
         self.dim = dim
         self.job = job
+        self.chunks = {**DEFAULT_WRITE_CHUNKS, dim: 1}
         self.n = template.sizes[dim]
         out = self.path.resolve()
         for source in inputs:
@@ -122,14 +125,8 @@ class DateWriter:
         if tmp.exists():
             shutil.rmtree(tmp)
         # One zarr chunk per date, so region writes of different dates never share a chunk.
-        skeleton = template.copy()
-        for name in skeleton.data_vars:
-            if self.dim in skeleton[name].dims:
-                skeleton[name] = skeleton[name].chunk({self.dim: 1})
-        for name in skeleton.variables:
-            skeleton[name].encoding.pop("chunks", None)
-            skeleton[name].encoding.pop("preferred_chunks", None)
-        skeleton.attrs = {**template.attrs, "cloudfill_job": self.job}
+        skeleton = prepare_for_zarr(template, self.chunks)
+        skeleton.attrs = {**skeleton.attrs, "cloudfill_job": self.job}
         # compute=False writes coordinates, attrs and array metadata, no pixel data.
         skeleton.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3)
         (tmp / _MARKERS).mkdir()
@@ -158,15 +155,20 @@ class DateWriter:
         Variables without ``dim`` were written at set-up and are skipped here.
         """
         region_vars = [v for v in part.data_vars if self.dim in part[v].dims]
+        # The same layout as the skeleton: dask chunks must tile the zarr chunks.
+        part = prepare_for_zarr(part, self.chunks)
         sub = part[region_vars].drop_vars(
             [c for c in part.coords if self.dim not in part[c].dims], errors="ignore"
         )
-        delayed = sub.to_zarr(
-            self.path,
-            region={self.dim: slice(index, index + 1)},
-            consolidated=False,
-            compute=compute is None,
-        )
+        with warnings.catch_warnings():
+            # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
+            warnings.filterwarnings("ignore", message=".*dtype=object")
+            delayed = sub.to_zarr(
+                self.path,
+                region={self.dim: slice(index, index + 1)},
+                consolidated=False,
+                compute=compute is None,
+            )
         if compute is not None:
             compute(delayed)
         marker = self._marker(index)
@@ -174,6 +176,16 @@ class DateWriter:
         payload = {"index": index, **(record or {})}
         tmp.write_text(json.dumps(payload, default=str))
         os.replace(tmp, marker)
+
+    def finalize(self) -> None:
+        """Consolidate the store's metadata once every date is written (faster opening)."""
+        if not self.pending():
+            import zarr
+
+            with warnings.catch_warnings():
+                # Consolidated metadata is not in the zarr v3 spec yet; zarr-python reads it.
+                warnings.filterwarnings("ignore", message="Consolidated metadata")
+                zarr.consolidate_metadata(str(self.path))
 
     def records(self) -> pd.DataFrame:
         """The records written with each date, as a table."""

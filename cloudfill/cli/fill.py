@@ -1,0 +1,187 @@
+"""The main job: ``fill-series``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich import box
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cloudfill.cli._common import console
+from cloudfill.cli.app import app
+from cloudfill.cli.infer import CLUSTER_HELP
+from cloudfill.errors import ParameterError, SourceError
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _parse_dates(values: list[str] | None) -> list[pd.Timestamp] | None:
+    if not values:
+        return None
+    out = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                out.append(pd.Timestamp(part.strip()))
+            except (ValueError, TypeError) as exc:
+                raise ParameterError(f"--dates: {part!r} is not a date") from exc
+    return out
+
+
+@app.command("fill-series")
+def fill_series_command(
+    cube: Path = typer.Argument(..., help="Input cube (zarr store); never written to."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output zarr store."),
+    model: Path | None = typer.Option(None, help="Model checkpoint (default: shipped model)."),
+    dates: list[str] | None = typer.Option(
+        None, help="S2 dates to fill (repeat or comma-separate; default: all)."
+    ),
+    cloud_threshold: float = typer.Option(
+        0.0, help="Dates with at most this cloud fraction are interpolated, not synthesized."
+    ),
+    feather: int = typer.Option(8, help="Width in pixels of the blend band at mask edges."),
+    max_s1_gap: float = typer.Option(6, help="Largest S1-target gap in days."),
+    max_ref_age: float = typer.Option(120, help="Oldest usable reference, days."),
+    max_ref_cloud: float = typer.Option(0.05, help="Largest cloud fraction of a reference."),
+    tile: int | None = typer.Option(None, help="Tile size in pixels (default from the model)."),
+    device: str = typer.Option("cpu", help="Torch device: cpu, cuda, auto."),
+    fast: bool = typer.Option(False, help="bf16 autocast + channels_last (GPU)."),
+    cluster: str = typer.Option("none", help=CLUSTER_HELP),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Keep dates already written by the same job."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace an output made by a different job."),
+    cog_dir: Path | None = typer.Option(
+        None, help="Also write each filled date as a Cloud-Optimised GeoTIFF here."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Fill the cloudy pixels of every S2 date of a cube and write the result date by date.
+
+    Each date is written with a zarr region write and recorded atomically, so a killed run
+    resumes where it stopped (--resume, the default) and ends identical to an uninterrupted
+    run. The output holds s2 (filled), filled, confidence and per-date provenance (method,
+    s1_date, reference_date). Dates without S1 within --max-s1-gap fall back to temporal
+    interpolation; pixels with nothing usable stay NaN and are counted.
+    """
+    from cloudfill.cluster import compute, open_cluster
+    from cloudfill.cube.schema import validate
+    from cloudfill.cube.zarr_io import open_cube
+    from cloudfill.fill.series import fill_series, plan_fill
+    from cloudfill.fill.writer import DateWriter, fingerprint
+    from cloudfill.infer.synthesize import resolve_model
+
+    if not cube.exists():
+        raise SourceError(f"no such cube: {cube}")
+    ds = open_cube(cube)
+    validate(ds, require=("s2",))
+    wanted = _parse_dates(dates)
+    cf = resolve_model(model, device=device, fast=fast) if "s1" in ds.data_vars else None
+    if cf is not None:
+        cf.check_cube(ds)
+    plan = plan_fill(
+        ds,
+        needs_reference=bool(cf.variant.uses_reference) if cf is not None else True,
+        cloud_threshold=cloud_threshold,
+        max_s1_gap=max_s1_gap,
+        max_ref_age=max_ref_age,
+        max_ref_cloud=max_ref_cloud,
+    )
+    filled = fill_series(
+        ds,
+        cf,
+        dates=wanted,
+        cloud_threshold=cloud_threshold,
+        feather=feather,
+        plan=plan,
+        tile=tile,
+        device=device,
+        fast=fast,
+    )
+    job = fingerprint(
+        {
+            "cube": str(cube.resolve()),
+            "model": _file_digest(model) if model is not None else "default",
+            "dates": [f"{d:%Y-%m-%d}" for d in pd.DatetimeIndex(filled["time"].values)],
+            "settings": [cloud_threshold, feather, max_s1_gap, max_ref_age, max_ref_cloud, tile],
+        }
+    )
+    writer = DateWriter(out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume)
+    pending = writer.pending()
+    times = pd.DatetimeIndex(filled["time"].values)
+    if len(pending) < len(times):
+        console.print(f"resuming: {len(times) - len(pending)} of {len(times)} dates already done")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} dates"),
+        TimeElapsedColumn(),
+    )
+    with (
+        open_cluster(cluster) as client,
+        Progress(*columns, console=console, disable=not progress) as bar,
+    ):
+        task = bar.add_task("filling", total=len(times), completed=len(times) - len(pending))
+        for i in pending:
+            date = times[i]
+            bar.update(task, description=f"filling {date:%Y-%m-%d} ({filled['method'].values[i]})")
+            writer.write(
+                filled.isel(time=[i]),
+                i,
+                record={"date": f"{date:%Y-%m-%d}", "method": str(filled["method"].values[i])},
+                compute=lambda delayed: compute(delayed, progress=False, client=client),
+            )
+            bar.advance(task)
+    writer.finalize()
+    result = open_cube(out)
+    if cog_dir is not None:
+        _write_cogs(result, cog_dir)
+    _summary(result)
+
+
+def _write_cogs(result, cog_dir: Path) -> None:
+    import os
+
+    cog_dir.mkdir(parents=True, exist_ok=True)
+    for date in pd.DatetimeIndex(result["time"].values):
+        target = cog_dir / f"s2_filled_{date:%Y-%m-%d}.tif"
+        tmp = target.with_suffix(".tif.tmp")
+        result["s2"].sel(time=date).rio.to_raster(tmp, driver="COG")
+        os.replace(tmp, target)
+    console.print(f"wrote {len(result['time'])} COGs to {cog_dir}")
+
+
+def _summary(result) -> None:
+    table = Table(title="fill-series summary", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for column in ("date", "method", "cloud%", "filled%", "unfilled", "S1", "reference"):
+        numeric = column.endswith("%") or column == "unfilled"
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    filled_frac = result["filled"].mean(("y", "x")).compute().values
+    unfilled = result["unfilled"].compute().values
+
+    def day(value) -> str:
+        return "-" if pd.isna(value) else f"{pd.Timestamp(value):%Y-%m-%d}"
+
+    for i, date in enumerate(pd.DatetimeIndex(result["time"].values)):
+        table.add_row(
+            f"{date:%Y-%m-%d}",
+            str(result["method"].values[i]),
+            f"{100 * float(result['cloud_fraction'].values[i]):.1f}",
+            f"{100 * float(filled_frac[i]):.1f}",
+            str(int(unfilled[i])),
+            day(result["s1_date"].values[i]),
+            day(result["reference_date"].values[i]),
+        )
+    console.print(table)

@@ -1,0 +1,94 @@
+"""`cloudfill fill-series`: output, refusal rules, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import cloudfill
+from cloudfill.cli import run
+from tests.conftest import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("fill")
+    ds = cloudfill.simulate_scene((64, 64), dates=5, seed=4, cloud_fraction=[0, 0.5, 1, 0.3, 0])
+    cube = cloudfill.write_cube(ds, tmp / "cube.zarr")
+    model = make_tiny_model(ds).save(tmp / "model.safetensors")
+    return {"tmp": tmp, "cube": cube, "model": model}
+
+
+def _args(job: dict[str, Path], out: Path) -> list[str]:
+    return [
+        "fill-series",
+        str(job["cube"]),
+        "--model",
+        str(job["model"]),
+        "--out",
+        str(out),
+        "--tile",
+        "32",
+        "--no-progress",
+        "--max-ref-age",
+        "400",
+    ]
+
+
+def _load(path: Path) -> xr.Dataset:
+    return cloudfill.open_cube(path, chunks=None)
+
+
+def test_fill_series_writes_everything(
+    job: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = job["tmp"] / "full.zarr"
+    assert run(_args(job, out)) == 0
+    text = capsys.readouterr().out
+    assert "fill-series summary" in text and "synthesize" in text
+    res = _load(out)
+    cube = cloudfill.open_cube(job["cube"], chunks=None)
+    assert res.rio.crs == cube.rio.crs
+    assert set(res.data_vars) >= {"s2", "filled", "confidence", "method", "s1_date"}
+    mask = cube.cloudfill.cloud_mask().values
+    np.testing.assert_array_equal(res["filled"].values, mask)
+    assert not np.isnan(res["s2"].values).any()
+    # The input is untouched and a different job is refused.
+    assert run([*_args(job, job["cube"])]) == 2
+    other = [*_args(job, out), "--feather", "2"]
+    assert run(other) == 2
+    assert "different job" in capsys.readouterr().err
+    assert run([*other, "--overwrite"]) == 0
+
+
+def test_sigkill_then_resume_is_identical(job: dict[str, Path]) -> None:
+    reference = job["tmp"] / "ref.zarr"
+    assert run(_args(job, reference)) == 0
+    out = job["tmp"] / "killed.zarr"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-c", "from cloudfill.cli import main; main()", *_args(job, out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    markers = out / ".cloudfill-done"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if markers.exists() and len(list(markers.glob("*.json"))) >= 2:
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(markers.glob("*.json")))
+    assert 1 <= done < 5, f"the kill should land mid-run, {done} dates were done"
+    assert run(_args(job, out)) == 0
+    a, b = _load(out), _load(reference)
+    for name in ("s2", "filled", "confidence", "method", "s1_date", "reference_date"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
