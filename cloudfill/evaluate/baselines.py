@@ -66,14 +66,6 @@ def _clear_s2(ds: xr.Dataset, mask: xr.DataArray | None) -> xr.DataArray:
     return ds["s2"].where(~unusable)
 
 
-def _first_valid(images: Sequence[xr.DataArray], like: xr.DataArray) -> xr.DataArray:
-    """Per value, the first non-NaN of ``images`` (in the order given); NaN if none."""
-    out = xr.full_like(like, np.nan)
-    for image in images:
-        out = out.fillna(image)
-    return out
-
-
 def _as_prediction(
     out: xr.DataArray, ds: xr.Dataset, target: pd.Timestamp, name: str
 ) -> xr.DataArray:
@@ -84,17 +76,23 @@ def _as_prediction(
     return out
 
 
-def _nearest_clear_before(clear: xr.DataArray, target: pd.Timestamp) -> xr.DataArray:
-    earlier = clear.sel(time=clear["time"] < target)
-    # Latest first, so each pixel keeps the most recent clear value.
-    images = [earlier.isel(time=i) for i in range(earlier.sizes["time"] - 1, -1, -1)]
-    return _first_valid(images, clear.sel(time=target))
-
-
-def _nearest_clear_after(clear: xr.DataArray, target: pd.Timestamp) -> xr.DataArray:
-    later = clear.sel(time=clear["time"] > target)
-    images = [later.isel(time=i) for i in range(later.sizes["time"])]
-    return _first_valid(images, clear.sel(time=target))
+def _nearest_clear_with_age(
+    clear: xr.DataArray, target: pd.Timestamp, *, earlier: bool
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per value, the nearest clear value before (or after) ``target`` and its distance in
+    days (NaN where there is none)."""
+    side = clear.sel(time=(clear["time"] < target) if earlier else (clear["time"] > target))
+    order = range(side.sizes["time"] - 1, -1, -1) if earlier else range(side.sizes["time"])
+    like = clear.sel(time=target)
+    value = xr.full_like(like, np.nan)
+    age = xr.full_like(like, np.nan)
+    for i in order:
+        image = side.isel(time=i)
+        days = abs((pd.Timestamp(side["time"].values[i]) - target) / pd.Timedelta(days=1))
+        take = value.isnull() & image.notnull()
+        value = value.where(~take, image)
+        age = age.where(~take, np.float32(days))
+    return value, age
 
 
 def persistence(ds: xr.Dataset, date: Any, mask: xr.DataArray | None = None) -> xr.DataArray:
@@ -128,7 +126,7 @@ def persistence(ds: xr.Dataset, date: Any, mask: xr.DataArray | None = None) -> 
     ('band', 'y', 'x')
     """
     target = _target_date(ds, date)
-    out = _nearest_clear_before(_clear_s2(ds, mask), target)
+    out, _ = _nearest_clear_with_age(_clear_s2(ds, mask), target, earlier=True)
     return _as_prediction(out, ds, target, "persistence")
 
 
@@ -172,15 +170,15 @@ def linear_interpolation(
         raise ParameterError(f"extrapolate must be 'nearest' or 'none', got {extrapolate!r}")
     target = _target_date(ds, date)
     clear = _clear_s2(ds, mask)
-    hidden = clear.where(clear["time"] != target)
-    if hidden.chunks is not None:
-        hidden = hidden.chunk({"time": -1})
-    out = hidden.interpolate_na(dim="time", method="linear", use_coordinate=True)
-    out = out.sel(time=target)
+    # The clear value on each side and how many days away it is, per value: a few whole-image
+    # operations per date instead of interpolate_na's per-pixel loop (minutes at 1200 px).
+    before, days_before = _nearest_clear_with_age(clear, target, earlier=True)
+    after, days_after = _nearest_clear_with_age(clear, target, earlier=False)
+    weight = days_before / (days_before + days_after)
+    out = before + (after - before) * weight
     if extrapolate == "nearest":
-        # Only pixels without a clear value on one side are still NaN here.
-        out = out.fillna(_nearest_clear_before(clear, target))
-        out = out.fillna(_nearest_clear_after(clear, target))
+        # Only values without a clear observation on one side are still NaN here.
+        out = out.fillna(before).fillna(after)
     return _as_prediction(out, ds, target, "linear_interpolation")
 
 
