@@ -33,6 +33,7 @@ __all__ = [
     "preprocess",
     "save_model",
     "simulate_scene",
+    "train",
     "validate",
     "write_cube",
 ]
@@ -48,4 +49,11 @@ def __getattr__(name: str) -> object:
         value = getattr(cloudfill.model, name)
         globals()[name] = value
         return value
+    if name == "train":
+        # The function lives in cloudfill.training (not a "train" subpackage, which would
+        # shadow it once imported).
+        from cloudfill.training.loop import train
+
+        globals()[name] = train
+        return train
     raise AttributeError(f"module 'cloudfill' has no attribute {name!r}")

@@ -1,0 +1,156 @@
+"""Training verbs: ``train`` (one model) and ``experiment`` (the paper's 8-model ablation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from cloudfill.cli._common import console
+from cloudfill.cli.app import app
+from cloudfill.errors import ParameterError, SourceError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+
+def _open(cube: Path) -> xr.Dataset:
+    from cloudfill.cube.zarr_io import open_cube
+
+    if not cube.exists():
+        raise SourceError(f"no such cube: {cube}")
+    return open_cube(cube)
+
+
+def _threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ParameterError(f"--threads must be positive, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _score(value: object, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@app.command("train")
+def train_command(
+    cube: Path = typer.Argument(..., help="Training cube (zarr store), read patch by patch."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints and logs."),
+    variant: str = typer.Option("SOD", "--variant", help="Inputs: S, SD, SO or SOD."),
+    attention: bool = typer.Option(
+        True, "--attention/--no-attention", help="Attention (CBAM) in the residual blocks."
+    ),
+    epochs: int = typer.Option(50, help="Epochs (paper: 50)."),
+    batch_size: int = typer.Option(2, help="Patches per step (paper: 2)."),
+    lr: float = typer.Option(2e-4, help="Adam learning rate (paper: 2e-4)."),
+    patch_size: int = typer.Option(256, help="Patch side in pixels, a multiple of 4 (paper: 256)."),
+    overlap: int = typer.Option(25, help="Minimum overlap of neighbouring patches (paper: 25)."),
+    patience: int = typer.Option(20, help="Early-stopping patience in epochs (paper: 20)."),
+    max_steps: int | None = typer.Option(None, help="Stop after this many steps in total."),
+    confidence: bool = typer.Option(
+        False, "--confidence", help="Add the per-pixel confidence head (Laplace NLL loss)."
+    ),
+    base_filters: int = typer.Option(64, help="Generator width (paper: 64)."),
+    n_blocks: int = typer.Option(9, help="Residual blocks (paper: 9)."),
+    despeckle: int = typer.Option(5, help="S1 median window (0 = none)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    seed: int = typer.Option(0, help="Seed of weights, split, order and augmentation."),
+    workers: int = typer.Option(0, help="DataLoader worker processes."),
+    threads: int | None = typer.Option(None, help="Torch CPU threads (default: torch's)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a generator on a cube: pix2pix loss, early stopping, resumable checkpoints.
+
+    Writes OUT/best.safetensors (the best model by validation MAE, with its card),
+    OUT/last/ (the resumable state) and OUT/metrics.csv.
+    """
+    from cloudfill.model.variants import get_variant
+    from cloudfill.training.loop import train
+
+    get_variant(variant)  # a typo fails before the cube is opened
+    _threads(threads)
+    ds = _open(cube)
+    model = train(
+        ds,
+        variant,
+        attention,
+        out=out,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patch_size=patch_size,
+        overlap=overlap,
+        patience=patience,
+        max_steps=max_steps,
+        confidence=confidence,
+        base_filters=base_filters,
+        n_blocks=n_blocks,
+        despeckle=despeckle or None,
+        resume=resume,
+        device=device,
+        seed=seed,
+        num_workers=workers,
+        progress=progress,
+    )
+    m, t = model.card.metrics, model.card.training
+    console.print(
+        f"trained {model.card.variant} ({model.card.attention}): {t['steps']} steps, "
+        f"stopped by {t['stop_reason']}; best at step {t.get('best_step')}"
+    )
+    console.print(
+        f"validation MAE {_score(m.get('val_mae'))}; test MAE {_score(m.get('test_mae'))}, "
+        f"RMSE {_score(m.get('test_rmse'))}, PSNR {_score(m.get('test_psnr'), 2)} dB, "
+        f"SSIM {_score(m.get('test_ssim'), 3)}"
+    )
+    console.print(f"model: {out / 'best.safetensors'}")
+
+
+@app.command("experiment")
+def experiment_command(
+    cube: Path = typer.Argument(..., help="Training cube (zarr store)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder a model)."),
+    epochs: str = typer.Option(
+        "small", help="'small' (CPU preset: short run, small networks) or a number of epochs."
+    ),
+    patch_size: int | None = typer.Option(None, help="Patch side (default: preset / 256)."),
+    max_steps: int | None = typer.Option(None, help="Steps per model (default: preset / none)."),
+    base_filters: int | None = typer.Option(None, help="Generator width (default: preset / 64)."),
+    n_blocks: int | None = typer.Option(None, help="Residual blocks (default: preset / 9)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    seed: int = typer.Option(0, help="Seed shared by all models."),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Skip finished models, resume an interrupted one."
+    ),
+    threads: int | None = typer.Option(None, help="Torch CPU threads (default: torch's)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train the paper's 8 models (S, SD, SO, SOD x attention off/on) with the same settings.
+
+    Writes OUT/results.md (a markdown table of MAE, RMSE, PSNR, SSIM, SAM on the test split,
+    like the paper's tables 3-5), OUT/results.csv and one model folder per model.
+    """
+    from cloudfill.training.experiment import _settings, results_markdown, run_experiment
+
+    _settings(epochs, {})  # a bad --epochs fails before the cube is opened
+    _threads(threads)
+    ds = _open(cube)
+    table = run_experiment(
+        ds,
+        out,
+        epochs=epochs,
+        patch_size=patch_size,
+        max_steps=max_steps,
+        base_filters=base_filters,
+        n_blocks=n_blocks,
+        device=device,
+        seed=seed,
+        resume=resume,
+        progress=progress,
+    )
+    console.print(results_markdown(table, {"cube": str(cube)}))
+    console.print(f"results: {out / 'results.md'}")

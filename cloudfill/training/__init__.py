@@ -1,0 +1,51 @@
+"""Training: patch sampler, GAN loop, checkpoints of the training state, ablation runner.
+
+The package is ``cloudfill.training`` (not ``cloudfill.train``, the design sketch's name) so
+that ``cloudfill.train`` stays the training *function*: importing a subpackage binds its name
+on the parent package, which would shadow the function.
+
+Names resolve lazily (the sampler and loop import torch):
+:func:`~cloudfill.training.sampler.sample_patches`,
+:class:`~cloudfill.training.sampler.PatchDataset`, :func:`~cloudfill.training.loop.train`,
+:func:`~cloudfill.training.experiment.run_experiment`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ALIGN": "grid",
+    "SPLITS": "grid",
+    "PatchGrid": "grid",
+    "patch_grid": "grid",
+    "split_blocks": "grid",
+    "CubeReader": "reader",
+    "ChunkSampler": "sampler",
+    "PatchDataset": "sampler",
+    "PatchIndex": "sampler",
+    "build_index": "sampler",
+    "sample_patches": "sampler",
+    "training_stats": "sampler",
+    "evaluate_patches": "loop",
+    "train": "loop",
+    "train_step": "loop",
+    "SMALL": "experiment",
+    "run_experiment": "experiment",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cloudfill.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cloudfill.training.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,181 @@
+"""The training loop, its checkpoints, exact resume, the experiment runner and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+from safetensors import safe_open
+
+import cloudfill
+from cloudfill.cli import run
+from cloudfill.errors import OutputError, ParameterError
+from cloudfill.model import load_model
+from cloudfill.training.experiment import run_experiment
+from cloudfill.training.loop import evaluate_patches, train
+from cloudfill.training.sampler import PatchIndex, build_index
+
+FRACTIONS = [0.0, 0.3, 0.2, 0.0, 0.4, 0.1]
+TINY = {
+    "patch_size": 32,
+    "overlap": 8,
+    "block_size": 64,
+    "base_filters": 8,
+    "n_blocks": 1,
+    "d_filters": 8,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> None:
+    # Tiny convolutions gain nothing from threads, and on a busy machine OpenMP threads
+    # waiting for each other make them many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cube() -> xr.Dataset:
+    return cloudfill.simulate_scene((128, 128), seed=1, cloud_fraction=FRACTIONS)
+
+
+@pytest.fixture(scope="module")
+def index(cube: xr.Dataset) -> PatchIndex:
+    return build_index(cube, "SOD", 32, 8, block_size=64)
+
+
+@pytest.fixture(scope="module")
+def zarr_path(tmp_path_factory: pytest.TempPathFactory, cube: xr.Dataset) -> Path:
+    path = tmp_path_factory.mktemp("train") / "cube.zarr"
+    cloudfill.write_cube(cube, path, chunks={"y": 64, "x": 64})
+    return path
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as fh:
+        return {k: fh.get_tensor(k) for k in fh.keys()}
+
+
+def test_a_few_steps_lower_the_validation_loss(
+    cube: xr.Dataset, index: PatchIndex, tmp_path: Path
+) -> None:
+    model = train(cube, "SOD", index=index, out=tmp_path, max_steps=48, lr=1e-3, **TINY)
+    card = model.card
+    assert card.training["steps"] == 48 and card.training["stop_reason"] == "max_steps"
+    assert card.normalisation == index.stats.to_dict()
+    assert card.training["despeckle"] == 5 and card.patch_size == 32
+    assert card.split["samples"] == index.counts() and card.split["method"] == "spatial blocks"
+    for key in ("val_mae", "test_mae", "test_rmse", "test_psnr", "test_ssim", "test_sam"):
+        assert np.isfinite(card.metrics[key]), key
+    history = pd.read_csv(tmp_path / "metrics.csv")
+    start, best = history.iloc[0], history[history["best"]].iloc[-1]
+    assert start["step"] == 0  # scored before the first step: the yardstick
+    assert best["val_l1"] < 0.85 * start["val_l1"]
+    assert best["val_mae"] < 0.85 * start["val_mae"]
+    assert card.metrics["val_mae"] == pytest.approx(best["val_mae"])
+    # The returned model is the best one, and scores the same when evaluated afresh.
+    again = evaluate_patches(model.generator, index.dataset("val"))
+    assert again["mae"] == pytest.approx(best["val_mae"], rel=1e-6)
+
+
+def test_resume_continues_exactly(cube: xr.Dataset, index: PatchIndex, tmp_path: Path) -> None:
+    # Stop mid-epoch, resume across an epoch boundary, compare with one uninterrupted run.
+    per_epoch = -(-index.counts()["train"] // 2)
+    first, total = per_epoch // 2 + 1, per_epoch + 3
+    settings = {**TINY, "index": index, "seed": 5, "lr": 1e-3}
+    train(cube, "SO", out=tmp_path / "a", max_steps=first, **settings)
+    with pytest.raises(OutputError):
+        train(cube, "SO", out=tmp_path / "a", max_steps=total, **settings)
+    with pytest.raises(ParameterError, match="lr"):
+        train(cube, "SO", out=tmp_path / "a", max_steps=total, resume=True, **{**settings, "lr": 1})
+    train(cube, "SO", out=tmp_path / "a", max_steps=total, resume=True, **settings)
+    train(cube, "SO", out=tmp_path / "b", max_steps=total, **settings)
+    a = _tensors(tmp_path / "a" / "last" / "state.safetensors")
+    b = _tensors(tmp_path / "b" / "last" / "state.safetensors")
+    assert a.keys() == b.keys()
+    assert any(k.startswith("opt_g.state.") for k in a) and any(k.startswith("D.") for k in a)
+    for name in a:
+        if name.startswith("rng."):
+            continue
+        assert torch.equal(a[name], b[name]), name
+    history = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert history["step"].iloc[-1] == total and history["step"].iloc[0] == 0
+    assert per_epoch in history["step"].tolist()  # the end-of-epoch validation happened
+
+
+def test_checkpoints_hold_no_pickle(cube: xr.Dataset, index: PatchIndex, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(cube, "SD", out=out, index=index, max_steps=3, epochs=2, **TINY)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".safetensors", ".json", ".csv"}
+    for path in files:
+        head = path.read_bytes()[:4]
+        assert head[:2] not in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+        assert head != b"PK\x03\x04"  # torch.save's zip
+    model = load_model(out / "best.safetensors")
+    assert model.card.variant == "SD" and model.card.split["assignment"]
+    state = (out / "last" / "state.json").read_text()
+    assert '"param_groups"' in state and '"history"' in state
+
+
+def test_experiment_writes_the_table(cube: xr.Dataset, tmp_path: Path) -> None:
+    settings = {k: v for k, v in TINY.items() if k != "overlap"}
+    table = run_experiment(
+        cube, tmp_path, epochs=1, max_steps=2, variants=["S", "SOD"], attention=[True], **settings
+    )
+    assert list(table["model"]) == ["A_cGAN_S", "A_cGAN_SOD"]
+    assert table[["MAE", "RMSE", "PSNR", "SSIM"]].notna().all().all()
+    text = (tmp_path / "results.md").read_text()
+    assert "| A_cGAN_SOD |" in text and "| model | MAE | RMSE | PSNR | SSIM |" in text
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 2
+    # A rerun skips finished models.
+    again = run_experiment(
+        cube, tmp_path, epochs=1, max_steps=2, variants=["S"], attention=[True], **settings
+    )
+    assert again["MAE"].iloc[0] == table["MAE"].iloc[0]
+
+
+def test_cli_train(zarr_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model"
+    args = ["train", str(zarr_path), "--out", str(out), "--variant", "S", "--patch-size", "32"]
+    args += ["--max-steps", "2", "--base-filters", "4", "--n-blocks", "1", "--no-progress"]
+    assert run(args) == 0
+    assert "test MAE" in capsys.readouterr().out
+    model = load_model(out / "best.safetensors")
+    assert model.card.variant == "S" and model.card.training["reader"] == "zarr"
+    assert run(args) == 2  # the folder holds a run and --resume was not given
+    assert "--resume" in capsys.readouterr().err
+    assert run([*args, "--resume", "--max-steps", "3"]) == 0
+
+
+def test_cli_bad_input_exits_2(
+    zarr_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", str(zarr_path), "--out", str(tmp_path / "m"), "--no-progress"]
+    assert run([*base, "--variant", "SXD"]) == 2
+    assert "variant" in capsys.readouterr().err
+    assert run([*base, "--patch-size", "30"]) == 2
+    assert "patch size" in capsys.readouterr().err
+    assert run(["train", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "m")]) == 2
+    assert "no such cube" in capsys.readouterr().err
+    cloudy = cloudfill.simulate_scene((64, 64), dates=3, seed=1, cloud_fraction=[0.6, 0.5, 0.7])
+    cloudfill.write_cube(cloudy, tmp_path / "cloudy.zarr")
+    args = ["train", str(tmp_path / "cloudy.zarr"), "--out", str(tmp_path / "c")]
+    assert run([*args, "--patch-size", "32"]) == 2  # SOD needs a clear reference date
+    err = capsys.readouterr().err
+    assert "reference" in err and len(err.strip().splitlines()) == 1
+    assert run(["experiment", str(zarr_path), "--out", str(tmp_path / "e"), "--epochs", "x"]) == 2
+
+
+def test_train_is_exported_lazily() -> None:
+    import cloudfill.training
+
+    assert cloudfill.train is cloudfill.training.train is train
+    assert "train" in cloudfill.__all__
