@@ -9,9 +9,10 @@ Why these kernels (``benchmarks/bench_despeckle.py``, figures in ``benchmarks/RE
 ``scipy.ndimage.median_filter`` copies and partially sorts every window on one core
 (~2-6 Mpix/s for 3x3-5x5, < 1 Mpix/s for 11x11). OpenCV's ``medianBlur`` runs a vectorised
 sorting network for float32 3x3 and 5x5 (> 60x scipy) but supports no larger float window.
-For 7..11 the numba kernel runs the comparator network of
-:mod:`cloudfill.preprocess._median_network` on rows of pixels at once, so LLVM vectorises each
-comparator across ``x``; column sorts are shared between horizontally adjacent windows.
+For 7..11 the numba kernel runs comparator networks (merges of sorted columns, built in
+:mod:`cloudfill.preprocess._median_network`) on rows of pixels at once, so LLVM vectorises each
+comparator across ``x``; sorted columns and merged runs of adjacent columns are shared between
+horizontally overlapping windows (:func:`_program`).
 
 NaN rule (a pixel whose window holds NaN): a NaN pixel stays NaN; otherwise the result is the
 *lower median* of the window's non-NaN values (element ``(m - 1) // 2`` of the ``m`` sorted valid
@@ -23,13 +24,14 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import numba
 import numpy as np
 
-from cloudfill.preprocess._median_network import CE, MIN, median_network
+from cloudfill.preprocess._median_network import CE, MIN, _Builder, _prune, median_network
 
 __all__ = [
     "fix_nan_windows",
@@ -85,21 +87,37 @@ def _run_row_strips(func, n_rows: int, threads: int | None) -> None:
         future.result()
 
 
+def _pieces(k: int) -> list[int]:
+    """``k`` as a sum of powers of two, largest first (11 -> [8, 2, 1])."""
+    return [1 << b for b in range(k.bit_length() - 1, -1, -1) if k >> b & 1]
+
+
 @cache
 def _program(k: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """The median network of ``k`` with wires mapped onto rows of a scratch buffer.
+    """The median of ``k x k`` windows as a program on the rows of a scratch buffer.
 
-    Every comparator writes to two fresh rows instead of updating its inputs in place: an
-    in-place ``a[x] = min(a[x], b[x])`` is compiled into masked stores, which cost ~5x more
-    than plain stores on the AMD cores this was measured on. Dead rows are reused.
+    A row holds one value for up to ``_LANES`` adjacent windows. Work is shared between
+    windows that overlap along ``x`` (Adams 2021): sorted columns (``level 1``) are merged
+    into sorted runs of 2, 4, ... adjacent columns (``level m``) once per position, and each
+    window then merges the few runs that tile it (11 = 8 + 2 + 1 columns, the 8 from two
+    runs of 4), dropping values that cannot be its median after each merge (see
+    :mod:`cloudfill.preprocess._median_network`). For 11x11 this halves the comparators
+    of a per-window network (~380 against ~680 per pixel).
+
+    Every comparator writes to fresh rows instead of updating its inputs in place: an in-place
+    ``a[x] = min(a[x], b[x])`` is compiled into masked stores, which cost ~5x more than plain
+    stores on the AMD cores this was measured on. Rows of dead values are reused.
 
     Returns ``(column_program, median_program, output_row, n_rows)``. Column program rows are
-    ``(a, b, lo, hi)``; median program rows are ``(kind, a, a_shift, b, b_shift, lo, hi)``,
-    where a shift ``j`` reads the input row at ``x + j`` (window column ``j``).
+    ``(a, b, lo, hi)``; median program rows are ``(kind, a, a_shift, b, b_shift, lo, hi,
+    extra)``: read row ``a`` at ``x + a_shift``, and compute ``_LANES + extra`` lanes (runs are
+    needed further right than the windows).
     """
     net = median_network(k)
     n_rows = k  # rows 0..k-1 receive the k input rows
     free: list[int] = []
+    pinned: set[int] = set()
+    median_program: list[tuple[int, ...]] = []
 
     def take() -> int:
         nonlocal n_rows
@@ -115,28 +133,79 @@ def _program(k: int) -> tuple[np.ndarray, np.ndarray, int, int]:
         column_program.append((row_of[a], row_of[b], lo, hi))
         free.extend((row_of[a], row_of[b]))
         row_of[a], row_of[b] = lo, hi
-    rank_row = [row_of[w] for w in net.column_rank]
-    pinned = set(rank_row)  # shared by the k windows that contain a column: never reused
-    free = [r for r in free if r not in pinned]
 
-    where = {i * k + j: (rank_row[i], j) for i in range(k) for j in range(k)}
-    median_program = []
-    for kind, a, b in net.ops:
-        (row_a, shift_a), (row_b, shift_b) = where.pop(a), where.pop(b)
-        lo = take() if kind in (CE, MIN) else -1
-        hi = take() if kind != MIN else -1
-        median_program.append((kind, row_a, shift_a, row_b, shift_b, lo, hi))
-        free.extend(r for r in (row_a, row_b) if r not in pinned)
-        if lo >= 0:
-            where[a] = (lo, 0)
-        if hi >= 0:
-            where[b] = (hi, 0)
-    out_row, out_shift = where[net.output]
+    def emit(ops: Iterable[tuple[int, int, int]], where: dict, extra: int) -> None:
+        # ``where`` maps a wire to its current (row, shift); comparators get fresh rows.
+        for kind, a, b in ops:
+            (row_a, shift_a), (row_b, shift_b) = where.pop(a), where.pop(b)
+            lo = take() if kind in (CE, MIN) else -1
+            hi = take() if kind != MIN else -1
+            median_program.append((kind, row_a, shift_a, row_b, shift_b, lo, hi, extra))
+            free.extend(r for r in (row_a, row_b) if r not in pinned)
+            if lo >= 0:
+                where[a] = (lo, 0)
+            if hi >= 0:
+                where[b] = (hi, 0)
+
+    def pin(values: list[tuple[int, int]]) -> None:
+        pinned.update(row for row, _ in values)
+        free[:] = [r for r in free if r not in pinned]
+
+    # Which runs a window reads, at which shift, in merge order.
+    pieces = _pieces(k)
+    top = pieces[0]
+    reads = [(top // 2, 0), (top // 2, top // 2)] if top > 1 else [(1, 0)]
+    offset = top
+    for size in pieces[1:]:
+        reads.append((size, offset))
+        offset += size
+    extra = {1: k - 1}
+    for size, shift in reads:
+        extra[size] = max(extra.get(size, 0), shift)
+    size = top // 4
+    while size >= 1:
+        extra[size] = max(extra.get(size, 0), extra.get(2 * size, 0) + size)
+        size //= 2
+
+    runs = {1: [(row_of[w], 0) for w in net.column_rank]}
+    pin(runs[1])
+    size = 2
+    while size <= top // 2:
+        half = runs[size // 2]
+        builder = _Builder()
+        order = builder.merge(list(range(len(half))), list(range(len(half), 2 * len(half))))
+        where = {i: v for i, v in enumerate(half)}
+        where.update({len(half) + i: (row, s + size // 2) for i, (row, s) in enumerate(half)})
+        emit(builder.ops, where, extra[size])
+        runs[size] = [where[w] for w in order]
+        pin(runs[size])
+        size *= 2
+
+    # The per-window stage, on wire ids, pruned to what reaches the median.
+    builder = _Builder()
+    where: dict[int, tuple[int, int]] = {}
+
+    def wires(size: int, shift: int) -> list[int]:
+        ids = list(range(len(where), len(where) + len(runs[size])))
+        where.update({i: (row, s + shift) for i, (row, s) in zip(ids, runs[size], strict=True)})
+        return ids
+
+    n, r = k * k, (k * k - 1) // 2
+    merged: list[int] = []
+    for index, (size, shift) in enumerate(reads):
+        merged = wires(size, shift) if index == 0 else builder.merge(merged, wires(size, shift))
+        drop = max(0, len(merged) - 1 - r)
+        if drop:
+            merged = merged[drop : len(merged) - drop]
+            n, r = n - 2 * drop, r - drop
+    output = merged[r]
+    emit(_prune(builder.ops, output), where, 0)
+    out_row, out_shift = where[output]
     if out_shift != 0:  # only for k == 1, which despeckle never asks for
         raise AssertionError("median wire is an unsorted input")
     return (
         np.asarray(column_program, dtype=np.int32).reshape(-1, 4),
-        np.asarray(median_program, dtype=np.int32).reshape(-1, 7),
+        np.asarray(median_program, dtype=np.int32).reshape(-1, 8),
         out_row,
         n_rows,
     )
@@ -147,7 +216,7 @@ def _network_rows(padded, out, k, column_program, median_program, out_row, n_row
     """Rows ``y0..y1`` of the valid ``k x k`` medians of ``padded`` into ``out``.
 
     Hand-written because no library has a float median beyond 5x5 that is not a per-pixel
-    sort: ``benchmarks/bench_despeckle.py`` ("numba network" rows) shows 15-30x scipy for 7..11.
+    sort: ``benchmarks/bench_despeckle.py`` ("numba network" rows) shows 15-50x scipy for 7..11.
     Each comparator of :func:`_program` runs over up to ``_LANES`` pixels of a row at once.
     """
     width = out.shape[1]
@@ -175,21 +244,22 @@ def _network_rows(padded, out, k, column_program, median_program, out_row, n_row
                 kind = median_program[t, 0]
                 ra = buf[median_program[t, 1]][median_program[t, 2] :]
                 rb = buf[median_program[t, 3]][median_program[t, 4] :]
+                n = n_out + median_program[t, 7]
                 if kind == 0:
                     rlo = buf[median_program[t, 5]]
                     rhi = buf[median_program[t, 6]]
-                    for x in range(n_out):
+                    for x in range(n):
                         u = ra[x]
                         v = rb[x]
                         rlo[x] = min(u, v)
                         rhi[x] = max(u, v)
                 elif kind == 1:
                     rlo = buf[median_program[t, 5]]
-                    for x in range(n_out):
+                    for x in range(n):
                         rlo[x] = min(ra[x], rb[x])
                 else:
                     rhi = buf[median_program[t, 6]]
-                    for x in range(n_out):
+                    for x in range(n):
                         rhi[x] = max(ra[x], rb[x])
             res = buf[out_row]
             for x in range(n_out):
