@@ -6,6 +6,7 @@ Importing the package registers the ``ds.cloudfill`` accessor.
 from cloudfill import errors
 from cloudfill._version import __version__
 from cloudfill.accessor import CloudfillAccessor
+from cloudfill.cube.demo import load_demo
 from cloudfill.cube.geotiff import cube_from_geotiffs
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS, POLS, conform, validate
@@ -25,9 +26,11 @@ __all__ = [
     "conform",
     "cube_from_geotiffs",
     "cube_from_stac",
+    "default_model",
     "despeckle",
     "errors",
     "filter_outliers",
+    "load_demo",
     "load_model",
     "open_cube",
     "preprocess",
@@ -39,7 +42,7 @@ __all__ = [
 ]
 
 # Model names resolve lazily: they import torch, which ``import cloudfill`` must not.
-_LAZY_MODEL_NAMES = ("ModelCard", "load_model", "save_model")
+_LAZY_MODEL_NAMES = ("ModelCard", "default_model", "load_model", "save_model")
 
 
 def __getattr__(name: str) -> object:

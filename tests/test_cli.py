@@ -109,3 +109,22 @@ def test_synthesize_cli_zarr_and_cog(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run([*args, "--out", str(tif)]) == 2  # exists
     assert "overwrite" in capsys.readouterr().err
     assert run([*args[:2], "not-a-date", "--out", str(tmp_path / "x.zarr")]) == 2
+
+
+def test_preprocess_cli(tmp_path: Path) -> None:
+    import numpy as np
+    from scipy import ndimage
+
+    import cloudfill
+
+    ds = cloudfill.simulate_scene((40, 32), dates=2, seed=2)
+    cube = cloudfill.write_cube(ds, tmp_path / "cube.zarr")
+    out = tmp_path / "pre.zarr"
+    assert run(["preprocess", str(cube), str(out), "--size", "3", "--no-progress"]) == 0
+    res = cloudfill.open_cube(out, chunks=None)
+    assert res.s1.attrs["units"] == "dB" and res.rio.crs == ds.rio.crs
+    assert "clip_range" in res.s1.attrs
+    lo, hi = np.asarray(res.s1.attrs["clip_range"][0])
+    expected = np.clip(ndimage.median_filter(ds.s1.values[0, 0], size=3, mode="reflect"), lo, hi)
+    np.testing.assert_allclose(res.s1.values[0, 0], expected, rtol=1e-6)
+    assert run(["preprocess", str(cube), str(cube)]) == 2

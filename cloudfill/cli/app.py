@@ -53,7 +53,7 @@ def _global_options(
 
 def _register_commands() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from cloudfill.cli import cube, evaluate, fill, infer, train  # noqa: F401
+    from cloudfill.cli import cube, demo, evaluate, fill, infer, preprocess, train  # noqa: F401
 
 
 _register_commands()

@@ -45,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "load_model": "checkpoint",
     "read_card": "checkpoint",
     "save_model": "checkpoint",
+    "default_model": "default",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,39 @@
+"""``default_model``: the generator shipped with the package.
+
+An SOD model with CBAM attention and the Laplace confidence head, 24 base filters and 4
+residual blocks (sized for CPU inference), trained by ``scripts/train_default_model.py`` on a
+simulated scene (seed 101). It demonstrates the pipeline; for real scenes train on your own
+cube (``cloudfill train``). Loading it reads safetensors only.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from cloudfill.errors import CheckpointError
+
+__all__ = ["DEFAULT_MODEL_FILE", "default_model"]
+
+DEFAULT_MODEL_FILE = "default_model.safetensors"
+
+
+def default_model(device: str = "cpu", *, fast: bool = False) -> Any:
+    """Load the shipped default model (a :class:`~cloudfill.model.runtime.CloudfillModel`).
+
+    Examples
+    --------
+    >>> model = default_model()
+    >>> model.card.variant, model.card.confidence
+    ('SOD', True)
+    """
+    from cloudfill.model.checkpoint import load_model
+
+    path = resources.files("cloudfill") / "data" / DEFAULT_MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"the default model {DEFAULT_MODEL_FILE} is missing from the installation; "
+            "pass model=PATH (train one with `cloudfill train`)"
+        )
+    with resources.as_file(path) as local:
+        return load_model(local, device=device, fast=fast)
