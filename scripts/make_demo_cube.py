@@ -19,9 +19,10 @@ from cloudfill.cube.demo import DEMO_FILE
 
 SEED = 2024
 SHAPE = (192, 192)
-DATES = pd.date_range("2024-01-15", periods=6, freq="45D")
+DATES = pd.date_range("2024-02-01", periods=6, freq="40D")
 S1_OFFSETS_DAYS = (2, -1, 1, 3, -2, 1)
-CLOUD = (0.0, 0.35, 0.8, 1.0, 0.15, 0.5)
+# Three nearly clear dates serve as references; the others have clouds of every size.
+CLOUD = (0.0, 0.4, 0.02, 0.85, 1.0, 0.3)
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ The training cube is simulated (``simulate_scene``, seed 101, 768 x 768 px, 12 d
 year: varied terrain, land cover, seasons and snow), with light to moderate clouds (0-30 %)
 so that most dates offer clear target patches and a clear earlier reference. The demo cube
 (``load_demo``) uses another seed, so the demo is never seen in training. The architecture is
-sized for CPU inference (24 base filters, 4 residual blocks with CBAM attention, a Laplace
-confidence head); real use means training on your own cube with ``cloudfill train``.
+sized for CPU training and inference (16 base filters, 4 residual blocks with CBAM attention,
+a Laplace confidence head; a 32-filter PatchGAN); real use means training on your own cube with ``cloudfill train``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CLOUD = (0.0, 0.1, 0.2, 0.0, 0.3, 0.05, 0.15, 0.0, 0.25, 0.1, 0.0, 0.2)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/default-model"))
-    parser.add_argument("--max-steps", type=int, default=2400)
+    parser.add_argument("--max-steps", type=int, default=600)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -47,8 +47,9 @@ def main() -> None:
         "cbam",
         out=args.out,
         confidence=True,
-        base_filters=24,
+        base_filters=16,
         n_blocks=4,
+        d_filters=32,
         patch_size=128,
         overlap=32,
         batch_size=4,
@@ -58,7 +59,7 @@ def main() -> None:
         seed=0,
         resume=args.resume,
         progress=False,
-        log_every=50,
+        log_every=25,
     )
     print(f"trained in {time.time() - t0:.0f} s: {model}")
 

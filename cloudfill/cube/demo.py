@@ -2,7 +2,7 @@
 
 The cube (``cloudfill/data/demo_cube.zarr.zip``, a zipped zarr v3 store) is made by
 ``scripts/make_demo_cube.py``: ``simulate_scene`` with seed 2024, 192 x 192 px, six S2 dates
-45 days apart from 2024-01-15 with clouds of varied size (0, 35, 80, 100, 15 and 50 % cover),
+40 days apart from 2024-02-01 with clouds of varied size (0, 40, 2, 85, 100 and 30 % cover),
 one S1 acquisition one to three days from each S2 date, and the DEM. Reflectance is stored as
 integers x 10000 and S1 as float16 to keep the file small; :func:`load_demo` returns the
 contract's float32. The default model was trained on another seed and never saw it.

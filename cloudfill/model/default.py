@@ -1,6 +1,6 @@
 """``default_model``: the generator shipped with the package.
 
-An SOD model with CBAM attention and the Laplace confidence head, 24 base filters and 4
+An SOD model with CBAM attention and the Laplace confidence head, 16 base filters and 4
 residual blocks (sized for CPU inference), trained by ``scripts/train_default_model.py`` on a
 simulated scene (seed 101). It demonstrates the pipeline; for real scenes train on your own
 cube (``cloudfill train``). Loading it reads safetensors only.
