@@ -18,6 +18,7 @@ from cloudfill.model import (
     VARIANTS,
     CloudfillModel,
     Generator,
+    ModelCard,
     PatchDiscriminator,
     count_macs,
     get_variant,
@@ -313,3 +314,23 @@ def test_compiled_predict_matches_eager() -> None:
     x = torch.randn(1, 2, 32, 32)
     compiled = CloudfillModel(g, compile=True)
     torch.testing.assert_close(compiled.predict(x).mean, CloudfillModel(g).predict(x).mean)
+
+
+def test_reference_skip_returns_the_reference_when_the_head_is_silent() -> None:
+    g = Generator("SOD", base_filters=4, n_blocks=1, attention=False).eval()
+    assert g.reference_skip and g.config()["reference_skip"]
+    torch.nn.init.zeros_(g.head[-1].weight)
+    torch.nn.init.zeros_(g.head[-1].bias)
+    x = torch.rand(1, 7, 32, 32) * 1.6 - 0.8
+    out = g(x).mean
+    torch.testing.assert_close(out, x[:, 2:6], atol=1e-5, rtol=0)
+    # Variants without a reference have no skip, and cannot be asked for one.
+    assert not Generator("SD", base_filters=4, n_blocks=1).reference_skip
+    with pytest.raises(ParameterError, match="no reference"):
+        Generator("S", base_filters=4, n_blocks=1, reference_skip=True)
+
+
+def test_cards_without_reference_skip_still_load() -> None:
+    card = ModelCard.from_json('{"format_version": 1, "variant": "SOD"}')
+    assert card.reference_skip is False
+    assert Generator(**card.generator_kwargs()).reference_skip is False

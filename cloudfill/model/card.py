@@ -42,6 +42,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "n_blocks": (int,),
     "norm": (str,),
     "confidence": (bool,),
+    "reference_skip": (bool,),
     "input_channels": (list,),
     "bands": (list,),
     "pols": (list,),
@@ -65,7 +66,7 @@ class ModelCard:
         ``"S"``, ``"SD"``, ``"SO"`` or ``"SOD"``.
     attention
         ``"cbam"``, ``"self"`` or ``"none"`` (``True``/``False`` are accepted and normalised).
-    base_filters, n_blocks, norm, confidence
+    base_filters, n_blocks, norm, confidence, reference_skip
         The rest of the generator's architecture (see
         :class:`~cloudfill.model.generator.Generator`).
     input_channels
@@ -107,6 +108,8 @@ class ModelCard:
     n_blocks: int = 9
     norm: str = "batch"
     confidence: bool = False
+    # Cards written before the skip existed lack the key: their generators have none.
+    reference_skip: bool = False
     input_channels: list[str] = field(default_factory=list)
     bands: list[str] = field(default_factory=lambda: list(BANDS))
     pols: list[str] = field(default_factory=lambda: list(POLS))
@@ -161,6 +164,7 @@ class ModelCard:
             "attention": self.attention,
             "norm": self.norm,
             "confidence": self.confidence,
+            "reference_skip": self.reference_skip,
         }
 
     @classmethod

@@ -44,7 +44,14 @@ from torch import nn
 
 from cloudfill.errors import ParameterError
 from cloudfill.model.attention import make_attention
-from cloudfill.model.variants import NORMS, OUTPUT_BANDS, Variant, attention_kind, get_variant
+from cloudfill.model.variants import (
+    NORMS,
+    OUTPUT_BANDS,
+    REFERENCE_CHANNELS,
+    Variant,
+    attention_kind,
+    get_variant,
+)
 
 __all__ = ["NORMS", "SCALE_EPS", "Generator", "GeneratorOutput", "ResidualBlock", "make_norm"]
 
@@ -125,6 +132,10 @@ class ResidualBlock(nn.Module):
         return x + self.attention(self.body(x))
 
 
+#: The reference is clamped inside (-1, 1) before atanh so the skip stays finite.
+_SKIP_LIMIT = 0.999
+
+
 class Generator(nn.Module):
     """ResNet-style generator for one model variant (see the module docstring for the layout).
 
@@ -143,6 +154,13 @@ class Generator(nn.Module):
         ``"batch"`` (default), ``"none"`` or ``"instance"``.
     confidence
         Add the Laplace-scale head.
+    reference_skip
+        For variants with a reference S2 image (SO, SOD): predict the target as the reference
+        plus a learned change, ``tanh(head + atanh(reference))``, instead of from scratch.
+        Reference and target share one normalisation, so an untrained head already returns
+        the reference (persistence) and training only has to learn what changed; cloudy
+        reference pixels (0 after normalisation) leave the head to predict alone. Default:
+        on for variants with a reference.
 
     Examples
     --------
@@ -161,9 +179,18 @@ class Generator(nn.Module):
         attention: bool | str = True,
         norm: str = "batch",
         confidence: bool = False,
+        reference_skip: bool | None = None,
     ) -> None:
         super().__init__()
         self.variant = get_variant(variant)
+        if reference_skip is None:
+            reference_skip = self.variant.uses_reference
+        if reference_skip and not self.variant.uses_reference:
+            raise ParameterError(f"variant {self.variant.name} has no reference to skip to")
+        self.reference_skip = bool(reference_skip)
+        self._reference_index = [
+            self.variant.channels.index(c) for c in REFERENCE_CHANNELS if c in self.variant.channels
+        ]
         if base_filters < 1 or n_blocks < 0:
             raise ParameterError(
                 f"base_filters must be >= 1 and n_blocks >= 0, got {base_filters}, {n_blocks}"
@@ -187,7 +214,7 @@ class Generator(nn.Module):
             nn.Upsample(scale_factor=2, mode="nearest"),
             *_conv_block(2 * f, f, 3, norm),
         )
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7), nn.Tanh())
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7))
         self.scale_head = (
             nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7)) if confidence else None
         )
@@ -207,6 +234,7 @@ class Generator(nn.Module):
             "attention": self.attention,
             "norm": self.norm,
             "confidence": self.confidence,
+            "reference_skip": self.reference_skip,
         }
 
     def rf_path(self) -> list[nn.Module]:
@@ -231,7 +259,11 @@ class Generator(nn.Module):
                 f"got {h} x {w} (CloudfillModel.predict pads automatically)"
             )
         features = self.trunk(x)
-        mean = self.head(features)
+        logits = self.head(features)
+        if self.reference_skip:
+            reference = x[:, self._reference_index].clamp(-_SKIP_LIMIT, _SKIP_LIMIT)
+            logits = logits + torch.atanh(reference)
+        mean = torch.tanh(logits)
         scale = None
         if self.scale_head is not None:
             scale = F.softplus(self.scale_head(features)) + SCALE_EPS
