@@ -66,7 +66,9 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 def test_a_few_steps_lower_the_validation_loss(
     cube: xr.Dataset, index: PatchIndex, tmp_path: Path
 ) -> None:
-    model = train(cube, "SOD", index=index, out=tmp_path, max_steps=48, lr=1e-3, **TINY)
+    # Without the reference skip the untrained generator is far off, so learning shows.
+    settings = {**TINY, "reference_skip": False, "lr": 1e-3}
+    model = train(cube, "SOD", index=index, out=tmp_path, max_steps=48, **settings)
     card = model.card
     assert card.training["steps"] == 48 and card.training["stop_reason"] == "max_steps"
     assert card.normalisation == index.stats.to_dict()
@@ -113,7 +115,8 @@ def test_resume_continues_exactly(cube: xr.Dataset, index: PatchIndex, tmp_path:
 def test_checkpoints_hold_no_pickle(cube: xr.Dataset, index: PatchIndex, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(cube, "SD", out=out, index=index, max_steps=3, epochs=2, **TINY)
-    files = [p for p in out.rglob("*") if p.is_file()]
+    # (TensorBoard event files, written only when it is installed, are not checkpoints.)
+    files = [p for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts]
     assert {p.suffix for p in files} <= {".safetensors", ".json", ".csv"}
     for path in files:
         head = path.read_bytes()[:4]

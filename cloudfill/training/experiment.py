@@ -271,7 +271,9 @@ def run_experiment(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     header = {
-        "cube": str(source) if not isinstance(source, xr.Dataset) else "in-memory Dataset",
+        "cube": str(source)
+        if not isinstance(source, xr.Dataset)
+        else source.encoding.get("source", "in-memory Dataset"),
         "scene": f"{index.reader.shape[0]} x {index.reader.shape[1]} px, "
         f"{int(ds.sizes['time'])} S2 dates",
         "target dates": ", ".join(index.split_record()["dates"]),

@@ -68,6 +68,7 @@ _FIXED = (
     "n_blocks",
     "norm",
     "confidence",
+    "reference_skip",
     "d_filters",
     "d_layers",
     "batch_size",
@@ -448,6 +449,7 @@ def train(
     base_filters: int = 64,
     n_blocks: int = 9,
     norm: str = "batch",
+    reference_skip: bool | None = None,
     d_filters: int = 64,
     d_layers: int = 3,
     max_steps: int | None = None,
@@ -488,6 +490,9 @@ def train(
         Add the Laplace-scale head and train with the Laplace NLL instead of L1.
     base_filters, n_blocks, norm
         Generator width, residual blocks and normalisation.
+    reference_skip
+        Predict SO/SOD targets as the reference plus a learned change (see
+        :class:`~cloudfill.model.generator.Generator`; default: on where there is a reference).
     d_filters, d_layers
         PatchGAN discriminator width and strided layers.
     max_steps
@@ -497,7 +502,8 @@ def train(
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
     num_workers
-        DataLoader worker processes (``forkserver``; each opens the store itself).
+        DataLoader worker processes (``forkserver``: each opens the store itself; a script
+        needs the usual ``if __name__ == "__main__":`` guard).
     resume
         Continue the run in ``out/last/`` exactly (same settings required; ``epochs``,
         ``max_steps``, ``patience``, ``device`` may change). Starts afresh if there is none.
@@ -604,6 +610,7 @@ def train(
         "n_blocks": n_blocks,
         "norm": norm,
         "confidence": bool(confidence),
+        "reference_skip": spec.uses_reference if reference_skip is None else bool(reference_skip),
         "d_filters": d_filters,
         "d_layers": d_layers,
         "batch_size": batch_size,
@@ -639,6 +646,7 @@ def train(
             attention=attention,
             norm=norm,
             confidence=confidence,
+            reference_skip=reference_skip,
         ).to(torch_device)
         discriminator = PatchDiscriminator(spec.name, base_filters=d_filters, n_layers=d_layers).to(
             torch_device
@@ -833,8 +841,11 @@ class _Run:
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
         if not self.history:
-            # Step-0 scores: the yardstick the first epochs are compared with.
-            self.history.append(self.validate(partial=True))
+            # Step-0 scores: the yardstick, and a candidate: with the reference skip an
+            # untrained SO/SOD generator is persistence, which training must beat to be kept.
+            row = self.validate(partial=True)
+            self._consider_best(row)
+            self.history.append(row)
         total = self.steps_per_epoch * epochs
         if max_steps is not None:
             total = min(total, max_steps)
