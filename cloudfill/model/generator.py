@@ -215,6 +215,11 @@ class Generator(nn.Module):
             *_conv_block(2 * f, f, 3, norm),
         )
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7))
+        if self.reference_skip:
+            # Start from the identity (output = reference), as residual nets zero their last
+            # layer: training then only learns the change, and never starts below persistence.
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
         self.scale_head = (
             nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7)) if confidence else None
         )
