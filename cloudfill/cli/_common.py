@@ -12,6 +12,9 @@ from rich.console import Console
 from cloudfill.errors import ParameterError
 
 console = Console(stderr=False, highlight=False)
+if not console.is_terminal:
+    # Piped or captured output has no width to fit; tables should not be truncated there.
+    console.width = 120
 err_console = Console(stderr=True, highlight=False)
 
 
