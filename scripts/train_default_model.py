@@ -8,7 +8,8 @@ year: varied terrain, land cover, seasons and snow), with light to moderate clou
 so that most dates offer clear target patches and a clear earlier reference. The demo cube
 (``load_demo``) uses another seed, so the demo is never seen in training. The architecture is
 sized for CPU training and inference (16 base filters, 4 residual blocks with CBAM attention,
-a Laplace confidence head; a 32-filter PatchGAN); real use means training on your own cube with ``cloudfill train``.
+a Laplace confidence head; a 32-filter PatchGAN); real use means training on your own cube
+with ``cloudfill train``.
 """
 
 from __future__ import annotations

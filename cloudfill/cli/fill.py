@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cloudfill.cli._common import console
 from cloudfill.cli.app import app
-from cloudfill.cli.infer import CLUSTER_HELP
+from cloudfill.cli.infer import CLUSTER_HELP, THREADS_HELP, WORKERS_HELP
 from cloudfill.errors import ParameterError, SourceError
 
 
@@ -59,6 +59,8 @@ def fill_series_command(
     device: str = typer.Option("cpu", help="Torch device: cpu, cuda, auto."),
     fast: bool = typer.Option(False, help="bf16 autocast + channels_last (GPU)."),
     cluster: str = typer.Option("none", help=CLUSTER_HELP),
+    workers: int | None = typer.Option(None, min=1, help=WORKERS_HELP),
+    threads: int | None = typer.Option(None, min=1, help=THREADS_HELP),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Keep dates already written by the same job."
     ),
@@ -76,7 +78,54 @@ def fill_series_command(
     s1_date, reference_date). Dates without S1 within --max-s1-gap fall back to temporal
     interpolation; pixels with nothing usable stay NaN and are counted.
     """
-    from cloudfill.cluster import compute, open_cluster
+    result = run_fill_series(
+        cube,
+        out,
+        model,
+        dates=_parse_dates(dates),
+        cloud_threshold=cloud_threshold,
+        feather=feather,
+        max_s1_gap=max_s1_gap,
+        max_ref_age=max_ref_age,
+        max_ref_cloud=max_ref_cloud,
+        tile=tile,
+        device=device,
+        fast=fast,
+        cluster=cluster,
+        workers=workers,
+        threads=threads,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    if cog_dir is not None:
+        _write_cogs(result, cog_dir)
+    summary(result)
+
+
+def run_fill_series(
+    cube: Path,
+    out: Path,
+    model: Path | None = None,
+    *,
+    dates: list[pd.Timestamp] | None = None,
+    cloud_threshold: float = 0.0,
+    feather: int = 8,
+    max_s1_gap: float = 6,
+    max_ref_age: float = 120,
+    max_ref_cloud: float = 0.05,
+    tile: int | None = None,
+    device: str = "cpu",
+    fast: bool = False,
+    cluster: str = "none",
+    workers: int | None = None,
+    threads: int | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: bool = True,
+):
+    """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output."""
+    from cloudfill.cluster import compute, describe, open_cluster
     from cloudfill.cube.schema import validate
     from cloudfill.cube.zarr_io import open_cube
     from cloudfill.fill.series import fill_series, plan_fill
@@ -85,9 +134,11 @@ def fill_series_command(
 
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
-    ds = open_cube(cube)
+    # The stored chunks (one date, ~1024 px), not dask's "auto" merge of them into ~128 MiB
+    # blocks spanning dates: task memory then stays the same whatever the cube's area.
+    ds = open_cube(cube, chunks={})
     validate(ds, require=("s2",))
-    wanted = _parse_dates(dates)
+    wanted = dates
     cf = resolve_model(model, device=device, fast=fast) if "s1" in ds.data_vars else None
     if cf is not None:
         cf.check_cube(ds)
@@ -130,9 +181,11 @@ def fill_series_command(
         TimeElapsedColumn(),
     )
     with (
-        open_cluster(cluster) as client,
+        open_cluster(cluster, workers=workers, threads=threads) as client,
         Progress(*columns, console=console, disable=not progress) as bar,
     ):
+        if client is not None:
+            console.print(f"computing on {describe(client)}")
         task = bar.add_task("filling", total=len(times), completed=len(times) - len(pending))
         for i in pending:
             date = times[i]
@@ -145,10 +198,7 @@ def fill_series_command(
             )
             bar.advance(task)
     writer.finalize()
-    result = open_cube(out)
-    if cog_dir is not None:
-        _write_cogs(result, cog_dir)
-    _summary(result)
+    return open_cube(out)
 
 
 def _write_cogs(result, cog_dir: Path) -> None:
@@ -163,7 +213,7 @@ def _write_cogs(result, cog_dir: Path) -> None:
     console.print(f"wrote {len(result['time'])} COGs to {cog_dir}")
 
 
-def _summary(result) -> None:
+def summary(result) -> None:
     table = Table(title="fill-series summary", box=box.SIMPLE_HEAD, padding=(0, 1))
     for column in ("date", "method", "cloud%", "filled%", "unfilled", "S1", "reference"):
         numeric = column.endswith("%") or column == "unfilled"

@@ -17,6 +17,8 @@ CLUSTER_HELP = (
     "Where to compute: none (threads), local (a LocalCluster), cuda (dask-cuda, one worker "
     "per GPU) or a scheduler address."
 )
+WORKERS_HELP = "Worker processes of --cluster local (GPUs of --cluster cuda)."
+THREADS_HELP = "Threads per worker of --cluster local or cuda."
 
 
 def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
@@ -38,6 +40,8 @@ def synthesize(
     fast: bool = typer.Option(False, help="bf16 autocast + channels_last (GPU)."),
     max_s1_gap: float = typer.Option(6, help="Largest S1-target gap in days."),
     cluster: str = typer.Option("none", help=CLUSTER_HELP),
+    workers: int | None = typer.Option(None, min=1, help=WORKERS_HELP),
+    threads: int | None = typer.Option(None, min=1, help=THREADS_HELP),
     overwrite: bool = typer.Option(False, help="Replace an existing output."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
@@ -67,7 +71,7 @@ def synthesize(
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    with open_cluster(cluster) as client:
+    with open_cluster(cluster, workers=workers, threads=threads) as client:
         if suffix == ".zarr":
             from cloudfill.cli._common import dask_progress
             from cloudfill.cube.zarr_io import write_cube

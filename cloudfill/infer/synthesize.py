@@ -10,7 +10,7 @@ is at least the generator's receptive field, and the result does not depend on t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -25,9 +25,14 @@ from cloudfill.infer.condition import condition_stack, denormalise_bands
 from cloudfill.infer.runner import ModelRef, array_module_name
 from cloudfill.infer.tiling import ALIGN, TileGrid, blend_tiles
 
+if TYPE_CHECKING:
+    from cloudfill.preprocess.normalise import NormStats
+
 __all__ = ["Synthesis", "plan_tiles", "resolve_model", "synthesize", "synthesize_with_scale"]
 
 DEFAULT_DESPECKLE = 5
+#: Longest axis covered by a single window when the tile size is the default.
+MAX_SINGLE = 1536
 
 
 def resolve_model(model: Any, device: str = "cpu", fast: bool = False) -> Any:
@@ -58,14 +63,17 @@ def plan_tiles(
 
     Tiles of 512 px, or 1024 when the halo exceeds a quarter of 512; a blending margin of the
     halo (capped at a quarter tile) and an overlap of two margins, so every pixel is blended
-    from tiles that contain its receptive field; one window per axis up to 1.5 tiles.
+    from tiles that contain its receptive field. An axis up to :data:`MAX_SINGLE` px (default
+    tiles) or 1.5 tiles (a ``tile`` given) is one window: overlapping tiles there would cost
+    up to 3x the pixels (the paper's 1200 px study area with 512 px tiles: 16 tiles).
 
-    >>> plan_tiles(1200, 1200, halo=195).n_tiles
+    >>> plan_tiles(1200, 1200, halo=95).n_tiles
     1
     >>> g = plan_tiles(5000, 5000, halo=60)
     >>> g.tile, g.overlap, g.margin
     (512, 120, 60)
     """
+    max_single = MAX_SINGLE if tile is None else None
     if tile is None:
         tile = 512 if 4 * halo <= 512 else 1024
     if tile % ALIGN or tile < 4 * ALIGN:
@@ -74,7 +82,8 @@ def plan_tiles(
     if overlap is None:
         overlap = 2 * margin
     margin = min(margin, overlap // 2)
-    return TileGrid(ny, nx, tile=tile, overlap=overlap, max_single=tile + tile // 2, margin=margin)
+    max_single = max(max_single or 0, tile + tile // 2)
+    return TileGrid(ny, nx, tile=tile, overlap=overlap, max_single=max_single, margin=margin)
 
 
 @dataclass(frozen=True)
@@ -210,27 +219,8 @@ def synthesize_with_scale(
     depth_y = grid.tile_y if len(data.chunks[1]) > 1 else 0
     depth_x = grid.tile_x if len(data.chunks[2]) > 1 else 0
 
-    def block(x: Any, block_info: dict | None = None) -> Any:
-        i, j = block_info[0]["chunk-location"][1:]
-        y0, x0 = int(y_starts[i]), int(x_starts[j])
-        top, left = min(depth_y, y0), min(depth_x, x0)
-        region = (
-            slice(top, top + data.chunks[1][i]),
-            slice(left, left + data.chunks[2][j]),
-        )
-        mean, scale = blend_tiles(
-            x, (y0 - top, x0 - left), region, grid, ref.predict, batch_size=batch_size
-        )
-        mean = denormalise_bands(mean, stats, "s2")
-        if not has_scale:
-            return mean
-        # The Laplace scale lives in normalised units: x_norm = (x - offset) / scale.
-        factors = np.asarray(stats.scale("s2"), dtype="float32")[:, None, None]
-        xp = np if array_module_name(x) == "numpy" else _cupy()
-        return xp.concatenate([mean, scale * xp.asarray(factors)])
-
     out = da.map_overlap(
-        block,
+        _synthesize_block,
         data,
         depth={0: 0, 1: depth_y, 2: depth_x},
         boundary="none",
@@ -238,6 +228,14 @@ def synthesize_with_scale(
         chunks=((n_out,), data.chunks[1], data.chunks[2]),
         dtype="float32",
         meta=data._meta,
+        starts=(y_starts, x_starts),
+        sizes=(data.chunks[1], data.chunks[2]),
+        depth_yx=(depth_y, depth_x),
+        grid=grid,
+        ref=ref,
+        stats=stats,
+        has_scale=has_scale,
+        batch_size=batch_size,
     )
     # No data in S1 means nothing to condition on: leave those pixels empty, never invented.
     valid = ~np.isnan(cube["s1"].isel(s1_time=0)).any("pol")
@@ -269,6 +267,41 @@ def synthesize_with_scale(
     return Synthesis(
         mean, scale, s1_date, None if reference_date is None else pd.Timestamp(reference_date)
     )
+
+
+def _synthesize_block(
+    x: Any,
+    *,
+    starts: tuple[np.ndarray, np.ndarray],
+    sizes: tuple[tuple[int, ...], tuple[int, ...]],
+    depth_yx: tuple[int, int],
+    grid: TileGrid,
+    ref: ModelRef,
+    stats: NormStats,
+    has_scale: bool,
+    batch_size: int,
+    block_info: dict | None = None,
+) -> Any:
+    """One ``map_overlap`` block of :func:`synthesize_with_scale`.
+
+    Module-level and fed only small values (chunk starts and sizes, not the dask array they
+    came from), so each task pickles in a few kB for distributed workers: a closure over the
+    input array would carry that array's whole graph into every task.
+    """
+    i, j = block_info[0]["chunk-location"][1:]
+    y0, x0 = int(starts[0][i]), int(starts[1][j])
+    top, left = min(depth_yx[0], y0), min(depth_yx[1], x0)
+    region = (slice(top, top + sizes[0][i]), slice(left, left + sizes[1][j]))
+    mean, scale = blend_tiles(
+        x, (y0 - top, x0 - left), region, grid, ref.predict, batch_size=batch_size
+    )
+    mean = denormalise_bands(mean, stats, "s2")
+    if not has_scale:
+        return mean
+    # The Laplace scale lives in normalised units: x_norm = (x - offset) / scale.
+    factors = np.asarray(stats.scale("s2"), dtype="float32")[:, None, None]
+    xp = np if array_module_name(x) == "numpy" else _cupy()
+    return xp.concatenate([mean, scale * xp.asarray(factors)])
 
 
 def _cupy() -> Any:
@@ -311,7 +344,7 @@ def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> x
     --------
     >>> import cloudfill
     >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
-    >>> out = ds.cloudfill.synthesize(ds.time.values[2])  # doctest: +SKIP
+    >>> out = ds.cloudfill.synthesize(ds.time.values[2])
     >>> out.dims
     ('band', 'y', 'x')
     """

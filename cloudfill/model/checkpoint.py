@@ -351,4 +351,9 @@ def load_model(
         raise CheckpointError(f"model card describes no valid generator: {err}") from None
     state = _load_state(weights, card, generator)
     generator.load_state_dict(state, strict=True)
-    return CloudfillModel(generator, card, device=device, fast=fast, compile=compile)
+    model = CloudfillModel(generator, card, device=device, fast=fast, compile=compile)
+    from cloudfill.infer.runner import remember_checkpoint
+
+    # Dask workers then load this file by path instead of a temporary copy of the weights.
+    remember_checkpoint(model, Path(path).resolve())
+    return model
