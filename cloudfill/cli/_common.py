@@ -39,6 +39,24 @@ def parse_dated_paths(values: Sequence[str] | None, option: str) -> dict[pd.Time
     return out
 
 
+def parse_dates(values: Sequence[str] | None) -> list[pd.Timestamp] | None:
+    """Repeated and/or comma-separated ``--dates`` values; None when none are given.
+
+    >>> parse_dates(["2023-01-05,2023-02-04", "2023-03-06"])[-1]
+    Timestamp('2023-03-06 00:00:00')
+    """
+    out = []
+    for value in values or []:
+        for text in value.split(","):
+            if not text.strip():
+                continue
+            try:
+                out.append(pd.Timestamp(text.strip()))
+            except (ValueError, TypeError) as exc:
+                raise ParameterError(f"--dates: {text!r} is not a date") from exc
+    return out or None
+
+
 @contextlib.contextmanager
 def dask_progress(enabled: bool = True) -> Iterator[None]:
     """Show a progress bar for dask computations on the local schedulers."""

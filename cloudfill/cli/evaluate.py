@@ -8,7 +8,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cloudfill.cli._common import console
+from cloudfill.cli._common import console, parse_dates
 from cloudfill.cli.app import app
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
@@ -16,22 +16,6 @@ CLUSTER_HELP = (
     "Where to compute: none (threads), local (a LocalCluster), cuda (dask-cuda, one worker "
     "per GPU) or a scheduler address."
 )
-
-
-def _parse_dates(values: list[str] | None) -> list[pd.Timestamp] | None:
-    """Repeated and/or comma-separated dates."""
-    if not values:
-        return None
-    out = []
-    for value in values:
-        for text in value.split(","):
-            if not text.strip():
-                continue
-            try:
-                out.append(pd.Timestamp(text.strip()))
-            except (ValueError, TypeError) as exc:
-                raise ParameterError(f"--dates: {text!r} is not a date") from exc
-    return out or None
 
 
 def summary_table(table: pd.DataFrame) -> Table:
@@ -100,7 +84,7 @@ def evaluate(
             ds,
             model,
             out,
-            dates=_parse_dates(dates),
+            dates=parse_dates(dates),
             split=split,
             baselines=chosen,
             landcover=landcover,

@@ -11,10 +11,10 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cloudfill.cli._common import console
+from cloudfill.cli._common import console, parse_dates
 from cloudfill.cli.app import app
 from cloudfill.cli.infer import CLUSTER_HELP, THREADS_HELP, WORKERS_HELP
-from cloudfill.errors import ParameterError, SourceError
+from cloudfill.errors import SourceError
 
 
 def _file_digest(path: Path) -> str:
@@ -25,19 +25,6 @@ def _file_digest(path: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _parse_dates(values: list[str] | None) -> list[pd.Timestamp] | None:
-    if not values:
-        return None
-    out = []
-    for value in values:
-        for part in value.split(","):
-            try:
-                out.append(pd.Timestamp(part.strip()))
-            except (ValueError, TypeError) as exc:
-                raise ParameterError(f"--dates: {part!r} is not a date") from exc
-    return out
 
 
 @app.command("fill-series")
@@ -82,7 +69,7 @@ def fill_series_command(
         cube,
         out,
         model,
-        dates=_parse_dates(dates),
+        dates=parse_dates(dates),
         cloud_threshold=cloud_threshold,
         feather=feather,
         max_s1_gap=max_s1_gap,
