@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -30,28 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import scipy.ndimage as ndi
+from _machine import cpu_model, load
 
 from cloudfill.preprocess import SIZES, median_filter
 from cloudfill.preprocess._median_cpu import median_valid_numba, usable_cpus
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def speckled_image(n: int, seed: int = 0) -> np.ndarray:

@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_model, load
 
 import cloudfill
 from cloudfill.infer.condition import assemble_condition, normalise_bands
@@ -45,23 +45,6 @@ from cloudfill.training.experiment import SMALL
 from cloudfill.training.sampler import ChunkSampler, PatchIndex, build_index
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def make_cube(path: Path, shape: int, chunk: int, seed: int) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _machine import cpu_model
 
 CLOUD_FRACTIONS = (0.0, 0.5, 0.8, 0.3, 0.6, 0.4, 0.7, 0.2)
 SEED = 11
@@ -232,19 +233,9 @@ def _data(row: dict[str, Any]) -> int:
     return row["peak_rss"] - row["idle_rss"]
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def report(rows: list[dict[str, Any]], args: argparse.Namespace, loads: tuple) -> str:
     lines = [
-        f"CPU: {_cpu()}, {os.cpu_count()} cores; {args.dates} dates, chunk {args.chunk} px, "
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores; {args.dates} dates, chunk {args.chunk} px, "
         f"tile {args.tile} px, model SOD base_filters={args.base_filters} "
         f"n_blocks={args.n_blocks}, {args.threads} thread(s) per worker.",
         f"Load average (1, 5, 15 min) before: {loads[0]}, after: {loads[1]}.",
