@@ -69,6 +69,7 @@ def make_tiny_model(
     attention: bool | str = False,
     confidence: bool = True,
     seed: int = 0,
+    reference_mode: str = "date",
 ):
     """An untrained small generator with the scene's statistics (for inference tests)."""
     import torch
@@ -84,6 +85,7 @@ def make_tiny_model(
         normalisation=scene_stats(ds).to_dict(),
         training={"despeckle_size": 3},
         patch_size=32,
+        reference_mode=reference_mode,
     )
     return CloudfillModel(gen, card)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from cloudfill.errors import ParameterError
+from cloudfill.errors import CheckpointError, ParameterError
 from cloudfill.model import (
     ALL_CHANNELS,
     VARIANTS,
@@ -333,3 +333,13 @@ def test_cards_without_reference_skip_still_load() -> None:
     card = ModelCard.from_json('{"format_version": 1, "variant": "SOD"}')
     assert card.reference_skip is False
     assert Generator(**card.generator_kwargs()).reference_skip is False
+
+
+def test_card_reference_mode_round_trips_and_defaults_to_date() -> None:
+    card = ModelCard.from_json('{"format_version": 1, "variant": "SOD"}')
+    assert card.reference_mode == "date" and card.reference_direction == "earlier"
+    composite = ModelCard("SOD", reference_mode="composite")
+    again = ModelCard.from_json(composite.to_json())
+    assert again.reference_mode == "composite" and again.reference_direction == "nearest"
+    with pytest.raises(CheckpointError, match="reference_mode"):
+        ModelCard.from_json('{"format_version": 1, "variant": "SOD", "reference_mode": "x"}')

@@ -8,6 +8,7 @@ import pytest
 import xarray as xr
 
 from cloudfill import errors
+from cloudfill.fill.pairs import reference_candidates
 from tests.conftest import make_tiny_cube
 
 
@@ -76,3 +77,17 @@ def test_pairs_without_reference_need() -> None:
     ds = _cube_with_fractions([0.8, 0.0])
     table = ds.cloudfill.pairs(needs_reference=False)
     assert table.iloc[0].method == "synthesize" and pd.isna(table.iloc[0].reference_date)
+
+
+def test_reference_candidates_nearest_first_and_filtered() -> None:
+    dates = pd.DatetimeIndex(
+        ["2024-01-01", "2024-01-21", "2024-02-10", "2024-02-20", "2024-03-01", "2024-07-01"]
+    )
+    fractions = np.array([0.0, 0.5, 0.0, 1.0, 0.2, 0.0])
+    target = pd.Timestamp("2024-02-10")
+    got = reference_candidates(dates, fractions, target, pd.Timedelta(days=60))
+    # 01-21 and 03-01 are both 20 days away: the earlier first; 02-20 is fully cloudy;
+    # 07-01 is too far; the target itself never serves.
+    assert got == [pd.Timestamp(d) for d in ("2024-01-21", "2024-03-01", "2024-01-01")]
+    earlier = reference_candidates(dates, fractions, target, pd.Timedelta(days=60), "earlier")
+    assert earlier == [pd.Timestamp("2024-01-21"), pd.Timestamp("2024-01-01")]

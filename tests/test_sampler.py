@@ -14,7 +14,8 @@ import xarray as xr
 import cloudfill
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.infer.condition import assemble_condition, normalise_bands
+from cloudfill.fill.pairs import reference_candidates
+from cloudfill.infer.condition import assemble_condition, condition_stack, normalise_bands
 from cloudfill.training.grid import SPLITS, patch_grid, split_blocks
 from cloudfill.training.sampler import (
     ChunkSampler,
@@ -134,6 +135,50 @@ def test_patches_equal_direct_slices(
                                 cloudfill.BANDS, fill=False)  # fmt: skip
         np.testing.assert_array_equal(target.numpy()[:, truth_valid], image[:, truth_valid])
         assert (target.numpy()[:, ~truth_valid] == 0).all()
+
+
+def test_composite_patches_equal_the_inference_condition(
+    cube: xr.Dataset, index: PatchIndex
+) -> None:
+    data = build_index(
+        cube, "SOD", SIZE, 8, block_size=SIZE * 2, seed=3, stats=index.stats, reference="composite"
+    )
+    assert data.config["reference"] == "composite"
+    dataset = data.dataset("train", augment=False)
+    despeckled = cube.cloudfill.despeckle(5)
+    mask = cloud_mask(cube)
+    times = pd.DatetimeIndex(cube.time.values)
+    fractions = mask.mean(("y", "x")).values
+    differs = False
+    for i in sorted({0, len(dataset) // 2, len(dataset) - 1}):
+        row = dataset.samples.iloc[i]
+        target = times[row.t]
+        wanted = reference_candidates(times, fractions, target, pd.Timedelta(days=120))
+        assert data.candidates[row.t] == tuple(times.get_loc(d) for d in wanted)
+        full = condition_stack(
+            despeckled,
+            target,
+            index.stats,
+            "SOD",
+            s1_date=row.s1_date,
+            reference_date=row.reference_date,
+            reference_dates=wanted,
+            mask=mask,
+        )
+        window = full.isel(y=slice(row.y0, row.y0 + SIZE), x=slice(row.x0, row.x0 + SIZE))
+        condition = dataset[i][0].numpy()
+        np.testing.assert_array_equal(condition, window.values)
+        single = index.dataset("train", augment=False)
+        same = single.samples.index[
+            (single.samples["t"] == row.t)
+            & (single.samples["y0"] == row.y0)
+            & (single.samples["x0"] == row.x0)
+        ]
+        if len(same):
+            differs |= not np.array_equal(single[int(same[0])][0].numpy(), condition)
+    assert differs  # the composite is not just the single reference date
+    with pytest.raises(ParameterError, match="reference must be one of"):
+        build_index(cube, "SOD", SIZE, 8, block_size=SIZE * 2, reference="mosaic")
 
 
 def test_augmentation_is_shared_by_condition_target_and_mask(index: PatchIndex) -> None:

@@ -113,3 +113,44 @@ def test_plan_tiles_defaults() -> None:
     g = plan_tiles(5000, 3000, halo=195)
     assert g.tile == 1024 and g.margin == 196 and g.overlap == 392
     assert plan_tiles(1200, 1200, halo=195).n_tiles == 1
+
+
+def _nearest_clear(ds: xr.Dataset, date: pd.Timestamp, earlier_only: bool) -> np.ndarray:
+    """Brute force: each pixel's value on the nearest other date where it is clear."""
+    times = pd.DatetimeIndex(ds.time.values)
+    mask = ds.cloudfill.cloud_mask().values
+    s2 = ds.s2.values
+    others = [k for k in range(len(times)) if times[k] != date]
+    others = [k for k in others if times[k] < date or not earlier_only]
+    order = sorted(others, key=lambda k: (abs(times[k] - date), times[k]))
+    out = np.full(s2.shape[1:], np.nan, dtype="float32")
+    for k in reversed(order):
+        out = np.where(mask[k][None], out, s2[k])
+    return out
+
+
+@pytest.mark.parametrize(("mode", "index"), [("date", 1), ("composite", 3)])
+def test_untrained_skip_model_returns_its_reference(
+    scene: xr.Dataset, mode: str, index: int
+) -> None:
+    # The reference skip with a silent head outputs its reference, so synthesize shows
+    # exactly which reference each mode builds: one clear date, or each pixel's nearest
+    # clear observation (earlier or later).
+    model = make_tiny_model(scene, reference_mode=mode)
+    date = pd.Timestamp(scene.time.values[index])
+    out = synthesize(scene, date, model, tile=32)
+    if mode == "composite":
+        expected = _nearest_clear(scene, date, earlier_only=False)
+        assert out.attrs["reference_dates"].count(",") >= 1
+    else:
+        ref = pd.Timestamp(out.attrs["reference_date"])
+        unusable = scene.cloudfill.cloud_mask().sel(time=ref).values
+        expected = np.where(unusable, np.nan, scene.s2.sel(time=ref).values)
+        assert out.attrs["reference_dates"] == ""
+    stats = model.card.normalisation["variables"]["s2"]
+    low = np.array(stats["low"], "float32")[:, None, None]
+    high = np.array(stats["high"], "float32")[:, None, None]
+    margin = 0.002 * (high - low)  # the skip clamps the normalised reference inside (-1, 1)
+    inside = ((expected > low + margin) & (expected < high - margin)).all(0)
+    assert inside.mean() > 0.5
+    np.testing.assert_allclose(out.values[:, inside], expected[:, inside], atol=1e-5)

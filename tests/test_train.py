@@ -128,6 +128,20 @@ def test_checkpoints_hold_no_pickle(cube: xr.Dataset, index: PatchIndex, tmp_pat
     assert '"param_groups"' in state and '"history"' in state
 
 
+def test_composite_reference_is_recorded_and_guards_resume(
+    cube: xr.Dataset, tmp_path: Path
+) -> None:
+    settings = {**TINY, "max_steps": 2, "epochs": 1, "despeckle": 3}
+    model = train(cube, "SOD", out=tmp_path, reference="composite", **settings)
+    assert model.card.reference_mode == "composite"
+    assert model.card.training["reference_mode"] == "composite"
+    assert load_model(tmp_path / "best.safetensors").card.reference_mode == "composite"
+    with pytest.raises(ParameterError, match="reference_mode"):
+        train(cube, "SOD", out=tmp_path, resume=True, **settings)
+    # Variants without a reference record the plain mode whatever was asked.
+    assert train(cube, "SD", reference="composite", **settings).card.reference_mode == "date"
+
+
 def test_experiment_writes_the_table(cube: xr.Dataset, tmp_path: Path) -> None:
     settings = {k: v for k, v in TINY.items() if k != "overlap"}
     table = run_experiment(

@@ -136,6 +136,7 @@ def run_fill_series(
         max_s1_gap=max_s1_gap,
         max_ref_age=max_ref_age,
         max_ref_cloud=max_ref_cloud,
+        direction=cf.card.reference_direction if cf is not None else "earlier",
     )
     filled = fill_series(
         ds,

@@ -61,6 +61,11 @@ def train_command(
         "--reference-skip/--no-reference-skip",
         help="SO/SOD: predict reference + learned change (default: on for SO/SOD).",
     ),
+    reference: str = typer.Option(
+        "date",
+        help="SO/SOD reference image: 'date' (one clear earlier date, the paper's rule) or "
+        "'composite' (each pixel's nearest clear observation, earlier or later).",
+    ),
     despeckle: int = typer.Option(5, help="S1 median window (0 = none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
@@ -96,6 +101,7 @@ def train_command(
         base_filters=base_filters,
         n_blocks=n_blocks,
         reference_skip=reference_skip,
+        reference=reference,
         despeckle=despeckle or None,
         resume=resume,
         device=device,

@@ -295,7 +295,10 @@ def _default_dates(
     from cloudfill.fill.pairs import pairs
 
     needs_reference = bool(model.variant.uses_reference) if model is not None else True
-    table = pairs(ds, needs_reference=needs_reference, fractions=fractions, **pairing)
+    direction = model.card.reference_direction if model is not None else "earlier"
+    table = pairs(
+        ds, needs_reference=needs_reference, fractions=fractions, direction=direction, **pairing
+    )
     frac = fractions.to_numpy()
     # Persistence needs an earlier date with some clear pixel.
     earlier_usable = np.maximum.accumulate(np.r_[False, frac[:-1] < 1.0])

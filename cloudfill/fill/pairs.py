@@ -22,7 +22,7 @@ import xarray as xr
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ParameterError
 
-__all__ = ["cloud_fractions", "nearest_s1", "pairs", "reference_for"]
+__all__ = ["cloud_fractions", "nearest_s1", "pairs", "reference_candidates", "reference_for"]
 
 Direction = Literal["earlier", "nearest"]
 
@@ -89,6 +89,40 @@ def reference_for(
         return pd.NaT, np.nan
     k = min(candidates, key=lambda k: (abs(dates[k] - date), dates[k]))
     return dates[k], (date - dates[k]) / pd.Timedelta(days=1)
+
+
+def reference_candidates(
+    dates: pd.DatetimeIndex,
+    fractions: np.ndarray,
+    date: pd.Timestamp,
+    max_age: pd.Timedelta,
+    direction: Direction = "nearest",
+) -> list[pd.Timestamp]:
+    """The S2 dates a composite reference draws on, most preferred first.
+
+    Every date other than ``date`` with at least one usable pixel (cloud fraction < 1), at
+    most ``max_age`` away (earlier only with ``direction="earlier"``), ordered by distance
+    in time; on a tie the earlier date comes first (the rule of :func:`reference_for`).
+
+    Examples
+    --------
+    >>> dates = pd.DatetimeIndex(["2024-01-01", "2024-01-11", "2024-01-21", "2024-01-31"])
+    >>> got = reference_candidates(dates, np.array([0.0, 0.3, 1.0, 0.2]),
+    ...                            pd.Timestamp("2024-01-11"), pd.Timedelta(days=25))
+    >>> [f"{d:%m-%d}" for d in got]
+    ['01-01', '01-31']
+    """
+    fractions = np.asarray(fractions, dtype="float64")
+    keep = [
+        k
+        for k in range(len(dates))
+        if fractions[k] < 1.0
+        and dates[k] != date
+        and (direction == "nearest" or dates[k] < date)
+        and abs(dates[k] - date) <= max_age
+    ]
+    keep.sort(key=lambda k: (abs(dates[k] - date), dates[k]))
+    return [dates[k] for k in keep]
 
 
 def _days(delta: pd.Timedelta) -> str:

@@ -103,8 +103,11 @@ def plan_fill(
     max_ref_age: float = 120,
     max_ref_cloud: float = 0.05,
     fractions: pd.Series | None = None,
+    direction: str = "earlier",
 ) -> pd.DataFrame:
-    """The per-date plan: :func:`pairs` with the fill's settings (cheap; reads the mask)."""
+    """The per-date plan: :func:`pairs` with the fill's settings (cheap; reads the mask).
+    ``direction`` is the model's (:attr:`ModelCard.reference_direction
+    <cloudfill.model.card.ModelCard.reference_direction>`)."""
     return pairs(
         ds,
         max_s1_gap=max_s1_gap,
@@ -112,6 +115,7 @@ def plan_fill(
         max_ref_cloud=max_ref_cloud,
         clear_threshold=cloud_threshold,
         needs_reference=needs_reference,
+        direction=direction,  # type: ignore[arg-type]
         fractions=cloud_fractions(ds) if fractions is None else fractions,
     )
 
@@ -128,10 +132,12 @@ def fill_date(
     *,
     mask: xr.DataArray | None = None,
     feather: int = 8,
+    fractions: pd.Series | None = None,
     **synth_kwargs: Any,
 ) -> xr.Dataset:
     """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
-    lazily. See :func:`fill_series`."""
+    lazily. ``fractions``: the cube's cloud fraction per date, if known (the plan's
+    ``cloud_fraction`` column). See :func:`fill_series`."""
     from cloudfill.evaluate.baselines import linear_interpolation
 
     full_mask = cloud_mask(ds) if mask is None else mask
@@ -151,6 +157,7 @@ def fill_date(
             reference_date=plan_row["reference_date"]
             if pd.notna(plan_row["reference_date"])
             else None,
+            fractions=fractions,
             **synth_kwargs,
         )
         candidate = syn.mean.drop_vars("time", errors="ignore")
@@ -269,6 +276,7 @@ def fill_series(
             max_s1_gap=max_s1_gap,
             max_ref_age=max_ref_age,
             max_ref_cloud=max_ref_cloud,
+            direction=cf.card.reference_direction if cf is not None else "earlier",
         )
     all_dates = pd.DatetimeIndex(ds["time"].values)
     chosen = all_dates if dates is None else pd.DatetimeIndex([pd.Timestamp(d) for d in dates])
@@ -280,7 +288,18 @@ def fill_series(
         row = plan.loc[date]
         if row["method"] == "synthesize" and cf is None:
             raise ParameterError("a model is needed to synthesize")
-        parts.append(fill_date(ds, date, row, cf, mask=mask, feather=feather, **synth_kwargs))
+        parts.append(
+            fill_date(
+                ds,
+                date,
+                row,
+                cf,
+                mask=mask,
+                feather=feather,
+                fractions=plan["cloud_fraction"],
+                **synth_kwargs,
+            )
+        )
     out = xr.concat(parts, dim=pd.Index(chosen, name="time"))
     out["s2"] = out["s2"].transpose("time", "band", "y", "x")
     out["s2"].attrs = dict(ds["s2"].attrs)

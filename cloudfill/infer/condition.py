@@ -16,6 +16,7 @@ Rules, applied per channel with the model's scene-wide :class:`NormStats` (never
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from cloudfill.preprocess.normalise import NormStats
 
 __all__ = [
     "assemble_condition",
+    "composite_reference",
     "condition_stack",
     "denormalise_bands",
     "normalise_bands",
@@ -91,6 +93,34 @@ def denormalise_bands(y: Any, stats: NormStats, name: str = "s2") -> Any:
     )
 
 
+def composite_reference(images: Sequence[Any], unusable: Sequence[Any]) -> Any:
+    """Per pixel, the first usable image in ``images`` (most preferred first), NaN if none.
+
+    The reference of a ``"composite"`` model: ``images`` are (band, y, x) S2 images of the
+    candidate dates ordered by distance in time
+    (:func:`cloudfill.fill.pairs.reference_candidates`), ``unusable`` their (y, x) masks
+    (True = cloud or no data). A pixel is usable when unmasked and finite in every band, so
+    each pixel gets its nearest clear observation: the same per-pixel information the
+    persistence and interpolation baselines use, where one reference date would leave old
+    or cloudy values. NumPy-API only (numpy, cupy and dask alike).
+
+    Examples
+    --------
+    >>> a = np.array([[[1.0, np.nan]]], "float32")
+    >>> b = np.array([[[2.0, 3.0]]], "float32")
+    >>> composite_reference([a, b], [np.array([[True, False]]), np.zeros((1, 2), bool)])
+    array([[[2., 3.]]], dtype=float32)
+    """
+    if not images or len(images) != len(unusable):
+        raise ParameterError("composite_reference needs one mask per image and >= 1 image")
+    out = None
+    for image, bad in zip(reversed(images), reversed(unusable), strict=True):
+        ok = ~bad & ~np.isnan(image).any(axis=0)
+        fallback = np.float32(np.nan) if out is None else out
+        out = np.where(ok[None], image, fallback).astype("float32")
+    return out
+
+
 def assemble_condition(
     stats: NormStats,
     variant: str,
@@ -151,12 +181,16 @@ def condition_stack(
     s1_date: Any,
     reference_date: Any | None,
     reference_mask: xr.DataArray | None = None,
+    reference_dates: Sequence[Any] | None = None,
+    mask: xr.DataArray | None = None,
 ) -> xr.DataArray:
     """The lazy condition stack (channel, y, x) of ``variant`` for target ``date``.
 
     ``ds`` should already be despeckled (the model card says with which window); S1 is taken
     at ``s1_date`` and the reference S2 at ``reference_date`` with ``reference_mask`` (True =
-    unusable) set to NaN, hence to 0 after normalisation.
+    unusable) set to NaN, hence to 0 after normalisation. With ``reference_dates`` (a
+    ``"composite"`` model) the reference is instead :func:`composite_reference` of those
+    dates, most preferred first, masked by ``mask`` (time, y, x).
     """
     spec = get_variant(variant)
     s1 = ds["s1"].sel(s1_time=pd.Timestamp(s1_date)).transpose("pol", "y", "x")
@@ -168,10 +202,20 @@ def condition_stack(
                 f"variant {spec.name} needs a clear reference S2 date for "
                 f"{pd.Timestamp(date):%Y-%m-%d} and there is none"
             )
-        ref = ds["s2"].sel(time=pd.Timestamp(reference_date)).sel(band=list(BANDS))
-        if reference_mask is not None:
-            ref = ref.where(~reference_mask)
-        reference = ref.data
+        if reference_dates:
+            if mask is None:
+                raise ParameterError("a composite reference needs the cloud mask")
+            stamps = [pd.Timestamp(d) for d in reference_dates]
+            s2 = ds["s2"].sel(band=list(BANDS)).transpose("time", "band", "y", "x")
+            reference = composite_reference(
+                [s2.sel(time=d).data for d in stamps],
+                [mask.sel(time=d).transpose("y", "x").data for d in stamps],
+            )
+        else:
+            ref = ds["s2"].sel(time=pd.Timestamp(reference_date)).sel(band=list(BANDS))
+            if reference_mask is not None:
+                ref = ref.where(~reference_mask)
+            reference = ref.data
     dem = ds["dem"].data if DEM_CHANNEL in spec.channels else None
     data = assemble_condition(
         stats,
@@ -193,6 +237,11 @@ def condition_stack(
             "s1_date": f"{pd.Timestamp(s1_date):%Y-%m-%d}",
             "reference_date": (
                 "" if reference is None else f"{pd.Timestamp(reference_date):%Y-%m-%d}"
+            ),
+            "reference_dates": (
+                ",".join(f"{pd.Timestamp(d):%Y-%m-%d}" for d in reference_dates)
+                if reference is not None and reference_dates
+                else ""
             ),
         },
     )

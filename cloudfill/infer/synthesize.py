@@ -20,7 +20,7 @@ import xarray as xr
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS
 from cloudfill.errors import ParameterError
-from cloudfill.fill.pairs import cloud_fractions, nearest_s1, reference_for
+from cloudfill.fill.pairs import cloud_fractions, nearest_s1, reference_candidates, reference_for
 from cloudfill.infer.condition import condition_stack, denormalise_bands
 from cloudfill.infer.runner import ModelRef, array_module_name
 from cloudfill.infer.tiling import ALIGN, TileGrid, blend_tiles
@@ -104,6 +104,7 @@ def _pick_inputs(
     max_ref_age: float,
     max_ref_cloud: float,
     fractions: pd.Series | None,
+    direction: str = "earlier",
 ) -> tuple[pd.Timestamp, pd.Timestamp | None]:
     s1_dates = pd.DatetimeIndex(ds["s1_time"].values)
     s1_date, _ = nearest_s1(s1_dates, date, pd.Timedelta(days=max_s1_gap))
@@ -120,13 +121,36 @@ def _pick_inputs(
         frac.to_numpy() <= max_ref_cloud,
         date,
         pd.Timedelta(days=max_ref_age),
+        direction,  # type: ignore[arg-type]
     )
     if pd.isna(ref):
+        side = "earlier " if direction == "earlier" else ""
         raise ParameterError(
-            f"no earlier S2 date with <= {100 * max_ref_cloud:g}% cloud within "
+            f"no {side}S2 date with <= {100 * max_ref_cloud:g}% cloud within "
             f"{max_ref_age:g} days of {date:%Y-%m-%d} to use as reference"
         )
     return s1_date, ref
+
+
+def _composite_dates(
+    ds: xr.Dataset,
+    date: pd.Timestamp,
+    reference_date: Any,
+    max_ref_age: float,
+    fractions: pd.Series | None,
+) -> list[pd.Timestamp]:
+    """Candidate dates of a composite reference, nearest first; an explicitly given
+    ``reference_date`` always takes part."""
+    times = pd.DatetimeIndex(ds["time"].values)
+    frac = cloud_fractions(ds) if fractions is None else fractions
+    wanted = reference_candidates(
+        times, frac.reindex(times).to_numpy(), date, pd.Timedelta(days=max_ref_age), "nearest"
+    )
+    reference_date = pd.Timestamp(reference_date)
+    if reference_date not in wanted:
+        wanted.append(reference_date)
+        wanted.sort(key=lambda d: (abs(d - date), d))
+    return wanted
 
 
 def _block_chunks(n: int, size: int, minimum: int) -> tuple[int, ...]:
@@ -186,6 +210,7 @@ def synthesize_with_scale(
             max_ref_age,
             max_ref_cloud,
             fractions,
+            card.reference_direction,
         )
         reference_date = picked_ref if reference_date is None else reference_date
     s1_date = pd.Timestamp(s1_date)
@@ -194,9 +219,13 @@ def synthesize_with_scale(
     s1_ds = despeckle(one, size=size) if size else one
     # Drop the full S1 time axis too, or the one-date S1 would be re-aligned onto it.
     cube = ds.drop_vars(["s1", "s1_time"], errors="ignore").assign(s1=s1_ds["s1"])
-    ref_mask = None
+    ref_mask, ref_dates, mask = None, None, None
     if reference_date is not None and cf.variant.uses_reference:
-        ref_mask = cloud_mask(ds.sel(time=[pd.Timestamp(reference_date)])).isel(time=0)
+        if card.reference_mode == "composite":
+            ref_dates = _composite_dates(ds, date, reference_date, max_ref_age, fractions)
+            mask = cloud_mask(ds.sel(time=ref_dates))
+        else:
+            ref_mask = cloud_mask(ds.sel(time=[pd.Timestamp(reference_date)])).isel(time=0)
     condition = condition_stack(
         cube,
         date,
@@ -205,6 +234,8 @@ def synthesize_with_scale(
         s1_date=s1_date,
         reference_date=reference_date,
         reference_mask=ref_mask,
+        reference_dates=ref_dates,
+        mask=mask,
     )
     grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, tile, overlap)
     condition = condition.chunk({"channel": -1, **_spatial_chunks(condition, grid)})
@@ -248,6 +279,7 @@ def synthesize_with_scale(
         "date": f"{date:%Y-%m-%d}",
         "s1_date": f"{s1_date:%Y-%m-%d}",
         "reference_date": "" if reference_date is None else f"{reference_date:%Y-%m-%d}",
+        "reference_dates": condition.attrs["reference_dates"],
         "model_variant": card.variant,
         "model_attention": str(card.attention),
         "tile": grid.tile,

@@ -23,9 +23,12 @@ from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import CheckpointError, ParameterError
 from cloudfill.model.variants import NORMS, attention_kind, get_variant
 
-__all__ = ["FORMAT_VERSION", "ModelCard"]
+__all__ = ["FORMAT_VERSION", "REFERENCE_MODES", "ModelCard"]
 
 FORMAT_VERSION: int = 1
+
+REFERENCE_MODES: tuple[str, ...] = ("date", "composite")
+"""How an SO/SOD model's reference image is built (see :attr:`ModelCard.reference_mode`)."""
 """Version of the checkpoint layout and card schema this cloudfill writes and reads."""
 
 
@@ -43,6 +46,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "norm": (str,),
     "confidence": (bool,),
     "reference_skip": (bool,),
+    "reference_mode": (str,),
     "input_channels": (list,),
     "bands": (list,),
     "pols": (list,),
@@ -69,6 +73,11 @@ class ModelCard:
     base_filters, n_blocks, norm, confidence, reference_skip
         The rest of the generator's architecture (see
         :class:`~cloudfill.model.generator.Generator`).
+    reference_mode
+        How the reference image of SO/SOD models is built: ``"date"`` (one clear date, the
+        paper's setting) or ``"composite"`` (each pixel's nearest clear observation; see
+        :func:`cloudfill.infer.condition.composite_reference`). Inference uses the mode the
+        model was trained with.
     input_channels
         Input channel names in stack order; derived from the variant when omitted.
     bands
@@ -110,6 +119,8 @@ class ModelCard:
     confidence: bool = False
     # Cards written before the skip existed lack the key: their generators have none.
     reference_skip: bool = False
+    # Cards written before composites existed lack the key: they used one reference date.
+    reference_mode: str = "date"
     input_channels: list[str] = field(default_factory=list)
     bands: list[str] = field(default_factory=lambda: list(BANDS))
     pols: list[str] = field(default_factory=lambda: list(POLS))
@@ -133,6 +144,11 @@ class ModelCard:
                 f"base_filters must be >= 1 and n_blocks >= 0, got {self.base_filters}, "
                 f"{self.n_blocks}"
             )
+        if self.reference_mode not in REFERENCE_MODES:
+            raise ParameterError(
+                f"unknown reference_mode {self.reference_mode!r}; expected one of "
+                f"{list(REFERENCE_MODES)}"
+            )
         if not self.input_channels:
             self.input_channels = list(variant.channels)
         self.input_channels = [str(c) for c in self.input_channels]
@@ -143,6 +159,13 @@ class ModelCard:
                 f"card input_channels {self.input_channels} do not match variant "
                 f"{variant.name} ({list(variant.channels)})"
             )
+
+    @property
+    def reference_direction(self) -> str:
+        """Which side of the target the reference may come from (a :func:`pairs` direction):
+        ``"nearest"`` for composites (the nearest clear observation, earlier or later),
+        ``"earlier"`` for single dates (the paper's rule)."""
+        return "nearest" if self.reference_mode == "composite" else "earlier"
 
     @property
     def n_inputs(self) -> int:

@@ -69,6 +69,7 @@ _FIXED = (
     "norm",
     "confidence",
     "reference_skip",
+    "reference_mode",
     "d_filters",
     "d_layers",
     "batch_size",
@@ -344,7 +345,9 @@ def _load_tensors(
 
 def _compare_config(saved: dict[str, Any], wanted: dict[str, Any]) -> None:
     for key in _FIXED:
-        a, b = saved.get(key), wanted.get(key)
+        # Runs saved before composites existed used single reference dates.
+        a = saved.get(key, "date" if key == "reference_mode" else None)
+        b = wanted.get(key)
         if isinstance(a, list | tuple) and isinstance(b, list | tuple):
             a, b = list(a), list(b)
         if a != b:
@@ -467,6 +470,7 @@ def train(
     max_cloud: float = 0.5,
     despeckle: int | None = 5,
     eval_batch_size: int = 8,
+    reference: str = "date",
 ) -> CloudfillModel:
     """Train a generator of ``variant`` on a cube (pix2pix objective, paper defaults).
 
@@ -518,6 +522,11 @@ def train(
         Passed to :func:`~cloudfill.training.sampler.build_index`.
     eval_batch_size
         Patches per forward pass when scoring validation / test patches.
+    reference
+        How SO/SOD references are built: ``"date"`` (one clear earlier date, the paper's
+        rule) or ``"composite"`` (each pixel's nearest clear observation); recorded in the
+        card (``reference_mode``) so inference builds it the same way. A prebuilt
+        ``index`` brings its own.
 
     Returns
     -------
@@ -589,6 +598,7 @@ def train(
             max_cloud=max_cloud,
             dates=dates,
             despeckle=despeckle,
+            reference=reference,
         )
     elif index.size != patch_size:
         raise ParameterError(f"the index has patch size {index.size}, not {patch_size}")
@@ -611,6 +621,7 @@ def train(
         "norm": norm,
         "confidence": bool(confidence),
         "reference_skip": spec.uses_reference if reference_skip is None else bool(reference_skip),
+        "reference_mode": index.config.get("reference", "date") if spec.uses_reference else "date",
         "d_filters": d_filters,
         "d_layers": d_layers,
         "batch_size": batch_size,
@@ -755,6 +766,7 @@ class _Run:
             training.update(best_epoch=self.best["epoch"], best_step=self.best["step"])
         return ModelCard.from_generator(
             self.generator,
+            reference_mode=self.config["reference_mode"],
             normalisation=self.index.stats.to_dict(),
             patch_size=self.index.size,
             training=training,

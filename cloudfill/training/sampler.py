@@ -14,9 +14,11 @@ A training sample is one patch of one target S2 date: ``(condition, target, vali
 
 Dates follow :func:`cloudfill.fill.pairs.pairs` (nearest S1 within ``max_s1_gap`` days,
 nearest earlier reference with at most ``max_ref_cloud`` cloud within ``max_ref_age`` days),
-the rule inference uses. Target dates are those with an S1 pair (and a reference for SO/SOD)
-and some clear pixels; a patch of a date becomes a sample when its cloud fraction is below
-``max_cloud``.
+the rule inference uses. With ``reference="composite"`` the reference of a patch is instead
+:func:`~cloudfill.infer.condition.composite_reference` of every other date within
+``max_ref_age`` (earlier or later, nearest first), as inference builds it for such models.
+Target dates are those with an S1 pair (and a reference for SO/SOD) and some clear pixels;
+a patch of a date becomes a sample when its cloud fraction is below ``max_cloud``.
 
 **Despeckling** is done per patch: the S1 window is read with a halo of ``despeckle // 2``
 pixels (clipped at the scene border), median-filtered with
@@ -55,8 +57,9 @@ import xarray as xr
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS, conform, validate
 from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.fill.pairs import pairs
-from cloudfill.infer.condition import assemble_condition, normalise_bands
+from cloudfill.fill.pairs import pairs, reference_candidates
+from cloudfill.infer.condition import assemble_condition, composite_reference, normalise_bands
+from cloudfill.model.card import REFERENCE_MODES
 from cloudfill.model.variants import get_variant
 from cloudfill.preprocess.despeckle import SIZES, median_filter
 from cloudfill.preprocess.normalise import NormStats, scene_stats
@@ -164,6 +167,9 @@ class PatchIndex:
         Median window applied to S1 patches (None: none).
     config
         The settings that built the index (JSON-safe).
+    candidates
+        For ``reference="composite"``: per target date index ``t``, the date indices the
+        composite reference draws on, nearest first (empty for single-date references).
     """
 
     reader: CubeReader
@@ -175,6 +181,7 @@ class PatchIndex:
     despeckle: int | None
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
+    candidates: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -212,6 +219,7 @@ class PatchIndex:
             augment=split == "train" if augment is None else augment,
             seed=self.seed,
             split=split,
+            candidates=self.candidates if spec.uses_reference else None,
         )
 
     def split_record(self) -> dict[str, Any]:
@@ -296,6 +304,7 @@ def build_index(
     max_ref_age: float = 120,
     max_ref_cloud: float = 0.05,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    reference: str = "date",
 ) -> PatchIndex:
     """Find every training sample of a cube and split them by spatial blocks.
 
@@ -333,6 +342,11 @@ def build_index(
         The pairing rule (:func:`cloudfill.fill.pairs.pairs`).
     cache_bytes
         Chunk cache per process.
+    reference
+        ``"date"`` (one clear reference date, earlier only: the paper's rule) or
+        ``"composite"`` (each pixel's nearest clear observation among the dates within
+        ``max_ref_age``, earlier or later; the reference date column then holds the
+        nearest clear date, which a target still needs).
 
     Returns
     -------
@@ -356,6 +370,9 @@ def build_index(
     spec = get_variant(variant)
     if not 0.0 < max_cloud <= 1.0:
         raise ParameterError(f"max_cloud must be within (0, 1], got {max_cloud}")
+    if reference not in REFERENCE_MODES:
+        raise ParameterError(f"reference must be one of {list(REFERENCE_MODES)}, got {reference!r}")
+    direction = "nearest" if reference == "composite" else "earlier"
     despeckle = _check_despeckle(despeckle)
     reader = CubeReader(ds, cache_bytes=cache_bytes)
     if not isinstance(ds, xr.Dataset):
@@ -420,6 +437,7 @@ def build_index(
         max_ref_age=max_ref_age,
         max_ref_cloud=max_ref_cloud,
         fractions=scene_fractions,
+        direction=direction,  # type: ignore[arg-type]
     )
     ok, reasons = _eligible(table, spec.uses_reference)
     if wanted is not None:
@@ -484,7 +502,16 @@ def build_index(
         "max_ref_age": float(max_ref_age),
         "max_ref_cloud": float(max_ref_cloud),
         "reader": reader.mode,
+        "reference": reference,
     }
+    candidates: dict[int, tuple[int, ...]] = {}
+    if reference == "composite" and spec.uses_reference:
+        frac = scene_fractions.to_numpy()
+        for t in sorted(set(samples["t"].tolist())):
+            chosen = reference_candidates(
+                s2_dates, frac, s2_dates[t], pd.Timedelta(days=max_ref_age), "nearest"
+            )
+            candidates[t] = tuple(int(s2_dates.get_loc(d)) for d in chosen)
     return PatchIndex(
         reader=reader,
         variant=spec.name,
@@ -495,6 +522,7 @@ def build_index(
         despeckle=despeckle,
         seed=int(seed),
         config=config,
+        candidates=candidates,
     )
 
 
@@ -525,6 +553,7 @@ class PatchDataset(torch.utils.data.Dataset):
         augment: bool = False,
         seed: int = 0,
         split: str = "train",
+        candidates: dict[int, tuple[int, ...]] | None = None,
     ) -> None:
         self.reader = reader
         self.stats = stats
@@ -535,6 +564,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.augment = bool(augment)
         self.seed = int(seed)
         self.split = split
+        self.candidates = dict(candidates or {})
         self.epoch = 0
         spec = get_variant(variant)
         self._uses_reference = spec.uses_reference
@@ -573,11 +603,27 @@ class PatchDataset(torch.utils.data.Dataset):
         valid = ~self.reader.unusable(t, y0, y0 + s, x0, x0 + s) & np.isfinite(image).all(0)
         return np.where(valid, image, np.float32(np.nan)), valid
 
+    def _reference(self, t: int, ref_t: int, y0: int, x0: int) -> np.ndarray:
+        """The reference window: one date, or the composite of the target's candidates."""
+        order = self.candidates.get(t)
+        if not order:
+            return self._s2(ref_t, y0, x0)[0]
+        images, unusable = [], []
+        covered = np.zeros((self.size, self.size), dtype=bool)
+        for k in order:
+            image, valid = self._s2(k, y0, x0)
+            images.append(image)
+            unusable.append(~valid)
+            covered |= valid
+            if covered.all():
+                break  # every pixel has its nearest clear value: farther dates add nothing
+        return composite_reference(images, unusable)
+
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``index`` as NumPy arrays, before augmentation."""
         t, s1_t, ref_t, y0, x0 = (int(v) for v in self._rows[index])
         s = self.size
-        reference = self._s2(ref_t, y0, x0)[0] if self._uses_reference else None
+        reference = self._reference(t, ref_t, y0, x0) if self._uses_reference else None
         dem = self.reader.read("dem", None, y0, y0 + s, x0, x0 + s) if self._uses_dem else None
         condition = assemble_condition(
             self.stats,
