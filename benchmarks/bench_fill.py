@@ -4,7 +4,9 @@
 
 For every date the model synthesizes, on the cloud-masked pixels, against the cube's
 ``truth``: MAE and PSNR (MAX = 1) of the filled series (``fill_series``), of per-pixel
-persistence (nearest earlier clear value) and of per-pixel linear temporal interpolation.
+persistence (nearest earlier clear value), of the nearest clear value on either side (what a
+composite reference holds: the model's starting point) and of per-pixel linear temporal
+interpolation.
 Baselines are computed in the same run on the same pixels.
 """
 
@@ -50,6 +52,7 @@ def main() -> None:
         preds = {
             "model (fill_series)": out.s2.values[i],
             "persistence": persistence(ds, date).values,
+            "nearest clear (either side)": persistence(ds, date, direction="nearest").values,
             "interpolation": linear_interpolation(ds, date).values,
         }
         for name, pred in preds.items():

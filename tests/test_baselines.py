@@ -99,6 +99,26 @@ def test_persistence_picks_latest_earlier_clear_value(series, backend: str) -> N
     assert persistence(ds, DATES[0]).isnull().all()
 
 
+def test_nearest_persistence_takes_the_closer_side(series, backend: str) -> None:
+    s2, cloud = series
+    ds = make_cube(s2, cloud)
+    target = 2  # 15 days after DATES[1], 5 days before DATES[3]
+    out = persistence(lazy(ds, backend), DATES[target], direction="nearest")
+    check_layout(out, ds, DATES[target], backend == "dask")
+    want = np.full(s2.shape[1:], np.nan)
+    gaps = np.abs((DATES - DATES[target]) / pd.Timedelta(days=1))
+    for iy in range(s2.shape[2]):
+        for ix in range(s2.shape[3]):
+            clear = [t for t in range(len(DATES)) if t != target and not cloud[t, iy, ix]]
+            if clear:
+                best = min(clear, key=lambda t: (gaps[t], t))
+                want[:, iy, ix] = s2[best, :, iy, ix]
+    np.testing.assert_allclose(out.values, want.astype("float32"))
+    assert not np.allclose(out.values, persistence(ds, DATES[target]).values, equal_nan=True)
+    with pytest.raises(ParameterError, match="direction"):
+        persistence(ds, DATES[target], direction="later")
+
+
 def test_persistence_accepts_explicit_mask_and_checks_date(series) -> None:
     s2, cloud = series
     ds = make_cube(s2, cloud)

@@ -3,7 +3,8 @@
 Three predictions of the S2 image at a target ``date`` (a DataArray (band, y, x) on the cube's
 grid, with its coords and CRS):
 
-- :func:`persistence` — per pixel, the nearest earlier clear observation;
+- :func:`persistence` — per pixel, the nearest earlier clear observation (or, with
+  ``direction="nearest"``, the nearest in time on either side);
 - :func:`linear_interpolation` — per pixel, linear in time between the clear observations
   before and after;
 - :func:`fit_regression_baseline` / :func:`predict_regression_baseline` — a per-pixel linear
@@ -95,7 +96,13 @@ def _nearest_clear_with_age(
     return value, age
 
 
-def persistence(ds: xr.Dataset, date: Any, mask: xr.DataArray | None = None) -> xr.DataArray:
+def persistence(
+    ds: xr.Dataset,
+    date: Any,
+    mask: xr.DataArray | None = None,
+    *,
+    direction: Literal["earlier", "nearest"] = "earlier",
+) -> xr.DataArray:
     """Per pixel, the S2 value of the nearest earlier date on which that pixel was clear.
 
     Parameters
@@ -106,6 +113,9 @@ def persistence(ds: xr.Dataset, date: Any, mask: xr.DataArray | None = None) -> 
         An S2 date of the cube (anything :class:`pandas.Timestamp` reads).
     mask
         Boolean (time, y, x), True = unusable; default :func:`cloudfill.cloud_mask` ``(ds)``.
+    direction
+        ``"earlier"`` (default): only earlier dates; ``"nearest"``: the nearest clear date on
+        either side (on a tie the earlier), what a composite reference holds.
 
     Returns
     -------
@@ -125,8 +135,15 @@ def persistence(ds: xr.Dataset, date: Any, mask: xr.DataArray | None = None) -> 
     >>> persistence(ds, ds.time[-1]).dims
     ('band', 'y', 'x')
     """
+    if direction not in ("earlier", "nearest"):
+        raise ParameterError(f"direction must be 'earlier' or 'nearest', got {direction!r}")
     target = _target_date(ds, date)
-    out, _ = _nearest_clear_with_age(_clear_s2(ds, mask), target, earlier=True)
+    clear = _clear_s2(ds, mask)
+    out, days_before = _nearest_clear_with_age(clear, target, earlier=True)
+    if direction == "nearest":
+        after, days_after = _nearest_clear_with_age(clear, target, earlier=False)
+        later = (days_after < days_before) | days_before.isnull()
+        out = out.where(~later, after)
     return _as_prediction(out, ds, target, "persistence")
 
 

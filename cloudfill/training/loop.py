@@ -1,4 +1,4 @@
-"""The pix2pix training loop: adversarial + lambda * L1 (or Laplace NLL), early stopping, resume.
+"""The pix2pix training loop: adversarial + lambda * L1 (+ Laplace NLL), early stopping, resume.
 
 One step (batch of ``batch_size`` patches, paper defaults in :func:`train`):
 
@@ -7,8 +7,12 @@ One step (batch of ``batch_size`` patches, paper defaults in :func:`train`):
    "real" image is the target where it is valid and the (detached) prediction elsewhere, so
    clouds in the target, which the generator must not reproduce, give the discriminator no
    cue;
-3. the generator minimises ``adversarial + lambda_l1 * masked L1`` (or ``lambda_l1 *``
-   Laplace NLL when it has the confidence head), both over valid pixels only.
+3. the generator minimises ``adversarial + lambda_l1 * masked L1``, over valid pixels only.
+   With the confidence head, ``lambda_l1 *`` the Laplace NLL of the *detached* mean is
+   added: it trains the scale only. A joint NLL would weight each pixel's error by
+   ``1 / scale``, so the mean would learn least where the change is largest (the pixels that
+   matter for filling); detaching keeps the mean on the L1 objective the model is judged by,
+   while the scale still learns the expected absolute error.
 
 After each epoch the generator is scored on the validation split (MAE on reflectance 0..1
 over valid pixels); the best one is kept as ``out/best.safetensors`` (a model checkpoint with
@@ -381,7 +385,8 @@ def train_step(
     lambda_l1
         Weight of the reconstruction term.
     confidence
-        Use the Laplace NLL (the generator needs the confidence head).
+        Also train the scale head by the Laplace NLL of the detached mean (the generator
+        needs the confidence head).
 
     Returns
     -------
@@ -416,10 +421,9 @@ def train_step(
         p.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
     loss_adv = adversarial_loss(discriminator(cond, fake), True)
+    loss_rec = masked_l1(fake, target, valid)
     if confidence:
-        loss_rec = laplace_nll(fake, out.scale, target, valid)
-    else:
-        loss_rec = masked_l1(fake, target, valid)
+        loss_rec = loss_rec + laplace_nll(fake.detach(), out.scale, target, valid)
     loss_g = loss_adv + lambda_l1 * loss_rec
     loss_g.backward()
     opt_g.step()
@@ -639,7 +643,7 @@ def train(
         "max_s1_gap": index.config.get("max_s1_gap"),
         "max_ref_age": index.config.get("max_ref_age"),
         "max_ref_cloud": index.config.get("max_ref_cloud"),
-        "loss": "laplace_nll" if confidence else "l1",
+        "loss": "l1 + laplace_nll(detached mean)" if confidence else "l1",
         "optimizer": "adam",
         "epochs": epochs,
         "max_steps": max_steps,
