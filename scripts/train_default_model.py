@@ -8,7 +8,8 @@ year at irregular 10-40 day gaps, so references of every age occur: varied terra
 cover, seasons and snow), with 0-60 % cloud so that most dates offer clear target patches and
 partly cloudy neighbours. The demo cube (``load_demo``) uses another seed, so the demo is
 never seen in training. The reference is a per-pixel composite (each pixel's nearest clear
-observation, earlier or later: ``reference="composite"``). The architecture is sized for CPU
+observation, earlier or later: ``reference="composite"``), and the model kept is an
+exponential moving average of the weights (``ema=0.999``). The architecture is sized for CPU
 training and inference (16 base filters, 4 residual blocks with CBAM attention, a Laplace
 confidence head; a 32-filter PatchGAN); real use means training on your own cube with
 ``cloudfill train``. The best model by validation MAE is written to ``OUT/best.safetensors``
@@ -63,6 +64,7 @@ def main() -> None:
         out=args.out,
         confidence=True,
         reference="composite",
+        ema=0.999,
         base_filters=16,
         n_blocks=4,
         d_filters=32,

@@ -15,6 +15,7 @@ import cloudfill
 from cloudfill.cli import run
 from cloudfill.errors import OutputError, ParameterError
 from cloudfill.model import load_model
+from cloudfill.model.generator import Generator
 from cloudfill.training.experiment import run_experiment
 from cloudfill.training.loop import evaluate_patches, train
 from cloudfill.training.sampler import PatchIndex, build_index
@@ -140,6 +141,42 @@ def test_composite_reference_is_recorded_and_guards_resume(
         train(cube, "SOD", out=tmp_path, resume=True, **settings)
     # Variants without a reference record the plain mode whatever was asked.
     assert train(cube, "SD", reference="composite", **settings).card.reference_mode == "date"
+
+
+def test_weight_average_is_scored_kept_and_resumed(
+    cube: xr.Dataset, index: PatchIndex, tmp_path: Path
+) -> None:
+    settings = {**TINY, "index": index, "seed": 2, "lr": 1e-3, "ema": 0.9, "epochs": 1}
+    torch.manual_seed(2)
+    previous = Generator("SO", base_filters=8, n_blocks=1, attention=True).state_dict()
+    # One step at a time (resume is exact): each average is 0.9 old + 0.1 new weights.
+    for steps in (1, 2, 3):
+        model = train(cube, "SO", out=tmp_path / "a", max_steps=steps, resume=steps > 1, **settings)
+        state = _tensors(tmp_path / "a" / "last" / "state.safetensors")
+        averaged = {k[2:]: v for k, v in state.items() if k.startswith("A.")}
+        trained = {k[2:]: v for k, v in state.items() if k.startswith("G.")}
+        assert averaged.keys() == trained.keys() == previous.keys()
+        for key, value in averaged.items():
+            if "running" in key or "num_batches" in key:  # batch-norm statistics: copied
+                assert torch.equal(value, trained[key]), key
+            else:
+                want = previous[key] + 0.1 * (trained[key] - previous[key])
+                torch.testing.assert_close(value, want, rtol=0, atol=1e-6)
+        assert not all(torch.equal(averaged[k], trained[k]) for k in averaged)
+        previous = averaged
+    # What is returned and saved is an average (the best-scoring one), never the raw weights.
+    best = load_model(tmp_path / "a" / "best.safetensors").generator.state_dict()
+    for key, value in model.generator.state_dict().items():
+        assert torch.equal(best[key], value)
+    assert not all(torch.equal(best[k], trained[k]) for k in best)
+    # An uninterrupted run ends in the same state.
+    train(cube, "SO", out=tmp_path / "b", max_steps=3, **settings)
+    again = _tensors(tmp_path / "b" / "last" / "state.safetensors")
+    for key in state:
+        if not key.startswith("rng."):
+            assert torch.equal(state[key], again[key]), key
+    with pytest.raises(ParameterError, match="ema"):
+        train(cube, "SO", max_steps=1, **{**settings, "ema": 1.0})
 
 
 def test_experiment_writes_the_table(cube: xr.Dataset, tmp_path: Path) -> None:

@@ -66,6 +66,11 @@ def train_command(
         help="SO/SOD reference image: 'date' (one clear earlier date, the paper's rule) or "
         "'composite' (each pixel's nearest clear observation, earlier or later).",
     ),
+    ema: float | None = typer.Option(
+        None,
+        help="Keep an exponential moving average of the generator's weights with this decay "
+        "(e.g. 0.999) and score, save and return it (default: the trained weights).",
+    ),
     despeckle: int = typer.Option(5, help="S1 median window (0 = none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
@@ -102,6 +107,7 @@ def train_command(
         n_blocks=n_blocks,
         reference_skip=reference_skip,
         reference=reference,
+        ema=ema,
         despeckle=despeckle or None,
         resume=resume,
         device=device,

@@ -14,11 +14,16 @@ One step (batch of ``batch_size`` patches, paper defaults in :func:`train`):
    matter for filling); detaching keeps the mean on the L1 objective the model is judged by,
    while the scale still learns the expected absolute error.
 
-After each epoch the generator is scored on the validation split (MAE on reflectance 0..1
-over valid pixels); the best one is kept as ``out/best.safetensors`` (a model checkpoint with
-its card: normalisation statistics, split, training configuration, metrics) and training
-stops after ``patience`` epochs without improvement. At the end the best generator is scored
-on the test split and those metrics are added to its card.
+With ``ema`` (e.g. 0.999) an exponential moving average of the generator's weights is kept
+besides the trained ones; it is what is scored, saved and returned. Averaging over the last
+~``1 / (1 - ema)`` steps removes most of the step-to-step noise of Adam and the adversarial
+term, which otherwise shows as grain on pixels that did not change.
+
+After each epoch the generator (or its average) is scored on the validation split (MAE on
+reflectance 0..1 over valid pixels); the best one is kept as ``out/best.safetensors`` (a model
+checkpoint with its card: normalisation statistics, split, training configuration, metrics)
+and training stops after ``patience`` epochs without improvement. At the end the best
+generator is scored on the test split and those metrics are added to its card.
 
 Determinism: seeds, ``torch.use_deterministic_algorithms`` (restored afterwards), a sample
 order and augmentation that depend only on (seed, epoch, sample), and a complete state in
@@ -30,6 +35,7 @@ give bit-identical weights to N + M steps in one go.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -74,6 +80,7 @@ _FIXED = (
     "confidence",
     "reference_skip",
     "reference_mode",
+    "ema",
     "d_filters",
     "d_layers",
     "batch_size",
@@ -475,6 +482,7 @@ def train(
     despeckle: int | None = 5,
     eval_batch_size: int = 8,
     reference: str = "date",
+    ema: float | None = None,
 ) -> CloudfillModel:
     """Train a generator of ``variant`` on a cube (pix2pix objective, paper defaults).
 
@@ -531,6 +539,10 @@ def train(
         rule) or ``"composite"`` (each pixel's nearest clear observation); recorded in the
         card (``reference_mode``) so inference builds it the same way. A prebuilt
         ``index`` brings its own.
+    ema
+        Decay of an exponential moving average of the generator's weights (e.g. 0.999), which
+        is then the model scored, kept and returned; None (default) uses the weights as
+        trained.
 
     Returns
     -------
@@ -649,6 +661,9 @@ def train(
         "max_steps": max_steps,
         "patience": patience,
     }
+    if ema is not None and not 0.0 < float(ema) < 1.0:
+        raise ParameterError(f"ema must be within (0, 1), got {ema}")
+    config["ema"] = None if ema is None else float(ema)
     if saved is not None:
         _compare_config(saved[1]["config"], config)
 
@@ -709,6 +724,27 @@ class _Run:
         self.seconds = 0.0
         self.stop_reason: str | None = None
         self.steps_per_epoch = math.ceil(len(self.train_data) / self.config["batch_size"])
+        self.average: torch.nn.Module | None = None
+        if self.config.get("ema") is not None:
+            self.average = copy.deepcopy(self.generator).requires_grad_(False)
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The generator that is validated, kept and returned (the average if any)."""
+        return self.generator if self.average is None else self.average
+
+    def _update_average(self) -> None:
+        if self.average is None:
+            return
+        weight = 1.0 - self.config["ema"]
+        with torch.no_grad():
+            for mine, theirs in zip(
+                self.average.parameters(), self.generator.parameters(), strict=True
+            ):
+                mine.lerp_(theirs, weight)
+            # Batch-norm statistics are already running averages: copied as they are.
+            for mine, theirs in zip(self.average.buffers(), self.generator.buffers(), strict=True):
+                mine.copy_(theirs)
 
     # --- persistence -----------------------------------------------------------------
     def restore(self, tensors: dict[str, torch.Tensor], document: dict[str, Any]) -> None:
@@ -718,6 +754,9 @@ class _Run:
                 "(was the cube changed?)"
             )
         _load_tensors(tensors, document, self.generator, self.discriminator, self.opt_g, self.opt_d)
+        if self.average is not None:
+            state = {k[2:]: v for k, v in tensors.items() if k.startswith("A.")}
+            self.average.load_state_dict(state, strict=True)
         self.epoch = document["epoch"]
         self.step_in_epoch = document["step_in_epoch"]
         self.global_step = document["global_step"]
@@ -737,6 +776,8 @@ class _Run:
         if self.out is None:
             return
         tensors, optim = _state_tensors(self.generator, self.discriminator, self.opt_g, self.opt_d)
+        if self.average is not None:
+            tensors.update({f"A.{k}": v for k, v in self.average.state_dict().items()})
         document = {
             "config": self.config,
             "epoch": self.epoch,
@@ -797,7 +838,7 @@ class _Run:
 
     def step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
         batch = [x.to(self.device, non_blocking=True) for x in batch]
-        return train_step(
+        losses = train_step(
             self.generator,
             self.discriminator,
             self.opt_g,
@@ -806,10 +847,12 @@ class _Run:
             lambda_l1=self.lambda_l1,
             confidence=self.confidence,
         )
+        self._update_average()
+        return losses
 
     def validate(self, partial: bool) -> dict[str, Any]:
         scores = evaluate_patches(
-            self.generator, self.val_data, batch_size=self.eval_batch_size, device=self.device
+            self.scored, self.val_data, batch_size=self.eval_batch_size, device=self.device
         )
         count = max(1, self.running_count)
         row: dict[str, Any] = {
@@ -843,11 +886,11 @@ class _Run:
             }
             row["best"] = True
             self.best_state = {
-                k: v.detach().cpu().clone() for k, v in self.generator.state_dict().items()
+                k: v.detach().cpu().clone() for k, v in self.scored.state_dict().items()
             }
             if self.out is not None:
                 metrics = {"val_mae": row["val_mae"], "val_rmse": row["val_rmse"]}
-                save_model(self.generator, self.card(metrics), self.out / BEST_NAME)
+                save_model(self.scored, self.card(metrics), self.out / BEST_NAME)
         return improved
 
     def fit(
@@ -942,15 +985,16 @@ class _Run:
 
     def finish(self) -> CloudfillModel:
         # The best weights go into the returned model only; out/last keeps the latest state.
+        model = self.scored
         if self.best_state is not None:
-            self.generator.load_state_dict(self.best_state)
-        self.generator.eval()
+            model.load_state_dict(self.best_state)
+        model.eval()
         metrics: dict[str, Any] = {}
         if self.best is not None:
             metrics.update(val_mae=self.best["val_mae"], val_rmse=self.best["val_rmse"])
         if len(self.test_data):
             scores = evaluate_patches(
-                self.generator,
+                model,
                 self.test_data,
                 batch_size=self.eval_batch_size,
                 device=self.device,
@@ -959,5 +1003,5 @@ class _Run:
             metrics.update({f"test_{k}": _none_if_nan(v) for k, v in scores.items()})
         card = self.card(metrics)
         if self.out is not None:
-            save_model(self.generator, card, self.out / BEST_NAME)
-        return CloudfillModel(self.generator, card, device=self.device)
+            save_model(model, card, self.out / BEST_NAME)
+        return CloudfillModel(model, card, device=self.device)
