@@ -11,26 +11,15 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import pandas as pd
 import zarr
 
 import cloudfill
-from cloudfill.cube.demo import DEMO_FILE
-
-SEED = 2024
-SHAPE = (192, 192)
-DATES = pd.date_range("2024-02-01", periods=6, freq="40D")
-S1_OFFSETS_DAYS = (2, -1, 1, 3, -2, 1)
-# Three nearly clear dates serve as references; the others have clouds of every size.
-CLOUD = (0.0, 0.4, 0.02, 0.85, 1.0, 0.3)
+from cloudfill.cube.demo import DEMO_FILE, simulate_demo
 
 
 def main() -> None:
     warnings.simplefilter("ignore")
-    s1_dates = [d + pd.Timedelta(days=k) for d, k in zip(DATES, S1_OFFSETS_DAYS, strict=True)]
-    ds = cloudfill.simulate_scene(
-        SHAPE, dates=list(DATES), s1_dates=s1_dates, seed=SEED, cloud_fraction=list(CLOUD)
-    )
+    ds = simulate_demo()  # the recipe (seed 2024, 192 x 192 px) lives in cloudfill.cube.demo
     small = ds.copy()
     for name in ("s2", "truth"):
         # Integer reflectance x 10000, the contract's on-disk convention (conform scales it).

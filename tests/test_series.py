@@ -55,6 +55,25 @@ def test_fully_cloudy_date_entirely_synthesized(scene: xr.Dataset, filled: xr.Da
     assert filled["filled"].values[i].all() and (conf > 0).all() and (conf < 1).all()
 
 
+def test_pixels_without_a_reference_are_interpolated(scene: xr.Dataset, filled: xr.Dataset) -> None:
+    from cloudfill.evaluate.baselines import linear_interpolation
+
+    table = scene.cloudfill.pairs()
+    mask = scene.cloudfill.cloud_mask()
+    date = table.index[-1]
+    row = table.loc[date]
+    assert row["method"] == "synthesize"
+    # Cloudy on the target date and on its only reference date: the model has no input there.
+    orphan = (mask.sel(time=date) & mask.sel(time=row["reference_date"])).values
+    modelled = mask.sel(time=date).values & ~orphan
+    assert orphan.sum() > 0 and modelled.sum() > 0
+    i = list(table.index).index(date)
+    interp = linear_interpolation(scene, date).values
+    np.testing.assert_allclose(filled["s2"].values[i][:, orphan], interp[:, orphan], atol=1e-6)
+    assert (filled["confidence"].values[i][orphan] == INTERPOLATION_CONFIDENCE).all()
+    assert (filled["confidence"].values[i][modelled] != INTERPOLATION_CONFIDENCE).all()
+
+
 def test_interpolation_fallback_flagged(scene: xr.Dataset, tiny_model) -> None:
     out = fill_series(scene, tiny_model, tile=32, max_s1_gap=0.01).compute()
     cloudy = out["cloud_fraction"].values > 0

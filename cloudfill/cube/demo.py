@@ -12,13 +12,39 @@ from __future__ import annotations
 
 from importlib import resources
 
+import pandas as pd
 import xarray as xr
 
 from cloudfill.cube.schema import conform
 
-__all__ = ["DEMO_FILE", "load_demo"]
+__all__ = ["DEMO_FILE", "DEMO_SEED", "load_demo", "simulate_demo"]
 
 DEMO_FILE = "demo_cube.zarr.zip"
+DEMO_SEED = 2024
+_DATES = pd.date_range("2024-02-01", periods=6, freq="40D")
+_S1_OFFSETS_DAYS = (2, -1, 1, 3, -2, 1)
+# Three nearly clear dates serve as references; the others have clouds of every size.
+_CLOUD = (0.0, 0.4, 0.02, 0.85, 1.0, 0.3)
+
+
+def simulate_demo(seed: int = DEMO_SEED, shape: tuple[int, int] = (192, 192)) -> xr.Dataset:
+    """The demo's recipe (dates, S1 offsets, cloud cover) with any seed and size, float32.
+
+    ``simulate_demo()`` is the shipped demo before its integer storage; other seeds give
+    cubes of the same design for measuring how results vary from scene to scene.
+
+    Examples
+    --------
+    >>> ds = simulate_demo(seed=1, shape=(64, 64))
+    >>> ds.sizes["time"], [f"{d:%m-%d}" for d in ds.indexes["time"][:2]]
+    (6, ['02-01', '03-12'])
+    """
+    from cloudfill.cube.simulate import simulate_scene
+
+    s1_dates = [d + pd.Timedelta(days=k) for d, k in zip(_DATES, _S1_OFFSETS_DAYS, strict=True)]
+    return simulate_scene(
+        shape, dates=list(_DATES), s1_dates=s1_dates, seed=seed, cloud_fraction=list(_CLOUD)
+    )
 
 
 def load_demo() -> xr.Dataset:

@@ -5,7 +5,8 @@ Per date (the method comes from :func:`cloudfill.fill.pairs.pairs`):
 - ``clear``: nothing to fill (cloud fraction <= ``cloud_threshold``); any unusable pixel of
   such a date is filled by temporal interpolation.
 - ``synthesize``: unusable pixels take the generator's image of that date; pixels where the
-  generator has no input (no S1 data) fall back to temporal interpolation.
+  generator has no input (no S1 data, or for SO/SOD models no usable reference value within
+  ``max_ref_age``) fall back to temporal interpolation.
 - ``interpolate``: no S1 within tolerance or no reference: per-pixel linear interpolation in
   time between the nearest usable dates (nearest value at the ends of the series).
 - ``none``: nothing usable anywhere; unusable pixels stay NaN and are counted.
@@ -166,6 +167,8 @@ def fill_date(
         else:
             conf = xr.full_like(interp_conf, NO_HEAD_CONFIDENCE)
         has_synth = candidate.notnull().all("band")
+        if syn.has_reference is not None:
+            has_synth = has_synth & syn.has_reference
         candidate = candidate.where(has_synth, interp.drop_vars("time", errors="ignore"))
         conf = conf.where(has_synth, interp_conf)
     elif method in ("interpolate", "clear"):

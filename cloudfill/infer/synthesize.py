@@ -88,12 +88,19 @@ def plan_tiles(
 
 @dataclass(frozen=True)
 class Synthesis:
-    """What :func:`synthesize_with_scale` used and made."""
+    """What :func:`synthesize_with_scale` used and made.
+
+    ``has_reference`` (y, x) bool, lazy: where the reference image had a usable value (None
+    for variants without one). Elsewhere the generator saw only S1 (and the DEM): it was
+    trained with references, so :func:`~cloudfill.fill.series.fill_series` interpolates
+    those pixels instead.
+    """
 
     mean: xr.DataArray
     scale: xr.DataArray | None
     s1_date: pd.Timestamp
     reference_date: pd.Timestamp | None
+    has_reference: xr.DataArray | None = None
 
 
 def _pick_inputs(
@@ -296,8 +303,18 @@ def synthesize_with_scale(
     if has_scale:
         scale = mean.copy(data=out[len(BANDS) :]).rename("s2_scale")
         scale.attrs = {**attrs, "long_name": "Laplace scale of the synthesized reflectance"}
+    has_reference = None
+    if reference_date is not None and cf.variant.uses_reference:
+        used = ref_dates or [pd.Timestamp(reference_date)]
+        sources = ds["s2"].sel(time=used)
+        usable = ~cloud_mask(ds.sel(time=used)) & sources.notnull().all("band")
+        has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
     return Synthesis(
-        mean, scale, s1_date, None if reference_date is None else pd.Timestamp(reference_date)
+        mean,
+        scale,
+        s1_date,
+        None if reference_date is None else pd.Timestamp(reference_date),
+        has_reference,
     )
 
 
