@@ -9,15 +9,18 @@ cover, seasons and snow), with 0-60 % cloud so that most dates offer clear targe
 partly cloudy neighbours. The demo cube (``load_demo``) uses another seed, so the demo is
 never seen in training. The reference is a per-pixel composite (each pixel's nearest clear
 observation, earlier or later: ``reference="composite"``), and the model kept is an
-exponential moving average of the weights (``ema=0.999``). The reconstruction weight is 10x
-the paper's (``lambda_l1=1000``): with the reference skip the L1 term is about ten times
-smaller than in pix2pix, and at lambda 100 the adversarial term dominated the generator's
-gradient and added grain to pixels that did not change. The architecture is sized for CPU
+exponential moving average of the weights (``ema=0.999``). The reconstruction weight is 100x
+the paper's and the learning rate a quarter (``lambda_l1=10000``, ``lr=5e-5``): with the
+reference skip the L1 term is far smaller than in pix2pix, and at the paper's settings the
+adversarial term and Adam's step noise added grain to pixels that did not change (see
+benchmarks/RESULTS.md, "Default model training"). The architecture is sized for CPU
 training and inference (16 base filters, 4 residual blocks with CBAM attention, a Laplace
 confidence head; a 32-filter PatchGAN); real use means training on your own cube with
 ``cloudfill train``. The best model by validation MAE is written to ``OUT/best.safetensors``
 whenever it improves, so the run can be stopped at any time (and continued with
-``--resume``).
+``--resume``). The shipped checkpoint is the best-by-validation model of a run stopped
+after the validation at step 2604 (hence ``--max-steps 2604``; its card records the
+``max_steps`` of 5000 the run was started with).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def _dates() -> list[pd.Timestamp]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/default-model"))
-    parser.add_argument("--max-steps", type=int, default=5000)
+    parser.add_argument("--max-steps", type=int, default=2604)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -68,7 +71,8 @@ def main() -> None:
         confidence=True,
         reference="composite",
         ema=0.999,
-        lambda_l1=1000.0,
+        lambda_l1=10000.0,
+        lr=5e-5,
         base_filters=16,
         n_blocks=4,
         d_filters=32,
