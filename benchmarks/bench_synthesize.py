@@ -97,7 +97,7 @@ CASES = {
         # The same area with cloudfill's default-size generator.
         {"size": 1200, "chunk": 1200, "base_filters": 24, "n_blocks": 4, "repeats": 3},
         # A multi-block scene: tiles shared across blocks.
-        {"size": 2048, "chunk": 1024, "base_filters": 24, "n_blocks": 4, "repeats": 1},
+        {"size": 2048, "chunk": 1024, "base_filters": 24, "n_blocks": 4, "repeats": 3},
     ],
     "quick": [{"size": 512, "chunk": 256, "base_filters": 16, "n_blocks": 2, "repeats": 3}],
 }

@@ -39,16 +39,26 @@ def test_chunking_does_not_change_the_result(scene: xr.Dataset, tiny_model, chun
     date = _date(scene)
     ref = synthesize(scene, date, tiny_model, tile=32).values
     chunked = scene.chunk({"time": 1, "s1_time": 1, **chunks})
-    out = synthesize(chunked, date, tiny_model, tile=32)
+    out = synthesize(chunked, date, tiny_model, tile=32, min_block=0)
     assert len(out.chunks[1]) > 1 or len(out.chunks[2]) > 1
     np.testing.assert_allclose(out.values, ref, rtol=0, atol=1e-5)
+
+
+def test_blocks_are_at_least_four_tiles_by_default(scene: xr.Dataset, tiny_model) -> None:
+    # Tiles straddling a block border are computed by both blocks: small chunks are merged.
+    chunked = scene.chunk({"time": 1, "s1_time": 1, "y": 24, "x": 24})
+    merged = synthesize(chunked, _date(scene), tiny_model, tile=32)
+    assert merged.chunks[1] == (96,) and merged.chunks[2] == (96,)  # 4 x 32 px > 96 px
+    small = synthesize(chunked, _date(scene), tiny_model, tile=32, min_block=0)
+    assert len(small.chunks[1]) > 1
+    np.testing.assert_allclose(merged.values, small.values, rtol=0, atol=1e-5)
 
 
 def test_attention_model_is_chunk_independent_too(scene: xr.Dataset) -> None:
     model = make_tiny_model(scene, attention="cbam", seed=1)
     date = _date(scene)
     ref = synthesize(scene, date, model, tile=32).values
-    out = synthesize(scene.chunk({"y": 40, "x": 40}), date, model, tile=32).values
+    out = synthesize(scene.chunk({"y": 40, "x": 40}), date, model, tile=32, min_block=0).values
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
 
 
@@ -69,7 +79,9 @@ def test_tiles_agree_with_one_window_in_the_interior(tiny_model) -> None:
 
 
 def test_no_seam_at_block_borders(scene: xr.Dataset, tiny_model) -> None:
-    out = synthesize(scene.chunk({"y": 48, "x": 48}), _date(scene), tiny_model, tile=32).values
+    out = synthesize(
+        scene.chunk({"y": 48, "x": 48}), _date(scene), tiny_model, tile=32, min_block=0
+    ).values
     grad = np.abs(np.diff(out, axis=2))  # along x
     border = grad[:, :, 47]  # between pixel 47 and 48, the block border
     interior = np.delete(grad, 47, axis=2)

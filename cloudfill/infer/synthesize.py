@@ -5,6 +5,11 @@ normalised with the model's stored statistics) is cut into blocks with
 ``dask.array.map_overlap``; each block predicts the tiles of one *global* tile grid that touch
 it (:mod:`cloudfill.infer.tiling`), blended with Gaussian weights. The halo is one tile, which
 is at least the generator's receptive field, and the result does not depend on the chunking.
+
+Blocks follow the input's chunks but are at least :data:`MIN_BLOCK_TILES` tiles on a side:
+the tiles that straddle a block border are computed by both blocks (the price of results that
+do not depend on the chunking), so 1024 px chunks with 512 px tiles would compute about twice
+the pixels; rechunking the (cheap) condition stack to larger blocks costs far less.
 """
 
 from __future__ import annotations
@@ -169,13 +174,20 @@ def _block_chunks(n: int, size: int, minimum: int) -> tuple[int, ...]:
     return tuple(chunks)
 
 
-def _spatial_chunks(condition: xr.DataArray, grid: TileGrid) -> dict[str, tuple[int, ...]]:
+#: Smallest inference block side, in tiles (see the module docstring).
+MIN_BLOCK_TILES = 4
+
+
+def _spatial_chunks(
+    condition: xr.DataArray, grid: TileGrid, min_block: int | None
+) -> dict[str, tuple[int, ...]]:
     out = {}
     for dim, n in (("y", grid.ny), ("x", grid.nx)):
         current = condition.chunksizes.get(dim) if condition.chunks else None
         size = max(current) if current else 2048
         tile = grid.tile_y if dim == "y" else grid.tile_x
-        out[dim] = _block_chunks(n, max(size, tile), tile)
+        floor = MIN_BLOCK_TILES * tile if min_block is None else min_block
+        out[dim] = _block_chunks(n, max(size, tile, floor), tile)
     return out
 
 
@@ -195,6 +207,7 @@ def synthesize_with_scale(
     s1_date: Any = None,
     reference_date: Any = None,
     fractions: pd.Series | None = None,
+    min_block: int | None = None,
 ) -> Synthesis:
     """Like :func:`synthesize`, also returning the Laplace scale (confidence) if the model has
     one, and the dates used. See :func:`synthesize` for the parameters."""
@@ -245,7 +258,7 @@ def synthesize_with_scale(
         mask=mask,
     )
     grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, tile, overlap)
-    condition = condition.chunk({"channel": -1, **_spatial_chunks(condition, grid)})
+    condition = condition.chunk({"channel": -1, **_spatial_chunks(condition, grid, min_block)})
 
     ref = ModelRef.from_model(cf, device=str(cf.device), fast=fast)
     has_scale = bool(card.confidence)
@@ -375,6 +388,9 @@ def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> x
         Tile size and overlap in pixels (default: from the model's receptive field).
     batch_size
         Tiles per forward pass.
+    min_block
+        Smallest block side in pixels (default :data:`MIN_BLOCK_TILES` tiles; blocks follow
+        larger input chunks). 0 lets blocks be as small as one tile.
     device, fast
         Torch device (``"cpu"``, ``"cuda"``, ``"auto"``) and bf16/channels_last fast path.
     max_s1_gap, max_ref_age, max_ref_cloud
