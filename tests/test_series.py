@@ -55,7 +55,9 @@ def test_fully_cloudy_date_entirely_synthesized(scene: xr.Dataset, filled: xr.Da
     assert filled["filled"].values[i].all() and (conf > 0).all() and (conf < 1).all()
 
 
-def test_pixels_without_a_reference_are_interpolated(scene: xr.Dataset, filled: xr.Dataset) -> None:
+def test_pixels_without_a_reference_are_interpolated(
+    scene: xr.Dataset, filled: xr.Dataset, tiny_model
+) -> None:
     from cloudfill.evaluate.baselines import linear_interpolation
 
     table = scene.cloudfill.pairs()
@@ -72,6 +74,9 @@ def test_pixels_without_a_reference_are_interpolated(scene: xr.Dataset, filled: 
     np.testing.assert_allclose(filled["s2"].values[i][:, orphan], interp[:, orphan], atol=1e-6)
     assert (filled["confidence"].values[i][orphan] == INTERPOLATION_CONFIDENCE).all()
     assert (filled["confidence"].values[i][modelled] != INTERPOLATION_CONFIDENCE).all()
+    # synthesize itself leaves those pixels empty rather than guessing from S1 alone.
+    syn = scene.cloudfill.synthesize(date, tiny_model, tile=32).values
+    assert np.isnan(syn[:, orphan]).all() and np.isfinite(syn[:, modelled]).all()
 
 
 def test_interpolation_fallback_flagged(scene: xr.Dataset, tiny_model) -> None:

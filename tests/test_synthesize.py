@@ -166,3 +166,6 @@ def test_untrained_skip_model_returns_its_reference(
     inside = ((expected > low + margin) & (expected < high - margin)).all(0)
     assert inside.mean() > 0.5
     np.testing.assert_allclose(out.values[:, inside], expected[:, inside], atol=1e-5)
+    # No usable reference value: nothing to condition on, so nothing is invented.
+    orphan = np.isnan(expected).any(0)
+    np.testing.assert_array_equal(np.isnan(out.values).any(0), orphan)

@@ -167,8 +167,6 @@ def fill_date(
         else:
             conf = xr.full_like(interp_conf, NO_HEAD_CONFIDENCE)
         has_synth = candidate.notnull().all("band")
-        if syn.has_reference is not None:
-            has_synth = has_synth & syn.has_reference
         candidate = candidate.where(has_synth, interp.drop_vars("time", errors="ignore"))
         conf = conf.where(has_synth, interp_conf)
     elif method in ("interpolate", "clear"):

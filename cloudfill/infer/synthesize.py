@@ -96,9 +96,9 @@ class Synthesis:
     """What :func:`synthesize_with_scale` used and made.
 
     ``has_reference`` (y, x) bool, lazy: where the reference image had a usable value (None
-    for variants without one). Elsewhere the generator saw only S1 (and the DEM): it was
-    trained with references, so :func:`~cloudfill.fill.series.fill_series` interpolates
-    those pixels instead.
+    for variants without one). Elsewhere the generator would see only S1 (and the DEM): it
+    was trained with references, so those pixels are NaN, like pixels without S1, and
+    :func:`~cloudfill.fill.series.fill_series` interpolates them.
     """
 
     mean: xr.DataArray
@@ -288,8 +288,18 @@ def synthesize_with_scale(
         has_scale=has_scale,
         batch_size=batch_size,
     )
-    # No data in S1 means nothing to condition on: leave those pixels empty, never invented.
+    has_reference = None
+    if reference_date is not None and cf.variant.uses_reference:
+        used = ref_dates or [pd.Timestamp(reference_date)]
+        sources = ds["s2"].sel(time=used)
+        usable = ~cloud_mask(ds.sel(time=used)) & sources.notnull().all("band")
+        has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
+    # No data in S1 (or, for SO/SOD, no usable reference value: the generator was never
+    # trained without one) means nothing to condition on: those pixels stay empty, never
+    # invented; fill_series interpolates them.
     valid = ~np.isnan(cube["s1"].isel(s1_time=0)).any("pol")
+    if has_reference is not None:
+        valid = valid & has_reference
     valid = valid.chunk(dict(zip(("y", "x"), out.chunks[1:], strict=True))).data
     out = da.where(valid[None], out, np.float32(np.nan))
 
@@ -316,12 +326,6 @@ def synthesize_with_scale(
     if has_scale:
         scale = mean.copy(data=out[len(BANDS) :]).rename("s2_scale")
         scale.attrs = {**attrs, "long_name": "Laplace scale of the synthesized reflectance"}
-    has_reference = None
-    if reference_date is not None and cf.variant.uses_reference:
-        used = ref_dates or [pd.Timestamp(reference_date)]
-        sources = ds["s2"].sel(time=used)
-        usable = ~cloud_mask(ds.sel(time=used)) & sources.notnull().all("band")
-        has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
     return Synthesis(
         mean,
         scale,
@@ -402,8 +406,9 @@ def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> x
     -------
     xarray.DataArray
         Float32 reflectance with the cube's x/y coords and CRS; the inputs used are in
-        ``attrs`` (``s1_date``, ``reference_date``, ``model_variant``). Pixels without S1
-        data are NaN.
+        ``attrs`` (``s1_date``, ``reference_date``, ``reference_dates`` for composite
+        models, ``model_variant``). Pixels without S1 data, and for SO/SOD models pixels with
+        no usable reference value, are NaN.
 
     Examples
     --------
