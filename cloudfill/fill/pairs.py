@@ -77,18 +77,31 @@ def reference_for(
     """The usable S2 date nearest to ``date`` (earlier only unless ``direction="nearest"``),
     at most ``max_age`` away and never ``date`` itself, with its age in days; or (NaT, NaN).
     On a tie the earlier date wins."""
-    candidates = [
+    candidates = _by_distance(dates, usable, date, max_age, direction)
+    if not candidates:
+        return pd.NaT, np.nan
+    k = candidates[0]
+    return dates[k], (date - dates[k]) / pd.Timedelta(days=1)
+
+
+def _by_distance(
+    dates: pd.DatetimeIndex,
+    keep: np.ndarray,
+    date: pd.Timestamp,
+    max_age: pd.Timedelta,
+    direction: Direction,
+) -> list[int]:
+    """Indices of the ``keep`` dates other than ``date``, at most ``max_age`` away (earlier
+    only unless ``direction="nearest"``), nearest first, the earlier first on a tie."""
+    chosen = [
         k
         for k in range(len(dates))
-        if usable[k]
+        if keep[k]
         and dates[k] != date
         and (direction == "nearest" or dates[k] < date)
         and abs(dates[k] - date) <= max_age
     ]
-    if not candidates:
-        return pd.NaT, np.nan
-    k = min(candidates, key=lambda k: (abs(dates[k] - date), dates[k]))
-    return dates[k], (date - dates[k]) / pd.Timedelta(days=1)
+    return sorted(chosen, key=lambda k: (abs(dates[k] - date), dates[k]))
 
 
 def reference_candidates(
@@ -112,17 +125,8 @@ def reference_candidates(
     >>> [f"{d:%m-%d}" for d in got]
     ['01-01', '01-31']
     """
-    fractions = np.asarray(fractions, dtype="float64")
-    keep = [
-        k
-        for k in range(len(dates))
-        if fractions[k] < 1.0
-        and dates[k] != date
-        and (direction == "nearest" or dates[k] < date)
-        and abs(dates[k] - date) <= max_age
-    ]
-    keep.sort(key=lambda k: (abs(dates[k] - date), dates[k]))
-    return [dates[k] for k in keep]
+    keep = np.asarray(fractions, dtype="float64") < 1.0
+    return [dates[k] for k in _by_distance(dates, keep, date, max_age, direction)]
 
 
 def _days(delta: pd.Timedelta) -> str:

@@ -115,7 +115,7 @@ def _pick_inputs(
     max_s1_gap: float,
     max_ref_age: float,
     max_ref_cloud: float,
-    fractions: pd.Series | None,
+    fractions: pd.Series,
     direction: str = "earlier",
 ) -> tuple[pd.Timestamp, pd.Timestamp | None]:
     s1_dates = pd.DatetimeIndex(ds["s1_time"].values)
@@ -127,10 +127,9 @@ def _pick_inputs(
         )
     if not needs_reference:
         return s1_date, None
-    frac = cloud_fractions(ds) if fractions is None else fractions
     ref, _ = reference_for(
         pd.DatetimeIndex(ds["time"].values),
-        frac.to_numpy() <= max_ref_cloud,
+        fractions.to_numpy() <= max_ref_cloud,
         date,
         pd.Timedelta(days=max_ref_age),
         direction,  # type: ignore[arg-type]
@@ -149,14 +148,13 @@ def _composite_dates(
     date: pd.Timestamp,
     reference_date: Any,
     max_ref_age: float,
-    fractions: pd.Series | None,
+    fractions: pd.Series,
 ) -> list[pd.Timestamp]:
     """Candidate dates of a composite reference, nearest first; an explicitly given
     ``reference_date`` always takes part."""
     times = pd.DatetimeIndex(ds["time"].values)
-    frac = cloud_fractions(ds) if fractions is None else fractions
     wanted = reference_candidates(
-        times, frac.reindex(times).to_numpy(), date, pd.Timedelta(days=max_ref_age), "nearest"
+        times, fractions.reindex(times).to_numpy(), date, pd.Timedelta(days=max_ref_age), "nearest"
     )
     reference_date = pd.Timestamp(reference_date)
     if reference_date not in wanted:
@@ -221,6 +219,9 @@ def synthesize_with_scale(
         raise ParameterError("the model card has no normalisation statistics; retrain or re-save")
     stats = NormStats.from_dict(card.normalisation)
     date = pd.Timestamp(date)
+    composite = cf.variant.uses_reference and card.reference_mode == "composite"
+    if fractions is None and (s1_date is None or composite):
+        fractions = cloud_fractions(ds)  # one pass over the mask serves every use below
     if s1_date is None:
         s1_date, picked_ref = _pick_inputs(
             ds,
@@ -239,13 +240,15 @@ def synthesize_with_scale(
     s1_ds = despeckle(one, size=size) if size else one
     # Drop the full S1 time axis too, or the one-date S1 would be re-aligned onto it.
     cube = ds.drop_vars(["s1", "s1_time"], errors="ignore").assign(s1=s1_ds["s1"])
-    ref_mask, ref_dates, mask = None, None, None
+    ref_dates, mask, has_reference = None, None, None
     if reference_date is not None and cf.variant.uses_reference:
-        if card.reference_mode == "composite":
-            ref_dates = _composite_dates(ds, date, reference_date, max_ref_age, fractions)
-            mask = cloud_mask(ds.sel(time=ref_dates))
-        else:
-            ref_mask = cloud_mask(ds.sel(time=[pd.Timestamp(reference_date)])).isel(time=0)
+        used = [pd.Timestamp(reference_date)]
+        if composite:
+            ref_dates = used = _composite_dates(ds, date, reference_date, max_ref_age, fractions)
+        # The mask of the source dates serves the condition stack and ``has_reference``.
+        mask = cloud_mask(ds.sel(time=used))
+        usable = ~mask & ds["s2"].sel(time=used).notnull().all("band")
+        has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
     condition = condition_stack(
         cube,
         date,
@@ -253,7 +256,7 @@ def synthesize_with_scale(
         cf.variant.name,
         s1_date=s1_date,
         reference_date=reference_date,
-        reference_mask=ref_mask,
+        reference_mask=None if mask is None or composite else mask.isel(time=0),
         reference_dates=ref_dates,
         mask=mask,
     )
@@ -288,12 +291,6 @@ def synthesize_with_scale(
         has_scale=has_scale,
         batch_size=batch_size,
     )
-    has_reference = None
-    if reference_date is not None and cf.variant.uses_reference:
-        used = ref_dates or [pd.Timestamp(reference_date)]
-        sources = ds["s2"].sel(time=used)
-        usable = ~cloud_mask(ds.sel(time=used)) & sources.notnull().all("band")
-        has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
     # No data in S1 (or, for SO/SOD, no usable reference value: the generator was never
     # trained without one) means nothing to condition on: those pixels stay empty, never
     # invented; fill_series interpolates them.

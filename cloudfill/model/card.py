@@ -23,11 +23,16 @@ from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import CheckpointError, ParameterError
 from cloudfill.model.variants import NORMS, attention_kind, get_variant
 
-__all__ = ["FORMAT_VERSION", "REFERENCE_MODES", "ModelCard"]
+__all__ = ["FORMAT_VERSION", "REFERENCE_DIRECTIONS", "REFERENCE_MODES", "ModelCard"]
 
 FORMAT_VERSION: int = 1
 
-REFERENCE_MODES: tuple[str, ...] = ("date", "composite")
+REFERENCE_DIRECTIONS: dict[str, str] = {"date": "earlier", "composite": "nearest"}
+"""Per reference mode, which side of the target its source dates may lie on (a
+:func:`~cloudfill.fill.pairs.pairs` direction): the paper's single date is earlier, a
+composite takes each pixel's nearest clear observation, earlier or later."""
+
+REFERENCE_MODES: tuple[str, ...] = tuple(REFERENCE_DIRECTIONS)
 """How an SO/SOD model's reference image is built (see :attr:`ModelCard.reference_mode`)."""
 """Version of the checkpoint layout and card schema this cloudfill writes and reads."""
 
@@ -165,7 +170,7 @@ class ModelCard:
         """Which side of the target the reference may come from (a :func:`pairs` direction):
         ``"nearest"`` for composites (the nearest clear observation, earlier or later),
         ``"earlier"`` for single dates (the paper's rule)."""
-        return "nearest" if self.reference_mode == "composite" else "earlier"
+        return REFERENCE_DIRECTIONS[self.reference_mode]
 
     @property
     def n_inputs(self) -> int:

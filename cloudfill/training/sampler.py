@@ -59,7 +59,7 @@ from cloudfill.cube.schema import BANDS, conform, validate
 from cloudfill.errors import ModelMismatchError, ParameterError
 from cloudfill.fill.pairs import pairs, reference_candidates
 from cloudfill.infer.condition import assemble_condition, composite_reference, normalise_bands
-from cloudfill.model.card import REFERENCE_MODES
+from cloudfill.model.card import REFERENCE_DIRECTIONS, REFERENCE_MODES
 from cloudfill.model.variants import get_variant
 from cloudfill.preprocess.despeckle import SIZES, median_filter
 from cloudfill.preprocess.normalise import NormStats, scene_stats
@@ -372,7 +372,7 @@ def build_index(
         raise ParameterError(f"max_cloud must be within (0, 1], got {max_cloud}")
     if reference not in REFERENCE_MODES:
         raise ParameterError(f"reference must be one of {list(REFERENCE_MODES)}, got {reference!r}")
-    direction = "nearest" if reference == "composite" else "earlier"
+    direction = REFERENCE_DIRECTIONS[reference]
     despeckle = _check_despeckle(despeckle)
     reader = CubeReader(ds, cache_bytes=cache_bytes)
     if not isinstance(ds, xr.Dataset):
@@ -509,7 +509,7 @@ def build_index(
         frac = scene_fractions.to_numpy()
         for t in sorted(set(samples["t"].tolist())):
             chosen = reference_candidates(
-                s2_dates, frac, s2_dates[t], pd.Timedelta(days=max_ref_age), "nearest"
+                s2_dates, frac, s2_dates[t], pd.Timedelta(days=max_ref_age), direction
             )
             candidates[t] = tuple(int(s2_dates.get_loc(d)) for d in chosen)
     return PatchIndex(
