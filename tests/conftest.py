@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +95,22 @@ def make_tiny_model(
 @pytest.fixture(scope="session")
 def tiny_model(scene: xr.Dataset):
     return make_tiny_model(scene)
+
+
+def fill_series_argv(cube: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    """``cloudfill fill-series`` arguments for a tiny test cube and model (32 px tiles, no
+    progress bar, references up to 400 days old so every simulated date has one)."""
+    return [
+        "fill-series",
+        str(cube),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--tile",
+        "32",
+        "--no-progress",
+        "--max-ref-age",
+        "400",
+        *extra,
+    ]

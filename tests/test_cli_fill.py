@@ -15,7 +15,7 @@ import xarray as xr
 
 import cloudfill
 from cloudfill.cli import run
-from tests.conftest import make_tiny_model
+from tests.conftest import fill_series_argv, make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +28,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _args(job: dict[str, Path], out: Path) -> list[str]:
-    return [
-        "fill-series",
-        str(job["cube"]),
-        "--model",
-        str(job["model"]),
-        "--out",
-        str(out),
-        "--tile",
-        "32",
-        "--no-progress",
-        "--max-ref-age",
-        "400",
-    ]
+    return fill_series_argv(job["cube"], job["model"], out)
 
 
 def _load(path: Path) -> xr.Dataset:

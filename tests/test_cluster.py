@@ -18,26 +18,9 @@ import cloudfill
 from cloudfill.cli import run
 from cloudfill.cluster import describe, open_cluster
 from cloudfill.errors import ParameterError, SourceError
-from tests.conftest import make_tiny_model
+from tests.conftest import fill_series_argv, make_tiny_model
 
 VARIABLES = ("s2", "filled", "confidence", "method", "s1_date", "reference_date", "unfilled")
-
-
-def _args(cube: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "fill-series",
-        str(cube),
-        "--model",
-        str(model),
-        "--out",
-        str(out),
-        "--tile",
-        "32",
-        "--no-progress",
-        "--max-ref-age",
-        "400",
-        *extra,
-    ]
 
 
 def _job(tmp: Path, shape: tuple[int, int], fractions: list[float], seed: int) -> dict[str, Path]:
@@ -45,7 +28,7 @@ def _job(tmp: Path, shape: tuple[int, int], fractions: list[float], seed: int) -
     cube = cloudfill.write_cube(ds, tmp / "cube.zarr")
     model = make_tiny_model(ds).save(tmp / "model.safetensors")
     reference = tmp / "reference.zarr"
-    assert run(_args(cube, model, reference, "--cluster", "none")) == 0
+    assert run(fill_series_argv(cube, model, reference, "--cluster", "none")) == 0
     return {"tmp": tmp, "cube": cube, "model": model, "reference": reference}
 
 
@@ -104,7 +87,7 @@ def test_unreachable_address_is_a_source_error() -> None:
 
 def test_cli_rejects_a_bad_cluster(job: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     out = job["tmp"] / "bad.zarr"
-    assert run(_args(job["cube"], job["model"], out, "--cluster", "nowhere")) == 2
+    assert run(fill_series_argv(job["cube"], job["model"], out, "--cluster", "nowhere")) == 2
     assert "--cluster must be none, local, cuda" in capsys.readouterr().err
 
 
@@ -115,7 +98,7 @@ def test_cluster_local_equals_threaded(job: dict[str, Path]) -> None:
     """`--cluster local` end to end: same bytes as the threaded scheduler."""
     out = job["tmp"] / "local.zarr"
     extra = ("--cluster", "local", "--workers", "2", "--threads", "1")
-    assert run(_args(job["cube"], job["model"], out, *extra)) == 0
+    assert run(fill_series_argv(job["cube"], job["model"], out, *extra)) == 0
     assert_same_output(out, job["reference"])
 
 
@@ -129,7 +112,8 @@ def test_model_loaded_once_per_worker(job: dict[str, Path]) -> None:
         address = client.scheduler.address
         assert describe(client).endswith("2 workers x 1 threads")
         by_address = job["tmp"] / "address.zarr"
-        assert run(_args(job["cube"], job["model"], by_address, "--cluster", address)) == 0
+        argv = fill_series_argv(job["cube"], job["model"], by_address, "--cluster", address)
+        assert run(argv) == 0
         by_client = job["tmp"] / "client.zarr"
         result = run_fill_series(
             job["cube"],
@@ -206,7 +190,8 @@ def test_worker_killed_mid_run_gives_identical_output(
         pids_before = set(client.run(os.getpid).values())
         killer = _Killer(client, out / ".cloudfill-done", len(fractions))
         killer.start()
-        code = run(_args(job["cube"], job["model"], out, "--cluster", cluster.scheduler_address))
+        address = cluster.scheduler_address
+        code = run(fill_series_argv(job["cube"], job["model"], out, "--cluster", address))
         killer.join(timeout=10)
         assert killer.error is None, killer.error
         assert code == 0
@@ -239,7 +224,7 @@ def cuda_stack() -> None:
 def test_cluster_cuda_fill_series_matches_cpu(cuda_stack: None, job: dict[str, Path]) -> None:
     out = job["tmp"] / "cuda.zarr"
     extra = ("--cluster", "cuda", "--device", "cuda")
-    assert run(_args(job["cube"], job["model"], out, *extra)) == 0
+    assert run(fill_series_argv(job["cube"], job["model"], out, *extra)) == 0
     a = cloudfill.open_cube(out, chunks=None)
     b = cloudfill.open_cube(job["reference"], chunks=None)
     for name in ("method", "filled", "s1_date", "reference_date"):
