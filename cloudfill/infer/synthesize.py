@@ -93,19 +93,12 @@ def plan_tiles(
 
 @dataclass(frozen=True)
 class Synthesis:
-    """What :func:`synthesize_with_scale` used and made.
-
-    ``has_reference`` (y, x) bool, lazy: where the reference image had a usable value (None
-    for variants without one). Elsewhere the generator would see only S1 (and the DEM): it
-    was trained with references, so those pixels are NaN, like pixels without S1, and
-    :func:`~cloudfill.fill.series.fill_series` interpolates them.
-    """
+    """What :func:`synthesize_with_scale` used and made."""
 
     mean: xr.DataArray
     scale: xr.DataArray | None
     s1_date: pd.Timestamp
     reference_date: pd.Timestamp | None
-    has_reference: xr.DataArray | None = None
 
 
 def _pick_inputs(
@@ -245,7 +238,9 @@ def synthesize_with_scale(
         used = [pd.Timestamp(reference_date)]
         if composite:
             ref_dates = used = _composite_dates(ds, date, reference_date, max_ref_age, fractions)
-        # The mask of the source dates serves the condition stack and ``has_reference``.
+        # The mask of the source dates serves the condition stack and ``has_reference``:
+        # where no source date has a usable value the generator would see only S1 (and the
+        # DEM), which it was never trained on, so those pixels are left NaN below.
         mask = cloud_mask(ds.sel(time=used))
         usable = ~mask & ds["s2"].sel(time=used).notnull().all("band")
         has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
@@ -324,11 +319,7 @@ def synthesize_with_scale(
         scale = mean.copy(data=out[len(BANDS) :]).rename("s2_scale")
         scale.attrs = {**attrs, "long_name": "Laplace scale of the synthesized reflectance"}
     return Synthesis(
-        mean,
-        scale,
-        s1_date,
-        None if reference_date is None else pd.Timestamp(reference_date),
-        has_reference,
+        mean, scale, s1_date, None if reference_date is None else pd.Timestamp(reference_date)
     )
 
 
