@@ -114,3 +114,15 @@ def fill_series_argv(cube: Path, model: Path, out: Path, *extra: str) -> list[st
         "400",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def spell_scene() -> xr.Dataset:
+    """Five dates 30 days apart, the middle three fully cloudy: a spell longer than a
+    40-day ``max_ref_age``, which only a chained fill synthesizes."""
+    import pandas as pd
+
+    dates = pd.date_range("2024-03-01", periods=5, freq="30D")
+    return cloudfill.simulate_scene(
+        (48, 48), dates=list(dates), seed=5, cloud_fraction=[0, 1, 1, 1, 0]
+    )

@@ -80,3 +80,36 @@ def test_sigkill_then_resume_is_identical(job: dict[str, Path]) -> None:
     a, b = _load(out), _load(reference)
     for name in ("s2", "filled", "confidence", "method", "s1_date", "reference_date"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
+def test_chain_reads_the_written_dates_and_resumes_mid_chain(
+    spell_scene: xr.Dataset, tmp_path: Path
+) -> None:
+    from cloudfill.fill.series import fill_series
+
+    cube = cloudfill.write_cube(spell_scene, tmp_path / "spell.zarr")
+    model = make_tiny_model(spell_scene)
+    path = model.save(tmp_path / "model.safetensors")
+    out = tmp_path / "chained.zarr"
+    args = fill_series_argv(cube, path, out, "--max-ref-age", "40", "--chain")
+    assert run(args) == 0
+    first = _load(out)
+    expected = fill_series(spell_scene, model, tile=32, max_ref_age=40, chain=True).compute()
+    np.testing.assert_array_equal(first["s2"].values, expected["s2"].values)
+    assert list(first["reference_chained"].values) == [False, False, True, True, False]
+    # As if killed after two dates: the rerun reads dates 0-1 back and redoes 2-4.
+    for marker in sorted((out / ".cloudfill-done").glob("*.json"))[2:]:
+        marker.unlink()
+    assert run(args) == 0
+    np.testing.assert_array_equal(_load(out)["s2"].values, first["s2"].values)
+    # The values read back are the written ones: brighten the written date 1 and the
+    # redone date 2 (whose reference it is) follows, while the recomputation would not.
+    (out / ".cloudfill-done" / "000002.json").unlink()
+    bright = first[["s2"]].isel(time=[1]) + np.float32(0.01)
+    bright = bright.drop_vars(["spatial_ref", "x", "y", "band"])
+    bright.to_zarr(out, region={"time": slice(1, 2)}, consolidated=False)
+    assert run(args) == 0
+    shift = _load(out)["s2"].values[2] - first["s2"].values[2]
+    assert np.median(shift) == pytest.approx(0.01, abs=1e-3)
+    # An unchained job is a different job: refused without --overwrite.
+    assert run(fill_series_argv(cube, path, out, "--max-ref-age", "40")) == 2

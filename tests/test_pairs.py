@@ -91,3 +91,16 @@ def test_reference_candidates_nearest_first_and_filtered() -> None:
     assert got == [pd.Timestamp(d) for d in ("2024-01-21", "2024-03-01", "2024-01-01")]
     earlier = reference_candidates(dates, fractions, target, pd.Timedelta(days=60), "earlier")
     assert earlier == [pd.Timestamp("2024-01-21"), pd.Timestamp("2024-01-01")]
+
+
+def test_chain_plans_a_long_cloudy_spell(spell_scene: xr.Dataset) -> None:
+    plain = spell_scene.cloudfill.pairs(max_ref_age=40)
+    assert list(plain["method"]) == ["clear", "synthesize", "interpolate", "interpolate", "clear"]
+    assert not plain["reference_chained"].any()
+    chained = spell_scene.cloudfill.pairs(max_ref_age=40, chain=True)
+    dates = list(spell_scene.indexes["time"])
+    assert list(chained["method"]) == ["clear", *["synthesize"] * 3, "clear"]
+    # Each date of the spell takes the filled date before it; only those are flagged.
+    assert list(chained["reference_date"].iloc[1:4]) == dates[:3]
+    assert list(chained["reference_chained"]) == [False, False, True, True, False]
+    assert (chained["reference_age_days"].iloc[1:4] == 30).all()

@@ -13,6 +13,7 @@ from cloudfill.fill.series import (
     feather_weights,
     fill_series,
 )
+from tests.conftest import make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,45 @@ def test_fill_is_lazy_on_dask(scene: xr.Dataset, tiny_model) -> None:
     out = fill_series(scene.chunk({"time": 1, "y": 48, "x": 48}), tiny_model, tile=32)
     assert out["s2"].chunks is not None and out["confidence"].chunks is not None
     assert pd.api.types.is_datetime64_any_dtype(out["s1_date"])
+
+
+@pytest.fixture(scope="module")
+def spell_fill(spell_scene: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset, object]:
+    model = make_tiny_model(spell_scene)
+    plain = fill_series(spell_scene, model, tile=32, max_ref_age=40).compute()
+    chained = fill_series(spell_scene, model, tile=32, max_ref_age=40, chain=True).compute()
+    return plain, chained, model
+
+
+def test_chain_synthesizes_a_long_cloudy_spell(spell_scene: xr.Dataset, spell_fill) -> None:
+    plain, chained, model = spell_fill
+    assert list(plain["method"].values[1:4]) == ["synthesize", "interpolate", "interpolate"]
+    assert list(chained["method"].values[1:4]) == ["synthesize"] * 3
+    assert list(chained["reference_chained"].values) == [False, False, True, True, False]
+    assert not plain["reference_chained"].values.any()
+    # The untrained skip model returns its reference, so each date of the spell returns the
+    # filled image of the date before it: the chain really reads the filled dates.
+    s2 = chained["s2"].values
+    stats = model.card.normalisation["variables"]["s2"]
+    low = np.array(stats["low"], "float32")[:, None, None]
+    high = np.array(stats["high"], "float32")[:, None, None]
+    margin = 0.002 * (high - low)  # the skip clamps the normalised reference inside (-1, 1)
+    first = s2[0]
+    inside = ((first > low + margin) & (first < high - margin)).all(0)
+    assert inside.mean() > 0.5
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(s2[k][:, inside], first[:, inside], atol=1e-4)
+    # Unchained, the same date was interpolated between the clear ends instead.
+    assert np.abs(plain["s2"].values[2] - s2[2]).max() > 1e-3
+    assert chained["filled"].values[1:4].all() and not np.isnan(s2).any()
+
+
+def test_chain_result_does_not_depend_on_the_dates_asked(spell_scene: xr.Dataset, spell_fill):
+    _, chained, model = spell_fill
+    date = spell_scene.time.values[3]
+    one = fill_series(spell_scene, model, tile=32, max_ref_age=40, chain=True, dates=[date])
+    np.testing.assert_array_equal(one["s2"].values[0], chained["s2"].values[3])
+    assert bool(one["reference_chained"].values[0])
+    plan = spell_scene.cloudfill.pairs(max_ref_age=40, chain=True)
+    with pytest.raises(errors.ParameterError, match="chain=True"):
+        fill_series(spell_scene, model, tile=32, max_ref_age=40, plan=plan)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import typer
@@ -42,6 +43,13 @@ def fill_series_command(
     max_s1_gap: float = typer.Option(6, help="Largest S1-target gap in days."),
     max_ref_age: float = typer.Option(120, help="Oldest usable reference, days."),
     max_ref_cloud: float = typer.Option(0.05, help="Largest cloud fraction of a reference."),
+    chain: bool = typer.Option(
+        False,
+        "--chain/--no-chain",
+        help="Let synthesized dates serve as references for later dates (flagged in "
+        "reference_chained), so a cloudy spell longer than --max-ref-age is synthesized "
+        "rather than interpolated.",
+    ),
     tile: int | None = typer.Option(None, help="Tile size in pixels (default from the model)."),
     device: str = typer.Option("cpu", help="Torch device: cpu, cuda, auto."),
     fast: bool = typer.Option(False, help="bf16 autocast + channels_last (GPU)."),
@@ -62,8 +70,8 @@ def fill_series_command(
     Each date is written with a zarr region write and recorded atomically, so a killed run
     resumes where it stopped (--resume, the default) and ends identical to an uninterrupted
     run. The output holds s2 (filled), filled, confidence and per-date provenance (method,
-    s1_date, reference_date). Dates without S1 within --max-s1-gap fall back to temporal
-    interpolation; pixels with nothing usable stay NaN and are counted.
+    s1_date, reference_date, reference_chained). Dates without S1 within --max-s1-gap fall
+    back to temporal interpolation; pixels with nothing usable stay NaN and are counted.
     """
     result = run_fill_series(
         cube,
@@ -75,6 +83,7 @@ def fill_series_command(
         max_s1_gap=max_s1_gap,
         max_ref_age=max_ref_age,
         max_ref_cloud=max_ref_cloud,
+        chain=chain,
         tile=tile,
         device=device,
         fast=fast,
@@ -101,6 +110,7 @@ def run_fill_series(
     max_s1_gap: float = 6,
     max_ref_age: float = 120,
     max_ref_cloud: float = 0.05,
+    chain: bool = False,
     tile: int | None = None,
     device: str = "cpu",
     fast: bool = False,
@@ -137,27 +147,42 @@ def run_fill_series(
         max_ref_age=max_ref_age,
         max_ref_cloud=max_ref_cloud,
         direction=cf.card.reference_direction if cf is not None else "earlier",
+        chain=chain,
     )
-    filled = fill_series(
-        ds,
-        cf,
-        dates=wanted,
+    settings = dict(
         cloud_threshold=cloud_threshold,
         feather=feather,
+        max_ref_age=max_ref_age,
+        max_ref_cloud=max_ref_cloud,
         plan=plan,
+        chain=chain,
         tile=tile,
         device=device,
         fast=fast,
     )
+    filled = fill_series(ds, cf, dates=wanted, **settings)
     job = fingerprint(
         {
             "cube": str(cube.resolve()),
             "model": _file_digest(model) if model is not None else "default",
             "dates": [f"{d:%Y-%m-%d}" for d in pd.DatetimeIndex(filled["time"].values)],
-            "settings": [cloud_threshold, feather, max_s1_gap, max_ref_age, max_ref_cloud, tile],
+            "settings": [cloud_threshold, feather, max_s1_gap, max_ref_age, max_ref_cloud, tile]
+            + ([True] if chain else []),  # unchained jobs keep their old fingerprints
         }
     )
     writer = DateWriter(out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume)
+
+    def written(date: pd.Timestamp) -> Any:
+        # A chained date reads the earlier dates' filled images back from the output, so
+        # each date is computed once, killed runs resume mid-chain, and the values are the
+        # ones written (float32 both ways: identical to an uninterrupted run).
+        i = times.get_loc(date) if date in times else None
+        if i is None or i not in writer.done():
+            return None
+        import xarray as xr
+
+        return xr.open_zarr(out, consolidated=False)["s2"].isel(time=i, drop=True)
+
     pending = writer.pending()
     times = pd.DatetimeIndex(filled["time"].values)
     if len(pending) < len(times):
@@ -178,8 +203,11 @@ def run_fill_series(
         for i in pending:
             date = times[i]
             bar.update(task, description=f"filling {date:%Y-%m-%d} ({filled['method'].values[i]})")
+            part = filled.isel(time=[i])
+            if chain:  # the same fill, with the chain's sources read from the output
+                part = fill_series(ds, cf, dates=[date], chain_from=written, **settings)
             writer.write(
-                filled.isel(time=[i]),
+                part,
                 i,
                 record={"date": f"{date:%Y-%m-%d}", "method": str(filled["method"].values[i])},
                 compute=lambda delayed: compute(delayed, progress=False, client=client),

@@ -241,7 +241,12 @@ def prepare_for_zarr(ds: xr.Dataset, chunks: Mapping[str, int]) -> xr.Dataset:
     if any(var.chunks is not None for var in out.variables.values()):
         # Zarr chunks must tile dask chunks; rechunking to the written layout guarantees it
         # whatever chunking the cube had (rechunked cubes keep stale encodings otherwise).
-        out = out.chunk(target)
+        # In-memory text (per-date provenance) stays in memory: as a dask array its string
+        # type is unknown until computed, and xarray warns when it has to load it to find out.
+        text_vars = {
+            n: v for n, v in out.data_vars.items() if v.dtype == object and v.chunks is None
+        }
+        out = out.chunk(target).assign(text_vars)
     # Fixed-width unicode has no zarr v3 spec yet (zarr warns), variable-length strings do.
     text = {n: c for n, c in out.coords.items() if c.dtype.kind in "OU"}
     out = out.assign_coords(

@@ -143,6 +143,7 @@ def pairs(
     direction: Direction = "earlier",
     needs_reference: bool = True,
     fractions: pd.Series | None = None,
+    chain: bool = False,
 ) -> pd.DataFrame:
     """For every S2 date: the S1 date and the clear reference date the fill would use.
 
@@ -166,12 +167,19 @@ def pairs(
         synthesize a date that has an S1 acquisition but no reference.
     fractions
         Precomputed :func:`cloud_fractions`, to avoid reading the mask again.
+    chain
+        Let dates filled by synthesis serve as references for later dates (``fill_series(...,
+        chain=True)``): a long cloudy spell is then synthesized date after date from its
+        last clear date instead of interpolated. Dates are planned in time order, so a
+        filled date only ever serves later dates.
 
     Returns
     -------
     pandas.DataFrame
         Indexed by S2 date, columns ``cloud_fraction``, ``s1_date``, ``s1_gap_days``,
-        ``reference_date``, ``reference_age_days``, ``method``, ``reason``.
+        ``reference_date``, ``reference_age_days``, ``method``, ``reason`` and
+        ``reference_chained`` (the reference date is itself a filled date; only with
+        ``chain``).
 
     Examples
     --------
@@ -192,6 +200,7 @@ def pairs(
     dates = pd.DatetimeIndex(ds["time"].values)
     s1_dates = pd.DatetimeIndex(ds["s1_time"].values) if "s1" in ds.data_vars else None
     usable_ref = frac.to_numpy() <= max_ref_cloud
+    synthesized = np.zeros(len(dates), dtype=bool)  # filled dates a chain may reuse
     any_usable = bool((frac.to_numpy() < 1.0).any())
 
     rows = []
@@ -225,7 +234,14 @@ def pairs(
             reason = "; ".join(missing)
             if method == "none":
                 reason += "; no other date has a usable pixel"
-        row.update(method=method, reason=reason)
+        chained = (
+            method == "synthesize"
+            and pd.notna(ref_date)
+            and bool(synthesized[dates.get_loc(ref_date)])
+        )
+        row.update(method=method, reason=reason, reference_chained=chained)
+        if chain and method == "synthesize" and not usable_ref[i]:
+            usable_ref[i] = synthesized[i] = True
         rows.append(row)
     table = pd.DataFrame(rows, index=pd.DatetimeIndex(dates, name="date"))
     return table

@@ -11,6 +11,10 @@ Per date (the method comes from :func:`cloudfill.fill.pairs.pairs`):
   time between the nearest usable dates (nearest value at the ends of the series).
 - ``none``: nothing usable anywhere; unusable pixels stay NaN and are counted.
 
+With ``chain=True`` a date filled by synthesis serves as reference for later dates (see
+:func:`cloudfill.fill.pairs.pairs`), its filled image standing in for its observation; the
+``reference_chained`` provenance flags the dates whose reference date is such a filled date.
+
 Filled values are blended into the real image across a feathered band of ``feather`` pixels
 outside the mask (weight 1 inside the mask, falling linearly to 0), so there is no hard seam.
 
@@ -24,7 +28,7 @@ feathered band the confidence is blended like the values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import dask.array as da
@@ -41,6 +45,7 @@ __all__ = [
     "CONFIDENCE_SCALE",
     "INTERPOLATION_CONFIDENCE",
     "NO_HEAD_CONFIDENCE",
+    "chained_cube",
     "feather_weights",
     "fill_date",
     "fill_series",
@@ -71,7 +76,7 @@ def feather_weights(mask: xr.DataArray, width: int) -> xr.DataArray:
     Examples
     --------
     >>> m = xr.DataArray(np.eye(1, 7, 3, dtype=bool), dims=("y", "x"))
-    >>> feather_weights(m, 2).values.round(2).tolist()
+    >>> feather_weights(m, 2).values.astype(float).round(2).tolist()
     [[0.0, 0.33, 0.67, 1.0, 0.67, 0.33, 0.0]]
     """
     if width < 0:
@@ -105,6 +110,7 @@ def plan_fill(
     max_ref_cloud: float = 0.05,
     fractions: pd.Series | None = None,
     direction: str = "earlier",
+    chain: bool = False,
 ) -> pd.DataFrame:
     """The per-date plan: :func:`pairs` with the fill's settings (cheap; reads the mask).
     ``direction`` is the model's (:attr:`ModelCard.reference_direction
@@ -118,6 +124,52 @@ def plan_fill(
         needs_reference=needs_reference,
         direction=direction,  # type: ignore[arg-type]
         fractions=cloud_fractions(ds) if fractions is None else fractions,
+        chain=chain,
+    )
+
+
+def chained_cube(
+    ds: xr.Dataset,
+    mask: xr.DataArray,
+    date: pd.Timestamp,
+    max_ref_age: float,
+    sources: Mapping[pd.Timestamp, xr.DataArray],
+) -> xr.Dataset:
+    """What the synthesis of ``date`` reads in a chained fill.
+
+    The S2 dates at most ``max_ref_age`` days from ``date``, with the filled (band, y, x)
+    images of ``sources`` in place of their observations; ``cloud`` then flags only the
+    pixels still NaN there (``scl`` is dropped). Without a source in that window the cube is
+    returned as it is. Only the window is rebuilt, so a long chain adds a bounded number of
+    tasks per date.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((32, 32), dates=3, seed=0)
+    >>> t = pd.DatetimeIndex(ds.time.values)
+    >>> mask = ds.cloudfill.cloud_mask()
+    >>> out = chained_cube(ds, mask, t[2], 400, {t[1]: ds.truth.sel(time=t[1])})
+    >>> bool(out.cloud.sel(time=t[1]).any()), out.sizes["time"]
+    (False, 3)
+    """
+    times = pd.DatetimeIndex(ds["time"].values)
+    near = times[np.abs(times - date) <= pd.Timedelta(days=max_ref_age)]
+    if not any(t in sources for t in near):
+        return ds
+    s2, unusable = [], []
+    for t in near:
+        if t in sources:
+            image = sources[t].transpose("band", "y", "x").expand_dims(time=[t])
+            s2.append(image.astype("float32"))
+            unusable.append(image.isnull().any("band"))
+        else:
+            s2.append(ds["s2"].sel(time=[t]))
+            unusable.append(mask.sel(time=[t]))
+    window = ds.drop_vars(["s2", "cloud", "scl"], errors="ignore").sel(time=near)
+    return window.assign(
+        s2=xr.concat(s2, "time", coords="minimal", compat="override"),
+        cloud=xr.concat(unusable, "time", coords="minimal", compat="override"),
     )
 
 
@@ -134,11 +186,14 @@ def fill_date(
     mask: xr.DataArray | None = None,
     feather: int = 8,
     fractions: pd.Series | None = None,
+    max_ref_age: float = 120,
+    sources: Mapping[pd.Timestamp, xr.DataArray] | None = None,
     **synth_kwargs: Any,
 ) -> xr.Dataset:
     """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
     lazily. ``fractions``: the cube's cloud fraction per date, if known (the plan's
-    ``cloud_fraction`` column). See :func:`fill_series`."""
+    ``cloud_fraction`` column); ``sources``: filled images of earlier dates a chained fill
+    reads as references (:func:`chained_cube`). See :func:`fill_series`."""
     from cloudfill.evaluate.baselines import linear_interpolation
 
     full_mask = cloud_mask(ds) if mask is None else mask
@@ -150,8 +205,13 @@ def fill_date(
     if method == "synthesize":
         from cloudfill.infer.synthesize import synthesize_with_scale
 
+        source = ds
+        if sources:
+            source = chained_cube(ds, full_mask, date, max_ref_age, sources)
+            if fractions is not None:  # filled dates are candidates like clear ones
+                fractions = fractions.where(~fractions.index.isin(list(sources)), 0.0)
         syn = synthesize_with_scale(
-            ds,
+            source,
             date,
             model,
             s1_date=plan_row["s1_date"],
@@ -159,6 +219,7 @@ def fill_date(
             if pd.notna(plan_row["reference_date"])
             else None,
             fractions=fractions,
+            max_ref_age=max_ref_age,
             **synth_kwargs,
         )
         candidate = syn.mean.drop_vars("time", errors="ignore")
@@ -207,6 +268,8 @@ def fill_series(
     max_ref_age: float = 120,
     max_ref_cloud: float = 0.05,
     plan: pd.DataFrame | None = None,
+    chain: bool = False,
+    chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None = None,
     **synth_kwargs: Any,
 ) -> xr.Dataset:
     """Fill the unusable pixels of every S2 date (or of ``dates``), lazily.
@@ -229,7 +292,17 @@ def fill_series(
     max_s1_gap, max_ref_age, max_ref_cloud
         The pairing rule (see :func:`cloudfill.fill.pairs.pairs`).
     plan
-        A precomputed :func:`plan_fill` table.
+        A precomputed :func:`plan_fill` table (made with the same ``chain``).
+    chain
+        Let synthesized dates serve as references for later dates (flagged in
+        ``reference_chained``): a cloudy spell longer than ``max_ref_age`` is then
+        synthesized from its last clear date onwards instead of interpolated. The result for
+        a date does not depend on which ``dates`` are asked for: earlier dates a chain needs
+        are filled as sources too.
+    chain_from
+        Where an already filled image of an earlier date can be read (a partly written
+        output), or None to fill it here; used by the resumable ``cloudfill fill-series``
+        so that a chain is not recomputed for every date.
     **synth_kwargs
         Passed to :func:`~cloudfill.infer.synthesize.synthesize` (``tile``, ``device``,
         ``fast``, ``batch_size``).
@@ -239,7 +312,8 @@ def fill_series(
     xarray.Dataset
         ``s2`` (time, band, y, x) filled; ``filled`` (time, y, x) bool; ``confidence``
         (time, y, x) float32; per-date provenance ``method``, ``s1_date``,
-        ``reference_date``, ``cloud_fraction`` and ``unfilled`` (pixels left NaN). Coords,
+        ``reference_date``, ``reference_chained``, ``cloud_fraction`` and ``unfilled``
+        (pixels left NaN). Coords,
         CRS and the cube's attrs are kept.
 
     Raises
@@ -278,30 +352,47 @@ def fill_series(
             max_ref_age=max_ref_age,
             max_ref_cloud=max_ref_cloud,
             direction=cf.card.reference_direction if cf is not None else "earlier",
+            chain=chain,
         )
+    if "reference_chained" in plan and plan["reference_chained"].any() and not chain:
+        raise ParameterError("the plan was made with chain=True; pass chain=True as well")
     all_dates = pd.DatetimeIndex(ds["time"].values)
     chosen = all_dates if dates is None else pd.DatetimeIndex([pd.Timestamp(d) for d in dates])
     missing = chosen.difference(all_dates)
     if len(missing):
         raise ParameterError(f"date {missing[0]:%Y-%m-%d} is not an S2 date of the cube")
-    parts = []
-    for date in chosen:
+    if cf is None and (plan.loc[chosen, "method"] == "synthesize").any():
+        raise ParameterError("a model is needed to synthesize")
+    # A chain visits every date up to the last one asked for, in time order; the others are
+    # filled only as the chain's sources (lazily: nothing is computed that no date reads).
+    visit = all_dates[all_dates <= chosen.max()] if chain and len(chosen) else chosen
+    parts: dict[pd.Timestamp, xr.Dataset] = {}
+    sources: dict[pd.Timestamp, xr.DataArray] = {}
+    for date in visit:
         row = plan.loc[date]
-        if row["method"] == "synthesize" and cf is None:
-            raise ParameterError("a model is needed to synthesize")
-        parts.append(
-            fill_date(
-                ds,
-                date,
-                row,
-                cf,
-                mask=mask,
-                feather=feather,
-                fractions=plan["cloud_fraction"],
-                **synth_kwargs,
-            )
+        chains = chain and row["method"] == "synthesize" and row["cloud_fraction"] > max_ref_cloud
+        if date not in chosen and not chains:
+            continue
+        done = chain_from(date) if chains and chain_from is not None else None
+        if done is not None and date not in chosen:
+            sources[date] = done
+            continue
+        part = fill_date(
+            ds,
+            date,
+            row,
+            cf,
+            mask=mask,
+            feather=feather,
+            fractions=plan["cloud_fraction"],
+            max_ref_age=max_ref_age,
+            sources=dict(sources) if chain else None,
+            **synth_kwargs,
         )
-    out = xr.concat(parts, dim=pd.Index(chosen, name="time"))
+        parts[date] = part
+        if chains:
+            sources[date] = part["s2"] if done is None else done
+    out = xr.concat([parts[d] for d in chosen], dim=pd.Index(chosen, name="time"))
     out["s2"] = out["s2"].transpose("time", "band", "y", "x")
     out["s2"].attrs = dict(ds["s2"].attrs)
     out["filled"].attrs = {"long_name": "pixel replaced by a synthesized or interpolated value"}
@@ -313,6 +404,7 @@ def fill_series(
     out["method"] = ("time", sub["method"].astype(str).to_numpy())
     out["s1_date"] = ("time", pd.DatetimeIndex(sub["s1_date"]).to_numpy())
     out["reference_date"] = ("time", pd.DatetimeIndex(sub["reference_date"]).to_numpy())
+    out["reference_chained"] = ("time", sub["reference_chained"].to_numpy(dtype=bool))
     out["cloud_fraction"] = ("time", sub["cloud_fraction"].to_numpy(dtype="float32"))
     unfilled = (mask.sel(time=chosen) & out["s2"].isnull().any("band")).sum(("y", "x"))
     out["unfilled"] = unfilled.astype("int64").assign_attrs(
