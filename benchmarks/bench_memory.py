@@ -35,7 +35,7 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _case(size: int, dates: int, chunk: int, threads: int) -> dict:
+def _case(size: int, dates: int, chunk: int, threads: int, tile: int | None) -> dict:
     import warnings
 
     warnings.simplefilter("ignore")
@@ -54,7 +54,7 @@ def _case(size: int, dates: int, chunk: int, threads: int) -> dict:
     date = pd.Timestamp(usable.index[len(usable) // 2])
     fixed = _rss_mib()
     t0 = time.perf_counter()
-    out = ds.cloudfill.synthesize(date, model=model)
+    out = ds.cloudfill.synthesize(date, model=model, tile=tile)
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
         out.to_dataset(name="s2").to_zarr(Path(tmp) / "out.zarr", mode="w", zarr_format=3)
     seconds = time.perf_counter() - t0
@@ -76,10 +76,11 @@ def main() -> None:
     parser.add_argument("--dates", type=int, default=12)
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tile", type=int, help="inference tile px (default: the model's)")
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
-        print(json.dumps(_case(args.case, args.dates, args.chunk, args.threads)))
+        print(json.dumps(_case(args.case, args.dates, args.chunk, args.threads, args.tile)))
         return
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {ram:.1f} GiB RAM, load {load()}")
@@ -87,6 +88,7 @@ def main() -> None:
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--case", str(size), "--dates", str(args.dates)]
         cmd += ["--chunk", str(args.chunk), "--threads", str(args.threads)]
+        cmd += ["--tile", str(args.tile)] if args.tile else []
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = rows[0]["peak_mib"]
