@@ -35,7 +35,20 @@ def _rss_mib() -> float:
     return float("nan")
 
 
-def _case(size: int, dates: int, chunk: int, threads: int, tile: int | None) -> dict:
+def _write(size: int, dates: int, chunk: int, path: str) -> None:
+    """Write the simulated cube to a zarr store (in the parent process: not measured)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    import cloudfill
+
+    ds = cloudfill.simulate_scene((size, size), dates=dates, seed=11, chunks=chunk)
+    cloudfill.write_cube(ds, path)
+
+
+def _case(
+    size: int, dates: int, chunk: int, threads: int, tile: int | None, source: str | None
+) -> dict:
     import warnings
 
     warnings.simplefilter("ignore")
@@ -46,7 +59,10 @@ def _case(size: int, dates: int, chunk: int, threads: int, tile: int | None) -> 
     import cloudfill
 
     torch.set_num_threads(threads)
-    ds = cloudfill.simulate_scene((size, size), dates=dates, seed=11, chunks=chunk)
+    if source:  # the stored chunks, as `cloudfill fill-series` reads a cube
+        ds = cloudfill.open_cube(source, chunks={})
+    else:
+        ds = cloudfill.simulate_scene((size, size), dates=dates, seed=11, chunks=chunk)
     nominal = sum(v.nbytes for v in ds.data_vars.values())
     model = cloudfill.default_model()
     table = ds.cloudfill.pairs(direction=model.card.reference_direction)
@@ -77,19 +93,35 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tile", type=int, help="inference tile px (default: the model's)")
+    parser.add_argument(
+        "--zarr",
+        action="store_true",
+        help="write each simulated cube to a temporary zarr store first and read it from there",
+    )
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
-        print(json.dumps(_case(args.case, args.dates, args.chunk, args.threads, args.tile)))
+        print(
+            json.dumps(
+                _case(args.case, args.dates, args.chunk, args.threads, args.tile, args.source)
+            )
+        )
         return
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {ram:.1f} GiB RAM, load {load()}")
+    print(f"cube {'read from zarr' if args.zarr else 'simulated lazily'}, tile {args.tile}")
     rows = []
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--case", str(size), "--dates", str(args.dates)]
         cmd += ["--chunk", str(args.chunk), "--threads", str(args.threads)]
         cmd += ["--tile", str(args.tile)] if args.tile else []
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.zarr:
+                store = str(Path(tmp) / "cube.zarr")
+                _write(size, args.dates, args.chunk, store)
+                cmd += ["--source", store]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = rows[0]["peak_mib"]
     print(

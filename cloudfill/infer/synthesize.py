@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 DEFAULT_DESPECKLE = 5
+#: Last channel of the blocks fed to the generator: 1 where a pixel has its inputs (S1 data
+#: and, for SO/SOD, a usable reference value), else 0 and the output is NaN there.
+VALID_CHANNEL = "valid"
 #: Longest axis covered by a single window when the tile size is the default.
 MAX_SINGLE = 1536
 
@@ -262,6 +265,17 @@ def synthesize_with_scale(
         reference_dates=ref_dates,
         mask=mask,
     )
+    # No data in S1 (or, for SO/SOD, no usable reference value: the generator was never
+    # trained without one) means nothing to condition on: those pixels stay empty, never
+    # invented; fill_series interpolates them. The mask rides along as a last channel so
+    # each block task consumes it with its inputs: as a separate branch joined at the end,
+    # dask ran it for every block up front, and memory grew with the area.
+    valid = ~np.isnan(cube["s1"].isel(s1_time=0)).any("pol")
+    if has_reference is not None:
+        valid = valid & has_reference
+    valid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
+    valid = valid.astype("float32").expand_dims(channel=[VALID_CHANNEL])
+    condition = xr.concat([condition, valid], "channel", coords="minimal", compat="override")
     grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, tile, overlap)
     condition = condition.chunk({"channel": -1, **_spatial_chunks(condition, grid, min_block)})
 
@@ -295,14 +309,6 @@ def synthesize_with_scale(
         has_scale=has_scale,
         batch_size=batch_size,
     )
-    # No data in S1 (or, for SO/SOD, no usable reference value: the generator was never
-    # trained without one) means nothing to condition on: those pixels stay empty, never
-    # invented; fill_series interpolates them.
-    valid = ~np.isnan(cube["s1"].isel(s1_time=0)).any("pol")
-    if has_reference is not None:
-        valid = valid & has_reference
-    valid = valid.chunk(dict(zip(("y", "x"), out.chunks[1:], strict=True))).data
-    out = da.where(valid[None], out, np.float32(np.nan))
 
     coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
     attrs = {
@@ -356,15 +362,17 @@ def _synthesize_block(
     top, left = min(depth_yx[0], y0), min(depth_yx[1], x0)
     region = (slice(top, top + sizes[0][i]), slice(left, left + sizes[1][j]))
     mean, scale = blend_tiles(
-        x, (y0 - top, x0 - left), region, grid, ref.predict, batch_size=batch_size
+        x[:-1], (y0 - top, x0 - left), region, grid, ref.predict, batch_size=batch_size
     )
-    mean = denormalise_bands(mean, stats, "s2")
+    xp = np if array_module_name(x) == "numpy" else _cupy()
+    invalid = x[-1][region] < 0.5  # the VALID_CHANNEL
+    mean = xp.where(invalid, np.float32(np.nan), denormalise_bands(mean, stats, "s2"))
     if not has_scale:
         return mean
     # The Laplace scale lives in normalised units: x_norm = (x - offset) / scale.
     factors = np.asarray(stats.scale("s2"), dtype="float32")[:, None, None]
-    xp = np if array_module_name(x) == "numpy" else _cupy()
-    return xp.concatenate([mean, scale * xp.asarray(factors)])
+    scale = xp.where(invalid, np.float32(np.nan), scale * xp.asarray(factors))
+    return xp.concatenate([mean, scale])
 
 
 def default_batch_size(device: Any) -> int:
