@@ -98,7 +98,8 @@ class CloudfillModel:
     device
         See :func:`resolve_device`; the CPU by default.
     fast
-        Channels-last memory layout and bfloat16 autocast in :meth:`predict`.
+        Channels-last memory layout and bfloat16 autocast in :meth:`predict`. On CPU the
+        layout is channels-last in any case (see :attr:`channels_last`).
     compile
         Wrap the generator in :func:`torch.compile` (first call is slow).
 
@@ -179,10 +180,18 @@ class CloudfillModel:
         )
 
     # --- running -------------------------------------------------------------------------
+    @property
+    def channels_last(self) -> bool:
+        """Whether weights and inputs use the channels-last layout: with ``fast``, and on CPU
+        always, where oneDNN's fp32 convolutions run faster in it (paper-size generator, one
+        512 px tile, 2 AVX2 cores: 4.48 s against 5.29 s contiguous). The values agree with
+        the contiguous layout to float32 rounding."""
+        return self.fast or self.device.type == "cpu"
+
     def to(self, device: str | torch.device) -> CloudfillModel:
         """Move the weights to ``device`` (see :func:`resolve_device`); returns ``self``."""
         self._device = resolve_device(device)
-        memory_format = torch.channels_last if self.fast else torch.contiguous_format
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.generator.to(device=self._device, memory_format=memory_format)
         self._compiled = None
         return self
@@ -272,6 +281,8 @@ class CloudfillModel:
                 x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                     out = self._forward(x)
+            elif self.channels_last:
+                out = self._forward(x.contiguous(memory_format=torch.channels_last))
             else:
                 out = self._forward(x.contiguous())
             mean = out.mean[..., :h, :w].float().contiguous()
