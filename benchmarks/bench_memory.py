@@ -47,7 +47,14 @@ def _write(size: int, dates: int, chunk: int, path: str) -> None:
 
 
 def _case(
-    size: int, dates: int, chunk: int, threads: int, tile: int | None, source: str | None
+    size: int,
+    dates: int,
+    chunk: int,
+    threads: int,
+    tile: int | None,
+    source: str | None,
+    fill: bool = False,
+    band_rows: int = 1024,
 ) -> dict:
     import warnings
 
@@ -72,7 +79,19 @@ def _case(
     t0 = time.perf_counter()
     out = ds.cloudfill.synthesize(date, model=model, tile=tile)
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
-        out.to_dataset(name="s2").to_zarr(Path(tmp) / "out.zarr", mode="w", zarr_format=3)
+        if fill:  # the CLI's job: written in row bands by the resumable date writer
+            from cloudfill.cli.fill import run_fill_series
+
+            run_fill_series(
+                Path(source),
+                Path(tmp) / "out.zarr",
+                dates=[date],
+                tile=tile,
+                progress=False,
+                band_rows=band_rows,
+            )
+        else:
+            out.to_dataset(name="s2").to_zarr(Path(tmp) / "out.zarr", mode="w", zarr_format=3)
     seconds = time.perf_counter() - t0
     return {
         "size": size,
@@ -98,6 +117,17 @@ def main() -> None:
         action="store_true",
         help="write each simulated cube to a temporary zarr store first and read it from there",
     )
+    parser.add_argument(
+        "--fill",
+        action="store_true",
+        help="run the fill-series job on that date instead of synthesize + to_zarr (with --zarr)",
+    )
+    parser.add_argument(
+        "--band-rows",
+        type=int,
+        default=1024,
+        help="with --fill: rows per computed band (a huge value: each date at once)",
+    )
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,14 +138,18 @@ def main() -> None:
             )
         )
         return
+    if args.fill and not args.zarr:
+        parser.error("--fill reads the cube from a store: add --zarr")
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {ram:.1f} GiB RAM, load {load()}")
-    print(f"cube {'read from zarr' if args.zarr else 'simulated lazily'}, tile {args.tile}")
+    job = "fill-series job" if args.fill else "synthesize + to_zarr"
+    print(f"cube {'read from zarr' if args.zarr else 'simulated lazily'}, tile {args.tile}, {job}")
     rows = []
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--case", str(size), "--dates", str(args.dates)]
         cmd += ["--chunk", str(args.chunk), "--threads", str(args.threads)]
         cmd += ["--tile", str(args.tile)] if args.tile else []
+        cmd += ["--fill", "--band-rows", str(args.band_rows)] if args.fill else []
         with tempfile.TemporaryDirectory() as tmp:
             if args.zarr:
                 store = str(Path(tmp) / "cube.zarr")

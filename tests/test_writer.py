@@ -67,3 +67,27 @@ def test_never_writes_into_input(tmp_path: Path) -> None:
 def test_fingerprint_stable_and_sensitive() -> None:
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_dates_are_written_in_row_bands_of_whole_blocks(tmp_path: Path) -> None:
+    ds = _job_ds()
+    ny = ds.sizes["y"]
+    w = DateWriter(tmp_path / "o.zarr", ds, job="j", band_rows=5, chunks={"y": 5})
+    bands = w.bands(ds.isel(time=[0]))
+    assert len(bands) >= 2 and bands[0].start == 0 and bands[-1].stop == ny
+    assert all(b.start % 5 == 0 and b.stop - b.start >= 5 for b in bands)
+    calls = []
+
+    def compute(delayed) -> None:
+        calls.append(1)
+        delayed.compute()
+
+    for i in w.pending():
+        w.write(ds.isel(time=[i]), i, compute=compute)
+    assert len(calls) == len(bands) * ds.sizes["time"]
+    out = xr.open_zarr(tmp_path / "o.zarr", consolidated=False, decode_coords="all")
+    xr.testing.assert_identical(out[["s2", "cloud"]].load().drop_attrs(), ds.load().drop_attrs())
+    # Cuts only where every variable has a block boundary; numpy data is written at once.
+    mixed = ds.assign(cloud=ds["cloud"].chunk({"y": ny}))
+    assert w.bands(mixed.isel(time=[0])) == [None]
+    assert w.bands(ds.load().isel(time=[0])) == [None]

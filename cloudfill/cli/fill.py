@@ -120,8 +120,10 @@ def run_fill_series(
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    band_rows: int = 1024,
 ):
-    """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output."""
+    """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output.
+    ``band_rows``: see :class:`~cloudfill.fill.writer.DateWriter`."""
     from cloudfill.cluster import compute, describe, open_cluster
     from cloudfill.cube.schema import validate
     from cloudfill.cube.zarr_io import open_cube
@@ -170,7 +172,9 @@ def run_fill_series(
             + ([True] if chain else []),  # unchained jobs keep their old fingerprints
         }
     )
-    writer = DateWriter(out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume)
+    writer = DateWriter(
+        out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume, band_rows=band_rows
+    )
 
     def written(date: pd.Timestamp) -> Any:
         # A chained date reads the earlier dates' filled images back from the output, so

@@ -10,6 +10,7 @@ attrs: an existing output made by a different job is never touched unless ``over
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -66,6 +68,13 @@ class DateWriter:
         False).
     resume
         Keep dates already recorded in an existing output of the same job.
+    band_rows
+        A date is computed and written in row bands at least this tall, one band after
+        another, so that memory follows the scene's width rather than its area. Bands are
+        whole dask blocks along ``y`` (no block is computed twice) starting on zarr chunk rows.
+    chunks
+        Zarr chunks per dim, over :data:`~cloudfill.cube.zarr_io.DEFAULT_WRITE_CHUNKS`
+        (``dim`` always gets 1).
 
     Examples
     --------
@@ -89,11 +98,14 @@ class DateWriter:
         overwrite: bool = False,
         resume: bool = True,
         dim: str = "time",
+        band_rows: int = 1024,
+        chunks: dict[str, int] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.band_rows = band_rows
         self.dim = dim
         self.job = job
-        self.chunks = {**DEFAULT_WRITE_CHUNKS, dim: 1}
+        self.chunks = {**DEFAULT_WRITE_CHUNKS, **(chunks or {}), dim: 1}
         self.n = template.sizes[dim]
         out = self.path.resolve()
         for source in inputs:
@@ -155,27 +167,66 @@ class DateWriter:
         Variables without ``dim`` were written at set-up and are skipped here.
         """
         region_vars = [v for v in part.data_vars if self.dim in part[v].dims]
+        bands = self.bands(part)
         # The same layout as the skeleton: dask chunks must tile the zarr chunks.
         part = prepare_for_zarr(part, self.chunks)
         sub = part[region_vars].drop_vars(
             [c for c in part.coords if self.dim not in part[c].dims], errors="ignore"
         )
-        with warnings.catch_warnings():
-            # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
-            warnings.filterwarnings("ignore", message=".*dtype=object")
-            delayed = sub.to_zarr(
-                self.path,
-                region={self.dim: slice(index, index + 1)},
-                consolidated=False,
-                compute=compute is None,
-            )
-        if compute is not None:
-            compute(delayed)
+        for rows in bands:
+            region = {self.dim: slice(index, index + 1)}
+            piece = sub
+            if rows is not None:
+                region["y"] = rows
+                piece = sub.isel(y=rows)
+            with warnings.catch_warnings():
+                # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
+                warnings.filterwarnings("ignore", message=".*dtype=object")
+                delayed = piece.to_zarr(
+                    self.path, region=region, consolidated=False, compute=compute is None
+                )
+            if compute is not None:
+                compute(delayed)
         marker = self._marker(index)
         tmp = marker.with_suffix(".tmp")
         payload = {"index": index, **(record or {})}
         tmp.write_text(json.dumps(payload, default=str))
         os.replace(tmp, marker)
+
+    def bands(self, part: xr.Dataset) -> list[slice | None]:
+        """The row bands :meth:`write` computes ``part`` in (``[None]``: all at once).
+
+        Cuts fall where every dask-backed variable with ``y`` has a block boundary and the
+        zarr chunks start a row, once a band is ``band_rows`` tall.
+
+        >>> import dask.array as da, xarray as xr, tempfile, pathlib
+        >>> v = xr.DataArray(da.zeros((1, 2600, 8), chunks=(1, 1024, 8)), dims=("time", "y", "x"))
+        >>> w = DateWriter(pathlib.Path(tempfile.mkdtemp()) / "o.zarr", v.to_dataset(name="a"), "j")
+        >>> w.bands(v.to_dataset(name="a"))
+        [slice(0, 1024, None), slice(1024, 2600, None)]
+        """
+        if "y" not in part.dims:
+            return [None]
+        common: set[int] | None = None
+        for var in part.data_vars.values():
+            if "y" in var.dims and var.chunks is not None:
+                ends = {int(e) for e in np.cumsum(var.chunks[var.dims.index("y")])}
+                common = ends if common is None else common & ends
+        if not common:
+            return [None]
+        step = self.chunks.get("y", DEFAULT_WRITE_CHUNKS["y"])
+        cuts = [0]
+        for end in sorted(common):
+            if end - cuts[-1] >= self.band_rows and end % step == 0:
+                cuts.append(end)
+        if cuts[-1] != part.sizes["y"]:
+            if len(cuts) > 1:
+                cuts[-1] = part.sizes["y"]  # a short last band joins the one before
+            else:
+                cuts.append(part.sizes["y"])
+        if len(cuts) == 2:
+            return [None]
+        return [slice(a, b) for a, b in itertools.pairwise(cuts)]
 
     def finalize(self) -> None:
         """Consolidate the store's metadata once every date is written (faster opening)."""
