@@ -120,10 +120,10 @@ def run_fill_series(
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
-    band_rows: int = 1024,
+    window: int = 2048,
 ):
     """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output.
-    ``band_rows``: see :class:`~cloudfill.fill.writer.DateWriter`."""
+    ``window``: see :class:`~cloudfill.fill.writer.DateWriter`."""
     from cloudfill.cluster import compute, describe, open_cluster
     from cloudfill.cube.schema import validate
     from cloudfill.cube.zarr_io import open_cube
@@ -173,7 +173,7 @@ def run_fill_series(
         }
     )
     writer = DateWriter(
-        out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume, band_rows=band_rows
+        out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume, window=window
     )
 
     def written(date: pd.Timestamp) -> Any:

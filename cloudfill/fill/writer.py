@@ -68,10 +68,10 @@ class DateWriter:
         False).
     resume
         Keep dates already recorded in an existing output of the same job.
-    band_rows
-        A date is computed and written in row bands at least this tall, one band after
-        another, so that memory follows the scene's width rather than its area. Bands are
-        whole dask blocks along ``y`` (no block is computed twice) starting on zarr chunk rows.
+    window
+        A date is computed and written in windows at least this many pixels on a side, one
+        after another, so that memory stays the same whatever the scene's size. Windows are
+        whole dask blocks (no block is computed twice) starting on zarr chunk boundaries.
     chunks
         Zarr chunks per dim, over :data:`~cloudfill.cube.zarr_io.DEFAULT_WRITE_CHUNKS`
         (``dim`` always gets 1).
@@ -98,11 +98,11 @@ class DateWriter:
         overwrite: bool = False,
         resume: bool = True,
         dim: str = "time",
-        band_rows: int = 1024,
+        window: int = 2048,
         chunks: dict[str, int] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.band_rows = band_rows
+        self.window = window
         self.dim = dim
         self.job = job
         self.chunks = {**DEFAULT_WRITE_CHUNKS, **(chunks or {}), dim: 1}
@@ -167,18 +167,15 @@ class DateWriter:
         Variables without ``dim`` were written at set-up and are skipped here.
         """
         region_vars = [v for v in part.data_vars if self.dim in part[v].dims]
-        bands = self.bands(part)
+        windows = self.windows(part)
         # The same layout as the skeleton: dask chunks must tile the zarr chunks.
         part = prepare_for_zarr(part, self.chunks)
         sub = part[region_vars].drop_vars(
             [c for c in part.coords if self.dim not in part[c].dims], errors="ignore"
         )
-        for rows in bands:
-            region = {self.dim: slice(index, index + 1)}
-            piece = sub
-            if rows is not None:
-                region["y"] = rows
-                piece = sub.isel(y=rows)
+        for window in windows:
+            region = {self.dim: slice(index, index + 1), **window}
+            piece = sub.isel(window)
             with warnings.catch_warnings():
                 # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
                 warnings.filterwarnings("ignore", message=".*dtype=object")
@@ -193,37 +190,45 @@ class DateWriter:
         tmp.write_text(json.dumps(payload, default=str))
         os.replace(tmp, marker)
 
-    def bands(self, part: xr.Dataset) -> list[slice | None]:
-        """The row bands :meth:`write` computes ``part`` in (``[None]``: all at once).
+    def windows(self, part: xr.Dataset) -> list[dict[str, slice]]:
+        """The windows :meth:`write` computes ``part`` in (``[{}]``: all at once).
 
-        Cuts fall where every dask-backed variable with ``y`` has a block boundary and the
-        zarr chunks start a row, once a band is ``band_rows`` tall.
+        Along ``y`` and ``x``, cuts fall where every dask-backed variable has a block
+        boundary and a zarr chunk starts, once a window is ``window`` pixels long.
 
         >>> import dask.array as da, xarray as xr, tempfile, pathlib
-        >>> v = xr.DataArray(da.zeros((1, 2600, 8), chunks=(1, 1024, 8)), dims=("time", "y", "x"))
+        >>> v = xr.DataArray(da.zeros((1, 5000, 8), chunks=(1, 2048, 8)), dims=("time", "y", "x"))
         >>> w = DateWriter(pathlib.Path(tempfile.mkdtemp()) / "o.zarr", v.to_dataset(name="a"), "j")
-        >>> w.bands(v.to_dataset(name="a"))
-        [slice(0, 1024, None), slice(1024, 2600, None)]
+        >>> w.windows(v.to_dataset(name="a"))
+        [{'y': slice(0, 2048, None)}, {'y': slice(2048, 5000, None)}]
         """
-        if "y" not in part.dims:
+        per_dim = [[(dim, cut) for cut in self._cuts(part, dim)] for dim in ("y", "x")]
+        return [
+            dict(item for item in combo if item[1] is not None)
+            for combo in itertools.product(*per_dim)
+        ]
+
+    def _cuts(self, part: xr.Dataset, dim: str) -> list[slice | None]:
+        if dim not in part.dims:
             return [None]
         common: set[int] | None = None
         for var in part.data_vars.values():
-            if "y" in var.dims and var.chunks is not None:
-                ends = {int(e) for e in np.cumsum(var.chunks[var.dims.index("y")])}
+            if dim in var.dims and var.chunks is not None:
+                ends = {int(e) for e in np.cumsum(var.chunks[var.dims.index(dim)])}
                 common = ends if common is None else common & ends
         if not common:
             return [None]
-        step = self.chunks.get("y", DEFAULT_WRITE_CHUNKS["y"])
+        step = self.chunks.get(dim, DEFAULT_WRITE_CHUNKS[dim])
+        n = part.sizes[dim]
         cuts = [0]
         for end in sorted(common):
-            if end - cuts[-1] >= self.band_rows and end % step == 0:
+            if end - cuts[-1] >= self.window and end % step == 0:
                 cuts.append(end)
-        if cuts[-1] != part.sizes["y"]:
+        if cuts[-1] != n:
             if len(cuts) > 1:
-                cuts[-1] = part.sizes["y"]  # a short last band joins the one before
+                cuts[-1] = n  # a short last window joins the one before
             else:
-                cuts.append(part.sizes["y"])
+                cuts.append(n)
         if len(cuts) == 2:
             return [None]
         return [slice(a, b) for a, b in itertools.pairwise(cuts)]
