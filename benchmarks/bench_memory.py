@@ -54,7 +54,6 @@ def _case(
     tile: int | None,
     source: str | None,
     fill: bool = False,
-    window: int = 2048,
 ) -> dict:
     import warnings
 
@@ -79,7 +78,7 @@ def _case(
     t0 = time.perf_counter()
     out = ds.cloudfill.synthesize(date, model=model, tile=tile)
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
-        if fill:  # the CLI's job: written in windows by the resumable date writer
+        if fill:  # the CLI's job, with its resumable date writer
             from cloudfill.cli.fill import run_fill_series
 
             run_fill_series(
@@ -88,7 +87,6 @@ def _case(
                 dates=[date],
                 tile=tile,
                 progress=False,
-                window=window,
             )
         else:
             out.to_dataset(name="s2").to_zarr(Path(tmp) / "out.zarr", mode="w", zarr_format=3)
@@ -122,12 +120,6 @@ def main() -> None:
         action="store_true",
         help="run the fill-series job on that date instead of synthesize + to_zarr (with --zarr)",
     )
-    parser.add_argument(
-        "--window",
-        type=int,
-        default=2048,
-        help="with --fill: pixels per side of a computed window (a huge value: whole dates)",
-    )
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -149,7 +141,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--case", str(size), "--dates", str(args.dates)]
         cmd += ["--chunk", str(args.chunk), "--threads", str(args.threads)]
         cmd += ["--tile", str(args.tile)] if args.tile else []
-        cmd += ["--fill", "--window", str(args.window)] if args.fill else []
+        cmd += ["--fill"] if args.fill else []
         with tempfile.TemporaryDirectory() as tmp:
             if args.zarr:
                 store = str(Path(tmp) / "cube.zarr")

@@ -67,33 +67,3 @@ def test_never_writes_into_input(tmp_path: Path) -> None:
 def test_fingerprint_stable_and_sensitive() -> None:
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
-
-
-def test_dates_are_written_in_windows_of_whole_blocks(tmp_path: Path) -> None:
-    ds = _job_ds().chunk({"x": 5})
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    w = DateWriter(tmp_path / "o.zarr", ds, job="j", window=5, chunks={"y": 5, "x": 5})
-    windows = w.windows(ds.isel(time=[0]))
-    assert len(windows) >= 4
-    rows = sorted({(v["y"].start, v["y"].stop) for v in windows})
-    cols = sorted({(v["x"].start, v["x"].stop) for v in windows})
-    assert len(windows) == len(rows) * len(cols)  # a grid covering the image once
-    for cuts, n in ((rows, ny), (cols, nx)):
-        assert cuts[0][0] == 0 and cuts[-1][1] == n
-        assert all(a % 5 == 0 and b - a >= 5 for a, b in cuts)
-        assert all(cuts[k][1] == cuts[k + 1][0] for k in range(len(cuts) - 1))
-    calls = []
-
-    def compute(delayed) -> None:
-        calls.append(1)
-        delayed.compute()
-
-    for i in w.pending():
-        w.write(ds.isel(time=[i]), i, compute=compute)
-    assert len(calls) == len(windows) * ds.sizes["time"]
-    out = xr.open_zarr(tmp_path / "o.zarr", consolidated=False, decode_coords="all")
-    xr.testing.assert_identical(out[["s2", "cloud"]].load().drop_attrs(), ds.load().drop_attrs())
-    # Cuts only where every variable has a block boundary; numpy data is written at once.
-    mixed = ds.assign(cloud=ds["cloud"].chunk({"y": ny, "x": nx}))
-    assert w.windows(mixed.isel(time=[0])) == [{}]
-    assert w.windows(ds.load().isel(time=[0])) == [{}]

@@ -120,10 +120,8 @@ def run_fill_series(
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
-    window: int = 2048,
 ):
-    """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output.
-    ``window``: see :class:`~cloudfill.fill.writer.DateWriter`."""
+    """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output."""
     from cloudfill.cluster import compute, describe, open_cluster
     from cloudfill.cube.schema import validate
     from cloudfill.cube.zarr_io import open_cube
@@ -172,9 +170,7 @@ def run_fill_series(
             + ([True] if chain else []),  # unchained jobs keep their old fingerprints
         }
     )
-    writer = DateWriter(
-        out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume, window=window
-    )
+    writer = DateWriter(out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume)
 
     def written(date: pd.Timestamp) -> Any:
         # A chained date reads the earlier dates' filled images back from the output, so

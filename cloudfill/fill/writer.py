@@ -10,7 +10,6 @@ attrs: an existing output made by a different job is never touched unless ``over
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -19,7 +18,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -68,13 +66,6 @@ class DateWriter:
         False).
     resume
         Keep dates already recorded in an existing output of the same job.
-    window
-        A date is computed and written in windows at least this many pixels on a side, one
-        after another, so that memory stays the same whatever the scene's size. Windows are
-        whole dask blocks (no block is computed twice) starting on zarr chunk boundaries.
-    chunks
-        Zarr chunks per dim, over :data:`~cloudfill.cube.zarr_io.DEFAULT_WRITE_CHUNKS`
-        (``dim`` always gets 1).
 
     Examples
     --------
@@ -98,14 +89,11 @@ class DateWriter:
         overwrite: bool = False,
         resume: bool = True,
         dim: str = "time",
-        window: int = 2048,
-        chunks: dict[str, int] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.window = window
         self.dim = dim
         self.job = job
-        self.chunks = {**DEFAULT_WRITE_CHUNKS, **(chunks or {}), dim: 1}
+        self.chunks = {**DEFAULT_WRITE_CHUNKS, dim: 1}
         self.n = template.sizes[dim]
         out = self.path.resolve()
         for source in inputs:
@@ -167,71 +155,27 @@ class DateWriter:
         Variables without ``dim`` were written at set-up and are skipped here.
         """
         region_vars = [v for v in part.data_vars if self.dim in part[v].dims]
-        windows = self.windows(part)
         # The same layout as the skeleton: dask chunks must tile the zarr chunks.
         part = prepare_for_zarr(part, self.chunks)
         sub = part[region_vars].drop_vars(
             [c for c in part.coords if self.dim not in part[c].dims], errors="ignore"
         )
-        for window in windows:
-            region = {self.dim: slice(index, index + 1), **window}
-            piece = sub.isel(window)
-            with warnings.catch_warnings():
-                # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
-                warnings.filterwarnings("ignore", message=".*dtype=object")
-                delayed = piece.to_zarr(
-                    self.path, region=region, consolidated=False, compute=compute is None
-                )
-            if compute is not None:
-                compute(delayed)
+        with warnings.catch_warnings():
+            # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
+            warnings.filterwarnings("ignore", message=".*dtype=object")
+            delayed = sub.to_zarr(
+                self.path,
+                region={self.dim: slice(index, index + 1)},
+                consolidated=False,
+                compute=compute is None,
+            )
+        if compute is not None:
+            compute(delayed)
         marker = self._marker(index)
         tmp = marker.with_suffix(".tmp")
         payload = {"index": index, **(record or {})}
         tmp.write_text(json.dumps(payload, default=str))
         os.replace(tmp, marker)
-
-    def windows(self, part: xr.Dataset) -> list[dict[str, slice]]:
-        """The windows :meth:`write` computes ``part`` in (``[{}]``: all at once).
-
-        Along ``y`` and ``x``, cuts fall where every dask-backed variable has a block
-        boundary and a zarr chunk starts, once a window is ``window`` pixels long.
-
-        >>> import dask.array as da, xarray as xr, tempfile, pathlib
-        >>> v = xr.DataArray(da.zeros((1, 5000, 8), chunks=(1, 2048, 8)), dims=("time", "y", "x"))
-        >>> w = DateWriter(pathlib.Path(tempfile.mkdtemp()) / "o.zarr", v.to_dataset(name="a"), "j")
-        >>> w.windows(v.to_dataset(name="a"))
-        [{'y': slice(0, 2048, None)}, {'y': slice(2048, 5000, None)}]
-        """
-        per_dim = [[(dim, cut) for cut in self._cuts(part, dim)] for dim in ("y", "x")]
-        return [
-            dict(item for item in combo if item[1] is not None)
-            for combo in itertools.product(*per_dim)
-        ]
-
-    def _cuts(self, part: xr.Dataset, dim: str) -> list[slice | None]:
-        if dim not in part.dims:
-            return [None]
-        common: set[int] | None = None
-        for var in part.data_vars.values():
-            if dim in var.dims and var.chunks is not None:
-                ends = {int(e) for e in np.cumsum(var.chunks[var.dims.index(dim)])}
-                common = ends if common is None else common & ends
-        if not common:
-            return [None]
-        step = self.chunks.get(dim, DEFAULT_WRITE_CHUNKS[dim])
-        n = part.sizes[dim]
-        cuts = [0]
-        for end in sorted(common):
-            if end - cuts[-1] >= self.window and end % step == 0:
-                cuts.append(end)
-        if cuts[-1] != n:
-            if len(cuts) > 1:
-                cuts[-1] = n  # a short last window joins the one before
-            else:
-                cuts.append(n)
-        if len(cuts) == 2:
-            return [None]
-        return [slice(a, b) for a, b in itertools.pairwise(cuts)]
 
     def finalize(self) -> None:
         """Consolidate the store's metadata once every date is written (faster opening)."""
