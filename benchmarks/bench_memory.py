@@ -76,7 +76,8 @@ def _case(
     date = pd.Timestamp(usable.index[len(usable) // 2])
     fixed = _rss_mib()
     t0 = time.perf_counter()
-    out = ds.cloudfill.synthesize(date, model=model, tile=tile)
+    # The plan's cloud fractions: without them synthesize reads the whole mask once more.
+    out = ds.cloudfill.synthesize(date, model=model, tile=tile, fractions=table["cloud_fraction"])
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
         if fill:  # the CLI's job, with its resumable date writer
             from cloudfill.cli.fill import run_fill_series

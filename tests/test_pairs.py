@@ -103,4 +103,6 @@ def test_chain_plans_a_long_cloudy_spell(spell_scene: xr.Dataset) -> None:
     # Each date of the spell takes the filled date before it; only those are flagged.
     assert list(chained["reference_date"].iloc[1:4]) == dates[:3]
     assert list(chained["reference_chained"]) == [False, False, True, True, False]
+    assert list(chained["chain_source"]) == [False, True, True, True, False]
+    assert not plain["chain_source"].any()
     assert (chained["reference_age_days"].iloc[1:4] == 30).all()

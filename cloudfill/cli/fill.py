@@ -172,6 +172,8 @@ def run_fill_series(
     )
     writer = DateWriter(out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume)
 
+    output: list[Any] = []  # the output's s2, opened once (lazily: reads happen at compute)
+
     def written(date: pd.Timestamp) -> Any:
         # A chained date reads the earlier dates' filled images back from the output, so
         # each date is computed once, killed runs resume mid-chain, and the values are the
@@ -179,9 +181,11 @@ def run_fill_series(
         i = times.get_loc(date) if date in times else None
         if i is None or i not in writer.done():
             return None
-        import xarray as xr
+        if not output:
+            import xarray as xr
 
-        return xr.open_zarr(out, consolidated=False)["s2"].isel(time=i, drop=True)
+            output.append(xr.open_zarr(out, consolidated=False)["s2"])
+        return output[0].isel(time=i, drop=True)
 
     pending = writer.pending()
     times = pd.DatetimeIndex(filled["time"].values)

@@ -177,9 +177,10 @@ def pairs(
     -------
     pandas.DataFrame
         Indexed by S2 date, columns ``cloud_fraction``, ``s1_date``, ``s1_gap_days``,
-        ``reference_date``, ``reference_age_days``, ``method``, ``reason`` and
-        ``reference_chained`` (the reference date is itself a filled date; only with
-        ``chain``).
+        ``reference_date``, ``reference_age_days``, ``method``, ``reason``,
+        ``reference_chained`` (the reference date is itself a filled date) and
+        ``chain_source`` (the date's filled image serves later dates as a reference); the
+        last two are only ever True with ``chain``.
 
     Examples
     --------
@@ -239,8 +240,9 @@ def pairs(
             and pd.notna(ref_date)
             and bool(synthesized[dates.get_loc(ref_date)])
         )
-        row.update(method=method, reason=reason, reference_chained=chained)
-        if chain and method == "synthesize" and not usable_ref[i]:
+        source = chain and method == "synthesize" and not usable_ref[i]
+        row.update(method=method, reason=reason, reference_chained=chained, chain_source=source)
+        if source:
             usable_ref[i] = synthesized[i] = True
         rows.append(row)
     table = pd.DataFrame(rows, index=pd.DatetimeIndex(dates, name="date"))

@@ -370,7 +370,7 @@ def fill_series(
     sources: dict[pd.Timestamp, xr.DataArray] = {}
     for date in visit:
         row = plan.loc[date]
-        chains = chain and row["method"] == "synthesize" and row["cloud_fraction"] > max_ref_cloud
+        chains = chain and bool(row["chain_source"])  # the plan's rule, see pairs()
         if date not in chosen and not chains:
             continue
         done = chain_from(date) if chains and chain_from is not None else None
@@ -386,7 +386,7 @@ def fill_series(
             feather=feather,
             fractions=plan["cloud_fraction"],
             max_ref_age=max_ref_age,
-            sources=dict(sources) if chain else None,
+            sources=sources if chain else None,
             **synth_kwargs,
         )
         parts[date] = part
