@@ -48,6 +48,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import xarray as xr
 
+from cloudfill._backend import is_cupy, to_numpy
 from cloudfill.errors import ParameterError
 
 __all__ = [
@@ -160,7 +161,7 @@ def _sam_parts(p: Any, t: Any, valid: Any) -> Parts:
 
 def _ndimage_for(block: Any) -> Any:
     # cupy chunks need cupyx's filters; imported only when such a chunk shows up.
-    if type(block).__module__.split(".")[0] == "cupy":
+    if is_cupy(block):
         import cupyx.scipy.ndimage as cundi
 
         return cundi
@@ -218,8 +219,7 @@ def _ssim_parts(p: Any, t: Any, valid: Any, data_range: float) -> Parts:
 
 
 def _to_numpy(value: Any) -> np.ndarray:
-    value = value.get() if type(value).__module__.split(".")[0] == "cupy" else value
-    return np.asarray(value, dtype="float64")
+    return np.asarray(to_numpy(value), dtype="float64")
 
 
 def _ratio(total: Any, count: Any) -> float:

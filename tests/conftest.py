@@ -65,6 +65,101 @@ def scene_on_backend(scene: xr.Dataset, backend: str) -> xr.Dataset:
     return scene
 
 
+@pytest.fixture(scope="session")
+def cuda():
+    """CuPy, once a CUDA device is known to be there for both CuPy and torch; else skip."""
+    cupy = pytest.importorskip("cupy")
+    torch = pytest.importorskip("torch")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError:
+        count = 0
+    if count == 0 or not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return cupy
+
+
+def on_cupy(ds: xr.Dataset, chunks: dict[str, int]) -> xr.Dataset:
+    """``ds`` chunked with dask, every data variable's chunks moved to the GPU (CuPy): the
+    cube a GPU user hands to cloudfill (coords stay NumPy, as xarray keeps them)."""
+    import cupy
+
+    lazy = ds.chunk(chunks)
+    return lazy.assign(
+        {name: var.copy(data=var.data.map_blocks(cupy.asarray)) for name, var in lazy.items()}
+    )
+
+
+class StrictChunk(np.ndarray):
+    """A CPU stand-in for CuPy chunks, to check that dask keeps the chunk type.
+
+    NumPy functions given a StrictChunk return StrictChunks (as CuPy's ``__array_function__``
+    returns CuPy arrays), and at dask's meta inference (every StrictChunk operand empty) a
+    plain NumPy array operand is refused, as CuPy refuses one: dask then falls back to a
+    NumPy meta, which the tests see. Arrays made from scratch (``np.zeros``) are plain NumPy,
+    as they would be next to CuPy chunks.
+    """
+
+    def __array_function__(self, func, types, args, kwargs):
+        _refuse_numpy_at_meta_time(list(args) + list(kwargs.values()))
+        return _strict(super().__array_function__(func, types, args, kwargs))
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _refuse_numpy_at_meta_time(inputs)
+        plain = [x.view(np.ndarray) if isinstance(x, StrictChunk) else x for x in inputs]
+        if kwargs.get("out"):
+            kwargs["out"] = tuple(
+                o.view(np.ndarray) if isinstance(o, StrictChunk) else o for o in kwargs["out"]
+            )
+        return _strict(getattr(ufunc, method)(*plain, **kwargs))
+
+
+def _flat(items) -> list:
+    out, stack = [], list(items)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple | list):
+            stack.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
+def _refuse_numpy_at_meta_time(items) -> None:
+    flat = _flat(items)
+    strict = [a for a in flat if isinstance(a, StrictChunk)]
+    if strict and not any(a.size for a in strict):
+        if any(type(a) is np.ndarray for a in flat):
+            raise TypeError("a NumPy array operand next to StrictChunk chunks")
+
+
+def _strict(out):
+    if type(out) is np.ndarray:
+        return out.view(StrictChunk)
+    if isinstance(out, tuple | list):
+        return type(out)(_strict(o) for o in out)
+    return out
+
+
+def on_strict_chunks(ds: xr.Dataset, chunks: dict[str, int]) -> xr.Dataset:
+    """``ds`` chunked with dask, every data variable in :class:`StrictChunk` chunks."""
+
+    def convert(block: np.ndarray) -> StrictChunk:
+        return np.asarray(block).view(StrictChunk)
+
+    lazy = ds.chunk(chunks)
+    return lazy.assign(
+        {
+            name: var.copy(
+                data=var.data.map_blocks(
+                    convert, meta=convert(np.empty((0,) * var.ndim, var.dtype))
+                )
+            )
+            for name, var in lazy.items()
+        }
+    )
+
+
 def make_tiny_model(
     ds: xr.Dataset,
     variant: str = "SOD",
@@ -90,6 +185,15 @@ def make_tiny_model(
         reference_mode=reference_mode,
     )
     return CloudfillModel(gen, card)
+
+
+def copy_to(model, device: str, fast: bool = False):
+    """A copy of ``model`` on ``device`` (the original stays where it is)."""
+    import copy
+
+    from cloudfill.model import CloudfillModel
+
+    return CloudfillModel(copy.deepcopy(model.generator), model.card, device=device, fast=fast)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from cloudfill.fill.series import (
     feather_weights,
     fill_series,
 )
-from tests.conftest import make_tiny_model
+from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_strict_chunks
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +167,33 @@ def test_chain_result_does_not_depend_on_the_dates_asked(spell_scene: xr.Dataset
     plan = spell_scene.cloudfill.pairs(max_ref_age=40, chain=True)
     with pytest.raises(errors.ParameterError, match="chain=True"):
         fill_series(spell_scene, model, tile=32, max_ref_age=40, plan=plan)
+
+
+def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
+    # CuPy chunks in, CuPy chunks out: checked on the CPU with a stand-in chunk type that,
+    # like CuPy, refuses NumPy operands (an xarray-made NumPy fill or a Python scalar made
+    # dask fall back to NumPy chunks, found on a GPU).
+    cube = on_strict_chunks(scene, {"time": 1, "s1_time": 1, "y": 48, "x": 48})
+    out = fill_series(cube, tiny_model, tile=32, feather=4)
+    for name in ("s2", "filled", "confidence", "unfilled"):
+        assert type(out[name].data._meta) is StrictChunk, name
+
+
+@pytest.mark.gpu
+def test_fill_series_on_cupy_chunks_matches_numpy(
+    scene: xr.Dataset, tiny_model, cuda, tmp_path
+) -> None:
+    import cloudfill
+
+    chunks = {"time": 1, "s1_time": 1, "y": 48, "x": 48}
+    ref = fill_series(scene.chunk(chunks), tiny_model, tile=32, feather=4).compute()
+    got = fill_series(on_cupy(scene, chunks), copy_to(tiny_model, "cuda"), tile=32, feather=4)
+    assert isinstance(got["s2"].data._meta, cuda.ndarray)
+    # Written from host memory: zarr takes NumPy buffers.
+    cloudfill.write_cube(got, tmp_path / "gpu.zarr")
+    back = cloudfill.open_cube(tmp_path / "gpu.zarr", chunks=None)
+    for name in ("filled", "method", "s1_date", "reference_date", "unfilled"):
+        np.testing.assert_array_equal(back[name].values, ref[name].values, err_msg=name)
+    np.testing.assert_allclose(back["s2"].values, ref["s2"].values, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(back["confidence"].values, ref["confidence"].values, atol=1e-3)
+    assert back.rio.crs == scene.rio.crs

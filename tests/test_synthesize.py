@@ -9,7 +9,7 @@ import xarray as xr
 
 from cloudfill import errors
 from cloudfill.infer.synthesize import plan_tiles, synthesize, synthesize_with_scale
-from tests.conftest import make_tiny_model
+from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_strict_chunks
 
 CLOUDY_DATE = 2  # index of a date with a clear earlier reference in the default scene
 
@@ -169,3 +169,44 @@ def test_untrained_skip_model_returns_its_reference(
     # No usable reference value: nothing to condition on, so nothing is invented.
     orphan = np.isnan(expected).any(0)
     np.testing.assert_array_equal(np.isnan(out.values).any(0), orphan)
+
+
+def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
+    # See tests/test_series.py: a CPU stand-in for CuPy chunks.
+    cube = on_strict_chunks(scene, {"time": 1, "s1_time": 1, "y": 40, "x": 56})
+    out = synthesize_with_scale(cube, _date(scene), tiny_model, tile=32, min_block=0)
+    assert type(out.mean.data._meta) is StrictChunk
+    assert type(out.scale.data._meta) is StrictChunk
+
+
+# --- GPU ---------------------------------------------------------------------------------
+# cuDNN rounds differently from the CPU kernels (and convolves in TF32 by default): fp32
+# agrees to 1e-3 in reflectance, the bf16 fast path to 1e-2.
+
+
+@pytest.mark.gpu
+def test_cupy_chunks_stay_on_the_gpu_and_match_numpy(scene: xr.Dataset, tiny_model, cuda) -> None:
+    date = _date(scene)
+    chunks = {"time": 1, "s1_time": 1, "y": 40, "x": 56}
+    ref = synthesize(scene.chunk(chunks), date, tiny_model, tile=32, min_block=0).values
+    gpu_model = copy_to(tiny_model, "cuda")
+    out = synthesize(on_cupy(scene, chunks), date, gpu_model, tile=32, min_block=0)
+    assert isinstance(out.data._meta, cuda.ndarray)
+    assert isinstance(out.data.blocks[0, 0, 0].compute(), cuda.ndarray)
+    assert out.rio.crs == scene.rio.crs and out.attrs["s1_date"]
+    got = out.data.compute().get()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("fast", "atol"), [(False, 1e-3), (True, 1e-2)])
+def test_cuda_model_on_numpy_chunks_matches_cpu(
+    scene: xr.Dataset, tiny_model, cuda, fast: bool, atol: float
+) -> None:
+    date = _date(scene)
+    ref = synthesize(scene, date, tiny_model, tile=32).values
+    out = synthesize(scene, date, copy_to(tiny_model, "cuda", fast=fast), tile=32, fast=fast)
+    got = out.values  # NumPy chunks in, NumPy chunks out
+    assert isinstance(got, np.ndarray)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=atol)

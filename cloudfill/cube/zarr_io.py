@@ -20,10 +20,12 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 from affine import Affine
 
+from cloudfill._backend import is_cupy, to_numpy
 from cloudfill.cube.schema import conform
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
@@ -247,6 +249,8 @@ def prepare_for_zarr(ds: xr.Dataset, chunks: Mapping[str, int]) -> xr.Dataset:
             n: v for n, v in out.data_vars.items() if v.dtype == object and v.chunks is None
         }
         out = out.chunk(target).assign(text_vars)
+    # Zarr takes NumPy buffers: CuPy chunks are copied to the host as each chunk is written.
+    out = out.assign({n: _on_host(v) for n, v in out.data_vars.items() if is_cupy(v.data)})
     # Fixed-width unicode has no zarr v3 spec yet (zarr warns), variable-length strings do.
     text = {n: c for n, c in out.coords.items() if c.dtype.kind in "OU"}
     out = out.assign_coords(
@@ -266,6 +270,14 @@ def prepare_for_zarr(ds: xr.Dataset, chunks: Mapping[str, int]) -> xr.Dataset:
         if var.ndim and name not in out.dims:
             var.encoding["chunks"] = tuple(target[dim] for dim in var.dims)
     return out
+
+
+def _on_host(var: xr.DataArray) -> xr.DataArray:
+    data = var.data
+    if isinstance(data, da.Array):
+        meta = np.empty((0,) * data.ndim, dtype=data.dtype)
+        return var.copy(data=data.map_blocks(to_numpy, dtype=data.dtype, meta=meta))
+    return var.copy(data=to_numpy(data))
 
 
 def _clean_attrs(attrs: Mapping[Hashable, Any]) -> dict[str, Any]:

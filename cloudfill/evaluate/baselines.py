@@ -31,6 +31,7 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cloudfill._backend import full_like
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ModelMismatchError, ParameterError
 
@@ -85,8 +86,8 @@ def _nearest_clear_with_age(
     side = clear.sel(time=(clear["time"] < target) if earlier else (clear["time"] > target))
     order = range(side.sizes["time"] - 1, -1, -1) if earlier else range(side.sizes["time"])
     like = clear.sel(time=target)
-    value = xr.full_like(like, np.nan)
-    age = xr.full_like(like, np.nan)
+    value = full_like(like, np.nan)
+    age = full_like(like, np.nan)
     for i in order:
         image = side.isel(time=i)
         days = abs((pd.Timestamp(side["time"].values[i]) - target) / pd.Timedelta(days=1))

@@ -39,7 +39,7 @@ def cloud_fractions(ds: xr.Dataset) -> pd.Series:
     """
     frac = cloud_mask(ds).mean(("y", "x")).compute()
     return pd.Series(
-        np.asarray(frac.values, dtype="float64"),
+        np.asarray(frac.to_numpy(), dtype="float64"),  # to_numpy: CuPy-backed too
         index=pd.DatetimeIndex(ds["time"].values, name="date"),
         name="cloud_fraction",
     )

@@ -37,6 +37,7 @@ import pandas as pd
 import xarray as xr
 from scipy import ndimage
 
+from cloudfill._backend import full_like, is_cupy, namespace
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.fill.pairs import cloud_fractions, pairs
@@ -58,13 +59,19 @@ NO_HEAD_CONFIDENCE = 0.5
 
 
 def _feather_block(mask: np.ndarray, width: int) -> np.ndarray:
-    """Weights of a (..., y, x) block, each 2-D image on its own."""
-    out = np.zeros(mask.shape, dtype="float32")
+    """Weights of a (..., y, x) block, each 2-D image on its own (NumPy or CuPy)."""
+    xp = namespace(mask)
+    edt = ndimage.distance_transform_edt
+    if is_cupy(mask):
+        import cupyx.scipy.ndimage
+
+        edt = cupyx.scipy.ndimage.distance_transform_edt
+    out = xp.zeros(mask.shape, dtype="float32")
     for index in np.ndindex(mask.shape[:-2]):
         image = mask[index]
         if image.any():
-            dist = ndimage.distance_transform_edt(~image)
-            out[index] = np.clip(1.0 - dist / (width + 1), 0.0, 1.0)
+            dist = edt(~image)
+            out[index] = xp.clip(1.0 - dist / (width + 1), 0.0, 1.0)
     return out
 
 
@@ -93,10 +100,10 @@ def feather_weights(mask: xr.DataArray, width: int) -> xr.DataArray:
             boundary="none",
             width=width,
             dtype="float32",
-            meta=np.array((), dtype="float32"),
+            meta=data._meta.astype("float32"),
         )
     else:
-        out = _feather_block(np.asarray(data), width)
+        out = _feather_block(data if is_cupy(data) else np.asarray(data), width)
     return mask.copy(data=out).rename("feather")
 
 
@@ -201,7 +208,7 @@ def fill_date(
     real = ds["s2"].sel(time=date)
     method = plan_row["method"]
     interp = linear_interpolation(ds, date, mask=full_mask)
-    interp_conf = xr.full_like(unusable, INTERPOLATION_CONFIDENCE, dtype="float32")
+    interp_conf = full_like(unusable, INTERPOLATION_CONFIDENCE, dtype="float32")
     if method == "synthesize":
         from cloudfill.infer.synthesize import synthesize_with_scale
 
@@ -226,7 +233,7 @@ def fill_date(
         if syn.scale is not None:
             conf = _confidence_from_scale(syn.scale.drop_vars("time", errors="ignore"))
         else:
-            conf = xr.full_like(interp_conf, NO_HEAD_CONFIDENCE)
+            conf = full_like(interp_conf, NO_HEAD_CONFIDENCE)
         has_synth = candidate.notnull().all("band")
         candidate = candidate.where(has_synth, interp.drop_vars("time", errors="ignore"))
         conf = conf.where(has_synth, interp_conf)
@@ -234,18 +241,21 @@ def fill_date(
         candidate = interp.drop_vars("time", errors="ignore")
         conf = interp_conf
     else:  # "none": nothing to fill with
-        candidate = xr.full_like(real, np.nan)
-        conf = xr.zeros_like(interp_conf)
+        candidate = full_like(real, np.nan)
+        conf = full_like(interp_conf, 0)
     candidate = candidate.transpose("band", "y", "x")
     available = candidate.notnull().all("band")
     conf = conf.where(available, np.float32(0))
     w = feather_weights(unusable, feather)
     # Blend only where both exist; real pixels never become NaN, masked ones use the fill.
-    blend_w = w.where(available & ~unusable, 0).where(~unusable, 1)
-    s2 = (blend_w * candidate.fillna(0) + (1 - blend_w) * real.fillna(0)).astype("float32")
+    # NumPy scalars, not Python ones: xarray turns a Python scalar into a NumPy array, which
+    # CuPy chunks refuse (dask then loses the chunk type).
+    zero, one = np.float32(0), np.float32(1)
+    blend_w = w.where(available & ~unusable, zero).where(~unusable, one)
+    s2 = (blend_w * candidate.fillna(zero) + (1 - blend_w) * real.fillna(zero)).astype("float32")
     s2 = s2.where(~unusable | available)
-    confidence = (blend_w * conf + (1 - blend_w) * np.float32(1)).astype("float32")
-    confidence = confidence.where(~unusable | available, np.float32(0))
+    confidence = (blend_w * conf + (1 - blend_w) * one).astype("float32")
+    confidence = confidence.where(~unusable | available, zero)
     filled = unusable & available
     drop = [c for c in ("time",) if c in s2.coords]
     return xr.Dataset(

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from cloudfill._backend import is_cupy
+
 __all__ = ["ModelRef", "array_module_name", "from_torch", "remember_checkpoint", "to_torch"]
 
 _CACHE: dict[tuple[str, str, bool, str], Any] = {}
@@ -38,8 +40,7 @@ LOADS: dict[str, int] = {}
 
 def array_module_name(array: Any) -> str:
     """``"cupy"`` for cupy arrays (or dask arrays of them), else ``"numpy"``."""
-    meta = getattr(array, "_meta", array)
-    return "cupy" if type(meta).__module__.split(".")[0] == "cupy" else "numpy"
+    return "cupy" if is_cupy(array) else "numpy"
 
 
 def to_torch(array: Any, device: Any) -> Any:

@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from cloudfill._backend import namespace
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS
 from cloudfill.errors import ParameterError
 from cloudfill.fill.pairs import cloud_fractions, nearest_s1, reference_candidates, reference_for
 from cloudfill.infer.condition import condition_stack, denormalise_bands
-from cloudfill.infer.runner import ModelRef, array_module_name
+from cloudfill.infer.runner import ModelRef
 from cloudfill.infer.tiling import ALIGN, TileGrid, blend_tiles
 
 if TYPE_CHECKING:
@@ -364,7 +365,7 @@ def _synthesize_block(
     mean, scale = blend_tiles(
         x[:-1], (y0 - top, x0 - left), region, grid, ref.predict, batch_size=batch_size
     )
-    xp = np if array_module_name(x) == "numpy" else _cupy()
+    xp = namespace(x)
     invalid = x[-1][region] < 0.5  # the VALID_CHANNEL
     mean = xp.where(invalid, np.float32(np.nan), denormalise_bands(mean, stats, "s2"))
     if not has_scale:
@@ -390,12 +391,6 @@ def default_batch_size(device: Any) -> int:
     import torch
 
     return 1 if torch.device(device).type == "cpu" else 4
-
-
-def _cupy() -> Any:
-    import cupy
-
-    return cupy
 
 
 def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> xr.DataArray:

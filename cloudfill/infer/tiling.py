@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cloudfill._backend import namespace
 from cloudfill.errors import ParameterError
 
 __all__ = ["TileGrid", "blend_tiles", "tile_origins", "tile_weights"]
@@ -205,13 +206,15 @@ def blend_tiles(
     starts_y = _touching(grid.origins_y, ty, gy0, gy1)
     starts_x = _touching(grid.origins_x, tx, gx0, gx1)
 
+    # CuPy blocks accumulate on the GPU: CuPy refuses NumPy operands.
+    xp = namespace(image)
     acc_mean: np.ndarray | None = None
     acc_scale: np.ndarray | None = None
-    acc_w = np.zeros((gy1 - gy0, gx1 - gx0), dtype="float32")
+    acc_w = xp.zeros((gy1 - gy0, gx1 - gx0), dtype="float32")
     jobs = [(sy, sx) for sy in starts_y for sx in starts_x]
     for b in range(0, len(jobs), batch_size):
         chunk = jobs[b : b + batch_size]
-        batch = np.stack([_cut(image, sy - oy, sx - ox, ty, tx) for sy, sx in chunk])
+        batch = xp.stack([_cut(image, sy - oy, sx - ox, ty, tx) for sy, sx in chunk])
         mean, scale = predict(batch)
         for (sy, sx), m, s in zip(
             chunk, mean, scale if scale is not None else [None] * len(chunk), strict=True
@@ -221,13 +224,13 @@ def blend_tiles(
             x0, x1 = max(sx, gx0), min(sx + tx, gx1)
             wy = grid.weights(sy, ty, grid.ny, sigma_scale)
             wx = grid.weights(sx, tx, grid.nx, sigma_scale)
-            w = np.outer(wy[y0 - sy : y1 - sy], wx[x0 - sx : x1 - sx])
+            w = xp.asarray(np.outer(wy[y0 - sy : y1 - sy], wx[x0 - sx : x1 - sx]))
             dst = (slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0))
             src = (slice(y0 - sy, y1 - sy), slice(x0 - sx, x1 - sx))
             if acc_mean is None:
-                acc_mean = np.zeros((m.shape[0], *acc_w.shape), dtype="float32")
+                acc_mean = xp.zeros((m.shape[0], *acc_w.shape), dtype="float32")
                 if s is not None:
-                    acc_scale = np.zeros_like(acc_mean)
+                    acc_scale = xp.zeros_like(acc_mean)
             acc_mean[(slice(None), *dst)] += w * m[(slice(None), *src)]
             if s is not None and acc_scale is not None:
                 acc_scale[(slice(None), *dst)] += w * s[(slice(None), *src)]
@@ -244,5 +247,5 @@ def _cut(image: np.ndarray, y: int, x: int, ty: int, tx: int) -> np.ndarray:
     pad_y, pad_x = ty - win.shape[1], tx - win.shape[2]
     if pad_y or pad_x:
         # Only images smaller than one tile get here (tiles never leave a larger image).
-        win = np.pad(win, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
-    return np.ascontiguousarray(win)
+        win = namespace(win).pad(win, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
+    return namespace(win).ascontiguousarray(win)

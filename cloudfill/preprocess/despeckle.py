@@ -24,6 +24,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from cloudfill._backend import is_cupy
 from cloudfill.errors import DimensionError, DTypeError, MissingVariableError, ParameterError
 
 __all__ = ["SIZES", "despeckle", "median_filter"]
@@ -49,11 +50,6 @@ def _check_dtype(dtype: Any, what: str) -> None:
             f"{what} has dtype {np.dtype(dtype)}; the median filter needs float32 or float64 "
             "(cloudfill.conform casts s1 to float32)"
         )
-
-
-def _is_cupy(array: Any) -> bool:
-    # A module-name test, so CuPy is never imported to answer "is this CuPy?".
-    return type(array).__module__.split(".")[0] == "cupy"
 
 
 def _median_reflect_2d(block: np.ndarray, k: int, pads: tuple[int, int, int, int]) -> np.ndarray:
@@ -100,7 +96,7 @@ def _median_reflect_2d(block: np.ndarray, k: int, pads: tuple[int, int, int, int
 
 def _median_reflect(block: Any, k: int, pads: tuple[int, int, int, int]) -> Any:
     """Dispatch on the block type: CuPy -> CUDA kernel, anything else -> CPU kernels."""
-    if _is_cupy(block):
+    if is_cupy(block):
         from cloudfill.preprocess._median_gpu import median_reflect_gpu
 
         return median_reflect_gpu(block, k, pads)

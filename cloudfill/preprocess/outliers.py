@@ -36,6 +36,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from cloudfill._backend import is_cupy, namespace, to_numpy
 from cloudfill.errors import BandError, MissingVariableError, ParameterError
 
 __all__ = [
@@ -84,19 +85,9 @@ def _band_arrays(var: xr.DataArray, name: str) -> list[Any]:
     return [var.isel({dim: i}).data for i in range(var.sizes[dim])]
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    # CuPy results come back as device arrays.
-    return np.asarray(value.get() if hasattr(value, "get") else value)
-
-
 def _like(values: np.ndarray, data: Any) -> Any:
     """``values`` on the device of ``data`` (CuPy chunks refuse NumPy operands)."""
-    meta = getattr(data, "_meta", data)
-    if type(meta).__module__.split(".")[0] == "cupy":
-        import cupy
-
-        return cupy.asarray(values)
-    return values
+    return namespace(data).asarray(values)
 
 
 def _check_percentiles(name: str, lower: float, upper: float) -> None:
@@ -158,10 +149,8 @@ def _statistics_source(ds: xr.Dataset, name: str) -> tuple[xr.DataArray, bool]:
 def _block_histogram(block: Any, bins: int, low: float, high: float) -> np.ndarray:
     # Integer ``bins`` with a range take numpy's fast equal-width path (``da.histogram`` passes
     # bin edges, which is slower and which CuPy does not accept from NumPy).
-    if type(block).__module__.split(".")[0] == "cupy":
-        import cupy
-
-        counts = cupy.histogram(block, bins, range=(low, high))[0].get()
+    if is_cupy(block):
+        counts = to_numpy(namespace(block).histogram(block, bins, range=(low, high))[0])
     else:
         counts, _ = np.histogram(block, bins, range=(low, high))
     return counts.astype(np.int64).reshape((1,) * block.ndim + (bins,))
@@ -265,7 +254,7 @@ def outlier_thresholds(
     for name, (_, finite, _) in sources.items():
         histograms[name] = []
         for array, (low, high) in zip(finite, extremes[name], strict=True):
-            low, high = float(_to_numpy(low)), float(_to_numpy(high))
+            low, high = float(to_numpy(low)), float(to_numpy(high))
             if math.isfinite(low) and high > low:
                 histograms[name].append(_histogram(array, int(bins), low, high))
             else:
@@ -279,7 +268,7 @@ def outlier_thresholds(
         for label, (low, high), counts in zip(
             labels, extremes[name], histograms[name], strict=True
         ):
-            low, high = float(_to_numpy(low)), float(_to_numpy(high))
+            low, high = float(to_numpy(low)), float(to_numpy(high))
             if not math.isfinite(low):
                 warnings.warn(
                     f"variable {name!r} band {label!r} has no finite value: left unclipped",
@@ -291,7 +280,7 @@ def outlier_thresholds(
             if counts is None:  # constant band
                 pair = (low, high)
             else:
-                counts = _to_numpy(counts)
+                counts = to_numpy(counts)
                 pair = (
                     _threshold(counts, low, high, p_low),
                     _threshold(counts, low, high, p_high),
