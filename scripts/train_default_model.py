@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/default-model"))
     parser.add_argument("--max-steps", type=int, default=2604)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--num-workers", type=int, default=0, help="patch-loading processes")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +81,9 @@ def main() -> None:
         d_filters=32,
         patch_size=128,
         overlap=32,
-        batch_size=4,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.num_workers,
         epochs=1000,
         patience=None,
         max_steps=args.max_steps,
