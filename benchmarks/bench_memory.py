@@ -54,6 +54,7 @@ def _case(
     tile: int | None,
     source: str | None,
     fill: bool = False,
+    window: int | None = 2048,
 ) -> dict:
     import warnings
 
@@ -79,7 +80,7 @@ def _case(
     # The plan's cloud fractions: without them synthesize reads the whole mask once more.
     out = ds.cloudfill.synthesize(date, model=model, tile=tile, fractions=table["cloud_fraction"])
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
-        if fill:  # the CLI's job, with its resumable date writer
+        if fill:  # the CLI's job: written in windows by the resumable date writer
             from cloudfill.cli.fill import run_fill_series
 
             run_fill_series(
@@ -88,6 +89,7 @@ def _case(
                 dates=[date],
                 tile=tile,
                 progress=False,
+                window=window,
             )
         else:
             out.to_dataset(name="s2").to_zarr(Path(tmp) / "out.zarr", mode="w", zarr_format=3)
@@ -121,13 +123,28 @@ def main() -> None:
         action="store_true",
         help="run the fill-series job on that date instead of synthesize + to_zarr (with --zarr)",
     )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=2048,
+        help="with --fill: pixels per side of a computed window (0: whole dates)",
+    )
     parser.add_argument("--case", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case is not None:
         print(
             json.dumps(
-                _case(args.case, args.dates, args.chunk, args.threads, args.tile, args.source)
+                _case(
+                    args.case,
+                    args.dates,
+                    args.chunk,
+                    args.threads,
+                    args.tile,
+                    args.source,
+                    fill=args.fill,
+                    window=args.window or None,
+                )
             )
         )
         return
@@ -135,14 +152,15 @@ def main() -> None:
         parser.error("--fill reads the cube from a store: add --zarr")
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, {ram:.1f} GiB RAM, load {load()}")
-    job = "fill-series job" if args.fill else "synthesize + to_zarr"
+    windows = f"windows of {args.window} px" if args.window else "whole dates"
+    job = f"fill-series job ({windows})" if args.fill else "synthesize + to_zarr"
     print(f"cube {'read from zarr' if args.zarr else 'simulated lazily'}, tile {args.tile}, {job}")
     rows = []
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--case", str(size), "--dates", str(args.dates)]
         cmd += ["--chunk", str(args.chunk), "--threads", str(args.threads)]
         cmd += ["--tile", str(args.tile)] if args.tile else []
-        cmd += ["--fill"] if args.fill else []
+        cmd += ["--fill", "--window", str(args.window)] if args.fill else []
         with tempfile.TemporaryDirectory() as tmp:
             if args.zarr:
                 store = str(Path(tmp) / "cube.zarr")

@@ -67,3 +67,99 @@ def test_never_writes_into_input(tmp_path: Path) -> None:
 def test_fingerprint_stable_and_sensitive() -> None:
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_dates_are_written_in_windows_of_whole_blocks(tmp_path: Path) -> None:
+    ds = _job_ds().chunk({"x": 5})
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    w = DateWriter(tmp_path / "o.zarr", ds, job="j", window=5, chunks={"y": 5, "x": 5})
+    windows = w.windows(ds.isel(time=[0]))
+    assert len(windows) >= 4
+    rows = sorted({(v["y"].start, v["y"].stop) for v in windows})
+    cols = sorted({(v["x"].start, v["x"].stop) for v in windows})
+    assert len(windows) == len(rows) * len(cols)  # a grid covering the image once
+    for cuts, n in ((rows, ny), (cols, nx)):
+        assert cuts[0][0] == 0 and cuts[-1][1] == n
+        assert all(a % 5 == 0 and b - a >= 5 for a, b in cuts)
+        assert all(cuts[k][1] == cuts[k + 1][0] for k in range(len(cuts) - 1))
+    calls = []
+
+    def compute(delayed):
+        calls.append(1)
+        return delayed.compute()
+
+    for i in w.pending():
+        w.write(ds.isel(time=[i]), i, compute=compute)
+    assert len(calls) == len(windows) * ds.sizes["time"]
+    out = xr.open_zarr(tmp_path / "o.zarr", consolidated=False, decode_coords="all")
+    xr.testing.assert_identical(out[["s2", "cloud"]].load().drop_attrs(), ds.load().drop_attrs())
+    # Cuts only where every variable has a block boundary; numpy data is written at once.
+    mixed = ds.assign(cloud=ds["cloud"].chunk({"y": ny, "x": nx}))
+    assert w.windows(mixed.isel(time=[0])) == [{}]
+    assert w.windows(ds.load().isel(time=[0])) == [{}]
+    assert DateWriter(tmp_path / "p.zarr", ds, job="j", window=None).windows(ds) == [{}]
+
+
+def test_sums_are_counted_per_window_with_each_block_computed_once(tmp_path: Path) -> None:
+    # A per-date count over the whole date, written with every window, would compute the
+    # whole date once per window (and hold it): the sums share each window's blocks instead.
+    ds = _job_ds().chunk({"x": 5})
+    ds["s2"] = ds["s2"].where(ds["s2"] > 0.3)  # some NaN to count
+    runs: list[tuple] = []
+
+    def counted(block: np.ndarray, block_info=None) -> np.ndarray:
+        runs.append(tuple(block_info[0]["chunk-location"]))
+        return block
+
+    ds["s2"] = ds["s2"].copy(data=ds["s2"].data.map_blocks(counted, dtype="float32"))
+    expected = ds["s2"].isnull().any("band").sum(("y", "x")).compute().values
+    ds["nan_pixels"] = ds["s2"].isnull().any("band").sum(("y", "x"))
+    runs.clear()
+
+    def count(piece: xr.Dataset) -> xr.DataArray:
+        return piece["s2"].isnull().any("band").sum(("y", "x"))
+
+    w = DateWriter(
+        tmp_path / "o.zarr",
+        ds,
+        job="j",
+        window=5,
+        chunks={"y": 5, "x": 5},
+        sums={"nan_pixels": count},
+    )
+    assert len(w.windows(ds.isel(time=[0]))) >= 4
+    for i in w.pending():
+        w.write(ds.isel(time=[i]), i)
+    assert sorted(runs) == sorted(set(runs)) and len(runs) == ds["s2"].data.npartitions
+    out = xr.open_zarr(tmp_path / "o.zarr", consolidated=False)
+    np.testing.assert_array_equal(out["nan_pixels"].values, expected)
+    xr.testing.assert_identical(out["s2"].load().drop_attrs(), ds["s2"].load().drop_attrs())
+
+
+def test_windowed_fill_equals_whole_dates(scene: xr.Dataset, tiny_model, tmp_path: Path) -> None:
+    from cloudfill.fill.series import count_unfilled, fill_series
+
+    # A corner with nothing usable on any date (no S2, no S1): pixels left NaN to count.
+    corner = xr.zeros_like(scene.dem, dtype=bool)
+    corner[80:, 80:] = True
+    cube = scene.assign(s2=scene.s2.where(~corner), s1=scene.s1.where(~corner))
+    cube = cube.chunk({"time": 1, "s1_time": 1, "y": 48, "x": 48})
+    filled = fill_series(cube, tiny_model, tile=32, feather=4, min_block=0)
+    expected = filled["unfilled"].values
+    assert expected.sum() > 0
+    outs = {}
+    for window in (None, 48):
+        w = DateWriter(
+            tmp_path / f"{window}.zarr",
+            filled,
+            job="j",
+            window=window,
+            chunks={"y": 48, "x": 48},
+            sums={"unfilled": count_unfilled},
+        )
+        assert len(w.windows(filled.isel(time=[0]))) == (4 if window else 1)
+        for i in w.pending():
+            w.write(filled.isel(time=[i]), i)
+        outs[window] = xr.open_zarr(tmp_path / f"{window}.zarr", consolidated=False).load()
+    xr.testing.assert_identical(outs[None], outs[48])
+    np.testing.assert_array_equal(outs[48]["unfilled"].values, expected)

@@ -56,6 +56,13 @@ def fill_series_command(
     cluster: str = typer.Option("none", help=CLUSTER_HELP),
     workers: int | None = typer.Option(None, min=1, help=WORKERS_HELP),
     threads: int | None = typer.Option(None, min=1, help=THREADS_HELP),
+    window: int = typer.Option(
+        2048,
+        min=0,
+        help="Compute each date in windows of at least this many pixels a side (whole "
+        "blocks), so memory does not grow with the scene; the output is the same. 0: whole "
+        "dates.",
+    ),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Keep dates already written by the same job."
     ),
@@ -93,6 +100,7 @@ def fill_series_command(
         resume=resume,
         overwrite=overwrite,
         progress=progress,
+        window=window or None,
     )
     if cog_dir is not None:
         _write_cogs(result, cog_dir)
@@ -120,12 +128,14 @@ def run_fill_series(
     resume: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    window: int | None = 2048,
 ):
-    """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output."""
+    """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output.
+    ``window``: see :class:`~cloudfill.fill.writer.DateWriter`."""
     from cloudfill.cluster import compute, describe, open_cluster
     from cloudfill.cube.schema import validate
     from cloudfill.cube.zarr_io import open_cube
-    from cloudfill.fill.series import fill_series, plan_fill
+    from cloudfill.fill.series import count_unfilled, fill_series, plan_fill
     from cloudfill.fill.writer import DateWriter, fingerprint
     from cloudfill.infer.synthesize import resolve_model
 
@@ -170,7 +180,16 @@ def run_fill_series(
             + ([True] if chain else []),  # unchained jobs keep their old fingerprints
         }
     )
-    writer = DateWriter(out, filled, job, inputs=[cube], overwrite=overwrite, resume=resume)
+    writer = DateWriter(
+        out,
+        filled,
+        job,
+        inputs=[cube],
+        overwrite=overwrite,
+        resume=resume,
+        window=window,
+        sums={"unfilled": count_unfilled},
+    )
 
     output: list[Any] = []  # the output's s2, opened once (lazily: reads happen at compute)
 

@@ -47,6 +47,7 @@ __all__ = [
     "INTERPOLATION_CONFIDENCE",
     "NO_HEAD_CONFIDENCE",
     "chained_cube",
+    "count_unfilled",
     "feather_weights",
     "fill_date",
     "fill_series",
@@ -105,6 +106,18 @@ def feather_weights(mask: xr.DataArray, width: int) -> xr.DataArray:
     else:
         out = _feather_block(data if is_cupy(data) else np.asarray(data), width)
     return mask.copy(data=out).rename("feather")
+
+
+def count_unfilled(filled: xr.Dataset) -> xr.DataArray:
+    """Unusable pixels left NaN per date (nothing to fill them with), from the result alone:
+    a filled ``s2`` pixel is NaN exactly where it was unusable and nothing was available, so
+    the count can be summed over any windows of the written output.
+
+    >>> s2 = xr.DataArray(np.array([[[[np.nan, 1.0]]]]), dims=("time", "band", "y", "x"))
+    >>> int(count_unfilled(xr.Dataset({"s2": s2}))[0])
+    1
+    """
+    return filled["s2"].isnull().any("band").sum(("y", "x")).astype("int64")
 
 
 def plan_fill(
@@ -416,8 +429,7 @@ def fill_series(
     out["reference_date"] = ("time", pd.DatetimeIndex(sub["reference_date"]).to_numpy())
     out["reference_chained"] = ("time", sub["reference_chained"].to_numpy(dtype=bool))
     out["cloud_fraction"] = ("time", sub["cloud_fraction"].to_numpy(dtype="float32"))
-    unfilled = (mask.sel(time=chosen) & out["s2"].isnull().any("band")).sum(("y", "x"))
-    out["unfilled"] = unfilled.astype("int64").assign_attrs(
+    out["unfilled"] = count_unfilled(out).assign_attrs(
         long_name="unusable pixels left NaN (nothing to fill them with)"
     )
     out.attrs = {**ds.attrs, "cloudfill_feather": feather, "cloudfill_threshold": cloud_threshold}

@@ -10,14 +10,17 @@ attrs: an existing output made by a different job is never touched unless ``over
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import dask
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -66,6 +69,18 @@ class DateWriter:
         False).
     resume
         Keep dates already recorded in an existing output of the same job.
+    window
+        A date is computed and written in windows at least this many pixels on a side, one
+        after another, so that memory does not grow with the scene (None: whole dates).
+        Windows are whole dask blocks (no block is computed twice) starting on zarr chunk
+        boundaries.
+    sums
+        Per-date variables that are sums over the pixels, each given as a function of the
+        written variables (of one window): they are summed window by window, computed with
+        the window's pixels, instead of computing the whole date once more.
+    chunks
+        Zarr chunks per dim, over :data:`~cloudfill.cube.zarr_io.DEFAULT_WRITE_CHUNKS`
+        (``dim`` always gets 1).
 
     Examples
     --------
@@ -89,11 +104,16 @@ class DateWriter:
         overwrite: bool = False,
         resume: bool = True,
         dim: str = "time",
+        window: int | None = 2048,
+        sums: Mapping[str, Callable[[xr.Dataset], Any]] | None = None,
+        chunks: Mapping[str, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.dim = dim
+        self.window = window
+        self.sums = dict(sums or {})
         self.job = job
-        self.chunks = {**DEFAULT_WRITE_CHUNKS, dim: 1}
+        self.chunks = {**DEFAULT_WRITE_CHUNKS, **(chunks or {}), dim: 1}
         self.n = template.sizes[dim]
         out = self.path.resolve()
         for source in inputs:
@@ -154,28 +174,87 @@ class DateWriter:
 
         Variables without ``dim`` were written at set-up and are skipped here.
         """
-        region_vars = [v for v in part.data_vars if self.dim in part[v].dims]
+        region_vars = [v for v in part.data_vars if self.dim in part[v].dims and v not in self.sums]
+        windows = self.windows(part)
         # The same layout as the skeleton: dask chunks must tile the zarr chunks.
         part = prepare_for_zarr(part, self.chunks)
         sub = part[region_vars].drop_vars(
             [c for c in part.coords if self.dim not in part[c].dims], errors="ignore"
         )
-        with warnings.catch_warnings():
-            # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
-            warnings.filterwarnings("ignore", message=".*dtype=object")
-            delayed = sub.to_zarr(
-                self.path,
-                region={self.dim: slice(index, index + 1)},
-                consolidated=False,
-                compute=compute is None,
+        run = compute or _compute
+        totals: dict[str, Any] = {}
+        for window in windows:
+            piece = sub.isel(window)
+            with warnings.catch_warnings():
+                # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
+                warnings.filterwarnings("ignore", message=".*dtype=object")
+                delayed = piece.to_zarr(
+                    self.path,
+                    region={self.dim: slice(index, index + 1), **window},
+                    consolidated=False,
+                    compute=False,
+                )
+            # One computation per window: the sums share the window's tasks with its write.
+            partial = {name: fn(piece).data for name, fn in self.sums.items()}
+            values = run(dask.delayed(_after_write)(delayed, partial))
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0) + np.asarray(value)
+        if totals:
+            sums = xr.Dataset(
+                {
+                    name: (part[name].dims, np.asarray(total, dtype=part[name].dtype))
+                    for name, total in totals.items()
+                }
             )
-        if compute is not None:
-            compute(delayed)
+            sums.to_zarr(self.path, region={self.dim: slice(index, index + 1)}, consolidated=False)
         marker = self._marker(index)
         tmp = marker.with_suffix(".tmp")
         payload = {"index": index, **(record or {})}
         tmp.write_text(json.dumps(payload, default=str))
         os.replace(tmp, marker)
+
+    def windows(self, part: xr.Dataset) -> list[dict[str, slice]]:
+        """The windows :meth:`write` computes ``part`` in (``[{}]``: all at once).
+
+        Along ``y`` and ``x``, cuts fall where every dask-backed variable has a block
+        boundary and a zarr chunk starts, once a window is ``window`` pixels long.
+
+        >>> import dask.array as da, xarray as xr, tempfile, pathlib
+        >>> v = xr.DataArray(da.zeros((1, 5000, 8), chunks=(1, 2048, 8)), dims=("time", "y", "x"))
+        >>> w = DateWriter(pathlib.Path(tempfile.mkdtemp()) / "o.zarr", v.to_dataset(name="a"), "j")
+        >>> w.windows(v.to_dataset(name="a"))
+        [{'y': slice(0, 2048, None)}, {'y': slice(2048, 5000, None)}]
+        """
+        per_dim = [[(dim, cut) for cut in self._cuts(part, dim)] for dim in ("y", "x")]
+        return [
+            dict(item for item in combo if item[1] is not None)
+            for combo in itertools.product(*per_dim)
+        ]
+
+    def _cuts(self, part: xr.Dataset, dim: str) -> list[slice | None]:
+        if self.window is None or dim not in part.dims:
+            return [None]
+        common: set[int] | None = None
+        for var in part.data_vars.values():
+            if dim in var.dims and var.chunks is not None:
+                ends = {int(e) for e in np.cumsum(var.chunks[var.dims.index(dim)])}
+                common = ends if common is None else common & ends
+        if not common:
+            return [None]
+        step = self.chunks.get(dim, DEFAULT_WRITE_CHUNKS[dim])
+        n = part.sizes[dim]
+        cuts = [0]
+        for end in sorted(common):
+            if end - cuts[-1] >= self.window and end % step == 0:
+                cuts.append(end)
+        if cuts[-1] != n:
+            if len(cuts) > 1:
+                cuts[-1] = n  # a short last window joins the one before
+            else:
+                cuts.append(n)
+        if len(cuts) == 2:
+            return [None]
+        return [slice(a, b) for a, b in itertools.pairwise(cuts)]
 
     def finalize(self) -> None:
         """Consolidate the store's metadata once every date is written (faster opening)."""
@@ -191,3 +270,12 @@ class DateWriter:
         """The records written with each date, as a table."""
         rows = [json.loads(self._marker(i).read_text()) for i in self.done()]
         return pd.DataFrame(rows)
+
+
+def _after_write(_written: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The window's sums, once its write is done (a task that depends on both)."""
+    return values
+
+
+def _compute(obj: Any) -> Any:
+    return obj.compute()
