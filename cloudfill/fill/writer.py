@@ -72,8 +72,9 @@ class DateWriter:
     window
         A date is computed and written in windows at least this many pixels on a side, one
         after another, so that memory does not grow with the scene (None: whole dates).
-        Windows are whole dask blocks (no block is computed twice) starting on zarr chunk
-        boundaries.
+        Windows end where every variable has a block boundary and a zarr chunk starts, so
+        no output block is computed twice (the input chunks that blocks at a window's edge
+        read as their halo are).
     sums
         Per-date variables that are sums over the pixels, each given as a function of the
         written variables (of one window): they are summed window by window, computed with
