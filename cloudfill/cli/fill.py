@@ -203,7 +203,10 @@ def run_fill_series(
         if not output:
             import xarray as xr
 
-            output.append(xr.open_zarr(out, consolidated=False)["s2"])
+            from cloudfill.cube.zarr_io import quiet_markers
+
+            with quiet_markers():
+                output.append(xr.open_zarr(out, consolidated=False)["s2"])
         return output[0].isel(time=i, drop=True)
 
     pending = writer.pending()

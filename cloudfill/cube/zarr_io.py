@@ -10,13 +10,14 @@ a half-written cube under the requested name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ from cloudfill.cube.schema import conform
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
 __all__ = ["DEFAULT_WRITE_CHUNKS", "open_cube", "write_cube"]
+
+#: Folder inside an output store where the resumable writer keeps its per-date markers.
+MARKER_DIR = ".cloudfill-done"
+
+
+@contextlib.contextmanager
+def quiet_markers() -> Iterator[None]:
+    """Silence zarr's warning that :data:`MARKER_DIR` is not part of the hierarchy (it is
+    cloudfill's own bookkeeping, not data)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f"Object at {MARKER_DIR} is not recognized")
+        yield
+
 
 DEFAULT_WRITE_CHUNKS: dict[str, int] = {
     "time": 1,
@@ -83,7 +97,8 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
     try:
         # decode_coords="all" turns the grid-mapping variable (spatial_ref) back into a
         # coordinate, which is where rioxarray looks for the CRS.
-        ds = xr.open_zarr(location, chunks=None, decode_coords="all")
+        with quiet_markers():
+            ds = xr.open_zarr(location, chunks=None, decode_coords="all")
         if chunks is None:
             ds = ds.load()
         else:
@@ -91,7 +106,10 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
             # text variables (coordinates, per-date provenance) are small, so they are read
             # into memory instead.
             text = [n for n, c in ds.variables.items() if c.dtype.kind not in "biufcmM"]
-            lazy = xr.open_zarr(location, chunks=chunks, decode_coords="all", drop_variables=text)
+            with quiet_markers():
+                lazy = xr.open_zarr(
+                    location, chunks=chunks, decode_coords="all", drop_variables=text
+                )
             coords = [n for n in text if n in ds.coords]
             lazy = lazy.assign_coords({n: ds[n].load() for n in coords})
             ds = lazy.assign({n: ds[n].load() for n in text if n not in ds.coords})

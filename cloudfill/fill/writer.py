@@ -24,12 +24,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cloudfill.cube.zarr_io import DEFAULT_WRITE_CHUNKS, prepare_for_zarr
+from cloudfill.cube.zarr_io import (
+    DEFAULT_WRITE_CHUNKS,
+    MARKER_DIR,
+    prepare_for_zarr,
+    quiet_markers,
+)
 from cloudfill.errors import OutputError
 
 __all__ = ["DateWriter", "fingerprint"]
 
-_MARKERS = ".cloudfill-done"
+_MARKERS = MARKER_DIR
 
 
 def fingerprint(payload: Any) -> str:
@@ -136,7 +141,8 @@ class DateWriter:
 
     def _existing_job(self) -> str | None:
         try:
-            attrs = xr.open_zarr(self.path, consolidated=False).attrs
+            with quiet_markers():
+                attrs = xr.open_zarr(self.path, consolidated=False).attrs
         except Exception:
             return None
         return attrs.get("cloudfill_job")
@@ -186,7 +192,7 @@ class DateWriter:
         totals: dict[str, Any] = {}
         for window in windows:
             piece = sub.isel(window)
-            with warnings.catch_warnings():
+            with quiet_markers(), warnings.catch_warnings():
                 # Per-date text provenance is tiny; xarray loads it to pick a string dtype.
                 warnings.filterwarnings("ignore", message=".*dtype=object")
                 delayed = piece.to_zarr(
@@ -207,7 +213,10 @@ class DateWriter:
                     for name, total in totals.items()
                 }
             )
-            sums.to_zarr(self.path, region={self.dim: slice(index, index + 1)}, consolidated=False)
+            with quiet_markers():
+                sums.to_zarr(
+                    self.path, region={self.dim: slice(index, index + 1)}, consolidated=False
+                )
         marker = self._marker(index)
         tmp = marker.with_suffix(".tmp")
         payload = {"index": index, **(record or {})}
@@ -262,7 +271,7 @@ class DateWriter:
         if not self.pending():
             import zarr
 
-            with warnings.catch_warnings():
+            with quiet_markers(), warnings.catch_warnings():
                 # Consolidated metadata is not in the zarr v3 spec yet; zarr-python reads it.
                 warnings.filterwarnings("ignore", message="Consolidated metadata")
                 zarr.consolidate_metadata(str(self.path))
