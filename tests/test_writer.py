@@ -136,30 +136,47 @@ def test_sums_are_counted_per_window_with_each_block_computed_once(tmp_path: Pat
     xr.testing.assert_identical(out["s2"].load().drop_attrs(), ds["s2"].load().drop_attrs())
 
 
-def test_windowed_fill_equals_whole_dates(scene: xr.Dataset, tiny_model, tmp_path: Path) -> None:
+def test_windowed_fill_equals_whole_dates(
+    scene: xr.Dataset, tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudfill.infer.synthesize as synthesize_module
     from cloudfill.fill.series import count_unfilled, fill_series
 
+    calls: list[int] = []
+    block = synthesize_module._synthesize_block
+
+    def counted(x, block_info=None, **kwargs):
+        calls.append(1)
+        return block(x, block_info=block_info, **kwargs)
+
+    monkeypatch.setattr(synthesize_module, "_synthesize_block", counted)
     # A corner with nothing usable on any date (no S2, no S1): pixels left NaN to count.
     corner = xr.zeros_like(scene.dem, dtype=bool)
     corner[80:, 80:] = True
     cube = scene.assign(s2=scene.s2.where(~corner), s1=scene.s1.where(~corner))
-    cube = cube.chunk({"time": 1, "s1_time": 1, "y": 48, "x": 48})
-    filled = fill_series(cube, tiny_model, tile=32, feather=4, min_block=0)
+    # Inference blocks (4 tiles of 16 px: 64 + 32) larger than the cube's 24 px chunks.
+    cube = cube.chunk({"time": 1, "s1_time": 1, "y": 24, "x": 24})
+    filled = fill_series(cube, tiny_model, tile=16, feather=4)
+    assert filled["s2"].chunks[2:] == ((64, 32), (64, 32))
     expected = filled["unfilled"].values
     assert expected.sum() > 0
-    outs = {}
-    for window in (None, 48):
+    outs, counts = {}, {}
+    for window in (None, 32):
         w = DateWriter(
             tmp_path / f"{window}.zarr",
             filled,
             job="j",
             window=window,
-            chunks={"y": 48, "x": 48},
+            chunks={"y": 32, "x": 32},
             sums={"unfilled": count_unfilled},
         )
         assert len(w.windows(filled.isel(time=[0]))) == (4 if window else 1)
+        calls.clear()
         for i in w.pending():
             w.write(filled.isel(time=[i]), i)
+        counts[window] = len(calls)
         outs[window] = xr.open_zarr(tmp_path / f"{window}.zarr", consolidated=False).load()
-    xr.testing.assert_identical(outs[None], outs[48])
-    np.testing.assert_array_equal(outs[48]["unfilled"].values, expected)
+    xr.testing.assert_identical(outs[None], outs[32])
+    np.testing.assert_array_equal(outs[32]["unfilled"].values, expected)
+    # Windows never split an inference block: the model runs on each block once either way.
+    assert counts[32] == counts[None] > 0

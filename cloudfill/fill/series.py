@@ -222,6 +222,7 @@ def fill_date(
     method = plan_row["method"]
     interp = linear_interpolation(ds, date, mask=full_mask)
     interp_conf = full_like(unusable, INTERPOLATION_CONFIDENCE, dtype="float32")
+    blocks = None
     if method == "synthesize":
         from cloudfill.infer.synthesize import synthesize_with_scale
 
@@ -243,6 +244,7 @@ def fill_date(
             **synth_kwargs,
         )
         candidate = syn.mean.drop_vars("time", errors="ignore")
+        blocks = {d: candidate.chunksizes[d] for d in ("y", "x")} if candidate.chunks else None
         if syn.scale is not None:
             conf = _confidence_from_scale(syn.scale.drop_vars("time", errors="ignore"))
         else:
@@ -271,13 +273,19 @@ def fill_date(
     confidence = confidence.where(~unusable | available, zero)
     filled = unusable & available
     drop = [c for c in ("time",) if c in s2.coords]
-    return xr.Dataset(
+    out = xr.Dataset(
         {
             "s2": s2.drop_vars(drop).transpose("band", "y", "x"),
             "filled": filled.drop_vars(drop, errors="ignore"),
             "confidence": confidence.drop_vars(drop, errors="ignore"),
         }
     )
+    if blocks:
+        # Chunked like the inference blocks (the blend above refines them to the input's
+        # chunks): a writer cutting between chunks then never splits a block, which would
+        # run the model on it once per piece.
+        out = out.chunk(blocks)
+    return out
 
 
 def fill_series(
@@ -415,6 +423,12 @@ def fill_series(
         parts[date] = part
         if chains:
             sources[date] = part["s2"] if done is None else done
+    # One spatial chunking for every date, the inference blocks' where a date is synthesized:
+    # concatenating different chunkings would refine them all to the finest.
+    synthesized = [d for d in chosen if plan.loc[d, "method"] == "synthesize"]
+    if synthesized and parts[synthesized[0]].chunks:
+        blocks = {d: parts[synthesized[0]].chunksizes[d] for d in ("y", "x")}
+        parts = {d: part.chunk(blocks) for d, part in parts.items()}
     out = xr.concat([parts[d] for d in chosen], dim=pd.Index(chosen, name="time"))
     out["s2"] = out["s2"].transpose("time", "band", "y", "x")
     out["s2"].attrs = dict(ds["s2"].attrs)

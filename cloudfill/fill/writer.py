@@ -183,6 +183,18 @@ class DateWriter:
         """
         region_vars = [v for v in part.data_vars if self.dim in part[v].dims and v not in self.sums]
         windows = self.windows(part)
+        if len(windows) > 1:
+            whole = [
+                v
+                for v in region_vars
+                if part[v].chunks is not None and not {"y", "x"} & set(part[v].dims)
+            ]
+            if whole:
+                warnings.warn(
+                    f"{whole[0]!r} has no y/x dims: it is computed whole with every window "
+                    "(give it in sums=, or window=None)",
+                    stacklevel=2,
+                )
         # The same layout as the skeleton: dask chunks must tile the zarr chunks.
         part = prepare_for_zarr(part, self.chunks)
         sub = part[region_vars].drop_vars(
@@ -251,8 +263,11 @@ class DateWriter:
                 common = ends if common is None else common & ends
         if not common:
             return [None]
-        step = self.chunks.get(dim, DEFAULT_WRITE_CHUNKS[dim])
         n = part.sizes[dim]
+        step = self.chunks.get(dim, DEFAULT_WRITE_CHUNKS[dim])
+        step = n if step <= 0 else min(step, n)  # <= 0: one zarr chunk along dim
+        if step == n:
+            return [None]
         cuts = [0]
         for end in sorted(common):
             if end - cuts[-1] >= self.window and end % step == 0:
