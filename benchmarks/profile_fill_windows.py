@@ -3,7 +3,7 @@
 Runs ``cloudfill fill-series``'s job (:func:`cloudfill.cli.fill.run_fill_series`) on one
 synthesized date of a zarr cube and samples the process's RSS every 50 ms, printing the peak
 of each computed window (``--window``, 0: whole dates) and the process's ``ru_maxrss``.
-The cube (simulated, 6 dates, 512 px chunks) is written on the first call and reused.
+The cube (simulated, 6 dates, 512 px chunks) is written once, by a child process, and reused.
 
     python benchmarks/profile_fill_windows.py 4096            # windows of 2048 px
     python benchmarks/profile_fill_windows.py 8192 --window 0 # whole dates
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -46,9 +48,12 @@ def main() -> None:
     from cloudfill.cli.fill import run_fill_series
 
     cube = args.cube or Path(tempfile.gettempdir()) / f"cube{args.size}.zarr"
-    if not cube.exists():
-        ds = cloudfill.simulate_scene((args.size, args.size), dates=6, seed=11, chunks=512)
-        cloudfill.write_cube(ds, cube)
+    if not cube.exists():  # in a child process, so its memory is not measured here
+        script = (
+            "import cloudfill, sys; cloudfill.write_cube(cloudfill.simulate_scene("
+            f"({args.size}, {args.size}), dates=6, seed=11, chunks=512), sys.argv[1])"
+        )
+        subprocess.run([sys.executable, "-c", script, str(cube)], check=True)
     peak = [0.0]
 
     def sample() -> None:
