@@ -79,15 +79,27 @@ def cuda():
     return cupy
 
 
+def _chunked_as(ds: xr.Dataset, chunks: dict[str, int], convert) -> xr.Dataset:
+    """``ds`` chunked with dask, every data variable's chunks passed through ``convert``."""
+    lazy = ds.chunk(chunks)
+    return lazy.assign(
+        {
+            name: var.copy(
+                data=var.data.map_blocks(
+                    convert, meta=convert(np.empty((0,) * var.ndim, var.dtype))
+                )
+            )
+            for name, var in lazy.items()
+        }
+    )
+
+
 def on_cupy(ds: xr.Dataset, chunks: dict[str, int]) -> xr.Dataset:
     """``ds`` chunked with dask, every data variable's chunks moved to the GPU (CuPy): the
     cube a GPU user hands to cloudfill (coords stay NumPy, as xarray keeps them)."""
     import cupy
 
-    lazy = ds.chunk(chunks)
-    return lazy.assign(
-        {name: var.copy(data=var.data.map_blocks(cupy.asarray)) for name, var in lazy.items()}
-    )
+    return _chunked_as(ds, chunks, cupy.asarray)
 
 
 class StrictChunk(np.ndarray):
@@ -143,21 +155,7 @@ def _strict(out):
 
 def on_strict_chunks(ds: xr.Dataset, chunks: dict[str, int]) -> xr.Dataset:
     """``ds`` chunked with dask, every data variable in :class:`StrictChunk` chunks."""
-
-    def convert(block: np.ndarray) -> StrictChunk:
-        return np.asarray(block).view(StrictChunk)
-
-    lazy = ds.chunk(chunks)
-    return lazy.assign(
-        {
-            name: var.copy(
-                data=var.data.map_blocks(
-                    convert, meta=convert(np.empty((0,) * var.ndim, var.dtype))
-                )
-            )
-            for name, var in lazy.items()
-        }
-    )
+    return _chunked_as(ds, chunks, lambda block: np.asarray(block).view(StrictChunk))
 
 
 def make_tiny_model(

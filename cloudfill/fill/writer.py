@@ -34,8 +34,6 @@ from cloudfill.errors import OutputError
 
 __all__ = ["DateWriter", "fingerprint"]
 
-_MARKERS = MARKER_DIR
-
 
 def fingerprint(payload: Any) -> str:
     """A stable short hash of a JSON-serialisable description of a job.
@@ -156,11 +154,11 @@ class DateWriter:
         skeleton.attrs = {**skeleton.attrs, "cloudfill_job": self.job}
         # compute=False writes coordinates, attrs and array metadata, no pixel data.
         skeleton.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3)
-        (tmp / _MARKERS).mkdir()
+        (tmp / MARKER_DIR).mkdir()
         os.replace(tmp, self.path)
 
     def _marker(self, index: int) -> Path:
-        return self.path / _MARKERS / f"{index:06d}.json"
+        return self.path / MARKER_DIR / f"{index:06d}.json"
 
     def done(self) -> list[int]:
         """Indices along ``dim`` already written and recorded."""

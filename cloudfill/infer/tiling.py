@@ -243,9 +243,10 @@ def blend_tiles(
 
 def _cut(image: np.ndarray, y: int, x: int, ty: int, tx: int) -> np.ndarray:
     """A (channels, ty, tx) window at local (y, x), reflect-padded where the image is short."""
+    xp = namespace(image)
     win = image[:, y : y + ty, x : x + tx]
     pad_y, pad_x = ty - win.shape[1], tx - win.shape[2]
     if pad_y or pad_x:
         # Only images smaller than one tile get here (tiles never leave a larger image).
-        win = namespace(win).pad(win, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
-    return namespace(win).ascontiguousarray(win)
+        win = xp.pad(win, ((0, 0), (0, pad_y), (0, pad_x)), mode="symmetric")
+    return xp.ascontiguousarray(win)

@@ -36,7 +36,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from cloudfill._backend import is_cupy, namespace, to_numpy
+from cloudfill._backend import namespace, to_numpy
 from cloudfill.errors import BandError, MissingVariableError, ParameterError
 
 __all__ = [
@@ -149,10 +149,7 @@ def _statistics_source(ds: xr.Dataset, name: str) -> tuple[xr.DataArray, bool]:
 def _block_histogram(block: Any, bins: int, low: float, high: float) -> np.ndarray:
     # Integer ``bins`` with a range take numpy's fast equal-width path (``da.histogram`` passes
     # bin edges, which is slower and which CuPy does not accept from NumPy).
-    if is_cupy(block):
-        counts = to_numpy(namespace(block).histogram(block, bins, range=(low, high))[0])
-    else:
-        counts, _ = np.histogram(block, bins, range=(low, high))
+    counts = to_numpy(namespace(block).histogram(block, bins, range=(low, high))[0])
     return counts.astype(np.int64).reshape((1,) * block.ndim + (bins,))
 
 
