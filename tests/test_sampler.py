@@ -137,13 +137,15 @@ def test_patches_equal_direct_slices(
         assert (target.numpy()[:, ~truth_valid] == 0).all()
 
 
+@pytest.mark.parametrize("mode", ["composite", "blend"])
 def test_composite_patches_equal_the_inference_condition(
-    cube: xr.Dataset, index: PatchIndex
+    cube: xr.Dataset, index: PatchIndex, mode: str
 ) -> None:
     data = build_index(
-        cube, "SOD", SIZE, 8, block_size=SIZE * 2, seed=3, stats=index.stats, reference="composite"
+        cube, "SOD", SIZE, 8, block_size=SIZE * 2, seed=3, stats=index.stats, reference=mode
     )
-    assert data.config["reference"] == "composite"
+    assert data.config["reference"] == mode
+    s1_times = pd.DatetimeIndex(cube.s1_time.values)
     dataset = data.dataset("train", augment=False)
     despeckled = cube.cloudfill.despeckle(5)
     mask = cloud_mask(cube)
@@ -164,6 +166,11 @@ def test_composite_patches_equal_the_inference_condition(
             reference_date=row.reference_date,
             reference_dates=wanted,
             mask=mask,
+            reference_s1_dates=(
+                [s1_times[np.argmin(np.abs(s1_times - d))] for d in wanted]
+                if mode == "blend"
+                else None
+            ),
         )
         window = full.isel(y=slice(row.y0, row.y0 + SIZE), x=slice(row.x0, row.x0 + SIZE))
         condition = dataset[i][0].numpy()

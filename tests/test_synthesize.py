@@ -141,19 +141,50 @@ def _nearest_clear(ds: xr.Dataset, date: pd.Timestamp, earlier_only: bool) -> np
     return out
 
 
-@pytest.mark.parametrize(("mode", "index"), [("date", 1), ("composite", 3)])
+def _blend(ds: xr.Dataset, date: pd.Timestamp, despeckle: int) -> np.ndarray:
+    """The blend reference from first principles: every other date within 120 days with its
+    nearest S1 (within 6 days, despeckled as the model does), through the float64 formula."""
+    from tests.test_condition import blend_brute_force
+
+    times = pd.DatetimeIndex(ds.time.values)
+    s1_times = pd.DatetimeIndex(ds.s1_time.values)
+    s1 = ds.cloudfill.despeckle(despeckle).s1.values
+    mask = ds.cloudfill.cloud_mask().values
+
+    def radar(when: pd.Timestamp) -> np.ndarray | None:
+        gaps = np.abs(s1_times - when)
+        j = int(np.argmin(gaps))
+        return s1[j] if gaps[j] <= pd.Timedelta(days=6) else None
+
+    others = [k for k in range(len(times)) if times[k] != date]
+    others = [k for k in others if abs(times[k] - date) <= pd.Timedelta(days=120)]
+    return blend_brute_force(
+        [ds.s2.values[k] for k in others],
+        [mask[k] for k in others],
+        [(times[k] - date) / pd.Timedelta(days=1) for k in others],
+        [radar(times[k]) for k in others],
+        radar(date),
+    )
+
+
+@pytest.mark.parametrize(("mode", "index"), [("date", 1), ("composite", 3), ("blend", 3)])
 def test_untrained_skip_model_returns_its_reference(
     scene: xr.Dataset, mode: str, index: int
 ) -> None:
     # The reference skip with a silent head outputs its reference, so synthesize shows
-    # exactly which reference each mode builds: one clear date, or each pixel's nearest
-    # clear observation (earlier or later).
+    # exactly which reference each mode builds: one clear date, each pixel's nearest clear
+    # observation (earlier or later), or the S1-weighted blend of both sides.
     model = make_tiny_model(scene, reference_mode=mode)
     date = pd.Timestamp(scene.time.values[index])
     out = synthesize(scene, date, model, tile=32)
     if mode == "composite":
         expected = _nearest_clear(scene, date, earlier_only=False)
         assert out.attrs["reference_dates"].count(",") >= 1
+    elif mode == "blend":
+        expected = _blend(scene, date, model.card.training["despeckle_size"])
+        # Not the composite (by far more than the tolerance below): the blend mixes both
+        # sides, though on this scene the radar mostly picks one.
+        assert np.nanmax(np.abs(expected - _nearest_clear(scene, date, False))) > 1e-4
     else:
         ref = pd.Timestamp(out.attrs["reference_date"])
         unusable = scene.cloudfill.cloud_mask().sel(time=ref).values

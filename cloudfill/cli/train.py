@@ -63,8 +63,10 @@ def train_command(
     ),
     reference: str = typer.Option(
         "date",
-        help="SO/SOD reference image: 'date' (one clear earlier date, the paper's rule) or "
-        "'composite' (each pixel's nearest clear observation, earlier or later).",
+        help="SO/SOD reference image: 'date' (one clear earlier date, the paper's rule), "
+        "'composite' (each pixel's nearest clear observation, earlier or later) or 'blend' "
+        "(the nearest clear observations before and after, weighted by time and by how "
+        "alike their S1 is to the target's).",
     ),
     ema: float | None = typer.Option(
         None,

@@ -29,7 +29,9 @@ from cloudfill.model.variants import DEM_CHANNEL, REFERENCE_CHANNELS, get_varian
 from cloudfill.preprocess.normalise import NormStats
 
 __all__ = [
+    "BLEND_TAU_DB",
     "assemble_condition",
+    "blend_reference",
     "composite_reference",
     "condition_stack",
     "denormalise_bands",
@@ -121,6 +123,113 @@ def composite_reference(images: Sequence[Any], unusable: Sequence[Any]) -> Any:
     return out
 
 
+BLEND_TAU_DB = 3.0
+"""Scale (dB) of the S1 distance in :func:`blend_reference`: a side whose despeckled VV/VH
+differ from the target's by ``tau`` (Euclidean, dB) loses a factor ``exp(-1/2)`` of weight.
+Chosen on the default model's training cube (benchmarks/RESULTS.md, "Blend reference and
+same-date adjustment"): 2 dB followed the radar's weather too closely, 4 dB gained less."""
+
+
+def _nearest_side(
+    images: Sequence[Any],
+    unusable: Sequence[Any],
+    s1: Sequence[Any],
+    days: Sequence[float],
+    order: Sequence[int],
+) -> tuple[Any, Any, Any] | None:
+    """Per pixel, the first usable image of ``order`` (nearest first), how many days away it
+    is and the S1 at its date; None without candidates."""
+    value = age = radar = None
+    nan = np.float32(np.nan)
+    for k in reversed(order):
+        ok = ~unusable[k] & ~np.isnan(images[k]).any(axis=0)
+        value = np.where(ok[None], images[k], nan if value is None else value)
+        age = np.where(ok, np.float32(days[k]), nan if age is None else age)
+        radar = np.where(ok[None], s1[k], nan if radar is None else radar)
+    return None if value is None else (value, age, radar)
+
+
+def blend_reference(
+    images: Sequence[Any],
+    unusable: Sequence[Any],
+    offsets: Sequence[float],
+    s1: Sequence[Any | None],
+    s1_target: Any,
+    *,
+    tau: float = BLEND_TAU_DB,
+) -> Any:
+    """Per pixel, the nearest clear observations before and after the target, weighted by
+    time and by how much their S1 resembles the target's.
+
+    The reference of a ``"blend"`` model. With ``b``/``a`` the nearest usable values before
+    and after (``db``/``da`` days away) and ``sb``/``sa`` the despeckled VV/VH (dB) at their
+    dates, the weight of ``b`` is the posterior of a two-state choice::
+
+        w = da / (db + da) * exp(-|s - sb|^2 / (2 tau^2))   (normalised against the same for a)
+
+    so with similar radar it is linear temporal interpolation, and where the radar shows the
+    target looking like one side (a harvest, a green-up) that side wins. A pixel with a
+    value on one side only takes it; where either side lacks S1 the weight is the time
+    weight alone; with no usable value on either side the pixel is NaN. NumPy-API only
+    (numpy, cupy and dask alike).
+
+    Parameters
+    ----------
+    images
+        (band, y, x) S2 images of the candidate dates, NaN where missing.
+    unusable
+        (y, x) masks of the candidates (True = cloud or no data).
+    offsets
+        Days from the target to each candidate, negative before it; none may be 0.
+    s1
+        (pol, y, x) despeckled S1 in dB at each candidate's date, or None where there is no
+        S1 acquisition near it.
+    s1_target
+        (pol, y, x) despeckled S1 in dB at the target's S1 date.
+    tau
+        S1 distance scale in dB (:data:`BLEND_TAU_DB`).
+
+    Examples
+    --------
+    >>> before = np.full((1, 1, 2), 0.1, "float32")
+    >>> after = np.full((1, 1, 2), 0.3, "float32")
+    >>> radar = [np.array([[[-10.0, -10.0]]], "float32"), np.array([[[-10.0, -20.0]]], "float32")]
+    >>> clear = np.zeros((1, 2), bool)
+    >>> out = blend_reference([before, after], [clear, clear], [-10, 10], radar, radar[0])
+    >>> out.astype(float).round(2).tolist()  # left: same radar, an even mix; right: looks "before"
+    [[[0.2, 0.1]]]
+    """
+    n = len(images)
+    if n == 0 or not (len(unusable) == len(offsets) == len(s1) == n):
+        raise ParameterError("blend_reference needs one mask, offset and S1 per image (>= 1)")
+    if any(o == 0 for o in offsets):
+        raise ParameterError("blend_reference: a candidate lies on the target date")
+    if not tau > 0:
+        raise ParameterError(f"blend_reference: tau must be positive, got {tau}")
+    nan_radar = s1_target * np.float32(np.nan)
+    radar = [nan_radar if r is None else r for r in s1]
+    sides = []
+    for sign in (-1, 1):
+        order = sorted((k for k in range(n) if np.sign(offsets[k]) == sign),
+                       key=lambda k: abs(offsets[k]))  # fmt: skip
+        side = _nearest_side(images, unusable, radar, [abs(o) for o in offsets], order)
+        if side is not None:
+            sides.append(side)
+    if len(sides) == 1:
+        return sides[0][0].astype("float32")
+    (before, days_b, s1_b), (after, days_a, s1_a) = sides
+    dist_b = ((s1_target - s1_b) ** 2).sum(axis=0)
+    dist_a = ((s1_target - s1_a) ** 2).sum(axis=0)
+    # Log-odds of "before": time prior plus the S1 likelihood ratio (0 where S1 is missing).
+    radar_term = (dist_a - dist_b) / np.float32(2 * tau * tau)
+    radar_term = np.where(np.isnan(radar_term), np.float32(0), radar_term)
+    logit = np.log(days_a) - np.log(days_b) + radar_term
+    weight = 1 / (1 + np.exp(-np.clip(logit, -30, 30)))
+    mixed = after + (before - after) * weight[None]
+    out = np.where(np.isnan(before), after, np.where(np.isnan(after), before, mixed))
+    return out.astype("float32")
+
+
 def assemble_condition(
     stats: NormStats,
     variant: str,
@@ -183,6 +292,7 @@ def condition_stack(
     reference_mask: xr.DataArray | None = None,
     reference_dates: Sequence[Any] | None = None,
     mask: xr.DataArray | None = None,
+    reference_s1_dates: Sequence[Any] | None = None,
 ) -> xr.DataArray:
     """The lazy condition stack (channel, y, x) of ``variant`` for target ``date``.
 
@@ -190,7 +300,9 @@ def condition_stack(
     at ``s1_date`` and the reference S2 at ``reference_date`` with ``reference_mask`` (True =
     unusable) set to NaN, hence to 0 after normalisation. With ``reference_dates`` (a
     ``"composite"`` model) the reference is instead :func:`composite_reference` of those
-    dates, most preferred first, masked by ``mask`` (time, y, x).
+    dates, most preferred first, masked by ``mask`` (time, y, x). With
+    ``reference_s1_dates`` too (a ``"blend"`` model: per reference date, its S1 date in
+    ``ds`` or None) it is :func:`blend_reference` of those dates.
     """
     spec = get_variant(variant)
     s1 = ds["s1"].sel(s1_time=pd.Timestamp(s1_date)).transpose("pol", "y", "x")
@@ -207,10 +319,24 @@ def condition_stack(
                 raise ParameterError("a composite reference needs the cloud mask")
             stamps = [pd.Timestamp(d) for d in reference_dates]
             s2 = ds["s2"].sel(band=list(BANDS)).transpose("time", "band", "y", "x")
-            reference = composite_reference(
-                [s2.sel(time=d).data for d in stamps],
-                [mask.sel(time=d).transpose("y", "x").data for d in stamps],
-            )
+            images = [s2.sel(time=d).data for d in stamps]
+            unusable = [mask.sel(time=d).transpose("y", "x").data for d in stamps]
+            if reference_s1_dates is None:
+                reference = composite_reference(images, unusable)
+            else:
+                units = ds["s1"].attrs.get("units")
+
+                def radar(when: Any) -> Any:
+                    one = ds["s1"].sel(s1_time=pd.Timestamp(when), pol=list(POLS))
+                    return s1_to_units(one.transpose("pol", "y", "x").data, units, "dB")
+
+                reference = blend_reference(
+                    images,
+                    unusable,
+                    [(d - pd.Timestamp(date)) / pd.Timedelta(days=1) for d in stamps],
+                    [None if w is None or pd.isna(w) else radar(w) for w in reference_s1_dates],
+                    radar(s1_date),
+                )
         else:
             ref = ds["s2"].sel(time=pd.Timestamp(reference_date)).sel(band=list(BANDS))
             if reference_mask is not None:

@@ -223,7 +223,8 @@ def synthesize_with_scale(
         raise ParameterError("the model card has no normalisation statistics; retrain or re-save")
     stats = NormStats.from_dict(card.normalisation)
     date = pd.Timestamp(date)
-    composite = cf.variant.uses_reference and card.reference_mode == "composite"
+    composite = cf.variant.uses_reference and card.reference_mode in ("composite", "blend")
+    blend = composite and card.reference_mode == "blend"
     if fractions is None and (s1_date is None or composite):
         fractions = cloud_fractions(ds)  # one pass over the mask serves every use below
     if s1_date is None:
@@ -239,22 +240,28 @@ def synthesize_with_scale(
         )
         reference_date = picked_ref if reference_date is None else reference_date
     s1_date = pd.Timestamp(s1_date)
-    size = int((card.training or {}).get("despeckle_size", DEFAULT_DESPECKLE))
-    one = ds[["s1"]].sel(s1_time=[s1_date])
-    s1_ds = despeckle(one, size=size) if size else one
-    # Drop the full S1 time axis too, or the one-date S1 would be re-aligned onto it.
-    cube = ds.drop_vars(["s1", "s1_time"], errors="ignore").assign(s1=s1_ds["s1"])
-    ref_dates, mask, has_reference = None, None, None
+    ref_dates, ref_s1_dates, mask, has_reference = None, None, None, None
+    s1_wanted = [s1_date]
     if reference_date is not None and cf.variant.uses_reference:
         used = [pd.Timestamp(reference_date)]
         if composite:
             ref_dates = used = _composite_dates(ds, date, reference_date, max_ref_age, fractions)
+        if blend:
+            s1_times = pd.DatetimeIndex(ds["s1_time"].values)
+            gap = pd.Timedelta(days=max_s1_gap)
+            ref_s1_dates = [nearest_s1(s1_times, d, gap)[0] for d in ref_dates]
+            s1_wanted += sorted({d for d in ref_s1_dates if not pd.isna(d)} - {s1_date})
         # The mask of the source dates serves the condition stack and ``has_reference``:
         # where no source date has a usable value the generator would see only S1 (and the
         # DEM), which it was never trained on, so those pixels are left NaN below.
         mask = cloud_mask(ds.sel(time=used))
         usable = ~mask & ds["s2"].sel(time=used).notnull().all("band")
         has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
+    size = int((card.training or {}).get("despeckle_size", DEFAULT_DESPECKLE))
+    some = ds[["s1"]].sel(s1_time=s1_wanted)
+    s1_ds = despeckle(some, size=size) if size else some
+    # Drop the full S1 time axis too, or the selected S1 would be re-aligned onto it.
+    cube = ds.drop_vars(["s1", "s1_time"], errors="ignore").assign(s1=s1_ds["s1"])
     condition = condition_stack(
         cube,
         date,
@@ -265,13 +272,14 @@ def synthesize_with_scale(
         reference_mask=None if mask is None or composite else mask.isel(time=0),
         reference_dates=ref_dates,
         mask=mask,
+        reference_s1_dates=ref_s1_dates,
     )
     # No data in S1 (or, for SO/SOD, no usable reference value: the generator was never
     # trained without one) means nothing to condition on: those pixels stay empty, never
     # invented; fill_series interpolates them. The mask rides along as a last channel so
     # each block task consumes it with its inputs: as a separate branch joined at the end,
     # dask ran it for every block up front, and memory grew with the area.
-    valid = ~np.isnan(cube["s1"].isel(s1_time=0)).any("pol")
+    valid = ~np.isnan(cube["s1"].sel(s1_time=s1_date)).any("pol")
     if has_reference is not None:
         valid = valid & has_reference
     valid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])

@@ -27,10 +27,15 @@ __all__ = ["FORMAT_VERSION", "REFERENCE_DIRECTIONS", "REFERENCE_MODES", "ModelCa
 
 FORMAT_VERSION: int = 1
 
-REFERENCE_DIRECTIONS: dict[str, str] = {"date": "earlier", "composite": "nearest"}
+REFERENCE_DIRECTIONS: dict[str, str] = {
+    "date": "earlier",
+    "composite": "nearest",
+    "blend": "nearest",
+}
 """Per reference mode, which side of the target its source dates may lie on (a
 :func:`~cloudfill.fill.pairs.pairs` direction): the paper's single date is earlier, a
-composite takes each pixel's nearest clear observation, earlier or later."""
+composite takes each pixel's nearest clear observation, earlier or later, and a blend the
+nearest on each side."""
 
 REFERENCE_MODES: tuple[str, ...] = tuple(REFERENCE_DIRECTIONS)
 """How an SO/SOD model's reference image is built (see :attr:`ModelCard.reference_mode`)."""
@@ -80,8 +85,10 @@ class ModelCard:
         :class:`~cloudfill.model.generator.Generator`).
     reference_mode
         How the reference image of SO/SOD models is built: ``"date"`` (one clear date, the
-        paper's setting) or ``"composite"`` (each pixel's nearest clear observation; see
-        :func:`cloudfill.infer.condition.composite_reference`). Inference uses the mode the
+        paper's setting), ``"composite"`` (each pixel's nearest clear observation; see
+        :func:`cloudfill.infer.condition.composite_reference`) or ``"blend"`` (the nearest
+        clear observations before and after, weighted by time and S1 similarity; see
+        :func:`cloudfill.infer.condition.blend_reference`). Inference uses the mode the
         model was trained with.
     input_channels
         Input channel names in stack order; derived from the variant when omitted.
@@ -168,7 +175,7 @@ class ModelCard:
     @property
     def reference_direction(self) -> str:
         """Which side of the target the reference may come from (a :func:`pairs` direction):
-        ``"nearest"`` for composites (the nearest clear observation, earlier or later),
+        ``"nearest"`` for composites and blends (clear observations earlier or later),
         ``"earlier"`` for single dates (the paper's rule)."""
         return REFERENCE_DIRECTIONS[self.reference_mode]
 

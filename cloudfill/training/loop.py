@@ -536,7 +536,9 @@ def train(
         Patches per forward pass when scoring validation / test patches.
     reference
         How SO/SOD references are built: ``"date"`` (one clear earlier date, the paper's
-        rule) or ``"composite"`` (each pixel's nearest clear observation); recorded in the
+        rule), ``"composite"`` (each pixel's nearest clear observation) or ``"blend"`` (the
+        nearest clear observations before and after, weighted by time and S1 similarity:
+        :func:`~cloudfill.infer.condition.blend_reference`); recorded in the
         card (``reference_mode``) so inference builds it the same way. A prebuilt
         ``index`` brings its own.
     ema

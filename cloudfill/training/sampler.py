@@ -16,7 +16,9 @@ Dates follow :func:`cloudfill.fill.pairs.pairs` (nearest S1 within ``max_s1_gap`
 nearest earlier reference with at most ``max_ref_cloud`` cloud within ``max_ref_age`` days),
 the rule inference uses. With ``reference="composite"`` the reference of a patch is instead
 :func:`~cloudfill.infer.condition.composite_reference` of every other date within
-``max_ref_age`` (earlier or later, nearest first), as inference builds it for such models.
+``max_ref_age`` (earlier or later, nearest first), as inference builds it for such models;
+with ``reference="blend"`` it is :func:`~cloudfill.infer.condition.blend_reference` of the
+same dates, each with the despeckled S1 nearest to it (within ``max_s1_gap``).
 Target dates are those with an S1 pair (and a reference for SO/SOD) and some clear pixels;
 a patch of a date becomes a sample when its cloud fraction is below ``max_cloud``.
 
@@ -57,8 +59,14 @@ import xarray as xr
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS, conform, validate
 from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.fill.pairs import pairs, reference_candidates
-from cloudfill.infer.condition import assemble_condition, composite_reference, normalise_bands
+from cloudfill.fill.pairs import nearest_s1, pairs, reference_candidates
+from cloudfill.infer.condition import (
+    assemble_condition,
+    blend_reference,
+    composite_reference,
+    normalise_bands,
+    s1_to_units,
+)
 from cloudfill.model.card import REFERENCE_DIRECTIONS, REFERENCE_MODES
 from cloudfill.model.variants import get_variant
 from cloudfill.preprocess.despeckle import SIZES, median_filter
@@ -168,8 +176,11 @@ class PatchIndex:
     config
         The settings that built the index (JSON-safe).
     candidates
-        For ``reference="composite"``: per target date index ``t``, the date indices the
-        composite reference draws on, nearest first (empty for single-date references).
+        For ``reference="composite"`` or ``"blend"``: per target date index ``t``, the date
+        indices the reference draws on, nearest first (empty for single-date references).
+    blend
+        For ``reference="blend"``: per target date index ``t``, each candidate's offset in
+        days from the target and the index of its S1 date (-1: none within ``max_s1_gap``).
     """
 
     reader: CubeReader
@@ -182,6 +193,7 @@ class PatchIndex:
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
     candidates: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    blend: dict[int, tuple[tuple[float, ...], tuple[int, ...]]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -220,6 +232,7 @@ class PatchIndex:
             seed=self.seed,
             split=split,
             candidates=self.candidates if spec.uses_reference else None,
+            blend=self.blend if spec.uses_reference else None,
         )
 
     def split_record(self) -> dict[str, Any]:
@@ -346,7 +359,9 @@ def build_index(
         ``"date"`` (one clear reference date, earlier only: the paper's rule) or
         ``"composite"`` (each pixel's nearest clear observation among the dates within
         ``max_ref_age``, earlier or later; the reference date column then holds the
-        nearest clear date, which a target still needs).
+        nearest clear date, which a target still needs) or ``"blend"`` (the nearest clear
+        observations on both sides, weighted by time and S1 similarity:
+        :func:`~cloudfill.infer.condition.blend_reference`).
 
     Returns
     -------
@@ -505,13 +520,20 @@ def build_index(
         "reference": reference,
     }
     candidates: dict[int, tuple[int, ...]] = {}
-    if reference == "composite" and spec.uses_reference:
+    blend: dict[int, tuple[tuple[float, ...], tuple[int, ...]]] = {}
+    if reference in ("composite", "blend") and spec.uses_reference:
         frac = scene_fractions.to_numpy()
         for t in sorted(set(samples["t"].tolist())):
             chosen = reference_candidates(
                 s2_dates, frac, s2_dates[t], pd.Timedelta(days=max_ref_age), direction
             )
             candidates[t] = tuple(int(s2_dates.get_loc(d)) for d in chosen)
+            if reference == "blend":
+                near = [nearest_s1(s1_dates, d, gap)[0] for d in chosen]
+                blend[t] = (
+                    tuple((d - s2_dates[t]) / pd.Timedelta(days=1) for d in chosen),
+                    tuple(-1 if pd.isna(d) else int(s1_dates.get_loc(d)) for d in near),
+                )
     return PatchIndex(
         reader=reader,
         variant=spec.name,
@@ -523,6 +545,7 @@ def build_index(
         seed=int(seed),
         config=config,
         candidates=candidates,
+        blend=blend,
     )
 
 
@@ -554,6 +577,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int = 0,
         split: str = "train",
         candidates: dict[int, tuple[int, ...]] | None = None,
+        blend: dict[int, tuple[tuple[float, ...], tuple[int, ...]]] | None = None,
     ) -> None:
         self.reader = reader
         self.stats = stats
@@ -565,6 +589,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.split = split
         self.candidates = dict(candidates or {})
+        self.blend = dict(blend or {})
         self.epoch = 0
         spec = get_variant(variant)
         self._uses_reference = spec.uses_reference
@@ -603,11 +628,14 @@ class PatchDataset(torch.utils.data.Dataset):
         valid = ~self.reader.unusable(t, y0, y0 + s, x0, x0 + s) & np.isfinite(image).all(0)
         return np.where(valid, image, np.float32(np.nan)), valid
 
-    def _reference(self, t: int, ref_t: int, y0: int, x0: int) -> np.ndarray:
-        """The reference window: one date, or the composite of the target's candidates."""
+    def _reference(self, t: int, ref_t: int, y0: int, x0: int, s1_target: np.ndarray) -> np.ndarray:
+        """The reference window: one date, or the composite (or blend) of the target's
+        candidates."""
         order = self.candidates.get(t)
         if not order:
             return self._s2(ref_t, y0, x0)[0]
+        if t in self.blend:
+            return self._blend(t, order, y0, x0, s1_target)
         images, unusable = [], []
         covered = np.zeros((self.size, self.size), dtype=bool)
         for k in order:
@@ -619,16 +647,38 @@ class PatchDataset(torch.utils.data.Dataset):
                 break  # every pixel has its nearest clear value: farther dates add nothing
         return composite_reference(images, unusable)
 
+    def _blend(
+        self, t: int, order: Sequence[int], y0: int, x0: int, s1_target: np.ndarray
+    ) -> np.ndarray:
+        offsets, s1_index = self.blend[t]
+        images, unusable, days, radar = [], [], [], []
+        units = self.reader.s1_units
+        for sign in (-1, 1):
+            # Each side's nearest clear value is all the blend reads: stop once covered.
+            covered = np.zeros((self.size, self.size), dtype=bool)
+            for rank, k in enumerate(order):
+                if np.sign(offsets[rank]) != sign or covered.all():
+                    continue
+                image, valid = self._s2(k, y0, x0)
+                images.append(image)
+                unusable.append(~valid)
+                days.append(offsets[rank])
+                j = s1_index[rank]
+                radar.append(None if j < 0 else s1_to_units(self._s1(j, y0, x0), units, "dB"))
+                covered |= valid
+        return blend_reference(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
+
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``index`` as NumPy arrays, before augmentation."""
         t, s1_t, ref_t, y0, x0 = (int(v) for v in self._rows[index])
         s = self.size
-        reference = self._reference(t, ref_t, y0, x0) if self._uses_reference else None
+        s1 = self._s1(s1_t, y0, x0)
+        reference = self._reference(t, ref_t, y0, x0, s1) if self._uses_reference else None
         dem = self.reader.read("dem", None, y0, y0 + s, x0, x0 + s) if self._uses_dem else None
         condition = assemble_condition(
             self.stats,
             self.variant,
-            s1=self._s1(s1_t, y0, x0),
+            s1=s1,
             s1_units=self.reader.s1_units,
             reference=reference,
             dem=dem,
