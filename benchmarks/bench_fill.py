@@ -3,10 +3,12 @@
     python benchmarks/bench_fill.py [--model PATH] [--seeds 1 2 3 --shape 384]
 
 For every date the model synthesizes, on the cloud-masked pixels, against the cube's
-``truth``: MAE and PSNR (MAX = 1) of the filled series (``fill_series``), of per-pixel
-persistence (nearest earlier clear value), of the nearest clear value on either side (what a
-composite reference holds: the starting point of a composite model) and of per-pixel linear
-temporal interpolation. Baselines are computed in the same run on the same pixels.
+``truth``: MAE and PSNR (MAX = 1) of the filled series (``fill_series``, as shipped: with the
+same-date adjustment), of the same without the adjustment (``adjust=0``: the model alone), of
+per-pixel persistence (nearest earlier clear value), of the nearest clear value on either
+side (what a composite reference holds), of per-pixel linear temporal interpolation, and of
+interpolation given the same same-date adjustment (so the adjustment's share of the gain is
+visible). Baselines are computed in the same run on the same pixels.
 
 The cubes: the shipped demo, then, with ``--seeds``, cubes of the demo's design (dates, S1
 offsets, cloud cover; :func:`cloudfill.cube.demo.simulate_demo`) with other seeds, so the
@@ -36,22 +38,29 @@ def compare(ds, model, cube: str) -> tuple[pd.DataFrame, float]:
     """Per synthesized date and method: MAE and PSNR on the masked pixels; and the seconds
     ``fill_series`` took."""
     from cloudfill.evaluate.baselines import linear_interpolation, persistence
+    from cloudfill.fill.adjust import adjust_to_date
     from cloudfill.metrics import mae, psnr
 
     t0 = time.perf_counter()
     out = ds.cloudfill.fill_series(model).compute()
     seconds = time.perf_counter() - t0
-    mask = ds.cloudfill.cloud_mask().values
+    raw = ds.cloudfill.fill_series(model, adjust=0).compute()
+    unusable = ds.cloudfill.cloud_mask()
+    mask = unusable.values
     rows = []
     for i, date in enumerate(pd.DatetimeIndex(ds.time.values)):
         if out["method"].values[i] != "synthesize" or not mask[i].any():
             continue
         m, truth = mask[i], ds.truth.values[i]
+        interp = linear_interpolation(ds, date)
+        real, clear = ds.s2.sel(time=date), ~unusable.sel(time=date)
         preds = {
             "model (fill_series)": out.s2.values[i],
+            "model, no adjustment": raw.s2.values[i],
             "persistence": persistence(ds, date).values,
             "nearest clear (either side)": persistence(ds, date, direction="nearest").values,
-            "interpolation": linear_interpolation(ds, date).values,
+            "interpolation": interp.values,
+            "interpolation + adjustment": adjust_to_date(interp, real, clear).values,
         }
         for name, pred in preds.items():
             rows.append(

@@ -113,3 +113,40 @@ def test_chain_reads_the_written_dates_and_resumes_mid_chain(
     assert np.median(shift) == pytest.approx(0.01, abs=1e-3)
     # An unchained job is a different job: refused without --overwrite.
     assert run(fill_series_argv(cube, path, out, "--max-ref-age", "40")) == 2
+
+
+def test_windows_run_the_model_once_per_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloudfill.infer.synthesize as synthesize_module
+    from cloudfill.cli.fill import run_fill_series
+    from cloudfill.cube import zarr_io
+
+    calls: list[int] = []
+    block = synthesize_module._synthesize_block
+
+    def counted(x, block_info=None, **kwargs):
+        calls.append(1)
+        return block(x, block_info=block_info, **kwargs)
+
+    monkeypatch.setattr(synthesize_module, "_synthesize_block", counted)
+    # Output zarr chunks of 32 px, so that windows can be cut in a small scene.
+    monkeypatch.setitem(zarr_io.DEFAULT_WRITE_CHUNKS, "y", 32)
+    monkeypatch.setitem(zarr_io.DEFAULT_WRITE_CHUNKS, "x", 32)
+    ds = cloudfill.simulate_scene((128, 128), dates=3, seed=2, cloud_fraction=[0, 0.4, 0])
+    # 32 px chunks: inference blocks of 4 tiles (64 px), four per date.
+    cube = cloudfill.write_cube(ds, tmp_path / "cube.zarr", chunks={"y": 32, "x": 32})
+    model = make_tiny_model(ds).save(tmp_path / "model.safetensors")
+    outs, counts = {}, {}
+    for window in (None, 64):
+        calls.clear()
+        out = tmp_path / f"{window}.zarr"
+        run_fill_series(cube, out, model, tile=16, max_ref_age=400, window=window, progress=False)
+        counts[window] = len(calls)
+        outs[window] = _load(out)
+        # The scratch copies of the syntheses are gone once their dates are written.
+        assert not (out / ".cloudfill-done" / "work").exists()
+    assert counts[64] == counts[None] == 4  # one synthesized date of four blocks
+    for name in ("s2", "filled", "confidence"):
+        np.testing.assert_array_equal(outs[64][name].values, outs[None][name].values)
+    assert outs[64].attrs["cloudfill_adjust"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from rich.table import Table
 from cloudfill.cli._common import console, parse_dates
 from cloudfill.cli.app import app
 from cloudfill.cli.infer import CLUSTER_HELP, THREADS_HELP, WORKERS_HELP
+from cloudfill.cube.zarr_io import MARKER_DIR
 from cloudfill.errors import SourceError
+from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
 
 
 def _file_digest(path: Path) -> str:
@@ -40,6 +43,12 @@ def fill_series_command(
         0.0, help="Dates with at most this cloud fraction are interpolated, not synthesized."
     ),
     feather: int = typer.Option(8, help="Width in pixels of the blend band at mask edges."),
+    adjust: float = typer.Option(
+        DEFAULT_ADJUST_SIGMA,
+        min=0,
+        help="Sigma in pixels of the same-date adjustment: each date's fill is corrected by "
+        "the smoothed residual of that date's clear pixels (sun angle, snow line). 0: off.",
+    ),
     max_s1_gap: float = typer.Option(6, help="Largest S1-target gap in days."),
     max_ref_age: float = typer.Option(120, help="Oldest usable reference, days."),
     max_ref_cloud: float = typer.Option(0.05, help="Largest cloud fraction of a reference."),
@@ -87,6 +96,7 @@ def fill_series_command(
         dates=parse_dates(dates),
         cloud_threshold=cloud_threshold,
         feather=feather,
+        adjust=adjust,
         max_s1_gap=max_s1_gap,
         max_ref_age=max_ref_age,
         max_ref_cloud=max_ref_cloud,
@@ -115,6 +125,7 @@ def run_fill_series(
     dates: list[pd.Timestamp] | None = None,
     cloud_threshold: float = 0.0,
     feather: int = 8,
+    adjust: float = DEFAULT_ADJUST_SIGMA,
     max_s1_gap: float = 6,
     max_ref_age: float = 120,
     max_ref_cloud: float = 0.05,
@@ -162,6 +173,7 @@ def run_fill_series(
     settings = dict(
         cloud_threshold=cloud_threshold,
         feather=feather,
+        adjust=adjust,
         max_ref_age=max_ref_age,
         max_ref_cloud=max_ref_cloud,
         plan=plan,
@@ -177,7 +189,8 @@ def run_fill_series(
             "model": _file_digest(model) if model is not None else "default",
             "dates": [f"{d:%Y-%m-%d}" for d in pd.DatetimeIndex(filled["time"].values)],
             "settings": [cloud_threshold, feather, max_s1_gap, max_ref_age, max_ref_cloud, tile]
-            + ([True] if chain else []),  # unchained jobs keep their old fingerprints
+            + ([True] if chain else [])  # unchained jobs keep their old fingerprints
+            + [adjust],
         }
     )
     writer = DateWriter(
@@ -211,6 +224,7 @@ def run_fill_series(
 
     pending = writer.pending()
     times = pd.DatetimeIndex(filled["time"].values)
+    stored = _SynthesisStore(writer.path / MARKER_DIR / "work")
     if len(pending) < len(times):
         console.print(f"resuming: {len(times) - len(pending)} of {len(times)} dates already done")
     columns = (
@@ -228,19 +242,77 @@ def run_fill_series(
         task = bar.add_task("filling", total=len(times), completed=len(times) - len(pending))
         for i in pending:
             date = times[i]
-            bar.update(task, description=f"filling {date:%Y-%m-%d} ({filled['method'].values[i]})")
+            method = str(filled["method"].values[i])
+            bar.update(task, description=f"filling {date:%Y-%m-%d} ({method})")
             part = filled.isel(time=[i])
-            if chain:  # the same fill, with the chain's sources read from the output
-                part = fill_series(ds, cf, dates=[date], chain_from=written, **settings)
+            # The same fill, built again for this date alone where needed: with the chain's
+            # sources read from the output, and with the synthesis stored before the windows
+            # are written (the same-date adjustment reads a halo across window edges, which
+            # would otherwise run the model on a neighbouring block again for each window).
+            store = adjust > 0 and method == "synthesize" and len(writer.windows(part)) > 1
+            if chain or store:
+                part = fill_series(
+                    ds,
+                    cf,
+                    dates=[date],
+                    chain_from=written if chain else None,
+                    synthesis_hook=(
+                        partial(
+                            stored.keep, compute=lambda d: compute(d, progress=False, client=client)
+                        )
+                        if store
+                        else None
+                    ),
+                    **settings,
+                )
             writer.write(
                 part,
                 i,
-                record={"date": f"{date:%Y-%m-%d}", "method": str(filled["method"].values[i])},
+                record={"date": f"{date:%Y-%m-%d}", "method": method},
                 compute=lambda delayed: compute(delayed, progress=False, client=client),
             )
+            stored.clear()
             bar.advance(task)
     writer.finalize()
     return open_cube(out)
+
+
+class _SynthesisStore:
+    """A date's synthesis written to a scratch zarr store and read back, chunked as it was
+    computed: each model block is then computed once, however the date is cut into windows.
+    The store is bookkeeping inside the output's marker folder, removed once the date is
+    written (a killed run recomputes it)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def keep(self, date: pd.Timestamp, syn: Any, compute: Any) -> Any:
+        import dataclasses
+
+        import xarray as xr
+
+        from cloudfill.cube.zarr_io import prepare_for_zarr
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{date:%Y%m%d}.zarr"
+        parts = {"mean": syn.mean} if syn.scale is None else {"mean": syn.mean, "scale": syn.scale}
+        data = xr.Dataset(parts).drop_vars(["time", "spatial_ref"], errors="ignore")
+        # Zarr needs equal chunks (the last may be shorter); inference blocks may end longer.
+        blocks = {d: data.chunksizes[d] for d in ("y", "x")}
+        layout = {"band": -1, "y": blocks["y"][0], "x": blocks["x"][0]}
+        compute(prepare_for_zarr(data, layout).to_zarr(path, mode="w", compute=False))
+        back = xr.open_zarr(path, consolidated=False).chunk(blocks)
+
+        def like(new: xr.DataArray, old: xr.DataArray) -> xr.DataArray:
+            return old.copy(data=new.transpose(*old.dims).data)
+
+        scale = None if syn.scale is None else like(back["scale"], syn.scale)
+        return dataclasses.replace(syn, mean=like(back["mean"], syn.mean), scale=scale)
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _write_cogs(result, cog_dir: Path) -> None:

@@ -15,6 +15,9 @@ With ``chain=True`` a date filled by synthesis serves as reference for later dat
 :func:`cloudfill.fill.pairs.pairs`), its filled image standing in for its observation; the
 ``reference_chained`` provenance flags the dates whose reference date is such a filled date.
 
+Before blending, the fill of a date is adjusted to the date's own clear pixels
+(:func:`cloudfill.fill.adjust.adjust_to_date`, ``adjust`` = Gaussian sigma in pixels, 0 =
+off): their smoothed residual corrects what no other date shows (sun angle, snow line).
 Filled values are blended into the real image across a feathered band of ``feather`` pixels
 outside the mask (weight 1 inside the mask, falling linearly to 0), so there is no hard seam.
 
@@ -40,6 +43,7 @@ from scipy import ndimage
 from cloudfill._backend import full_like, is_cupy, namespace
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
+from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date
 from cloudfill.fill.pairs import cloud_fractions, pairs
 
 __all__ = [
@@ -205,15 +209,18 @@ def fill_date(
     *,
     mask: xr.DataArray | None = None,
     feather: int = 8,
+    adjust: float = DEFAULT_ADJUST_SIGMA,
     fractions: pd.Series | None = None,
     max_ref_age: float = 120,
     sources: Mapping[pd.Timestamp, xr.DataArray] | None = None,
+    synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
     **synth_kwargs: Any,
 ) -> xr.Dataset:
     """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
     lazily. ``fractions``: the cube's cloud fraction per date, if known (the plan's
     ``cloud_fraction`` column); ``sources``: filled images of earlier dates a chained fill
-    reads as references (:func:`chained_cube`). See :func:`fill_series`."""
+    reads as references (:func:`chained_cube`); ``synthesis_hook``: see
+    :func:`fill_series`."""
     from cloudfill.evaluate.baselines import linear_interpolation
 
     full_mask = cloud_mask(ds) if mask is None else mask
@@ -243,6 +250,8 @@ def fill_date(
             max_ref_age=max_ref_age,
             **synth_kwargs,
         )
+        if synthesis_hook is not None:
+            syn = synthesis_hook(date, syn)
         candidate = syn.mean.drop_vars("time", errors="ignore")
         blocks = {d: candidate.chunksizes[d] for d in ("y", "x")} if candidate.chunks else None
         if syn.scale is not None:
@@ -259,6 +268,8 @@ def fill_date(
         candidate = full_like(real, np.nan)
         conf = full_like(interp_conf, 0)
     candidate = candidate.transpose("band", "y", "x")
+    if method != "none":
+        candidate = adjust_to_date(candidate, real, ~unusable, adjust)
     available = candidate.notnull().all("band")
     conf = conf.where(available, np.float32(0))
     w = feather_weights(unusable, feather)
@@ -295,12 +306,14 @@ def fill_series(
     dates: Iterable[Any] | None = None,
     cloud_threshold: float = 0.0,
     feather: int = 8,
+    adjust: float = DEFAULT_ADJUST_SIGMA,
     max_s1_gap: float = 6,
     max_ref_age: float = 120,
     max_ref_cloud: float = 0.05,
     plan: pd.DataFrame | None = None,
     chain: bool = False,
     chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None = None,
+    synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
     **synth_kwargs: Any,
 ) -> xr.Dataset:
     """Fill the unusable pixels of every S2 date (or of ``dates``), lazily.
@@ -320,6 +333,10 @@ def fill_series(
         are interpolated).
     feather
         Width in pixels of the blend band outside the mask.
+    adjust
+        Sigma in pixels of the same-date adjustment (the fill corrected by the smoothed
+        residual of the date's clear pixels, :func:`cloudfill.fill.adjust.adjust_to_date`);
+        0 turns it off.
     max_s1_gap, max_ref_age, max_ref_cloud
         The pairing rule (see :func:`cloudfill.fill.pairs.pairs`).
     plan
@@ -334,6 +351,12 @@ def fill_series(
         Where an already filled image of an earlier date can be read (a partly written
         output), or None to fill it here; used by the resumable ``cloudfill fill-series``
         so that a chain is not recomputed for every date.
+    synthesis_hook
+        Called with each synthesized date and its lazy
+        :class:`~cloudfill.infer.synthesize.Synthesis`, returning the one to use (the same
+        values): ``cloudfill fill-series`` stores it first, so that writing a date in
+        windows, whose adjustment reads a halo from the neighbouring windows, runs the model
+        once per block.
     **synth_kwargs
         Passed to :func:`~cloudfill.infer.synthesize.synthesize` (``tile``, ``device``,
         ``fast``, ``batch_size``).
@@ -415,9 +438,11 @@ def fill_series(
             cf,
             mask=mask,
             feather=feather,
+            adjust=adjust,
             fractions=plan["cloud_fraction"],
             max_ref_age=max_ref_age,
             sources=sources if chain else None,
+            synthesis_hook=synthesis_hook,
             **synth_kwargs,
         )
         parts[date] = part
@@ -446,7 +471,12 @@ def fill_series(
     out["unfilled"] = count_unfilled(out).assign_attrs(
         long_name="unusable pixels left NaN (nothing to fill them with)"
     )
-    out.attrs = {**ds.attrs, "cloudfill_feather": feather, "cloudfill_threshold": cloud_threshold}
+    out.attrs = {
+        **ds.attrs,
+        "cloudfill_feather": feather,
+        "cloudfill_adjust": float(adjust),
+        "cloudfill_threshold": cloud_threshold,
+    }
     if cf is not None:
         out.attrs["cloudfill_model_variant"] = cf.card.variant
     for name in ("spatial_ref",):
