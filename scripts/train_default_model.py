@@ -7,20 +7,20 @@ The training cube is simulated (``simulate_scene``, seed 101, 1024 x 1024 px, 16
 year at irregular 10-40 day gaps, so references of every age occur: varied terrain, land
 cover, seasons and snow), with 0-60 % cloud so that most dates offer clear target patches and
 partly cloudy neighbours. The demo cube (``load_demo``) uses another seed, so the demo is
-never seen in training. The reference is a per-pixel composite (each pixel's nearest clear
-observation, earlier or later: ``reference="composite"``), and the model kept is an
-exponential moving average of the weights (``ema=0.999``). The reconstruction weight is 100x
-the paper's and the learning rate a quarter (``lambda_l1=10000``, ``lr=5e-5``): with the
-reference skip the L1 term is far smaller than in pix2pix, and at the paper's settings the
-adversarial term and Adam's step noise added grain to pixels that did not change (see
-benchmarks/RESULTS.md, "Default model training"). The architecture is sized for CPU
-training and inference (16 base filters, 4 residual blocks with CBAM attention, a Laplace
-confidence head; a 32-filter PatchGAN); real use means training on your own cube with
-``cloudfill train``. The best model by validation MAE is written to ``OUT/best.safetensors``
-whenever it improves, so the run can be stopped at any time (and continued with
-``--resume``). The shipped checkpoint is the best-by-validation model of a run stopped
-after the validation at step 2604 (hence ``--max-steps 2604``; its card records the
-``max_steps`` of 5000 the run was started with).
+never seen in training. The reference is a per-pixel blend of the nearest clear observations
+before and after the target, weighted by time and S1 similarity (``reference="blend"``;
+``--reference composite`` gives each pixel's nearest clear observation instead, the previous
+default), and the model kept is an exponential moving average of the weights
+(``ema=0.999``). The reconstruction weight is 100x the paper's and the learning rate a
+quarter (``lambda_l1=10000``, ``lr=5e-5``): with the reference skip the L1 term is far smaller
+than in pix2pix, and at the paper's settings the adversarial term and Adam's step noise added
+grain to pixels that did not change (see benchmarks/RESULTS.md, "Default model training").
+The architecture is sized for CPU training and inference (16 base filters, 4 residual blocks
+with CBAM attention, a Laplace confidence head; a 32-filter PatchGAN); real use means
+training on your own cube with ``cloudfill train``. The best model by validation MAE is
+written to ``OUT/best.safetensors`` whenever it improves, so the run can be stopped at any
+time (and continued with ``--resume``). The shipped checkpoint is the best-by-validation
+model of ``--max-steps 1116`` (three epochs of 372 steps; the best was the last).
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def _dates() -> list[pd.Timestamp]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/default-model"))
-    parser.add_argument("--max-steps", type=int, default=2604)
+    parser.add_argument("--max-steps", type=int, default=1116)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=0, help="patch-loading processes")
+    parser.add_argument("--reference", default="blend", help="reference mode (see train)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +73,7 @@ def main() -> None:
         "cbam",
         out=args.out,
         confidence=True,
-        reference="composite",
+        reference=args.reference,
         ema=0.999,
         lambda_l1=10000.0,
         lr=5e-5,
