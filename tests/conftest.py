@@ -158,6 +158,22 @@ def on_strict_chunks(ds: xr.Dataset, chunks: dict[str, int]) -> xr.Dataset:
     return _chunked_as(ds, chunks, lambda block: np.asarray(block).view(StrictChunk))
 
 
+def count_model_blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the inference blocks the model runs on (one entry per call) from now on: for
+    tests that a block is computed once however the output is cut."""
+    import cloudfill.infer.synthesize as synthesize_module
+
+    calls: list[int] = []
+    block = synthesize_module._synthesize_block
+
+    def counted(x, block_info=None, **kwargs):
+        calls.append(1)
+        return block(x, block_info=block_info, **kwargs)
+
+    monkeypatch.setattr(synthesize_module, "_synthesize_block", counted)
+    return calls
+
+
 def make_tiny_model(
     ds: xr.Dataset,
     variant: str = "SOD",

@@ -15,7 +15,7 @@ import xarray as xr
 
 import cloudfill
 from cloudfill.cli import run
-from tests.conftest import fill_series_argv, make_tiny_model
+from tests.conftest import count_model_blocks, fill_series_argv, make_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -118,18 +118,10 @@ def test_chain_reads_the_written_dates_and_resumes_mid_chain(
 def test_windows_run_the_model_once_per_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cloudfill.infer.synthesize as synthesize_module
     from cloudfill.cli.fill import run_fill_series
     from cloudfill.cube import zarr_io
 
-    calls: list[int] = []
-    block = synthesize_module._synthesize_block
-
-    def counted(x, block_info=None, **kwargs):
-        calls.append(1)
-        return block(x, block_info=block_info, **kwargs)
-
-    monkeypatch.setattr(synthesize_module, "_synthesize_block", counted)
+    calls = count_model_blocks(monkeypatch)
     # Output zarr chunks of 32 px, so that windows can be cut in a small scene.
     monkeypatch.setitem(zarr_io.DEFAULT_WRITE_CHUNKS, "y", 32)
     monkeypatch.setitem(zarr_io.DEFAULT_WRITE_CHUNKS, "x", 32)

@@ -10,7 +10,7 @@ import xarray as xr
 
 from cloudfill import errors
 from cloudfill.fill.writer import DateWriter, fingerprint
-from tests.conftest import make_tiny_cube
+from tests.conftest import count_model_blocks, make_tiny_cube
 
 
 def _job_ds() -> xr.Dataset:
@@ -139,17 +139,9 @@ def test_sums_are_counted_per_window_with_each_block_computed_once(tmp_path: Pat
 def test_windowed_fill_equals_whole_dates(
     scene: xr.Dataset, tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cloudfill.infer.synthesize as synthesize_module
     from cloudfill.fill.series import count_unfilled, fill_series
 
-    calls: list[int] = []
-    block = synthesize_module._synthesize_block
-
-    def counted(x, block_info=None, **kwargs):
-        calls.append(1)
-        return block(x, block_info=block_info, **kwargs)
-
-    monkeypatch.setattr(synthesize_module, "_synthesize_block", counted)
+    calls = count_model_blocks(monkeypatch)
     # A corner with nothing usable on any date (no S2, no S1): pixels left NaN to count.
     corner = xr.zeros_like(scene.dem, dtype=bool)
     corner[80:, 80:] = True
