@@ -74,7 +74,7 @@ def write_model(path: Path, base_filters: int, n_blocks: int) -> Path:
         "SOD", base_filters=base_filters, n_blocks=n_blocks, attention=False, confidence=True
     )
     card = ModelCard.from_generator(
-        gen, normalisation=scene_stats(sample).to_dict(), training={"despeckle_size": 3}
+        gen, normalisation=scene_stats(sample).to_dict(), training={"despeckle": 3}
     )
     return CloudfillModel(gen, card).save(path)
 

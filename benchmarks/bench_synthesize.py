@@ -58,7 +58,7 @@ def _case(args: argparse.Namespace) -> dict:
     card = ModelCard.from_generator(
         gen,
         normalisation=scene_stats(ds).to_dict(),
-        training={"despeckle_size": 5},
+        training={"despeckle": 5},
         # As the default model: each pixel's nearest clear value, so (nearly) every pixel has
         # a reference and is synthesized (pixels without one are left NaN, not computed less).
         reference_mode="composite",

@@ -49,7 +49,7 @@ def pick_model(ds: xr.Dataset, *, untrained: bool = False) -> Any:
     generator = Generator("SOD", base_filters=8, n_blocks=1, attention=True, confidence=True)
     # Statistics of the whole scene (never per tile): what training would have stored.
     card = ModelCard.from_generator(
-        generator, normalisation=scene_stats(ds).to_dict(), training={"despeckle_size": 5}
+        generator, normalisation=scene_stats(ds).to_dict(), training={"despeckle": 5}
     )
     return CloudfillModel(generator, card)
 

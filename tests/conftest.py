@@ -194,7 +194,7 @@ def make_tiny_model(
     card = ModelCard.from_generator(
         gen,
         normalisation=scene_stats(ds).to_dict(),
-        training={"despeckle_size": 3},
+        training={"despeckle": 3},
         patch_size=32,
         reference_mode=reference_mode,
     )

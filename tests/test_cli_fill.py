@@ -142,3 +142,10 @@ def test_windows_run_the_model_once_per_block(
     for name in ("s2", "filled", "confidence"):
         np.testing.assert_array_equal(outs[64][name].values, outs[None][name].values)
     assert outs[64].attrs["cloudfill_adjust"] > 0
+    # A scratch copy left by a run killed between recording a date and removing it goes
+    # with the next run, even one with nothing left to do.
+    stale = tmp_path / "64.zarr" / ".cloudfill-done" / "work" / "20230101T000000.zarr"
+    stale.mkdir(parents=True)
+    run_fill_series(cube, tmp_path / "64.zarr", model, tile=16, max_ref_age=400, window=64,
+                    progress=False)  # fmt: skip
+    assert not stale.parent.exists()

@@ -199,3 +199,30 @@ def test_fill_series_on_cupy_chunks_matches_numpy(
     np.testing.assert_allclose(back["s2"].values, ref["s2"].values, rtol=0, atol=1e-3)
     np.testing.assert_allclose(back["confidence"].values, ref["confidence"].values, atol=1e-3)
     assert back.rio.crs == scene.rio.crs
+
+
+def test_candidates_pair_with_s1_by_the_fills_gap(scene: xr.Dataset) -> None:
+    # Only the target keeps an S1 acquisition within 6 days: the other dates' nearest ones
+    # are 6-12 days away, so whether a blend weighs them by radar depends on max_s1_gap,
+    # which fill_series must hand on to the synthesis (as synthesize takes it).
+    from cloudfill.infer.synthesize import synthesize_with_scale
+
+    model = make_tiny_model(scene, reference_mode="blend")
+    times = pd.DatetimeIndex(scene.time.values)
+    s1_times = pd.DatetimeIndex(scene.s1_time.values)
+    target = times[3]
+    near_other = [
+        t for t in s1_times if any(abs(t - d) <= pd.Timedelta(days=6) for d in times if d != target)
+    ]
+    keep = [t for t in s1_times if t not in near_other or abs(t - target) <= pd.Timedelta(days=6)]
+    cube = scene.sel(s1_time=keep)
+    unusable = cube.cloudfill.cloud_mask().sel(time=target).values
+    out = {}
+    for gap in (6, 14):
+        filled = fill_series(cube, model, dates=[target], tile=32, feather=0, adjust=0,
+                             max_s1_gap=gap)  # fmt: skip
+        alone = synthesize_with_scale(cube, target, model, tile=32, max_s1_gap=gap).mean.values
+        got = filled["s2"].values[0][:, unusable]
+        np.testing.assert_array_equal(got, alone[:, unusable])
+        out[gap] = got
+    assert np.abs(out[14] - out[6]).max() > 1e-6  # the radar weights took part (else equal)

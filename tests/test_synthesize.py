@@ -181,7 +181,7 @@ def test_untrained_skip_model_returns_its_reference(
         expected = _nearest_clear(scene, date, earlier_only=False)
         assert out.attrs["reference_dates"].count(",") >= 1
     elif mode == "blend":
-        expected = _blend(scene, date, model.card.training["despeckle_size"])
+        expected = _blend(scene, date, model.card.training["despeckle"])
         # Not the composite (by far more than the tolerance below): the blend mixes both
         # sides, though on this scene the radar mostly picks one.
         assert np.nanmax(np.abs(expected - _nearest_clear(scene, date, False))) > 1e-4

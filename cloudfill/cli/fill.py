@@ -174,6 +174,7 @@ def run_fill_series(
         cloud_threshold=cloud_threshold,
         feather=feather,
         adjust=adjust,
+        max_s1_gap=max_s1_gap,
         max_ref_age=max_ref_age,
         max_ref_cloud=max_ref_cloud,
         plan=plan,
@@ -189,8 +190,8 @@ def run_fill_series(
             "model": _file_digest(model) if model is not None else "default",
             "dates": [f"{d:%Y-%m-%d}" for d in pd.DatetimeIndex(filled["time"].values)],
             "settings": [cloud_threshold, feather, max_s1_gap, max_ref_age, max_ref_cloud, tile]
-            + ([True] if chain else [])  # unchained jobs keep their old fingerprints
-            + [adjust],
+            + ([True] if chain else [])
+            + [float(adjust)],
         }
     )
     writer = DateWriter(
@@ -225,6 +226,7 @@ def run_fill_series(
     pending = writer.pending()
     times = pd.DatetimeIndex(filled["time"].values)
     stored = _SynthesisStore(writer.path / MARKER_DIR / "work")
+    stored.clear()  # left over by a run killed between recording a date and clearing it
     if len(pending) < len(times):
         console.print(f"resuming: {len(times) - len(pending)} of {len(times)} dates already done")
     columns = (
@@ -294,13 +296,14 @@ class _SynthesisStore:
         from cloudfill.cube.zarr_io import prepare_for_zarr
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{date:%Y%m%d}.zarr"
+        path = self.folder / f"{date:%Y%m%dT%H%M%S}.zarr"  # two passes a day stay apart
         parts = {"mean": syn.mean} if syn.scale is None else {"mean": syn.mean, "scale": syn.scale}
         data = xr.Dataset(parts).drop_vars(["time", "spatial_ref"], errors="ignore")
-        # Zarr needs equal chunks (the last may be shorter); inference blocks may end longer.
+        # Zarr needs equal chunks (the last may be shorter); inference blocks need not be.
         blocks = {d: data.chunksizes[d] for d in ("y", "x")}
         layout = {"band": -1, "y": blocks["y"][0], "x": blocks["x"][0]}
-        compute(prepare_for_zarr(data, layout).to_zarr(path, mode="w", compute=False))
+        data = prepare_for_zarr(data, layout)
+        compute(data.to_zarr(path, mode="w", compute=False, consolidated=False))
         back = xr.open_zarr(path, consolidated=False).chunk(blocks)
 
         def like(new: xr.DataArray, old: xr.DataArray) -> xr.DataArray:

@@ -211,6 +211,7 @@ def fill_date(
     feather: int = 8,
     adjust: float = DEFAULT_ADJUST_SIGMA,
     fractions: pd.Series | None = None,
+    max_s1_gap: float = 6,
     max_ref_age: float = 120,
     sources: Mapping[pd.Timestamp, xr.DataArray] | None = None,
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
@@ -247,6 +248,7 @@ def fill_date(
             if pd.notna(plan_row["reference_date"])
             else None,
             fractions=fractions,
+            max_s1_gap=max_s1_gap,
             max_ref_age=max_ref_age,
             **synth_kwargs,
         )
@@ -440,6 +442,7 @@ def fill_series(
             feather=feather,
             adjust=adjust,
             fractions=plan["cloud_fraction"],
+            max_s1_gap=max_s1_gap,
             max_ref_age=max_ref_age,
             sources=sources if chain else None,
             synthesis_hook=synthesis_hook,

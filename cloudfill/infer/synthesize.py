@@ -257,7 +257,8 @@ def synthesize_with_scale(
         mask = cloud_mask(ds.sel(time=used))
         usable = ~mask & ds["s2"].sel(time=used).notnull().all("band")
         has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
-    size = int((card.training or {}).get("despeckle_size", DEFAULT_DESPECKLE))
+    # The median window training used (``train`` records it as "despeckle"; None: none).
+    size = int((card.training or {}).get("despeckle", DEFAULT_DESPECKLE) or 0)
     some = ds[["s1"]].sel(s1_time=s1_wanted)
     s1_ds = despeckle(some, size=size) if size else some
     # Drop the full S1 time axis too, or the selected S1 would be re-aligned onto it.
