@@ -259,8 +259,12 @@ def synthesize_with_scale(
         has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
     # The median window training used (``train`` records it as "despeckle"; None: none).
     size = int((card.training or {}).get("despeckle", DEFAULT_DESPECKLE) or 0)
-    some = ds[["s1"]].sel(s1_time=s1_wanted)
-    s1_ds = despeckle(some, size=size) if size else some
+    # One despeckle per S1 date: the same graph keys whichever target asks for it, so a
+    # fill_series computing many dates despeckles each S1 date once.
+    one_by_one = [ds[["s1"]].sel(s1_time=[t]) for t in s1_wanted]
+    if size:
+        one_by_one = [despeckle(one, size=size) for one in one_by_one]
+    s1_ds = xr.concat(one_by_one, "s1_time") if len(one_by_one) > 1 else one_by_one[0]
     # Drop the full S1 time axis too, or the selected S1 would be re-aligned onto it.
     cube = ds.drop_vars(["s1", "s1_time"], errors="ignore").assign(s1=s1_ds["s1"])
     condition = condition_stack(
