@@ -257,8 +257,11 @@ def synthesize_with_scale(
         mask = cloud_mask(ds.sel(time=used))
         usable = ~mask & ds["s2"].sel(time=used).notnull().all("band")
         has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
-    # The median window training used (``train`` records it as "despeckle"; None: none).
+    # The median window training used (``train`` records it as "despeckle"; None: none), and,
+    # as in training, none on S1 that is already despeckled (``ds.cloudfill.preprocess()``).
     size = int((card.training or {}).get("despeckle", DEFAULT_DESPECKLE) or 0)
+    if "despeckle" in ds["s1"].attrs:
+        size = 0
     # One despeckle per S1 date: the same graph keys whichever target asks for it, so a
     # fill_series computing many dates despeckles each S1 date once.
     one_by_one = [ds[["s1"]].sel(s1_time=[t]) for t in s1_wanted]
