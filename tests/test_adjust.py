@@ -85,6 +85,13 @@ def test_nothing_to_learn_from_leaves_the_fill_alone() -> None:
         adjust_to_date(fill, real, clear, -1)
     with pytest.raises(ParameterError, match="dims"):
         gaussian_smooth(fill.transpose("y", "x", "band"), 2.0)
+    with pytest.raises(ParameterError, match="floor"):
+        adjust_to_date(fill, real, clear, 6.0, floor=0)
+
+
+def test_fill_series_refuses_a_negative_sigma_up_front(scene: xr.Dataset) -> None:
+    with pytest.raises(ParameterError, match="adjust"):
+        fill_series(scene.drop_vars("s1"), None, adjust=-1)
 
 
 def test_fill_series_adjusts_and_keeps_real_pixels(scene: xr.Dataset, tiny_model) -> None:

@@ -389,6 +389,8 @@ def fill_series(
     """
     if "s2" not in ds.data_vars:
         raise MissingVariableError("fill_series needs an 's2' variable")
+    if not adjust >= 0:
+        raise ParameterError(f"adjust: sigma must be >= 0 pixels, got {adjust}")
     mask = cloud_mask(ds)  # raises early when there is no mask at all
     cf = None
     if "s1" in ds.data_vars:
