@@ -76,8 +76,9 @@ def test_default_model_fills_the_demo(demo) -> None:
 
 
 @pytest.mark.slow
-def test_cloudfill_demo_command(tmp_path: Path) -> None:
+def test_cloudfill_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert run(["demo", str(out), "--no-progress"]) == 0
+    assert "fill-series output, 5 dates" in capsys.readouterr().out
     assert (out / "report" / "index.html").exists()
     assert (out / "filled.zarr").exists() and (out / "report" / "metrics.csv").exists()
