@@ -6,6 +6,7 @@ once a CuPy array has shown up, so CPU-only installations never touch it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -13,7 +14,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-__all__ = ["full_like", "is_cupy", "namespace", "to_numpy"]
+__all__ = ["full_like", "is_cupy", "map_with_halo", "namespace", "ndimage", "to_numpy"]
 
 
 def is_cupy(array: Any) -> bool:
@@ -38,6 +39,53 @@ def namespace(array: Any) -> ModuleType:
 
         return cupy
     return np
+
+
+def ndimage(array: Any) -> ModuleType:
+    """``cupyx.scipy.ndimage`` for CuPy arrays (or dask arrays of them), else
+    ``scipy.ndimage``.
+
+    >>> ndimage(np.zeros(2)).__name__
+    'scipy.ndimage'
+    """
+    if is_cupy(array):
+        import cupyx.scipy.ndimage
+
+        return cupyx.scipy.ndimage
+    import scipy.ndimage
+
+    return scipy.ndimage
+
+
+def map_with_halo(
+    array: xr.DataArray, func: Callable[..., Any], halo: int, dtype: Any, **kwargs: Any
+) -> xr.DataArray:
+    """``func(block, **kwargs)`` over the (..., y, x) blocks of ``array`` with ``halo`` pixels
+    of the neighbouring blocks along ``y`` and ``x`` (none beyond the scene's edges), so a
+    neighbourhood operation reaching no further than ``halo`` gives the same result for any
+    chunking; on in-memory (NumPy or CuPy) data, ``func`` runs once on the whole array.
+
+    >>> from scipy.ndimage import uniform_filter
+    >>> a = xr.DataArray(np.arange(36.0).reshape(6, 6), dims=("y", "x"))
+    >>> blur = lambda b: uniform_filter(b, 3, mode="nearest")  # reaches 1 pixel
+    >>> bool((map_with_halo(a.chunk(2), blur, 1, "float64") == blur(a.values)).all())
+    True
+    """
+    data = array.data
+    if isinstance(data, da.Array):
+        depth = {i: (halo if d in ("y", "x") else 0) for i, d in enumerate(array.dims)}
+        out = da.map_overlap(
+            func,
+            data,
+            depth=depth,
+            boundary="none",
+            dtype=dtype,
+            meta=data._meta.astype(dtype),
+            **kwargs,
+        )
+    else:
+        out = func(data if is_cupy(data) else np.asarray(data), **kwargs)
+    return array.copy(data=out)
 
 
 def to_numpy(array: Any) -> np.ndarray:

@@ -63,9 +63,12 @@ def _fill_line(ds, filled) -> str:
     from cloudfill.metrics import mae, psnr
 
     mask = ds.cloudfill.cloud_mask().values
+    values, truth = filled["s2"].values, ds["truth"].values
     synth = np.flatnonzero(filled["method"].values == "synthesize")
-    values = filled["s2"].values
-    scores = [(mae(values[i], ds.truth.values[i], mask[i]), psnr(values[i], ds.truth.values[i],
-               mask[i])) for i in synth if mask[i].any()]  # fmt: skip
+    scores = [
+        (mae(values[i], truth[i], mask[i]), psnr(values[i], truth[i], mask[i]))
+        for i in synth
+        if mask[i].any()
+    ]
     m, p = np.mean(scores, axis=0)
     return f"filled.zarr (fill-series output, {len(scores)} dates): mae {m:.4f}, psnr {p:.4f}"

@@ -25,15 +25,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
-from scipy import ndimage
 
-from cloudfill._backend import is_cupy
+from cloudfill._backend import map_with_halo, ndimage
 from cloudfill.errors import ParameterError
 
-__all__ = ["ADJUST_FLOOR", "DEFAULT_ADJUST_SIGMA", "adjust_to_date", "gaussian_smooth"]
+__all__ = [
+    "ADJUST_FLOOR",
+    "DEFAULT_ADJUST_SIGMA",
+    "adjust_to_date",
+    "check_sigma",
+    "gaussian_smooth",
+]
 
 DEFAULT_ADJUST_SIGMA = 12.0
 """Gaussian sigma (pixels) of the residual smoothing; 120 m at Sentinel-2's 10 m."""
@@ -47,13 +51,8 @@ _TRUNCATE = 4.0  # scipy's default: the kernel reaches int(4 * sigma + 0.5) pixe
 
 def _smooth_block(block: Any, sigma: float) -> Any:
     """Gaussian of every 2-D image of a (..., y, x) block, 'nearest' at the edges."""
-    gaussian = ndimage.gaussian_filter
-    if is_cupy(block):
-        import cupyx.scipy.ndimage
-
-        gaussian = cupyx.scipy.ndimage.gaussian_filter
     sigmas = (0,) * (block.ndim - 2) + (sigma, sigma)
-    return gaussian(block, sigmas, mode="nearest", truncate=_TRUNCATE)
+    return ndimage(block).gaussian_filter(block, sigmas, mode="nearest", truncate=_TRUNCATE)
 
 
 def gaussian_smooth(array: xr.DataArray, sigma: float) -> xr.DataArray:
@@ -67,22 +66,18 @@ def gaussian_smooth(array: xr.DataArray, sigma: float) -> xr.DataArray:
     """
     if array.dims[-2:] != ("y", "x"):
         raise ParameterError(f"gaussian_smooth needs (..., y, x) dims, got {array.dims}")
-    data = array.data
-    if isinstance(data, da.Array):
-        radius = int(_TRUNCATE * sigma + 0.5)
-        depth = {i: (radius if i >= data.ndim - 2 else 0) for i in range(data.ndim)}
-        out = da.map_overlap(
-            _smooth_block,
-            data,
-            depth=depth,
-            boundary="none",
-            sigma=sigma,
-            dtype=data.dtype,
-            meta=data._meta,
-        )
-    else:
-        out = _smooth_block(data, sigma)
-    return array.copy(data=out)
+    radius = int(_TRUNCATE * sigma + 0.5)
+    return map_with_halo(array, _smooth_block, radius, array.dtype, sigma=sigma)
+
+
+def check_sigma(sigma: float) -> None:
+    """Raise :class:`~cloudfill.errors.ParameterError` unless ``sigma`` is a finite number
+    of pixels >= 0 (0: no adjustment).
+
+    >>> check_sigma(12.0)
+    """
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise ParameterError(f"adjust: sigma must be >= 0 pixels, got {sigma}")
 
 
 def adjust_to_date(
@@ -123,8 +118,7 @@ def adjust_to_date(
     >>> round(float(out[0, 1, 1]), 3)  # cloudy pixel next to clear ones: corrected
     0.3
     """
-    if sigma < 0 or not math.isfinite(sigma):
-        raise ParameterError(f"adjust: sigma must be >= 0 pixels, got {sigma}")
+    check_sigma(sigma)
     if not floor > 0:
         raise ParameterError(f"adjust: floor must be positive, got {floor}")
     if sigma == 0:

@@ -34,16 +34,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import ndimage
 
-from cloudfill._backend import full_like, is_cupy, namespace
+from cloudfill._backend import full_like, map_with_halo, namespace, ndimage
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
-from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date
+from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
 from cloudfill.fill.pairs import cloud_fractions, pairs
 
 __all__ = [
@@ -66,11 +64,7 @@ NO_HEAD_CONFIDENCE = 0.5
 def _feather_block(mask: np.ndarray, width: int) -> np.ndarray:
     """Weights of a (..., y, x) block, each 2-D image on its own (NumPy or CuPy)."""
     xp = namespace(mask)
-    edt = ndimage.distance_transform_edt
-    if is_cupy(mask):
-        import cupyx.scipy.ndimage
-
-        edt = cupyx.scipy.ndimage.distance_transform_edt
+    edt = ndimage(mask).distance_transform_edt
     out = xp.zeros(mask.shape, dtype="float32")
     for index in np.ndindex(mask.shape[:-2]):
         image = mask[index]
@@ -95,21 +89,8 @@ def feather_weights(mask: xr.DataArray, width: int) -> xr.DataArray:
         raise ParameterError(f"feather must be >= 0 pixels, got {width}")
     if width == 0:
         return mask.astype("float32")
-    data = mask.data
-    if isinstance(data, da.Array):
-        depth = {i: (width + 1 if d in ("y", "x") else 0) for i, d in enumerate(mask.dims)}
-        out = da.map_overlap(
-            _feather_block,
-            data,
-            depth=depth,
-            boundary="none",
-            width=width,
-            dtype="float32",
-            meta=data._meta.astype("float32"),
-        )
-    else:
-        out = _feather_block(data if is_cupy(data) else np.asarray(data), width)
-    return mask.copy(data=out).rename("feather")
+    weights = map_with_halo(mask, _feather_block, width + 1, "float32", width=width)
+    return weights.rename("feather")
 
 
 def count_unfilled(filled: xr.Dataset) -> xr.DataArray:
@@ -389,8 +370,7 @@ def fill_series(
     """
     if "s2" not in ds.data_vars:
         raise MissingVariableError("fill_series needs an 's2' variable")
-    if not adjust >= 0:
-        raise ParameterError(f"adjust: sigma must be >= 0 pixels, got {adjust}")
+    check_sigma(adjust)  # before any work
     mask = cloud_mask(ds)  # raises early when there is no mask at all
     cf = None
     if "s1" in ds.data_vars:
