@@ -37,7 +37,7 @@ def _markdown(table: pd.DataFrame) -> str:
 def compare(ds, model, cube: str) -> tuple[pd.DataFrame, float]:
     """Per synthesized date and method: MAE and PSNR on the masked pixels; and the seconds
     ``fill_series`` took."""
-    from cloudfill.evaluate.baselines import linear_interpolation, persistence
+    from cloudfill.core.temporal import linear_interpolation, persistence
     from cloudfill.fill.adjust import adjust_to_date
     from cloudfill.metrics import mae, psnr
 

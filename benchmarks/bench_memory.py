@@ -27,6 +27,8 @@ from pathlib import Path
 
 from _machine import cpu_model, load
 
+from cloudfill.infer.settings import InferenceSettings
+
 
 def _rss_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -78,7 +80,9 @@ def _case(
     fixed = _rss_mib()
     t0 = time.perf_counter()
     # The plan's cloud fractions: without them synthesize reads the whole mask once more.
-    out = ds.cloudfill.synthesize(date, model=model, tile=tile, fractions=table["cloud_fraction"])
+    out = ds.cloudfill.synthesize(
+        date, model=model, fractions=table["cloud_fraction"], settings=InferenceSettings(tile=tile)
+    )
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
         if fill:  # the CLI's job: written in windows by the resumable date writer
             from cloudfill.cli.fill import run_fill_series

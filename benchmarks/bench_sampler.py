@@ -39,7 +39,7 @@ import torch
 from _machine import cpu_model, load
 
 import cloudfill
-from cloudfill.infer.condition import assemble_condition, normalise_bands
+from cloudfill.core.condition import assemble_condition, normalise_bands
 from cloudfill.preprocess import median_filter
 from cloudfill.training.experiment import SMALL
 from cloudfill.training.sampler import ChunkSampler, PatchIndex, build_index

@@ -24,6 +24,9 @@ import subprocess
 import sys
 import time
 
+from cloudfill.core.pairs import PairingRule
+from cloudfill.infer.settings import InferenceSettings
+
 
 def _case(args: argparse.Namespace) -> dict:
     import warnings
@@ -89,7 +92,11 @@ def _case(args: argparse.Namespace) -> dict:
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         out = synthesize(
-            ds, date, model, tile=args.tile, device=args.device, fast=args.fast, max_ref_age=400
+            ds,
+            date,
+            model,
+            rule=PairingRule(max_ref_age=400),
+            settings=InferenceSettings(tile=args.tile, device=args.device, fast=args.fast),
         )
         values = out.data.compute()
         e2e.append(time.perf_counter() - t0)

@@ -55,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     import cloudfill
+    from cloudfill.core.condition import blend_reference, composite_reference
     from cloudfill.fill.adjust import adjust_to_date
-    from cloudfill.infer.condition import blend_reference, composite_reference
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     import train_default_model as recipe

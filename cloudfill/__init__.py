@@ -1,11 +1,19 @@
 """cloudfill: fill cloudy Sentinel-2 dates in xarray datacubes.
 
-Importing the package registers the ``ds.cloudfill`` accessor.
+Importing the package registers the ``ds.cloudfill`` accessor. The names below are the public
+surface: reading and writing cubes, the functional form of every accessor method (each takes
+the cube first), the models and the settings values. Names that need torch resolve on first
+use, so ``import cloudfill`` stays light.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from cloudfill import errors
 from cloudfill._version import __version__
 from cloudfill.accessor import CloudfillAccessor
+from cloudfill.core.pairs import PairingRule, pairs
 from cloudfill.cube.demo import load_demo
 from cloudfill.cube.geotiff import cube_from_geotiffs
 from cloudfill.cube.mask import cloud_mask
@@ -13,14 +21,33 @@ from cloudfill.cube.schema import BANDS, POLS, conform, validate
 from cloudfill.cube.simulate import simulate_scene
 from cloudfill.cube.stac import cube_from_stac
 from cloudfill.cube.zarr_io import open_cube, write_cube
+from cloudfill.infer.settings import InferenceSettings
 from cloudfill.preprocess import NormStats, despeckle, filter_outliers, preprocess
+
+# Names whose modules import torch: resolved on first access (PEP 562), never at import.
+_LAZY: dict[str, str] = {
+    "CloudfillModel": "cloudfill.model.runtime",
+    "ModelCard": "cloudfill.model.card",
+    "default_model": "cloudfill.model.default",
+    "load_model": "cloudfill.model.runtime",
+    "save_model": "cloudfill.model.checkpoint",
+    "sample_patches": "cloudfill.training.sampler",
+    "train": "cloudfill.training.loop",
+    "synthesize": "cloudfill.infer.synthesize",
+    "fill_series": "cloudfill.fill.series",
+    "evaluate": "cloudfill.evaluation.evaluate",
+    "write_report": "cloudfill.evaluation.report",
+}
 
 __all__ = [
     "BANDS",
     "POLS",
     "CloudfillAccessor",
+    "CloudfillModel",
+    "InferenceSettings",
     "ModelCard",
     "NormStats",
+    "PairingRule",
     "__version__",
     "cloud_mask",
     "conform",
@@ -29,34 +56,33 @@ __all__ = [
     "default_model",
     "despeckle",
     "errors",
+    "evaluate",
+    "fill_series",
     "filter_outliers",
     "load_demo",
     "load_model",
     "open_cube",
+    "pairs",
     "preprocess",
+    "sample_patches",
     "save_model",
     "simulate_scene",
+    "synthesize",
     "train",
     "validate",
     "write_cube",
+    "write_report",
 ]
-
-# Model names resolve lazily: they import torch, which ``import cloudfill`` must not.
-_LAZY_MODEL_NAMES = ("ModelCard", "default_model", "load_model", "save_model")
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY_MODEL_NAMES:
-        import cloudfill.model
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cloudfill' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        value = getattr(cloudfill.model, name)
-        globals()[name] = value
-        return value
-    if name == "train":
-        # The function lives in cloudfill.training (not a "train" subpackage, which would
-        # shadow it once imported).
-        from cloudfill.training.loop import train
 
-        globals()[name] = train
-        return train
-    raise AttributeError(f"module 'cloudfill' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -26,6 +26,7 @@ import pandas as pd
 import xarray as xr
 
 import cloudfill
+from cloudfill.core.pairs import PairingRule
 
 
 def pick_model(ds: xr.Dataset, *, untrained: bool = False) -> Any:
@@ -80,14 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # 4. The plan: for each S2 date, its S1 date and clear reference (or the fallback).
-    plan = ds.cloudfill.pairs(max_ref_age=400)
+    plan = ds.cloudfill.pairs(PairingRule(max_ref_age=400))
     print("\n", plan[["method", "s1_date", "reference_date", "cloud_fraction"]], sep="")
 
     # 5. One synthesized image, lazily; computing it runs the tiled generator.
     model = pick_model(ds, untrained=args.untrained)
     print(f"\nmodel: {model}")
     target = plan.index[plan["method"] == "synthesize"][0]
-    image = ds.cloudfill.synthesize(target, model, max_ref_age=400)
+    image = ds.cloudfill.synthesize(target, model, rule=PairingRule(max_ref_age=400))
     print(
         f"synthesized {target:%Y-%m-%d} from S1 {image.attrs['s1_date']} and reference "
         f"{image.attrs['reference_date']}: {dict(image.sizes)}, "
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     # 6. The whole series: cloudy pixels replaced, with confidence and provenance.
-    filled = ds.cloudfill.fill_series(model, max_ref_age=400).compute()
+    filled = ds.cloudfill.fill_series(model, rule=PairingRule(max_ref_age=400)).compute()
     summary = pd.DataFrame(
         {
             "method": filled["method"].values,
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # 7. Scores against the hidden truth on the same pixels, model and baselines.
     scores = ds.cloudfill.evaluate(
-        model, split="all", landcover=False, mask="cloud", max_ref_age=400
+        model, split="all", landcover=False, mask="cloud", rule=PairingRule(max_ref_age=400)
     )
     table = scores.groupby("method")[["mae", "rmse", "psnr", "ssim", "sam"]].mean()
     print("\nmean over the cloudy dates, cloud pixels:\n", table.round(4), sep="")

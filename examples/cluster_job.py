@@ -35,7 +35,7 @@ the cube, the output and the model checkpoint, since workers read them by path):
     cluster.scale(jobs=8)                  # or cluster.adapt(minimum_jobs=1, maximum_jobs=16)
     with Client(cluster) as client:
         fill(cube="/shared/cube.zarr", out="/shared/filled.zarr", cluster=client,
-             device="cuda")
+             inference=InferenceSettings(device="cuda"))
 
 or, from a login node, the CLI against that scheduler:
 ``cloudfill fill-series /shared/cube.zarr --out /shared/filled.zarr --cluster
@@ -53,6 +53,7 @@ from typing import Any
 
 import cloudfill
 from cloudfill.cluster import describe, open_cluster
+from cloudfill.core.pairs import PairingRule
 
 
 def fill(
@@ -78,7 +79,7 @@ def fill(
     workers, threads
         Size of a ``local``/``cuda`` cluster.
     **fill_kwargs
-        Passed to ``ds.cloudfill.fill_series`` (``tile``, ``device``, ``max_ref_age`` ...).
+        Passed to ``ds.cloudfill.fill_series`` (``rule``, ``inference``, ``adjust`` ...).
 
     Returns
     -------
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             cluster=args.cluster,
             workers=args.workers,
             threads=args.threads,
-            max_ref_age=400,
+            rule=PairingRule(max_ref_age=400),
         )
         result = cloudfill.open_cube(out)
         filled = result["filled"].mean(("y", "x")).compute().values

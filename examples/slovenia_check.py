@@ -6,7 +6,7 @@ does test on real data is the evaluation itself and the baselines a model has to
 
 - each clear date that has an earlier usable date is **hidden**; persistence, per-pixel linear
   interpolation and the per-pixel regression (reference bands + DEM, fitted on the other
-  dates) predict it, and its clear pixels are the truth (``cloudfill.evaluate.evaluate``);
+  dates) predict it, and its clear pixels are the truth (``cloudfill.evaluation.evaluate``);
 - the **land-cover check** of the paper: a random forest trained on the real clear image
   (spatial blocks, ``lulc`` labels, class 0 = no data ignored) classifies the test blocks of
   the real image and of each reconstruction of that date.
@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from cloudfill.cube.eolearn import cube_from_eolearn
-from cloudfill.evaluate.evaluate import evaluate, landcover_frame
+from cloudfill.evaluation.evaluate import evaluate, landcover_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "eolearn_slovenia"

@@ -10,6 +10,7 @@ from scipy import ndimage
 from cloudfill.errors import ParameterError
 from cloudfill.fill.adjust import ADJUST_FLOOR, adjust_to_date, gaussian_smooth
 from cloudfill.fill.series import feather_weights, fill_series
+from cloudfill.infer.settings import InferenceSettings
 
 
 def _reference(fill: np.ndarray, real: np.ndarray, clear: np.ndarray, sigma: float) -> np.ndarray:
@@ -95,8 +96,12 @@ def test_fill_series_refuses_a_negative_sigma_up_front(scene: xr.Dataset) -> Non
 
 
 def test_fill_series_adjusts_and_keeps_real_pixels(scene: xr.Dataset, tiny_model) -> None:
-    raw = fill_series(scene, tiny_model, tile=32, feather=4, adjust=0).compute()
-    out = fill_series(scene, tiny_model, tile=32, feather=4, adjust=8).compute()
+    raw = fill_series(
+        scene, tiny_model, feather=4, adjust=0, inference=InferenceSettings(tile=32)
+    ).compute()
+    out = fill_series(
+        scene, tiny_model, feather=4, adjust=8, inference=InferenceSettings(tile=32)
+    ).compute()
     assert out.attrs["cloudfill_adjust"] == 8.0 and raw.attrs["cloudfill_adjust"] == 0.0
     mask = scene.cloudfill.cloud_mask()
     far = ~(feather_weights(mask, 4) > 0).values

@@ -9,13 +9,9 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 import cloudfill
+from cloudfill.core.temporal import linear_interpolation, persistence
 from cloudfill.errors import MissingVariableError, ModelMismatchError, ParameterError
-from cloudfill.evaluate.baselines import (
-    fit_regression_baseline,
-    linear_interpolation,
-    persistence,
-    predict_regression_baseline,
-)
+from cloudfill.evaluation.baselines import fit_regression_baseline, predict_regression_baseline
 
 # Uneven revisits, so interpolation must weigh by real time, not by index.
 DATES = pd.to_datetime(["2023-01-01", "2023-01-06", "2023-01-21", "2023-01-26", "2023-02-15"])

@@ -15,6 +15,8 @@ import xarray as xr
 
 import cloudfill
 from cloudfill.cli import run
+from cloudfill.core.pairs import PairingRule
+from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import count_model_blocks, fill_series_argv, make_tiny_model
 
 
@@ -94,7 +96,13 @@ def test_chain_reads_the_written_dates_and_resumes_mid_chain(
     args = fill_series_argv(cube, path, out, "--max-ref-age", "40", "--chain")
     assert run(args) == 0
     first = _load(out)
-    expected = fill_series(spell_scene, model, tile=32, max_ref_age=40, chain=True).compute()
+    expected = fill_series(
+        spell_scene,
+        model,
+        chain=True,
+        rule=PairingRule(max_ref_age=40),
+        inference=InferenceSettings(tile=32),
+    ).compute()
     np.testing.assert_array_equal(first["s2"].values, expected["s2"].values)
     assert list(first["reference_chained"].values) == [False, False, True, True, False]
     # As if killed after two dates: the rerun reads dates 0-1 back and redoes 2-4.

@@ -7,8 +7,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from cloudfill.core.condition import blend_reference, composite_reference
 from cloudfill.errors import ParameterError
-from cloudfill.infer.condition import blend_reference, composite_reference
 
 
 def _brute_force(images: list[np.ndarray], unusable: list[np.ndarray]) -> np.ndarray:

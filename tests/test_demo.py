@@ -41,7 +41,7 @@ def test_default_model_fills_the_demo(demo) -> None:
 
     The full comparison (more baselines, other seeds) is benchmarks/bench_fill.py.
     """
-    from cloudfill.evaluate.baselines import linear_interpolation, persistence
+    from cloudfill.core.temporal import linear_interpolation, persistence
     from cloudfill.metrics import mae, psnr
 
     out = demo.cloudfill.fill_series(cloudfill.default_model()).compute()

@@ -8,10 +8,10 @@ import pytest
 import xarray as xr
 
 import cloudfill
+from cloudfill.core.temporal import persistence
 from cloudfill.errors import ParameterError
-from cloudfill.evaluate import evaluate as evaluate_module
-from cloudfill.evaluate.baselines import persistence
-from cloudfill.evaluate.evaluate import (
+from cloudfill.evaluation import evaluate as evaluate_module
+from cloudfill.evaluation.evaluate import (
     COLUMNS,
     evaluate,
     landcover_frame,

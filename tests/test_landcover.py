@@ -8,7 +8,7 @@ import xarray as xr
 
 import cloudfill
 from cloudfill.errors import ParameterError
-from cloudfill.evaluate.landcover import block_split, landcover_check
+from cloudfill.evaluation.landcover import block_split, landcover_check
 
 
 @pytest.mark.parametrize(("shape", "block"), [((64, 64), 16), ((70, 45), 16), ((33, 97), 8)])

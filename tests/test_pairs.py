@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from cloudfill import errors
-from cloudfill.fill.pairs import reference_candidates
+from cloudfill.core.pairs import PairingRule, reference_candidates
 from tests.conftest import make_tiny_cube
 
 
@@ -24,7 +24,7 @@ def _cube_with_fractions(fractions: list[float]) -> xr.Dataset:
 
 def test_pairs_nearest_s1_and_earlier_clear_reference() -> None:
     ds = _cube_with_fractions([0.0, 0.5, 0.03, 1.0])
-    table = ds.cloudfill.pairs(max_s1_gap=6, max_ref_age=60)
+    table = ds.cloudfill.pairs(PairingRule(max_s1_gap=6, max_ref_age=60))
     assert list(table["cloud_fraction"]) == pytest.approx([0.0, 0.5, 0.03, 1.0])
     # 2023-01-11 -> nearest S1 is 2023-01-11 (2022-12-30 + 12 d); reference 2023-01-01.
     row = table.loc["2023-01-11"]
@@ -40,7 +40,7 @@ def test_pairs_nearest_s1_and_earlier_clear_reference() -> None:
 
 def test_pairs_fallback_and_reasons() -> None:
     ds = _cube_with_fractions([0.0, 0.5, 0.4])
-    table = ds.cloudfill.pairs(max_s1_gap=0.5)
+    table = ds.cloudfill.pairs(PairingRule(max_s1_gap=0.5))
     row = table.loc["2023-01-21"]
     assert row.method == "interpolate"
     assert "no S1 date within 0.5 days" in row.reason
@@ -68,9 +68,9 @@ def test_pairs_bad_parameters() -> None:
     with pytest.raises(errors.ParameterError, match="direction"):
         ds.cloudfill.pairs(direction="later")
     with pytest.raises(errors.ParameterError, match="max_ref_cloud"):
-        ds.cloudfill.pairs(max_ref_cloud=5)
+        ds.cloudfill.pairs(PairingRule(max_ref_cloud=5))
     with pytest.raises(errors.ParameterError, match="max_s1_gap"):
-        ds.cloudfill.pairs(max_s1_gap=-1)
+        ds.cloudfill.pairs(PairingRule(max_s1_gap=-1))
 
 
 def test_pairs_without_reference_need() -> None:
@@ -94,10 +94,10 @@ def test_reference_candidates_nearest_first_and_filtered() -> None:
 
 
 def test_chain_plans_a_long_cloudy_spell(spell_scene: xr.Dataset) -> None:
-    plain = spell_scene.cloudfill.pairs(max_ref_age=40)
+    plain = spell_scene.cloudfill.pairs(PairingRule(max_ref_age=40))
     assert list(plain["method"]) == ["clear", "synthesize", "interpolate", "interpolate", "clear"]
     assert not plain["reference_chained"].any()
-    chained = spell_scene.cloudfill.pairs(max_ref_age=40, chain=True)
+    chained = spell_scene.cloudfill.pairs(PairingRule(max_ref_age=40), chain=True)
     dates = list(spell_scene.indexes["time"])
     assert list(chained["method"]) == ["clear", *["synthesize"] * 3, "clear"]
     # Each date of the spell takes the filled date before it; only those are flagged.
@@ -106,3 +106,15 @@ def test_chain_plans_a_long_cloudy_spell(spell_scene: xr.Dataset) -> None:
     assert list(chained["chain_source"]) == [False, True, True, True, False]
     assert not plain["chain_source"].any()
     assert (chained["reference_age_days"].iloc[1:4] == 30).all()
+
+
+def test_pairing_rule_reads_durations_and_refuses_bad_values() -> None:
+    assert PairingRule(max_s1_gap="36h", max_ref_age=pd.Timedelta(weeks=2)).to_dict() == {
+        "max_s1_gap": 1.5,
+        "max_ref_age": 14.0,
+        "max_ref_cloud": 0.05,
+    }
+    assert PairingRule(6, 120, 0.05) == PairingRule()
+    for bad in ({"max_ref_age": "soon"}, {"max_s1_gap": True}, {"max_ref_cloud": -0.1}):
+        with pytest.raises(errors.ParameterError):
+            PairingRule(**bad)

@@ -12,11 +12,11 @@ import torch
 import xarray as xr
 
 import cloudfill
+from cloudfill.core.condition import assemble_condition, condition_stack, normalise_bands
+from cloudfill.core.grid import SPLITS, patch_grid, split_blocks
+from cloudfill.core.pairs import reference_candidates
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.fill.pairs import reference_candidates
-from cloudfill.infer.condition import assemble_condition, condition_stack, normalise_bands
-from cloudfill.training.grid import SPLITS, patch_grid, split_blocks
 from cloudfill.training.sampler import (
     ChunkSampler,
     PatchIndex,

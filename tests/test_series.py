@@ -8,11 +8,13 @@ import pytest
 import xarray as xr
 
 from cloudfill import errors
+from cloudfill.core.pairs import PairingRule
 from cloudfill.fill.series import (
     INTERPOLATION_CONFIDENCE,
     feather_weights,
     fill_series,
 )
+from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_strict_chunks
 
 
@@ -20,7 +22,9 @@ from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_st
 def filled(scene: xr.Dataset, tiny_model) -> xr.Dataset:
     # Without the same-date adjustment, so that the tests below can compare the fills with
     # the synthesis and the interpolation they come from (the adjustment: test_adjust.py).
-    return fill_series(scene, tiny_model, tile=32, feather=4, adjust=0).compute()
+    return fill_series(
+        scene, tiny_model, feather=4, adjust=0, inference=InferenceSettings(tile=32)
+    ).compute()
 
 
 def test_layout_and_provenance(scene: xr.Dataset, filled: xr.Dataset) -> None:
@@ -61,7 +65,7 @@ def test_fully_cloudy_date_entirely_synthesized(scene: xr.Dataset, filled: xr.Da
 def test_pixels_without_a_reference_are_interpolated(
     scene: xr.Dataset, filled: xr.Dataset, tiny_model
 ) -> None:
-    from cloudfill.evaluate.baselines import linear_interpolation
+    from cloudfill.core.temporal import linear_interpolation
 
     table = scene.cloudfill.pairs()
     mask = scene.cloudfill.cloud_mask()
@@ -78,12 +82,14 @@ def test_pixels_without_a_reference_are_interpolated(
     assert (filled["confidence"].values[i][orphan] == INTERPOLATION_CONFIDENCE).all()
     assert (filled["confidence"].values[i][modelled] != INTERPOLATION_CONFIDENCE).all()
     # synthesize itself leaves those pixels empty rather than guessing from S1 alone.
-    syn = scene.cloudfill.synthesize(date, tiny_model, tile=32).values
+    syn = scene.cloudfill.synthesize(date, tiny_model, settings=InferenceSettings(tile=32)).values
     assert np.isnan(syn[:, orphan]).all() and np.isfinite(syn[:, modelled]).all()
 
 
 def test_interpolation_fallback_flagged(scene: xr.Dataset, tiny_model) -> None:
-    out = fill_series(scene, tiny_model, tile=32, max_s1_gap=0.01).compute()
+    out = fill_series(
+        scene, tiny_model, rule=PairingRule(max_s1_gap=0.01), inference=InferenceSettings(tile=32)
+    ).compute()
     cloudy = out["cloud_fraction"].values > 0
     assert set(out["method"].values[cloudy]) == {"interpolate"}
     i = int(np.argmax(cloudy))
@@ -104,7 +110,7 @@ def test_nothing_usable_stays_nan_and_is_reported(scene: xr.Dataset, tiny_model)
 
 def test_dates_subset_and_errors(scene: xr.Dataset, tiny_model) -> None:
     dates = scene.time.values[[1, 2]]
-    out = fill_series(scene, tiny_model, dates=dates, tile=32)
+    out = fill_series(scene, tiny_model, dates=dates, inference=InferenceSettings(tile=32))
     assert out.sizes["time"] == 2
     with pytest.raises(errors.ParameterError, match="1999-01-01"):
         fill_series(scene, tiny_model, dates=["1999-01-01"])
@@ -124,7 +130,9 @@ def test_feather_weights_exact_for_any_chunking(chunks) -> None:
 
 
 def test_fill_is_lazy_on_dask(scene: xr.Dataset, tiny_model) -> None:
-    out = fill_series(scene.chunk({"time": 1, "y": 48, "x": 48}), tiny_model, tile=32)
+    out = fill_series(
+        scene.chunk({"time": 1, "y": 48, "x": 48}), tiny_model, inference=InferenceSettings(tile=32)
+    )
     assert out["s2"].chunks is not None and out["confidence"].chunks is not None
     assert pd.api.types.is_datetime64_any_dtype(out["s1_date"])
 
@@ -132,8 +140,16 @@ def test_fill_is_lazy_on_dask(scene: xr.Dataset, tiny_model) -> None:
 @pytest.fixture(scope="module")
 def spell_fill(spell_scene: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset, object]:
     model = make_tiny_model(spell_scene)
-    plain = fill_series(spell_scene, model, tile=32, max_ref_age=40).compute()
-    chained = fill_series(spell_scene, model, tile=32, max_ref_age=40, chain=True).compute()
+    plain = fill_series(
+        spell_scene, model, rule=PairingRule(max_ref_age=40), inference=InferenceSettings(tile=32)
+    ).compute()
+    chained = fill_series(
+        spell_scene,
+        model,
+        chain=True,
+        rule=PairingRule(max_ref_age=40),
+        inference=InferenceSettings(tile=32),
+    ).compute()
     return plain, chained, model
 
 
@@ -163,12 +179,25 @@ def test_chain_synthesizes_a_long_cloudy_spell(spell_scene: xr.Dataset, spell_fi
 def test_chain_result_does_not_depend_on_the_dates_asked(spell_scene: xr.Dataset, spell_fill):
     _, chained, model = spell_fill
     date = spell_scene.time.values[3]
-    one = fill_series(spell_scene, model, tile=32, max_ref_age=40, chain=True, dates=[date])
+    one = fill_series(
+        spell_scene,
+        model,
+        chain=True,
+        dates=[date],
+        rule=PairingRule(max_ref_age=40),
+        inference=InferenceSettings(tile=32),
+    )
     np.testing.assert_array_equal(one["s2"].values[0], chained["s2"].values[3])
     assert bool(one["reference_chained"].values[0])
-    plan = spell_scene.cloudfill.pairs(max_ref_age=40, chain=True)
+    plan = spell_scene.cloudfill.pairs(PairingRule(max_ref_age=40), chain=True)
     with pytest.raises(errors.ParameterError, match="chain=True"):
-        fill_series(spell_scene, model, tile=32, max_ref_age=40, plan=plan)
+        fill_series(
+            spell_scene,
+            model,
+            plan=plan,
+            rule=PairingRule(max_ref_age=40),
+            inference=InferenceSettings(tile=32),
+        )
 
 
 def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
@@ -176,7 +205,7 @@ def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
     # like CuPy, refuses NumPy operands (an xarray-made NumPy fill or a Python scalar made
     # dask fall back to NumPy chunks, found on a GPU).
     cube = on_strict_chunks(scene, {"time": 1, "s1_time": 1, "y": 48, "x": 48})
-    out = fill_series(cube, tiny_model, tile=32, feather=4)
+    out = fill_series(cube, tiny_model, feather=4, inference=InferenceSettings(tile=32))
     for name in ("s2", "filled", "confidence", "unfilled"):
         assert type(out[name].data._meta) is StrictChunk, name
 
@@ -188,8 +217,15 @@ def test_fill_series_on_cupy_chunks_matches_numpy(
     import cloudfill
 
     chunks = {"time": 1, "s1_time": 1, "y": 48, "x": 48}
-    ref = fill_series(scene.chunk(chunks), tiny_model, tile=32, feather=4).compute()
-    got = fill_series(on_cupy(scene, chunks), copy_to(tiny_model, "cuda"), tile=32, feather=4)
+    ref = fill_series(
+        scene.chunk(chunks), tiny_model, feather=4, inference=InferenceSettings(tile=32)
+    ).compute()
+    got = fill_series(
+        on_cupy(scene, chunks),
+        copy_to(tiny_model, "cuda"),
+        feather=4,
+        inference=InferenceSettings(tile=32),
+    )
     assert isinstance(got["s2"].data._meta, cuda.ndarray)
     # Written from host memory: zarr takes NumPy buffers.
     cloudfill.write_cube(got, tmp_path / "gpu.zarr")
@@ -219,9 +255,22 @@ def test_candidates_pair_with_s1_by_the_fills_gap(scene: xr.Dataset) -> None:
     unusable = cube.cloudfill.cloud_mask().sel(time=target).values
     out = {}
     for gap in (6, 14):
-        filled = fill_series(cube, model, dates=[target], tile=32, feather=0, adjust=0,
-                             max_s1_gap=gap)  # fmt: skip
-        alone = synthesize_with_scale(cube, target, model, tile=32, max_s1_gap=gap).mean.values
+        filled = fill_series(
+            cube,
+            model,
+            dates=[target],
+            feather=0,
+            adjust=0,
+            rule=PairingRule(max_s1_gap=gap),
+            inference=InferenceSettings(tile=32),
+        )
+        alone = synthesize_with_scale(
+            cube,
+            target,
+            model,
+            rule=PairingRule(max_s1_gap=gap),
+            settings=InferenceSettings(tile=32),
+        ).mean.values
         got = filled["s2"].values[0][:, unusable]
         np.testing.assert_array_equal(got, alone[:, unusable])
         out[gap] = got

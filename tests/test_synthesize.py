@@ -8,6 +8,8 @@ import pytest
 import xarray as xr
 
 from cloudfill import errors
+from cloudfill.core.pairs import PairingRule
+from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import plan_tiles, synthesize, synthesize_with_scale
 from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_strict_chunks
 
@@ -19,7 +21,9 @@ def _date(ds: xr.Dataset) -> pd.Timestamp:
 
 
 def test_lazy_with_coords_crs_and_provenance(scene: xr.Dataset, tiny_model) -> None:
-    out = scene.cloudfill.synthesize(_date(scene), model=tiny_model, tile=32)
+    out = scene.cloudfill.synthesize(
+        _date(scene), model=tiny_model, settings=InferenceSettings(tile=32)
+    )
     assert out.chunks is not None
     assert out.dims == ("band", "y", "x")
     assert list(out.band.values) == ["B02", "B03", "B04", "B08"]
@@ -37,9 +41,9 @@ def test_lazy_with_coords_crs_and_provenance(scene: xr.Dataset, tiny_model) -> N
 @pytest.mark.parametrize("chunks", [{"y": 40, "x": 56}, {"y": 33, "x": 96}, {"y": 64, "x": 48}])
 def test_chunking_does_not_change_the_result(scene: xr.Dataset, tiny_model, chunks) -> None:
     date = _date(scene)
-    ref = synthesize(scene, date, tiny_model, tile=32).values
+    ref = synthesize(scene, date, tiny_model, settings=InferenceSettings(tile=32)).values
     chunked = scene.chunk({"time": 1, "s1_time": 1, **chunks})
-    out = synthesize(chunked, date, tiny_model, tile=32, min_block=0)
+    out = synthesize(chunked, date, tiny_model, settings=InferenceSettings(tile=32, min_block=0))
     assert len(out.chunks[1]) > 1 or len(out.chunks[2]) > 1
     np.testing.assert_allclose(out.values, ref, rtol=0, atol=1e-5)
 
@@ -47,9 +51,11 @@ def test_chunking_does_not_change_the_result(scene: xr.Dataset, tiny_model, chun
 def test_blocks_are_at_least_four_tiles_by_default(scene: xr.Dataset, tiny_model) -> None:
     # Tiles straddling a block border are computed by both blocks: small chunks are merged.
     chunked = scene.chunk({"time": 1, "s1_time": 1, "y": 24, "x": 24})
-    merged = synthesize(chunked, _date(scene), tiny_model, tile=32)
+    merged = synthesize(chunked, _date(scene), tiny_model, settings=InferenceSettings(tile=32))
     assert merged.chunks[1] == (96,) and merged.chunks[2] == (96,)  # 4 x 32 px > 96 px
-    small = synthesize(chunked, _date(scene), tiny_model, tile=32, min_block=0)
+    small = synthesize(
+        chunked, _date(scene), tiny_model, settings=InferenceSettings(tile=32, min_block=0)
+    )
     assert len(small.chunks[1]) > 1
     np.testing.assert_allclose(merged.values, small.values, rtol=0, atol=1e-5)
 
@@ -57,8 +63,13 @@ def test_blocks_are_at_least_four_tiles_by_default(scene: xr.Dataset, tiny_model
 def test_attention_model_is_chunk_independent_too(scene: xr.Dataset) -> None:
     model = make_tiny_model(scene, attention="cbam", seed=1)
     date = _date(scene)
-    ref = synthesize(scene, date, model, tile=32).values
-    out = synthesize(scene.chunk({"y": 40, "x": 40}), date, model, tile=32, min_block=0).values
+    ref = synthesize(scene, date, model, settings=InferenceSettings(tile=32)).values
+    out = synthesize(
+        scene.chunk({"y": 40, "x": 40}),
+        date,
+        model,
+        settings=InferenceSettings(tile=32, min_block=0),
+    ).values
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
 
 
@@ -72,15 +83,30 @@ def test_tiles_agree_with_one_window_in_the_interior(tiny_model) -> None:
     tile = 4 * halo + 4  # margin = tile // 4 >= halo
     assert plan_tiles(192, 192, halo, tile=tile).n_tiles > 1
     assert plan_tiles(192, 192, halo, tile=192).n_tiles == 1
-    whole = synthesize(ds, date, tiny_model, tile=192, max_ref_cloud=0.5).values
-    tiled = synthesize(ds, date, tiny_model, tile=tile, max_ref_cloud=0.5).values
+    whole = synthesize(
+        ds,
+        date,
+        tiny_model,
+        rule=PairingRule(max_ref_cloud=0.5),
+        settings=InferenceSettings(tile=192),
+    ).values
+    tiled = synthesize(
+        ds,
+        date,
+        tiny_model,
+        rule=PairingRule(max_ref_cloud=0.5),
+        settings=InferenceSettings(tile=tile),
+    ).values
     inner = (slice(None), slice(halo, -halo), slice(halo, -halo))
     np.testing.assert_allclose(tiled[inner], whole[inner], rtol=0, atol=1e-4)
 
 
 def test_no_seam_at_block_borders(scene: xr.Dataset, tiny_model) -> None:
     out = synthesize(
-        scene.chunk({"y": 48, "x": 48}), _date(scene), tiny_model, tile=32, min_block=0
+        scene.chunk({"y": 48, "x": 48}),
+        _date(scene),
+        tiny_model,
+        settings=InferenceSettings(tile=32, min_block=0),
     ).values
     grad = np.abs(np.diff(out, axis=2))  # along x
     border = grad[:, :, 47]  # between pixel 47 and 48, the block border
@@ -89,7 +115,9 @@ def test_no_seam_at_block_borders(scene: xr.Dataset, tiny_model) -> None:
 
 
 def test_confidence_scale_positive(scene: xr.Dataset, tiny_model) -> None:
-    res = synthesize_with_scale(scene, _date(scene), tiny_model, tile=32)
+    res = synthesize_with_scale(
+        scene, _date(scene), tiny_model, settings=InferenceSettings(tile=32)
+    )
     assert res.scale is not None
     scale = res.scale.values
     assert (scale > 0).all() and np.isfinite(scale).all()
@@ -100,14 +128,19 @@ def test_nan_s1_pixels_stay_empty(scene: xr.Dataset, tiny_model) -> None:
     table = ds.cloudfill.pairs()
     s1_date = table.loc[_date(ds)].s1_date
     ds["s1"].loc[{"s1_time": s1_date}] = ds["s1"].sel(s1_time=s1_date).where(ds.x > ds.x[10])
-    out = synthesize(ds, _date(ds), tiny_model, tile=32).values
+    out = synthesize(ds, _date(ds), tiny_model, settings=InferenceSettings(tile=32)).values
     assert np.isnan(out[:, :, :9]).all()
     assert np.isfinite(out[:, :, 14:]).all()
 
 
 def test_errors_before_work(scene: xr.Dataset, tiny_model) -> None:
     with pytest.raises(errors.ParameterError, match="no S1 acquisition within 0.1 days"):
-        synthesize(scene, _date(scene) + pd.Timedelta(hours=12), tiny_model, max_s1_gap=0.1)
+        synthesize(
+            scene,
+            _date(scene) + pd.Timedelta(hours=12),
+            tiny_model,
+            rule=PairingRule(max_s1_gap=0.1),
+        )
     first = pd.Timestamp(scene.time.values[0])
     with pytest.raises(errors.ParameterError, match="reference"):
         synthesize(scene, first, tiny_model)
@@ -117,7 +150,7 @@ def test_errors_before_work(scene: xr.Dataset, tiny_model) -> None:
 
 def test_any_date_with_s1(scene: xr.Dataset, tiny_model) -> None:
     s1_date = pd.Timestamp(scene.s1_time.values[8])
-    out = synthesize(scene, s1_date, tiny_model, tile=32)
+    out = synthesize(scene, s1_date, tiny_model, settings=InferenceSettings(tile=32))
     assert out.attrs["s1_date"] == f"{s1_date:%Y-%m-%d}"
 
 
@@ -176,7 +209,7 @@ def test_untrained_skip_model_returns_its_reference(
     # observation (earlier or later), or the S1-weighted blend of both sides.
     model = make_tiny_model(scene, reference_mode=mode)
     date = pd.Timestamp(scene.time.values[index])
-    out = synthesize(scene, date, model, tile=32)
+    out = synthesize(scene, date, model, settings=InferenceSettings(tile=32))
     if mode == "composite":
         expected = _nearest_clear(scene, date, earlier_only=False)
         assert out.attrs["reference_dates"].count(",") >= 1
@@ -205,7 +238,9 @@ def test_untrained_skip_model_returns_its_reference(
 def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
     # See tests/test_series.py: a CPU stand-in for CuPy chunks.
     cube = on_strict_chunks(scene, {"time": 1, "s1_time": 1, "y": 40, "x": 56})
-    out = synthesize_with_scale(cube, _date(scene), tiny_model, tile=32, min_block=0)
+    out = synthesize_with_scale(
+        cube, _date(scene), tiny_model, settings=InferenceSettings(tile=32, min_block=0)
+    )
     assert type(out.mean.data._meta) is StrictChunk
     assert type(out.scale.data._meta) is StrictChunk
 
@@ -219,9 +254,13 @@ def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
 def test_cupy_chunks_stay_on_the_gpu_and_match_numpy(scene: xr.Dataset, tiny_model, cuda) -> None:
     date = _date(scene)
     chunks = {"time": 1, "s1_time": 1, "y": 40, "x": 56}
-    ref = synthesize(scene.chunk(chunks), date, tiny_model, tile=32, min_block=0).values
+    ref = synthesize(
+        scene.chunk(chunks), date, tiny_model, settings=InferenceSettings(tile=32, min_block=0)
+    ).values
     gpu_model = copy_to(tiny_model, "cuda")
-    out = synthesize(on_cupy(scene, chunks), date, gpu_model, tile=32, min_block=0)
+    out = synthesize(
+        on_cupy(scene, chunks), date, gpu_model, settings=InferenceSettings(tile=32, min_block=0)
+    )
     assert isinstance(out.data._meta, cuda.ndarray)
     assert isinstance(out.data.blocks[0, 0, 0].compute(), cuda.ndarray)
     assert out.rio.crs == scene.rio.crs and out.attrs["s1_date"]
@@ -236,8 +275,13 @@ def test_cuda_model_on_numpy_chunks_matches_cpu(
     scene: xr.Dataset, tiny_model, cuda, fast: bool, atol: float
 ) -> None:
     date = _date(scene)
-    ref = synthesize(scene, date, tiny_model, tile=32).values
-    out = synthesize(scene, date, copy_to(tiny_model, "cuda", fast=fast), tile=32, fast=fast)
+    ref = synthesize(scene, date, tiny_model, settings=InferenceSettings(tile=32)).values
+    out = synthesize(
+        scene,
+        date,
+        copy_to(tiny_model, "cuda", fast=fast),
+        settings=InferenceSettings(tile=32, fast=fast),
+    )
     got = out.values  # NumPy chunks in, NumPy chunks out
     assert isinstance(got, np.ndarray)
     np.testing.assert_allclose(got, ref, rtol=0, atol=atol)
@@ -248,8 +292,12 @@ def test_already_despeckled_s1_is_not_despeckled_again(scene: xr.Dataset) -> Non
     # gives the same synthesis as the raw cube, despeckled inside. An SD model: its output
     # depends on S1 (an untrained SO/SOD model returns its reference).
     model = make_tiny_model(scene, "SD")
-    raw = synthesize(scene, _date(scene), model, tile=32).values
-    done = synthesize(scene.cloudfill.despeckle(3), _date(scene), model, tile=32).values
-    twice = synthesize(scene.cloudfill.despeckle(5), _date(scene), model, tile=32).values
+    raw = synthesize(scene, _date(scene), model, settings=InferenceSettings(tile=32)).values
+    done = synthesize(
+        scene.cloudfill.despeckle(3), _date(scene), model, settings=InferenceSettings(tile=32)
+    ).values
+    twice = synthesize(
+        scene.cloudfill.despeckle(5), _date(scene), model, settings=InferenceSettings(tile=32)
+    ).values
     np.testing.assert_array_equal(done, raw)
     assert np.abs(twice - raw).max() > 1e-6  # the test can tell the S1 apart

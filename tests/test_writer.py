@@ -10,6 +10,7 @@ import xarray as xr
 
 from cloudfill import errors
 from cloudfill.fill.writer import DateWriter, fingerprint
+from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import count_model_blocks, make_tiny_cube
 
 
@@ -150,7 +151,9 @@ def test_windowed_fill_equals_whole_dates(
     cube = cube.chunk({"time": 1, "s1_time": 1, "y": 24, "x": 24})
     # Without the same-date adjustment, whose halo reaches into neighbouring windows (the
     # CLI stores the synthesis first for that: tests/test_cli_fill.py).
-    filled = fill_series(cube, tiny_model, tile=16, feather=4, adjust=0)
+    filled = fill_series(
+        cube, tiny_model, feather=4, adjust=0, inference=InferenceSettings(tile=16)
+    )
     assert filled["s2"].chunks[2:] == ((64, 32), (64, 32))
     expected = filled["unfilled"].values
     assert expected.sum() > 0

@@ -25,7 +25,7 @@ def demo(
     from cloudfill.cli.fill import run_fill_series, summary
     from cloudfill.cube.demo import load_demo
     from cloudfill.cube.zarr_io import write_cube
-    from cloudfill.evaluate.report import write_report
+    from cloudfill.evaluation.report import write_report
     from cloudfill.model.default import default_model
 
     out.mkdir(parents=True, exist_ok=True)

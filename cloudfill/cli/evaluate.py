@@ -69,7 +69,8 @@ def evaluate(
     """
     from cloudfill.cluster import open_cluster
     from cloudfill.cube.zarr_io import open_cube
-    from cloudfill.evaluate.report import write_report
+    from cloudfill.evaluation.report import write_report
+    from cloudfill.infer.settings import InferenceSettings
 
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
@@ -89,7 +90,7 @@ def evaluate(
             baselines=chosen,
             landcover=landcover,
             max_side=max_side,
-            device=device,
+            inference=InferenceSettings(device=device),
         )
     table = report.metrics
     console.print(summary_table(table))

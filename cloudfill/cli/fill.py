@@ -144,10 +144,12 @@ def run_fill_series(
     """Fill ``cube`` into ``out`` date by date (resumable); returns the opened output.
     ``window``: see :class:`~cloudfill.fill.writer.DateWriter`."""
     from cloudfill.cluster import compute, describe, open_cluster
+    from cloudfill.core.pairs import PairingRule
     from cloudfill.cube.schema import validate
     from cloudfill.cube.zarr_io import open_cube
     from cloudfill.fill.series import count_unfilled, fill_series, plan_fill
     from cloudfill.fill.writer import DateWriter, fingerprint
+    from cloudfill.infer.settings import InferenceSettings
     from cloudfill.infer.synthesize import resolve_model
 
     if not cube.exists():
@@ -160,13 +162,12 @@ def run_fill_series(
     cf = resolve_model(model, device=device, fast=fast) if "s1" in ds.data_vars else None
     if cf is not None:
         cf.check_cube(ds)
+    rule = PairingRule(max_s1_gap, max_ref_age, max_ref_cloud)
     plan = plan_fill(
         ds,
         needs_reference=bool(cf.variant.uses_reference) if cf is not None else True,
         cloud_threshold=cloud_threshold,
-        max_s1_gap=max_s1_gap,
-        max_ref_age=max_ref_age,
-        max_ref_cloud=max_ref_cloud,
+        rule=rule,
         direction=cf.card.reference_direction if cf is not None else "earlier",
         chain=chain,
     )
@@ -174,14 +175,10 @@ def run_fill_series(
         cloud_threshold=cloud_threshold,
         feather=feather,
         adjust=adjust,
-        max_s1_gap=max_s1_gap,
-        max_ref_age=max_ref_age,
-        max_ref_cloud=max_ref_cloud,
+        rule=rule,
+        inference=InferenceSettings(tile=tile, device=device, fast=fast),
         plan=plan,
         chain=chain,
-        tile=tile,
-        device=device,
-        fast=fast,
     )
     filled = fill_series(ds, cf, dates=wanted, **settings)
     job = fingerprint(

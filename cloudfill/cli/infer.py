@@ -51,7 +51,9 @@ def synthesize(
     recorded in the output's attributes.
     """
     from cloudfill.cluster import compute, open_cluster
+    from cloudfill.core.pairs import PairingRule
     from cloudfill.cube.zarr_io import open_cube
+    from cloudfill.infer.settings import InferenceSettings
     from cloudfill.infer.synthesize import synthesize as run_synthesis
 
     if not cube.exists():
@@ -66,7 +68,11 @@ def synthesize(
     _check_out(out, overwrite, [cube])
     ds = open_cube(cube)
     result = run_synthesis(
-        ds, when, model, tile=tile, device=device, fast=fast, max_s1_gap=max_s1_gap
+        ds,
+        when,
+        model,
+        rule=PairingRule(max_s1_gap=max_s1_gap),
+        settings=InferenceSettings(tile=tile, device=device, fast=fast),
     )
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():

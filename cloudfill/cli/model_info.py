@@ -60,8 +60,8 @@ def model_facts(path: str | os.PathLike[str]) -> dict[str, str]:
     >>> facts["variant"], facts["receptive field"]
     ('S', '41 px (halo 23 px per side)')
     """
-    from cloudfill.model.checkpoint import load_model
     from cloudfill.model.receptive import gflops
+    from cloudfill.model.runtime import load_model
 
     model = load_model(path)
     card = model.card

@@ -86,7 +86,7 @@ def train_command(
     Writes OUT/best.safetensors (the best model by validation MAE, with its card),
     OUT/last/ (the resumable state) and OUT/metrics.csv.
     """
-    from cloudfill.model.variants import get_variant
+    from cloudfill.core.variants import get_variant
     from cloudfill.training.loop import train
 
     get_variant(variant)  # a typo fails before the cube is opened

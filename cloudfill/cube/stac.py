@@ -20,7 +20,9 @@ written with :func:`cloudfill.write_cube`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,17 +32,73 @@ import xarray as xr
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, _band_name, conform, validate
 from cloudfill.errors import BandError, GridMismatchError, ParameterError, SourceError
 
-__all__ = ["cube_from_stac"]
+__all__ = ["StacAssets", "cube_from_stac"]
+
+
+@dataclass(frozen=True)
+class StacAssets:
+    """Which asset keys of the STAC items hold what: the settings that sort items into roles.
+
+    Each field can also be given to :func:`cube_from_stac` as the keyword in brackets.
+
+    Attributes
+    ----------
+    s2
+        Asset keys of ``B02, B03, B04, B08``, in that order (aliases accepted)
+        (``s2_assets``).
+    s1
+        Asset keys of ``VV, VH``, in that order (``s1_assets``).
+    dem
+        Asset key of DEM items; None for a cube without ``dem`` (``dem_asset``).
+    scl
+        Asset key of the Sen2Cor scene classification in S2 items; used when present
+        (``scl_asset``).
+    cloud
+        Asset key of a cloud mask in S2 items (nonzero = unusable); used when present
+        (``cloud_asset``).
+
+    Raises
+    ------
+    ParameterError
+        When ``s2`` or ``s1`` does not hold one key per band or polarisation.
+
+    Examples
+    --------
+    >>> StacAssets(dem="data", scl=None).s1
+    ('vv', 'vh')
+    """
+
+    s2: Sequence[str] = BANDS
+    s1: Sequence[str] = ("vv", "vh")
+    dem: str | None = None
+    scl: str | None = "SCL"
+    cloud: str | None = None
+
+    def __post_init__(self) -> None:
+        # The messages name cube_from_stac's keywords, the way most callers give these keys.
+        if len(self.s2) != len(BANDS):
+            raise ParameterError(f"s2_assets needs {len(BANDS)} keys ({BANDS}), got {self.s2}")
+        if len(self.s1) != len(POLS):
+            raise ParameterError(f"s1_assets needs {len(POLS)} keys ({POLS}), got {self.s1}")
+        # Tuples keep the frozen settings hashable whatever sequence the caller passed.
+        object.__setattr__(self, "s2", tuple(self.s2))
+        object.__setattr__(self, "s1", tuple(self.s1))
+
+
+# cube_from_stac's keywords for the fields of StacAssets, kept for existing calls.
+_ASSET_KEYWORDS = {
+    "s2_assets": "s2",
+    "s1_assets": "s1",
+    "dem_asset": "dem",
+    "scl_asset": "scl",
+    "cloud_asset": "cloud",
+}
 
 
 def cube_from_stac(
     items: Any,
     *,
-    s2_assets: Sequence[str] = BANDS,
-    s1_assets: Sequence[str] = ("vv", "vh"),
-    dem_asset: str | None = None,
-    scl_asset: str | None = "SCL",
-    cloud_asset: str | None = None,
+    assets: StacAssets | None = None,
     epsg: int | None = None,
     resolution: float | tuple[float, float] | None = None,
     bounds: tuple[float, float, float, float] | None = None,
@@ -49,6 +107,7 @@ def cube_from_stac(
     s2_scale: float = 1e-4,
     s2_offset: float = 0.0,
     s1_units: str = "linear",
+    **asset_keys: Any,
 ) -> xr.Dataset:
     """Build a lazy contract cube from STAC items via :func:`stackstac.stack`.
 
@@ -64,16 +123,10 @@ def cube_from_stac(
         pystac Items, an ``ItemCollection``, plain item dicts, or an ItemCollection JSON dict
         (with ``"features"``). Asset hrefs must be absolute or resolvable from pystac
         Items' self links. ``proj:code`` is accepted in place of ``proj:epsg``.
-    s2_assets
-        Asset keys of ``B02, B03, B04, B08``, in that order (aliases accepted).
-    s1_assets
-        Asset keys of ``VV, VH``, in that order.
-    dem_asset
-        Asset key of DEM items; None for a cube without ``dem``.
-    scl_asset
-        Asset key of the Sen2Cor scene classification in S2 items; used when present.
-    cloud_asset
-        Asset key of a cloud mask in S2 items (nonzero = unusable); used when present.
+    assets
+        The asset keys of each role (:class:`StacAssets`); None for its defaults:
+        ``B02, B03, B04, B08`` (or aliases) for S2, ``vv, vh`` for S1, ``SCL``, no DEM and
+        no cloud mask.
     epsg, resolution, bounds, bounds_latlon
         The output grid, as for :func:`stackstac.stack`; by default the S2 items' own CRS,
         resolution and union of footprints.
@@ -83,6 +136,14 @@ def cube_from_stac(
         Applied to S2 values (see above).
     s1_units
         ``"linear"`` (default, e.g. RTC gamma0 backscatter) or ``"dB"``.
+    **asset_keys
+        ``s2_assets``, ``s1_assets``, ``dem_asset``, ``scl_asset``, ``cloud_asset``: the
+        fields of :class:`StacAssets` as keywords (``s2_assets`` is ``StacAssets.s2`` ...);
+        they override the same fields of ``assets``. ``s2_assets`` are the keys of ``B02,
+        B03, B04, B08`` in that order (aliases accepted), ``s1_assets`` those of ``VV, VH``;
+        ``dem_asset`` is the key of DEM items (None: a cube without ``dem``); ``scl_asset``
+        the Sen2Cor scene classification and ``cloud_asset`` a cloud mask (nonzero =
+        unusable) in S2 items, each used when present.
 
     Returns
     -------
@@ -98,6 +159,8 @@ def cube_from_stac(
         A Sentinel-2/-1 item (by platform) lacks one of the requested assets.
     ParameterError
         Bad ``s2_assets``, ``s1_assets`` or ``s1_units``.
+    TypeError
+        A keyword that is neither a parameter nor one of ``asset_keys``.
 
     Examples
     --------
@@ -106,79 +169,104 @@ def cube_from_stac(
     >>> ds = cube_from_stac(items, epsg=32633, resolution=10)  # doctest: +SKIP
     >>> list(ds.band.values)  # doctest: +SKIP
     ['B02', 'B03', 'B04', 'B08']
+    >>> with_dem = cube_from_stac(items, assets=StacAssets(dem="data"))  # doctest: +SKIP
     """
-    import stackstac  # heavy; only needed here
     from rasterio.enums import Resampling
 
-    if len(s2_assets) != len(BANDS):
-        raise ParameterError(f"s2_assets needs {len(BANDS)} keys ({BANDS}), got {s2_assets}")
-    if len(s1_assets) != len(POLS):
-        raise ParameterError(f"s1_assets needs {len(POLS)} keys ({POLS}), got {s1_assets}")
+    assets = _asset_settings(assets, asset_keys)
     if s1_units not in S1_UNITS:
         raise ParameterError(f"s1_units must be one of {list(S1_UNITS)}, got {s1_units!r}")
-
-    roles = _sort_roles(
-        _plain_items(items), s2_assets, s1_assets, dem_asset, scl_asset, cloud_asset
-    )
+    roles = _sort_roles(_plain_items(items), assets)
     if not roles["s2"]:
         raise SourceError(
-            f"no Sentinel-2 item: none has assets {list(s2_assets)} (or aliases) or a "
+            f"no Sentinel-2 item: none has assets {list(assets.s2)} (or aliases) or a "
             "'sentinel-2' platform"
         )
-
-    def stack(role_items: list[dict], assets: list[str], resampling: Resampling, **grid: Any):
-        try:
-            return stackstac.stack(
-                role_items,
-                assets=assets,
-                chunksize=chunksize,
-                dtype=np.dtype("float32"),
-                # A numpy float32 scalar: stackstac checks np.can_cast(type(fill_value), dtype),
-                # which NumPy 2 refuses for a Python float.
-                fill_value=np.float32(np.nan),
-                rescale=False,
-                xy_coords="center",
-                properties=False,
-                band_coords=False,
-                resampling=resampling,
-                **grid,
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            ids = [item.get("id") for item in role_items][:5]
-            raise SourceError(f"stackstac cannot stack items {ids}: {exc}") from exc
-
-    s2 = stack(
-        roles["s2"],
-        list(BANDS),
-        Resampling.nearest,
-        epsg=epsg,
-        resolution=resolution,
-        bounds=bounds,
-        bounds_latlon=bounds_latlon,
-    )
+    grid = {
+        "epsg": epsg,
+        "resolution": resolution,
+        "bounds": bounds,
+        "bounds_latlon": bounds_latlon,
+    }
+    s2 = _stack(roles["s2"], list(BANDS), Resampling.nearest, chunksize, **grid)
     spec = s2.attrs["spec"]
+    variables = {"s2": _tidy(s2, "time") * np.float32(s2_scale) + np.float32(s2_offset)}
+    variables.update(_stack_on_s2_grid(roles, spec, chunksize, s1_units))
+    return _assemble(variables, spec.epsg)
+
+
+def _asset_settings(assets: StacAssets | None, asset_keys: dict[str, Any]) -> StacAssets:
+    """``assets`` (or the defaults) with the fields given as keywords replaced."""
+    unknown = sorted(set(asset_keys) - set(_ASSET_KEYWORDS))
+    if unknown:
+        raise TypeError(f"cube_from_stac() got an unexpected keyword argument {unknown[0]!r}")
+    fields = {_ASSET_KEYWORDS[key]: value for key, value in asset_keys.items()}
+    base = StacAssets() if assets is None else assets
+    # replace() goes through __init__, so keyword values are checked like the fields.
+    return dataclasses.replace(base, **fields) if fields else base
+
+
+def _stack(
+    role_items: list[dict], assets: list[str], resampling: Any, chunksize: int, **grid: Any
+) -> xr.DataArray:
+    """:func:`stackstac.stack` with the settings every role shares, errors as SourceError."""
+    import stackstac  # heavy; only needed here
+
+    try:
+        return stackstac.stack(
+            role_items,
+            assets=assets,
+            chunksize=chunksize,
+            dtype=np.dtype("float32"),
+            # A numpy float32 scalar: stackstac checks np.can_cast(type(fill_value), dtype),
+            # which NumPy 2 refuses for a Python float.
+            fill_value=np.float32(np.nan),
+            rescale=False,
+            xy_coords="center",
+            properties=False,
+            band_coords=False,
+            resampling=resampling,
+            **grid,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        ids = [item.get("id") for item in role_items][:5]
+        raise SourceError(f"stackstac cannot stack items {ids}: {exc}") from exc
+
+
+def _stack_on_s2_grid(
+    roles: dict[str, list[dict[str, Any]]], spec: Any, chunksize: int, s1_units: str
+) -> dict[str, xr.DataArray]:
+    """The SCL, cloud, S1 and DEM variables (those with items), stacked onto the S2 grid
+    ``spec`` (a stackstac ``RasterSpec``)."""
+    import stackstac
+    from rasterio.enums import Resampling
+
     on_grid = {
         "epsg": spec.epsg,
         "resolution": spec.resolutions_xy,
         "bounds": spec.bounds,
         "snap_bounds": False,
     }
-    variables = {"s2": _tidy(s2, "time") * np.float32(s2_scale) + np.float32(s2_offset)}
+    variables = {}
     for name in ("scl", "cloud"):
         if roles[name]:
-            codes = _tidy(stack(roles[name], [name], Resampling.nearest, **on_grid), "time")
-            codes = codes.isel(band=0, drop=True)
+            stacked = _stack(roles[name], [name], Resampling.nearest, chunksize, **on_grid)
+            codes = _tidy(stacked, "time").isel(band=0, drop=True)
             # Pixels no item covers are "no data": SCL class 0, and unusable for cloud.
             variables[name] = (
                 codes.fillna(0).astype("uint8") if name == "scl" else codes.fillna(1) != 0
             )
     if roles["s1"]:
-        s1 = stack(roles["s1"], list(POLS), Resampling.bilinear, **on_grid)
+        s1 = _stack(roles["s1"], list(POLS), Resampling.bilinear, chunksize, **on_grid)
         variables["s1"] = _tidy(s1, "s1_time").rename(band="pol").assign_attrs(units=s1_units)
     if roles["dem"]:
-        dem = stack(roles["dem"], ["dem"], Resampling.bilinear, **on_grid)
+        dem = _stack(roles["dem"], ["dem"], Resampling.bilinear, chunksize, **on_grid)
         variables["dem"] = stackstac.mosaic(_tidy(dem, "time"), dim="time").isel(band=0, drop=True)
+    return variables
 
+
+def _assemble(variables: dict[str, xr.DataArray], epsg: int) -> xr.Dataset:
+    """The validated contract cube of stacked ``variables``, all on the S2 grid."""
     x, y = variables["s2"].x.values, variables["s2"].y.values
     for name, var in variables.items():
         if var.sizes["x"] != x.size or var.sizes["y"] != y.size:
@@ -187,7 +275,7 @@ def cube_from_stac(
     ds = xr.Dataset(variables).assign_coords(band=list(BANDS))
     if "s1" in ds:
         ds = ds.assign_coords(pol=list(POLS))
-    ds = conform(ds.rio.write_crs(spec.epsg))
+    ds = conform(ds.rio.write_crs(epsg))
     validate(ds, require=list(variables))
     return ds
 
@@ -239,14 +327,7 @@ def _match(assets: Iterable[str], wanted: str, *, band: bool) -> str | None:
     return None
 
 
-def _sort_roles(
-    items: list[dict[str, Any]],
-    s2_assets: Sequence[str],
-    s1_assets: Sequence[str],
-    dem_asset: str | None,
-    scl_asset: str | None,
-    cloud_asset: str | None,
-) -> dict[str, list[dict[str, Any]]]:
+def _sort_roles(items: list[dict[str, Any]], assets: StacAssets) -> dict[str, list[dict[str, Any]]]:
     """Split items into S2 / S1 / DEM and rename their assets to contract names.
 
     ``scl`` and ``cloud`` hold the S2 items with only that asset (empty when no item has it).
@@ -255,15 +336,15 @@ def _sort_roles(
     for item in items:
         keys = list(item["assets"])
         platform = str(item["properties"].get("platform", "")).lower()
-        s2_keys = [_match(keys, w, band=True) for w in s2_assets]
-        s1_keys = [_match(keys, w, band=False) for w in s1_assets]
+        s2_keys = [_match(keys, w, band=True) for w in assets.s2]
+        s1_keys = [_match(keys, w, band=False) for w in assets.s1]
         if platform.startswith("sentinel-2") or (
             all(s2_keys) and not platform.startswith("sentinel-1")
         ):
-            role, labels, found, wanted = "s2", BANDS, s2_keys, s2_assets
+            role, labels, found, wanted = "s2", BANDS, s2_keys, assets.s2
         elif platform.startswith("sentinel-1") or all(s1_keys):
-            role, labels, found, wanted = "s1", POLS, s1_keys, s1_assets
-        elif dem_asset is not None and (key := _match(keys, dem_asset, band=False)):
+            role, labels, found, wanted = "s1", POLS, s1_keys, assets.s1
+        elif assets.dem is not None and (key := _match(keys, assets.dem, band=False)):
             roles["dem"].append({**item, "assets": {"dem": item["assets"][key]}})
             continue
         else:
@@ -274,10 +355,10 @@ def _sort_roles(
                     f"STAC item {item.get('id')!r} ({role.upper()}) has no asset for {want!r}; "
                     f"its assets are {keys}"
                 )
-        assets = {label: item["assets"][key] for label, key in zip(labels, found, strict=True)}
-        roles[role].append({**item, "assets": assets})
+        renamed = {label: item["assets"][key] for label, key in zip(labels, found, strict=True)}
+        roles[role].append({**item, "assets": renamed})
         if role == "s2":
-            for name, wanted_key in (("scl", scl_asset), ("cloud", cloud_asset)):
+            for name, wanted_key in (("scl", assets.scl), ("cloud", assets.cloud)):
                 key = _match(keys, wanted_key, band=False) if wanted_key else None
                 # Every S2 item goes in, so the mask shares the S2 time axis; stackstac
                 # fills a missing asset with NaN (no data).

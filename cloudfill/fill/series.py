@@ -1,18 +1,18 @@
 """``fill_series``: every S2 date with its unusable pixels filled, with provenance and confidence.
 
-Per date (the method comes from :func:`cloudfill.fill.pairs.pairs`):
+Per date (the method comes from :func:`cloudfill.core.pairs.pairs`):
 
 - ``clear``: nothing to fill (cloud fraction <= ``cloud_threshold``); any unusable pixel of
   such a date is filled by temporal interpolation.
 - ``synthesize``: unusable pixels take the generator's image of that date; pixels where the
   generator has no input (no S1 data, or for SO/SOD models no usable reference value within
-  ``max_ref_age``) fall back to temporal interpolation.
+  ``rule.max_ref_age``) fall back to temporal interpolation.
 - ``interpolate``: no S1 within tolerance or no reference: per-pixel linear interpolation in
   time between the nearest usable dates (nearest value at the ends of the series).
 - ``none``: nothing usable anywhere; unusable pixels stay NaN and are counted.
 
 With ``chain=True`` a date filled by synthesis serves as reference for later dates (see
-:func:`cloudfill.fill.pairs.pairs`), its filled image standing in for its observation; the
+:func:`cloudfill.core.pairs.pairs`), its filled image standing in for its observation; the
 ``reference_chained`` provenance flags the dates whose reference date is such a filled date.
 
 Before blending, the fill of a date is adjusted to the date's own clear pixels
@@ -39,10 +39,14 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill._backend import full_like, map_with_halo, namespace, ndimage
+from cloudfill._dates import as_dates
+from cloudfill.core.pairs import PairingRule, cloud_fractions, pairs
+from cloudfill.core.temporal import linear_interpolation
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
-from cloudfill.fill.pairs import cloud_fractions, pairs
+from cloudfill.infer.settings import InferenceSettings
+from cloudfill.infer.synthesize import resolve_model, synthesize_with_scale
 
 __all__ = [
     "CONFIDENCE_SCALE",
@@ -110,9 +114,7 @@ def plan_fill(
     *,
     needs_reference: bool = True,
     cloud_threshold: float = 0.0,
-    max_s1_gap: float = 6,
-    max_ref_age: float = 120,
-    max_ref_cloud: float = 0.05,
+    rule: PairingRule = PairingRule(),
     fractions: pd.Series | None = None,
     direction: str = "earlier",
     chain: bool = False,
@@ -122,9 +124,7 @@ def plan_fill(
     <cloudfill.model.card.ModelCard.reference_direction>`)."""
     return pairs(
         ds,
-        max_s1_gap=max_s1_gap,
-        max_ref_age=max_ref_age,
-        max_ref_cloud=max_ref_cloud,
+        rule,
         clear_threshold=cloud_threshold,
         needs_reference=needs_reference,
         direction=direction,  # type: ignore[arg-type]
@@ -192,19 +192,17 @@ def fill_date(
     feather: int = 8,
     adjust: float = DEFAULT_ADJUST_SIGMA,
     fractions: pd.Series | None = None,
-    max_s1_gap: float = 6,
-    max_ref_age: float = 120,
+    rule: PairingRule = PairingRule(),
+    inference: InferenceSettings = InferenceSettings(),
     sources: Mapping[pd.Timestamp, xr.DataArray] | None = None,
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
-    **synth_kwargs: Any,
 ) -> xr.Dataset:
     """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
     lazily. ``fractions``: the cube's cloud fraction per date, if known (the plan's
     ``cloud_fraction`` column); ``sources``: filled images of earlier dates a chained fill
-    reads as references (:func:`chained_cube`); ``synthesis_hook``: see
-    :func:`fill_series`."""
-    from cloudfill.evaluate.baselines import linear_interpolation
-
+    reads as references (:func:`chained_cube`); the other parameters: see
+    :func:`fill_series`. The evaluation report draws its "filled" pictures with this
+    function, so they show what ``fill_series`` writes."""
     full_mask = cloud_mask(ds) if mask is None else mask
     unusable = full_mask.sel(time=date)
     real = ds["s2"].sel(time=date)
@@ -213,11 +211,9 @@ def fill_date(
     interp_conf = full_like(unusable, INTERPOLATION_CONFIDENCE, dtype="float32")
     blocks = None
     if method == "synthesize":
-        from cloudfill.infer.synthesize import synthesize_with_scale
-
         source = ds
         if sources:
-            source = chained_cube(ds, full_mask, date, max_ref_age, sources)
+            source = chained_cube(ds, full_mask, date, rule.max_ref_age, sources)
             if fractions is not None:  # filled dates are candidates like clear ones
                 fractions = fractions.where(~fractions.index.isin(list(sources)), 0.0)
         syn = synthesize_with_scale(
@@ -229,9 +225,8 @@ def fill_date(
             if pd.notna(plan_row["reference_date"])
             else None,
             fractions=fractions,
-            max_s1_gap=max_s1_gap,
-            max_ref_age=max_ref_age,
-            **synth_kwargs,
+            rule=rule,
+            settings=inference,
         )
         if synthesis_hook is not None:
             syn = synthesis_hook(date, syn)
@@ -290,14 +285,12 @@ def fill_series(
     cloud_threshold: float = 0.0,
     feather: int = 8,
     adjust: float = DEFAULT_ADJUST_SIGMA,
-    max_s1_gap: float = 6,
-    max_ref_age: float = 120,
-    max_ref_cloud: float = 0.05,
+    rule: PairingRule = PairingRule(),
+    inference: InferenceSettings = InferenceSettings(),
     plan: pd.DataFrame | None = None,
     chain: bool = False,
     chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None = None,
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
-    **synth_kwargs: Any,
 ) -> xr.Dataset:
     """Fill the unusable pixels of every S2 date (or of ``dates``), lazily.
 
@@ -320,13 +313,16 @@ def fill_series(
         Sigma in pixels of the same-date adjustment (the fill corrected by the smoothed
         residual of the date's clear pixels, :func:`cloudfill.fill.adjust.adjust_to_date`);
         0 turns it off.
-    max_s1_gap, max_ref_age, max_ref_cloud
-        The pairing rule (see :func:`cloudfill.fill.pairs.pairs`).
+    rule
+        The pairing rule (:class:`~cloudfill.core.pairs.PairingRule`; default the paper's).
+    inference
+        Tiling, batching and device of the synthesis
+        (:class:`~cloudfill.infer.settings.InferenceSettings`).
     plan
         A precomputed :func:`plan_fill` table (made with the same ``chain``).
     chain
         Let synthesized dates serve as references for later dates (flagged in
-        ``reference_chained``): a cloudy spell longer than ``max_ref_age`` is then
+        ``reference_chained``): a cloudy spell longer than ``rule.max_ref_age`` is then
         synthesized from its last clear date onwards instead of interpolated. The result for
         a date does not depend on which ``dates`` are asked for: earlier dates a chain needs
         are filled as sources too.
@@ -340,9 +336,6 @@ def fill_series(
         values): ``cloudfill fill-series`` stores it first, so that writing a date in
         windows, whose adjustment reads a halo from the neighbouring windows, runs the model
         once per block.
-    **synth_kwargs
-        Passed to :func:`~cloudfill.infer.synthesize.synthesize` (``tile``, ``device``,
-        ``fast``, ``batch_size``).
 
     Returns
     -------
@@ -374,11 +367,7 @@ def fill_series(
     mask = cloud_mask(ds)  # raises early when there is no mask at all
     cf = None
     if "s1" in ds.data_vars:
-        from cloudfill.infer.synthesize import resolve_model
-
-        cf = resolve_model(
-            model, device=synth_kwargs.get("device", "cpu"), fast=synth_kwargs.get("fast", False)
-        )
+        cf = resolve_model(model, device=inference.device, fast=inference.fast)
         cf.check_cube(ds)
     needs_reference = bool(cf.variant.uses_reference) if cf is not None else True
     if plan is None:
@@ -386,16 +375,14 @@ def fill_series(
             ds,
             needs_reference=needs_reference,
             cloud_threshold=cloud_threshold,
-            max_s1_gap=max_s1_gap,
-            max_ref_age=max_ref_age,
-            max_ref_cloud=max_ref_cloud,
+            rule=rule,
             direction=cf.card.reference_direction if cf is not None else "earlier",
             chain=chain,
         )
     if "reference_chained" in plan and plan["reference_chained"].any() and not chain:
         raise ParameterError("the plan was made with chain=True; pass chain=True as well")
     all_dates = pd.DatetimeIndex(ds["time"].values)
-    chosen = all_dates if dates is None else pd.DatetimeIndex([pd.Timestamp(d) for d in dates])
+    chosen = all_dates if dates is None else as_dates(dates)
     missing = chosen.difference(all_dates)
     if len(missing):
         raise ParameterError(f"date {missing[0]:%Y-%m-%d} is not an S2 date of the cube")
@@ -424,11 +411,10 @@ def fill_series(
             feather=feather,
             adjust=adjust,
             fractions=plan["cloud_fraction"],
-            max_s1_gap=max_s1_gap,
-            max_ref_age=max_ref_age,
+            rule=rule,
+            inference=inference,
             sources=sources if chain else None,
             synthesis_hook=synthesis_hook,
-            **synth_kwargs,
         )
         parts[date] = part
         if chains:

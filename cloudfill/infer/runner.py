@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 import threading
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,36 +24,31 @@ from typing import Any
 import numpy as np
 
 from cloudfill._backend import is_cupy
+from cloudfill.model.checkpoint import remember_checkpoint, remembered_checkpoint
+from cloudfill.model.runtime import load_model, resolve_device
 
-__all__ = ["ModelRef", "array_module_name", "from_torch", "remember_checkpoint", "to_torch"]
+__all__ = ["ModelRef", "from_torch", "to_torch"]
 
 _CACHE: dict[tuple[str, str, bool, str], Any] = {}
 _CACHE_SIZE = 4
 _LOCK = threading.Lock()
 _TMP: list[Path] = []
-#: Per in-memory model: (state key, checkpoint path holding exactly those weights).
-_SAVED: weakref.WeakKeyDictionary[Any, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 #: Times each process loaded a checkpoint from disk (checked by the cluster tests).
 LOADS: dict[str, int] = {}
-
-
-def array_module_name(array: Any) -> str:
-    """``"cupy"`` for cupy arrays (or dask arrays of them), else ``"numpy"``."""
-    return "cupy" if is_cupy(array) else "numpy"
 
 
 def to_torch(array: Any, device: Any) -> Any:
     """A torch tensor on ``device`` viewing ``array`` (numpy or cupy) without a host copy."""
     import torch
 
-    if array_module_name(array) == "cupy":
+    if is_cupy(array):
         return torch.from_dlpack(array).to(device)
     return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
 
 def from_torch(tensor: Any, like: Any) -> Any:
     """``tensor`` as the array type of ``like`` (cupy stays on the GPU)."""
-    if array_module_name(like) == "cupy":
+    if is_cupy(like):
         import cupy
 
         return cupy.from_dlpack(tensor.detach().contiguous())
@@ -66,42 +60,11 @@ def _cleanup() -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _state_key(model: Any) -> tuple:
-    """Changes whenever the weights may have: storage address and in-place version of each
-    tensor (an optimiser step, ``load_state_dict`` or ``.to()`` bumps one or the other)."""
-    tensors = model.generator.state_dict(keep_vars=True).values()
-    try:
-        return (id(model.card), *((t.data_ptr(), t._version) for t in tensors))
-    except RuntimeError:  # inference tensors keep no version: never assume unchanged
-        return (object(),)
-
-
 def _file_stamp(path: str | os.PathLike[str]) -> str:
     root = Path(path)
     files = sorted(root.rglob("*")) if root.is_dir() else [root]
     stats = [f.stat() for f in files if f.is_file()]
     return f"{sum(s.st_size for s in stats)}-{max((s.st_mtime_ns for s in stats), default=0)}"
-
-
-def remember_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
-    """Record that ``model``'s current weights are those of the checkpoint at ``path``.
-
-    :meth:`ModelRef.from_model` then references that file instead of writing a temporary
-    copy, so workers (on a shared filesystem too) load the user's checkpoint, and every
-    date of a series shares one cache entry per worker.
-
-    Examples
-    --------
-    >>> from cloudfill.model import CloudfillModel
-    >>> from cloudfill.model.generator import Generator
-    >>> import tempfile
-    >>> model = CloudfillModel(Generator("S", base_filters=4, n_blocks=1))
-    >>> path = model.save(Path(tempfile.mkdtemp()) / "s.safetensors")
-    >>> remember_checkpoint(model, path)
-    >>> ModelRef.from_model(model).path == str(path)
-    True
-    """
-    _SAVED[model] = (_state_key(model), os.fspath(path))
 
 
 @dataclass
@@ -131,21 +94,20 @@ class ModelRef:
     def from_model(cls, model: Any, device: str = "cpu", fast: bool = False) -> ModelRef:
         """Reference an in-memory :class:`~cloudfill.model.runtime.CloudfillModel`.
 
-        The checkpoint it was loaded from (see :func:`remember_checkpoint`) or the temporary
-        copy written by an earlier call is reused while the weights are unchanged; otherwise
-        the weights are written once to a new temporary file.
+        The checkpoint it was loaded from (see
+        :func:`cloudfill.model.checkpoint.remember_checkpoint`) or the temporary copy written
+        by an earlier call is reused while the weights are unchanged; otherwise the weights
+        are written once to a new temporary file.
         """
-        key = _state_key(model)
         with _LOCK:
-            saved = _SAVED.get(model)
-            if saved is not None and saved[0] == key and Path(saved[1]).exists():
-                return cls(saved[1], device, fast, _file_stamp(saved[1]), _local=model)
-            tmp = Path(tempfile.mkdtemp(prefix="cloudfill-model-"))
-            if not _TMP:
-                atexit.register(_cleanup)
-            _TMP.append(tmp)
-            path = str(model.save(tmp / "model.safetensors"))
-            _SAVED[model] = (key, path)
+            path = remembered_checkpoint(model)
+            if path is None:
+                tmp = Path(tempfile.mkdtemp(prefix="cloudfill-model-"))
+                if not _TMP:
+                    atexit.register(_cleanup)
+                _TMP.append(tmp)
+                path = str(model.save(tmp / "model.safetensors"))
+                remember_checkpoint(model, path)
         return cls(path, device, fast, _file_stamp(path), _local=model)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -162,8 +124,6 @@ class ModelRef:
                 if self._local is not None and _same_device(self._local, self.device):
                     model = self._local
                 else:
-                    from cloudfill.model.checkpoint import load_model
-
                     model = load_model(self.path, device=self.device)
                     LOADS[self.path] = LOADS.get(self.path, 0) + 1
                 if len(_CACHE) >= _CACHE_SIZE:
@@ -181,6 +141,4 @@ class ModelRef:
 
 
 def _same_device(model: Any, device: str) -> bool:
-    from cloudfill.model.runtime import resolve_device
-
     return model.device == resolve_device(device)

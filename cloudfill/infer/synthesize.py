@@ -23,13 +23,15 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill._backend import namespace
-from cloudfill.cube.mask import cloud_mask
+from cloudfill.core.condition import denormalise_bands
+from cloudfill.core.grid import ALIGN
+from cloudfill.core.pairs import PairingRule
 from cloudfill.cube.schema import BANDS
 from cloudfill.errors import ParameterError
-from cloudfill.fill.pairs import cloud_fractions, nearest_s1, reference_candidates, reference_for
-from cloudfill.infer.condition import condition_stack, denormalise_bands
+from cloudfill.infer.inputs import synthesis_inputs
 from cloudfill.infer.runner import ModelRef
-from cloudfill.infer.tiling import ALIGN, TileGrid, blend_tiles
+from cloudfill.infer.settings import InferenceSettings
+from cloudfill.infer.tiling import TileGrid, blend_tiles
 
 if TYPE_CHECKING:
     from cloudfill.preprocess.normalise import NormStats
@@ -43,10 +45,6 @@ __all__ = [
     "synthesize_with_scale",
 ]
 
-DEFAULT_DESPECKLE = 5
-#: Last channel of the blocks fed to the generator: 1 where a pixel has its inputs (S1 data
-#: and, for SO/SOD, a usable reference value), else 0 and the output is NaN there.
-VALID_CHANNEL = "valid"
 #: Longest axis covered by a single window when the tile size is the default.
 MAX_SINGLE = 1536
 
@@ -58,7 +56,7 @@ def resolve_model(model: Any, device: str = "cpu", fast: bool = False) -> Any:
 
         return default_model(device=device)
     if isinstance(model, str) or hasattr(model, "__fspath__"):
-        from cloudfill.model.checkpoint import load_model
+        from cloudfill.model.runtime import load_model
 
         return load_model(model, device=device, fast=fast)
     if not hasattr(model, "predict") or not hasattr(model, "card"):
@@ -112,61 +110,6 @@ class Synthesis:
     reference_date: pd.Timestamp | None
 
 
-def _pick_inputs(
-    ds: xr.Dataset,
-    date: pd.Timestamp,
-    needs_reference: bool,
-    max_s1_gap: float,
-    max_ref_age: float,
-    max_ref_cloud: float,
-    fractions: pd.Series,
-    direction: str = "earlier",
-) -> tuple[pd.Timestamp, pd.Timestamp | None]:
-    s1_dates = pd.DatetimeIndex(ds["s1_time"].values)
-    s1_date, _ = nearest_s1(s1_dates, date, pd.Timedelta(days=max_s1_gap))
-    if pd.isna(s1_date):
-        raise ParameterError(
-            f"no S1 acquisition within {max_s1_gap:g} days of {date:%Y-%m-%d} "
-            "(raise max_s1_gap, or use the interpolation fallback of fill_series)"
-        )
-    if not needs_reference:
-        return s1_date, None
-    ref, _ = reference_for(
-        pd.DatetimeIndex(ds["time"].values),
-        fractions.to_numpy() <= max_ref_cloud,
-        date,
-        pd.Timedelta(days=max_ref_age),
-        direction,  # type: ignore[arg-type]
-    )
-    if pd.isna(ref):
-        side = "earlier " if direction == "earlier" else ""
-        raise ParameterError(
-            f"no {side}S2 date with <= {100 * max_ref_cloud:g}% cloud within "
-            f"{max_ref_age:g} days of {date:%Y-%m-%d} to use as reference"
-        )
-    return s1_date, ref
-
-
-def _composite_dates(
-    ds: xr.Dataset,
-    date: pd.Timestamp,
-    reference_date: Any,
-    max_ref_age: float,
-    fractions: pd.Series,
-) -> list[pd.Timestamp]:
-    """Candidate dates of a composite reference, nearest first; an explicitly given
-    ``reference_date`` always takes part."""
-    times = pd.DatetimeIndex(ds["time"].values)
-    wanted = reference_candidates(
-        times, fractions.reindex(times).to_numpy(), date, pd.Timedelta(days=max_ref_age), "nearest"
-    )
-    reference_date = pd.Timestamp(reference_date)
-    if reference_date not in wanted:
-        wanted.append(reference_date)
-        wanted.sort(key=lambda d: (abs(d - date), d))
-    return wanted
-
-
 def _block_chunks(n: int, size: int, minimum: int) -> tuple[int, ...]:
     """Chunks of ``size`` along ``n`` with the last one merged if shorter than ``minimum``,
     so the halo of every block comes from its direct neighbours only."""
@@ -198,107 +141,28 @@ def synthesize_with_scale(
     date: Any,
     model: Any = None,
     *,
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch_size: int | None = None,
-    device: str = "cpu",
-    fast: bool = False,
-    max_s1_gap: float = 6,
-    max_ref_age: float = 120,
-    max_ref_cloud: float = 0.05,
+    rule: PairingRule = PairingRule(),
+    settings: InferenceSettings = InferenceSettings(),
     s1_date: Any = None,
     reference_date: Any = None,
     fractions: pd.Series | None = None,
-    min_block: int | None = None,
 ) -> Synthesis:
     """Like :func:`synthesize`, also returning the Laplace scale (confidence) if the model has
-    one, and the dates used. See :func:`synthesize` for the parameters."""
-    from cloudfill.preprocess.despeckle import despeckle
-    from cloudfill.preprocess.normalise import NormStats
-
-    cf = resolve_model(model, device=device, fast=fast)
+    one, and the dates used. See :func:`synthesize` for the parameters; ``fractions`` are
+    precomputed :func:`~cloudfill.core.pairs.cloud_fractions` (one read of the mask serves
+    every date of a series)."""
+    cf = resolve_model(model, device=settings.device, fast=settings.fast)
     cf.check_cube(ds)
     card = cf.card
-    if card.normalisation is None:
-        raise ParameterError("the model card has no normalisation statistics; retrain or re-save")
-    stats = NormStats.from_dict(card.normalisation)
     date = pd.Timestamp(date)
-    composite = cf.variant.uses_reference and card.reference_mode in ("composite", "blend")
-    blend = composite and card.reference_mode == "blend"
-    if fractions is None and (s1_date is None or composite):
-        fractions = cloud_fractions(ds)  # one pass over the mask serves every use below
-    if s1_date is None:
-        s1_date, picked_ref = _pick_inputs(
-            ds,
-            date,
-            cf.variant.uses_reference,
-            max_s1_gap,
-            max_ref_age,
-            max_ref_cloud,
-            fractions,
-            card.reference_direction,
-        )
-        reference_date = picked_ref if reference_date is None else reference_date
-    s1_date = pd.Timestamp(s1_date)
-    ref_dates, ref_s1_dates, mask, has_reference = None, None, None, None
-    s1_wanted = [s1_date]
-    if reference_date is not None and cf.variant.uses_reference:
-        used = [pd.Timestamp(reference_date)]
-        if composite:
-            ref_dates = used = _composite_dates(ds, date, reference_date, max_ref_age, fractions)
-        if blend:
-            s1_times = pd.DatetimeIndex(ds["s1_time"].values)
-            gap = pd.Timedelta(days=max_s1_gap)
-            ref_s1_dates = [nearest_s1(s1_times, d, gap)[0] for d in ref_dates]
-            s1_wanted += sorted({d for d in ref_s1_dates if not pd.isna(d)} - {s1_date})
-        # The mask of the source dates serves the condition stack and ``has_reference``:
-        # where no source date has a usable value the generator would see only S1 (and the
-        # DEM), which it was never trained on, so those pixels are left NaN below.
-        mask = cloud_mask(ds.sel(time=used))
-        usable = ~mask & ds["s2"].sel(time=used).notnull().all("band")
-        has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
-    # The median window training used (``train`` records it as "despeckle"; None: none), and,
-    # as in training, none on S1 that is already despeckled (``ds.cloudfill.preprocess()``).
-    size = int((card.training or {}).get("despeckle", DEFAULT_DESPECKLE) or 0)
-    if "despeckle" in ds["s1"].attrs:
-        size = 0
-    # One despeckle per S1 date: the same graph keys whichever target asks for it, so a
-    # fill_series computing many dates despeckles each S1 date once.
-    one_by_one = [ds[["s1"]].sel(s1_time=[t]) for t in s1_wanted]
-    if size:
-        one_by_one = [despeckle(one, size=size) for one in one_by_one]
-    s1_ds = xr.concat(one_by_one, "s1_time") if len(one_by_one) > 1 else one_by_one[0]
-    # Drop the full S1 time axis too, or the selected S1 would be re-aligned onto it.
-    cube = ds.drop_vars(["s1", "s1_time"], errors="ignore").assign(s1=s1_ds["s1"])
-    condition = condition_stack(
-        cube,
-        date,
-        stats,
-        cf.variant.name,
-        s1_date=s1_date,
-        reference_date=reference_date,
-        reference_mask=None if mask is None or composite else mask.isel(time=0),
-        reference_dates=ref_dates,
-        mask=mask,
-        reference_s1_dates=ref_s1_dates,
-    )
-    # No data in S1 (or, for SO/SOD, no usable reference value: the generator was never
-    # trained without one) means nothing to condition on: those pixels stay empty, never
-    # invented; fill_series interpolates them. The mask rides along as a last channel so
-    # each block task consumes it with its inputs: as a separate branch joined at the end,
-    # dask ran it for every block up front, and memory grew with the area.
-    valid = ~np.isnan(cube["s1"].sel(s1_time=s1_date)).any("pol")
-    if has_reference is not None:
-        valid = valid & has_reference
-    valid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
-    valid = valid.astype("float32").expand_dims(channel=[VALID_CHANNEL])
-    condition = xr.concat([condition, valid], "channel", coords="minimal", compat="override")
-    grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, tile, overlap)
-    condition = condition.chunk({"channel": -1, **_spatial_chunks(condition, grid, min_block)})
-
-    if batch_size is None:
-        batch_size = default_batch_size(cf.device)
-    ref = ModelRef.from_model(cf, device=str(cf.device), fast=fast)
+    inputs = synthesis_inputs(ds, date, cf, rule, s1_date, reference_date, fractions)
+    condition, stats, s1_date = inputs.condition, inputs.stats, inputs.s1_date
+    reference_date = inputs.reference_date
+    grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, settings.tile, settings.overlap)
+    chunks = _spatial_chunks(condition, grid, settings.min_block)
+    condition = condition.chunk({"channel": -1, **chunks})
+    batch_size = settings.batch_size or default_batch_size(cf.device)
+    ref = ModelRef.from_model(cf, device=str(cf.device), fast=settings.fast)
     has_scale = bool(card.confidence)
     n_out = 2 * len(BANDS) if has_scale else len(BANDS)
     data = condition.data
@@ -350,9 +214,7 @@ def synthesize_with_scale(
     if has_scale:
         scale = mean.copy(data=out[len(BANDS) :]).rename("s2_scale")
         scale.attrs = {**attrs, "long_name": "Laplace scale of the synthesized reflectance"}
-    return Synthesis(
-        mean, scale, s1_date, None if reference_date is None else pd.Timestamp(reference_date)
-    )
+    return Synthesis(mean, scale, s1_date, reference_date)
 
 
 def _synthesize_block(
@@ -409,7 +271,16 @@ def default_batch_size(device: Any) -> int:
     return 1 if torch.device(device).type == "cpu" else 4
 
 
-def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> xr.DataArray:
+def synthesize(
+    ds: xr.Dataset,
+    date: Any,
+    model: Any = None,
+    *,
+    rule: PairingRule = PairingRule(),
+    settings: InferenceSettings = InferenceSettings(),
+    s1_date: Any = None,
+    reference_date: Any = None,
+) -> xr.DataArray:
     """The synthesized S2 image (band, y, x) at ``date``, lazy and dask-backed.
 
     Parameters
@@ -421,18 +292,10 @@ def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> x
     model
         A :class:`~cloudfill.model.runtime.CloudfillModel`, a checkpoint path, or None for
         the default model shipped with the package.
-    tile, overlap
-        Tile size and overlap in pixels (default: from the model's receptive field).
-    batch_size
-        Tiles per forward pass (default :func:`default_batch_size`: 1 on CPU, where
-        batching only adds cache misses, more on a GPU).
-    min_block
-        Smallest block side in pixels (default :data:`MIN_BLOCK_TILES` tiles; blocks follow
-        larger input chunks). 0 lets blocks be as small as one tile.
-    device, fast
-        Torch device (``"cpu"``, ``"cuda"``, ``"auto"``) and bf16/channels_last fast path.
-    max_s1_gap, max_ref_age, max_ref_cloud
-        The pairing rule of :func:`cloudfill.fill.pairs.pairs` (days, days, fraction).
+    rule
+        The pairing rule (:class:`~cloudfill.core.pairs.PairingRule`; default the paper's).
+    settings
+        Tiling, batching and device (:class:`~cloudfill.infer.settings.InferenceSettings`).
     s1_date, reference_date
         Force the inputs instead of pairing them.
 
@@ -452,4 +315,12 @@ def synthesize(ds: xr.Dataset, date: Any, model: Any = None, **kwargs: Any) -> x
     >>> out.dims
     ('band', 'y', 'x')
     """
-    return synthesize_with_scale(ds, date, model, **kwargs).mean
+    return synthesize_with_scale(
+        ds,
+        date,
+        model,
+        rule=rule,
+        settings=settings,
+        s1_date=s1_date,
+        reference_date=reference_date,
+    ).mean

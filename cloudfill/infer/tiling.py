@@ -26,13 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cloudfill._backend import namespace
+from cloudfill.core.grid import ALIGN
 from cloudfill.errors import ParameterError
 
 __all__ = ["TileGrid", "blend_tiles", "tile_origins", "tile_weights"]
-
-#: Stride-2 layers make the generator translation-equivariant only for shifts that are
-#: multiples of its total stride; tiles start on multiples of it and have sizes divisible by it.
-ALIGN = 4
 
 
 def tile_origins(n: int, tile: int, stride: int) -> np.ndarray:

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cloudfill.core.variants import ATTENTION_KINDS, attention_kind
 from cloudfill.errors import ParameterError
-from cloudfill.model.variants import ATTENTION_KINDS, attention_kind
 
 __all__ = [
     "ATTENTION_KINDS",

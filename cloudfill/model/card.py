@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudfill._version import __version__
+from cloudfill.core.variants import NORMS, attention_kind, get_variant
 from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import CheckpointError, ParameterError
-from cloudfill.model.variants import NORMS, attention_kind, get_variant
 
 __all__ = ["FORMAT_VERSION", "REFERENCE_DIRECTIONS", "REFERENCE_MODES", "ModelCard"]
 
@@ -33,7 +33,7 @@ REFERENCE_DIRECTIONS: dict[str, str] = {
     "blend": "nearest",
 }
 """Per reference mode, which side of the target its source dates may lie on (a
-:func:`~cloudfill.fill.pairs.pairs` direction): the paper's single date is earlier, a
+:func:`~cloudfill.core.pairs.pairs` direction): the paper's single date is earlier, a
 composite takes each pixel's nearest clear observation, earlier or later, and a blend the
 nearest on each side."""
 
@@ -86,9 +86,9 @@ class ModelCard:
     reference_mode
         How the reference image of SO/SOD models is built: ``"date"`` (one clear date, the
         paper's setting), ``"composite"`` (each pixel's nearest clear observation; see
-        :func:`cloudfill.infer.condition.composite_reference`) or ``"blend"`` (the nearest
+        :func:`cloudfill.core.condition.composite_reference`) or ``"blend"`` (the nearest
         clear observations before and after, weighted by time and S1 similarity; see
-        :func:`cloudfill.infer.condition.blend_reference`). Inference uses the mode the
+        :func:`cloudfill.core.condition.blend_reference`). Inference uses the mode the
         model was trained with.
     input_channels
         Input channel names in stack order; derived from the variant when omitted.

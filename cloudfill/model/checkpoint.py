@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import struct
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,17 @@ from safetensors.torch import save as safetensors_bytes
 from cloudfill.errors import CheckpointError, ParameterError
 from cloudfill.model.card import FORMAT_VERSION, ModelCard
 from cloudfill.model.generator import Generator
-from cloudfill.model.runtime import CloudfillModel
 
 __all__ = [
     "CARD_NAME",
     "FORMAT_TAG",
     "WEIGHTS_NAME",
     "is_model_checkpoint",
-    "load_model",
+    "load_state",
+    "locate",
     "read_card",
+    "remember_checkpoint",
+    "remembered_checkpoint",
     "save_model",
 ]
 
@@ -127,6 +130,7 @@ def save_model(model: Any, card: ModelCard | None, path: str | os.PathLike[str])
     Examples
     --------
     >>> import tempfile
+    >>> from cloudfill.model.runtime import load_model
     >>> g = Generator("S", base_filters=4, n_blocks=1)
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     out = save_model(g, None, f"{tmp}/s.safetensors")
@@ -189,7 +193,7 @@ def _refuse_unsafe(path: Path) -> None:
         raise CheckpointError(f"{str(path)!r} is not a safetensors file (bad header)")
 
 
-def _locate(path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
+def locate(path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
@@ -246,7 +250,7 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     ...     read_card(tmp).input_channels[:3]
     ['VV', 'VH', 'ref_B02']
     """
-    weights, card_path = _locate(path)
+    weights, card_path = locate(path)
     metadata = _read_metadata(weights)
     if card_path is not None:
         text = card_path.read_text()
@@ -261,7 +265,7 @@ def _shape(shape: Any) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
-def _load_state(weights: Path, card: ModelCard, generator: Generator) -> dict[str, torch.Tensor]:
+def load_state(weights: Path, card: ModelCard, generator: Generator) -> dict[str, torch.Tensor]:
     expected = {k: v for k, v in generator.state_dict().items()}
     arch = (
         f"variant {card.variant}, {card.n_inputs} input channels, attention={card.attention}, "
@@ -302,58 +306,45 @@ def _load_state(weights: Path, card: ModelCard, generator: Generator) -> dict[st
     return state
 
 
-def load_model(
-    path: str | os.PathLike[str],
-    device: str | torch.device = "cpu",
-    *,
-    fast: bool = False,
-    compile: bool = False,
-) -> CloudfillModel:
-    """Load a checkpoint written by :func:`save_model`, safely.
+# --- which checkpoint holds a model's weights -------------------------------------------------
+#: Per in-memory model: (state key, checkpoint path holding exactly those weights).
+_SAVED: weakref.WeakKeyDictionary[Any, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
-    Nothing from the file is executed: a pickle or ``torch.save`` file is refused before it is
-    parsed, and the weights are read with safetensors only.
 
-    Parameters
-    ----------
-    path
-        A ``*.safetensors`` file or a checkpoint directory.
-    device
-        ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-    fast, compile
-        See :class:`~cloudfill.model.runtime.CloudfillModel`.
+def _state_key(model: Any) -> tuple:
+    """Changes whenever the weights may have: storage address and in-place version of each
+    tensor (an optimiser step, ``load_state_dict`` or ``.to()`` bumps one or the other)."""
+    tensors = model.generator.state_dict(keep_vars=True).values()
+    try:
+        return (id(model.card), *((t.data_ptr(), t._version) for t in tensors))
+    except RuntimeError:  # inference tensors keep no version: never assume unchanged
+        return (object(),)
 
-    Returns
-    -------
-    CloudfillModel
 
-    Raises
-    ------
-    CheckpointError
-        Missing, unsafe or malformed file; a card that is invalid or does not match the
-        weights (the message names the tensor).
-    ParameterError
-        An unusable ``device``.
+def remember_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
+    """Record that ``model``'s current weights are those of the checkpoint at ``path``.
+
+    :meth:`cloudfill.infer.runner.ModelRef.from_model` then references that file instead of
+    writing a temporary copy, so workers (on a shared filesystem too) load the user's
+    checkpoint, and every date of a series shares one cache entry per worker.
 
     Examples
     --------
     >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = save_model(Generator("SD", base_filters=4, n_blocks=1), None, tmp)
-    ...     load_model(path).card.input_channels
-    ['VV', 'VH', 'DEM']
+    >>> from cloudfill.model import CloudfillModel
+    >>> model = CloudfillModel(Generator("S", base_filters=4, n_blocks=1))
+    >>> path = model.save(Path(tempfile.mkdtemp()) / "s.safetensors")
+    >>> remember_checkpoint(model, path)
+    >>> remembered_checkpoint(model) == str(path)
+    True
     """
-    weights, _ = _locate(path)
-    card = read_card(path)
-    try:
-        generator = Generator(**card.generator_kwargs())
-    except ParameterError as err:
-        raise CheckpointError(f"model card describes no valid generator: {err}") from None
-    state = _load_state(weights, card, generator)
-    generator.load_state_dict(state, strict=True)
-    model = CloudfillModel(generator, card, device=device, fast=fast, compile=compile)
-    from cloudfill.infer.runner import remember_checkpoint
+    _SAVED[model] = (_state_key(model), os.fspath(path))
 
-    # Dask workers then load this file by path instead of a temporary copy of the weights.
-    remember_checkpoint(model, Path(path).resolve())
-    return model
+
+def remembered_checkpoint(model: Any) -> str | None:
+    """The checkpoint recorded by :func:`remember_checkpoint` if it still exists and the
+    model's weights have not changed since; else None."""
+    saved = _SAVED.get(model)
+    if saved is not None and saved[0] == _state_key(model) and Path(saved[1]).exists():
+        return saved[1]
+    return None

@@ -27,7 +27,7 @@ def default_model(device: str = "cpu", *, fast: bool = False) -> Any:
     >>> model.card.variant, model.card.confidence
     ('SOD', True)
     """
-    from cloudfill.model.checkpoint import load_model
+    from cloudfill.model.runtime import load_model
 
     path = resources.files("cloudfill") / "data" / DEFAULT_MODEL_FILE
     if not path.is_file():

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cloudfill.core.variants import OUTPUT_BANDS, Variant, get_variant
 from cloudfill.errors import ParameterError
 from cloudfill.model.generator import make_norm
-from cloudfill.model.variants import OUTPUT_BANDS, Variant, get_variant
 
 __all__ = ["PatchDiscriminator"]
 

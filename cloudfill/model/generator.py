@@ -42,9 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cloudfill.errors import ParameterError
-from cloudfill.model.attention import make_attention
-from cloudfill.model.variants import (
+from cloudfill.core.grid import ALIGN
+from cloudfill.core.variants import (
     NORMS,
     OUTPUT_BANDS,
     REFERENCE_CHANNELS,
@@ -52,14 +51,13 @@ from cloudfill.model.variants import (
     attention_kind,
     get_variant,
 )
+from cloudfill.errors import ParameterError
+from cloudfill.model.attention import make_attention
 
 __all__ = ["NORMS", "SCALE_EPS", "Generator", "GeneratorOutput", "ResidualBlock", "make_norm"]
 
 SCALE_EPS: float = 1e-3
 """Floor of the predicted Laplace scale, in normalised units (keeps the NLL finite)."""
-
-MULTIPLE: int = 4
-"""Height and width must be multiples of this (two stride-2 downsamplings)."""
 
 
 class GeneratorOutput(NamedTuple):
@@ -143,7 +141,7 @@ class Generator(nn.Module):
     ----------
     variant
         ``"S"``, ``"SD"``, ``"SO"`` or ``"SOD"``; fixes the input channels
-        (:mod:`cloudfill.model.variants`).
+        (:mod:`cloudfill.core.variants`).
     base_filters
         Width of the first stage (64 in the paper).
     n_blocks
@@ -258,9 +256,9 @@ class Generator(nn.Module):
                 f"with channels {list(self.variant.channels)}, got shape {tuple(x.shape)}"
             )
         h, w = x.shape[-2:]
-        if h % MULTIPLE or w % MULTIPLE or min(h, w) < 4 * MULTIPLE:
+        if h % ALIGN or w % ALIGN or min(h, w) < 4 * ALIGN:
             raise ParameterError(
-                f"tile height and width must be multiples of {MULTIPLE} and >= {4 * MULTIPLE}, "
+                f"tile height and width must be multiples of {ALIGN} and >= {4 * ALIGN}, "
                 f"got {h} x {w} (CloudfillModel.predict pads automatically)"
             )
         features = self.trunk(x)

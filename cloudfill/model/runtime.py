@@ -12,28 +12,36 @@ is read, whether the model fits a cube.
 
 from __future__ import annotations
 
+import os
 import warnings
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
-from cloudfill.errors import ModelMismatchError, ParameterError
+from cloudfill.core.grid import ALIGN
+from cloudfill.core.variants import Variant, get_variant
+from cloudfill.errors import CheckpointError, ModelMismatchError, ParameterError
 from cloudfill.model.card import ModelCard
-from cloudfill.model.generator import MULTIPLE, Generator, GeneratorOutput
-from cloudfill.model.variants import Variant, get_variant
+from cloudfill.model.checkpoint import (
+    load_state,
+    locate,
+    read_card,
+    remember_checkpoint,
+    save_model,
+)
+from cloudfill.model.generator import Generator, GeneratorOutput
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import xarray as xr
 
     from cloudfill.model.receptive import ReceptiveField
 
-__all__ = ["CloudfillModel", "resolve_device"]
+__all__ = ["CloudfillModel", "load_model", "resolve_device"]
 
-MIN_SIDE = 4 * MULTIPLE
+MIN_SIDE = 4 * ALIGN
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -198,7 +206,6 @@ class CloudfillModel:
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint; see :func:`cloudfill.model.checkpoint.save_model`."""
-        from cloudfill.model.checkpoint import save_model
 
         return save_model(self, None, path)
 
@@ -268,8 +275,8 @@ class CloudfillModel:
             )
         fast = self.fast if fast is None else bool(fast)
         h, w = x.shape[-2:]
-        pad_h = max(MIN_SIDE, -(-h // MULTIPLE) * MULTIPLE) - h
-        pad_w = max(MIN_SIDE, -(-w // MULTIPLE) * MULTIPLE) - w
+        pad_h = max(MIN_SIDE, -(-h // ALIGN) * ALIGN) - h
+        pad_w = max(MIN_SIDE, -(-w // ALIGN) * ALIGN) - w
         self.generator.eval()
         with torch.inference_mode():
             x = x.to(self.device, torch.float32)
@@ -350,3 +357,59 @@ def _check_labels(cube: xr.Dataset, dim: str, expected: list[str], what: str) ->
         raise ModelMismatchError(
             f"the cube has {what} {extra} that the model was not trained on (model: {expected})"
         )
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    fast: bool = False,
+    compile: bool = False,
+) -> CloudfillModel:
+    """Load a checkpoint written by :func:`~cloudfill.model.checkpoint.save_model`, safely.
+
+    Nothing from the file is executed: a pickle or ``torch.save`` file is refused before it is
+    parsed, and the weights are read with safetensors only.
+
+    Parameters
+    ----------
+    path
+        A ``*.safetensors`` file or a checkpoint directory.
+    device
+        ``"cpu"`` (default), ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    fast, compile
+        See :class:`CloudfillModel`.
+
+    Returns
+    -------
+    CloudfillModel
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unsafe or malformed file; a card that is invalid or does not match the
+        weights (the message names the tensor).
+    ParameterError
+        An unusable ``device``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from cloudfill.model.checkpoint import save_model
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = save_model(Generator("SD", base_filters=4, n_blocks=1), None, tmp)
+    ...     load_model(path).card.input_channels
+    ['VV', 'VH', 'DEM']
+    """
+    weights, _ = locate(path)
+    card = read_card(path)
+    try:
+        generator = Generator(**card.generator_kwargs())
+    except ParameterError as err:
+        raise CheckpointError(f"model card describes no valid generator: {err}") from None
+    state = load_state(weights, card, generator)
+    generator.load_state_dict(state, strict=True)
+    model = CloudfillModel(generator, card, device=device, fast=fast, compile=compile)
+    # Dask workers then load this file by path instead of a temporary copy of the weights.
+    remember_checkpoint(model, Path(path).resolve())
+    return model

@@ -16,11 +16,6 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "ALIGN": "grid",
-    "SPLITS": "grid",
-    "PatchGrid": "grid",
-    "patch_grid": "grid",
-    "split_blocks": "grid",
     "CubeReader": "reader",
     "ChunkSampler": "sampler",
     "PatchDataset": "sampler",

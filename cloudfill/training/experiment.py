@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from cloudfill.core.variants import get_variant
 from cloudfill.errors import ParameterError
-from cloudfill.model.variants import get_variant
 
 __all__ = ["PAPER_ORDER", "SMALL", "cpu_name", "model_name", "results_markdown", "run_experiment"]
 
@@ -234,7 +234,7 @@ def run_experiment(
     >>> list(table["model"])
     ['cGAN_S']
     """
-    from cloudfill.model.variants import get_variant as variant_of
+    from cloudfill.core.variants import get_variant as variant_of
     from cloudfill.training.loop import train
     from cloudfill.training.sampler import build_index
 

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from cloudfill.core.variants import get_variant
 from cloudfill.cube.schema import BANDS
 from cloudfill.errors import OutputError, ParameterError
 from cloudfill.model.card import ModelCard
@@ -59,7 +60,6 @@ from cloudfill.model.discriminator import PatchDiscriminator
 from cloudfill.model.generator import Generator
 from cloudfill.model.losses import adversarial_loss, laplace_nll, masked_l1
 from cloudfill.model.runtime import CloudfillModel, resolve_device
-from cloudfill.model.variants import get_variant
 from cloudfill.preprocess.normalise import NormStats
 from cloudfill.training.sampler import ChunkSampler, PatchDataset, PatchIndex, build_index
 from cloudfill.training.state import flatten_optimizer, read_state, restore_optimizer, write_state
@@ -538,7 +538,7 @@ def train(
         How SO/SOD references are built: ``"date"`` (one clear earlier date, the paper's
         rule), ``"composite"`` (each pixel's nearest clear observation) or ``"blend"`` (the
         nearest clear observations before and after, weighted by time and S1 similarity:
-        :func:`~cloudfill.infer.condition.blend_reference`); recorded in the
+        :func:`~cloudfill.core.condition.blend_reference`); recorded in the
         card (``reference_mode``) so inference builds it the same way. A prebuilt
         ``index`` brings its own.
     ema
@@ -769,7 +769,7 @@ class _Run:
         self.running_count = document["running_count"]
         self.seconds = document["seconds"]
         if self.out is not None and (self.out / BEST_NAME).exists():
-            from cloudfill.model.checkpoint import load_model
+            from cloudfill.model.runtime import load_model
 
             best = load_model(self.out / BEST_NAME)
             self.best_state = {k: v.clone() for k, v in best.generator.state_dict().items()}

@@ -3,21 +3,21 @@
 A training sample is one patch of one target S2 date: ``(condition, target, valid)`` with
 
 - ``condition`` (C, h, w) float32: the variant's channel stack built by
-  :func:`cloudfill.infer.condition.assemble_condition` from S1 at the paired date
+  :func:`cloudfill.core.condition.assemble_condition` from S1 at the paired date
   (despeckled), the reference S2 (NaN where cloudy, hence 0) and the DEM, normalised with the
   scene-wide statistics: inference goes through the same function, so both see the same
   numbers;
 - ``target`` (4, h, w) float32: the target date's B02, B03, B04, B08, normalised
-  (:func:`~cloudfill.infer.condition.normalise_bands`), 0 where not valid;
+  (:func:`~cloudfill.core.condition.normalise_bands`), 0 where not valid;
 - ``valid`` (1, h, w) bool: the target pixel is clear (cloud mask) and finite in every band.
   Losses count only these pixels.
 
-Dates follow :func:`cloudfill.fill.pairs.pairs` (nearest S1 within ``max_s1_gap`` days,
+Dates follow :func:`cloudfill.core.pairs.pairs` (nearest S1 within ``max_s1_gap`` days,
 nearest earlier reference with at most ``max_ref_cloud`` cloud within ``max_ref_age`` days),
 the rule inference uses. With ``reference="composite"`` the reference of a patch is instead
-:func:`~cloudfill.infer.condition.composite_reference` of every other date within
+:func:`~cloudfill.core.condition.composite_reference` of every other date within
 ``max_ref_age`` (earlier or later, nearest first), as inference builds it for such models;
-with ``reference="blend"`` it is :func:`~cloudfill.infer.condition.blend_reference` of the
+with ``reference="blend"`` it is :func:`~cloudfill.core.condition.blend_reference` of the
 same dates, each with the despeckled S1 nearest to it (within ``max_s1_gap``).
 Target dates are those with an S1 pair (and a reference for SO/SOD) and some clear pixels;
 a patch of a date becomes a sample when its cloud fraction is below ``max_cloud``.
@@ -29,7 +29,7 @@ holds the true neighbours and at the border the filter reflects at the same edge
 scene-wide filter, so the patch equals the scene-level :func:`~cloudfill.preprocess.despeckle`
 exactly, border included. No despeckled copy of the cube is ever written.
 
-**Patch grid and split**: see :mod:`cloudfill.training.grid` (4-aligned origins, spatial
+**Patch grid and split**: see :mod:`cloudfill.core.grid` (4-aligned origins, spatial
 blocks assigned 80/10/10 by a seeded permutation, patches never straddle blocks).
 
 **Reading**: see :mod:`cloudfill.training.reader` (chunks decoded once into a per-process
@@ -56,22 +56,23 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from cloudfill.cube.mask import cloud_mask
-from cloudfill.cube.schema import BANDS, conform, validate
-from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.fill.pairs import nearest_s1, pairs, reference_candidates
-from cloudfill.infer.condition import (
+from cloudfill._dates import as_dates
+from cloudfill.core.condition import (
     assemble_condition,
     blend_reference,
     composite_reference,
     normalise_bands,
     s1_to_units,
 )
+from cloudfill.core.grid import ALIGN, SPLITS, PatchGrid, patch_grid, split_blocks
+from cloudfill.core.pairs import PairingRule, nearest_s1, pairs, reference_candidates
+from cloudfill.core.variants import get_variant
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.schema import BANDS, conform, validate
+from cloudfill.errors import ModelMismatchError, ParameterError
 from cloudfill.model.card import REFERENCE_DIRECTIONS, REFERENCE_MODES
-from cloudfill.model.variants import get_variant
 from cloudfill.preprocess.despeckle import SIZES, median_filter
 from cloudfill.preprocess.normalise import NormStats, scene_stats
-from cloudfill.training.grid import ALIGN, SPLITS, PatchGrid, patch_grid, split_blocks
 from cloudfill.training.reader import DEFAULT_CACHE_BYTES, CubeReader
 
 __all__ = [
@@ -281,15 +282,6 @@ def _chunk_ids(bounds: tuple[np.ndarray, np.ndarray], origins: np.ndarray) -> np
     return cy * (len(bx) - 1) + cx
 
 
-def _as_dates(values: Sequence[Any] | None) -> pd.DatetimeIndex | None:
-    if values is None:
-        return None
-    try:
-        return pd.DatetimeIndex([pd.Timestamp(v) for v in values])
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"dates: cannot read {list(values)!r} as dates") from exc
-
-
 def _eligible(table: pd.DataFrame, uses_reference: bool) -> tuple[pd.Series, pd.Series]:
     """Which dates can be targets, and in words why the others cannot."""
     reasons = pd.Series("", index=table.index, dtype=object)
@@ -339,7 +331,7 @@ def build_index(
         Normalisation statistics to use (e.g. from another run); default
         :func:`training_stats` of this scene.
     block_size
-        Side of the split blocks (default :func:`~cloudfill.training.grid.default_block_size`).
+        Side of the split blocks (default :func:`~cloudfill.core.grid.default_block_size`).
     fractions
         Train / validation / test fractions of the blocks.
     seed
@@ -352,7 +344,7 @@ def build_index(
         Median window for S1 (3..11, odd) or None. Ignored (with a warning) when ``s1``
         records that it is already despeckled.
     max_s1_gap, max_ref_age, max_ref_cloud
-        The pairing rule (:func:`cloudfill.fill.pairs.pairs`).
+        The pairing rule (:func:`cloudfill.core.pairs.pairs`).
     cache_bytes
         Chunk cache per process.
     reference
@@ -361,7 +353,7 @@ def build_index(
         ``max_ref_age``, earlier or later; the reference date column then holds the
         nearest clear date, which a target still needs) or ``"blend"`` (the nearest clear
         observations on both sides, weighted by time and S1 similarity:
-        :func:`~cloudfill.infer.condition.blend_reference`).
+        :func:`~cloudfill.core.condition.blend_reference`).
 
     Returns
     -------
@@ -420,7 +412,7 @@ def build_index(
         margin=margin,
     )
     codes = split_blocks(grid.n_blocks, fractions, seed)
-    wanted = _as_dates(dates)
+    wanted = None if dates is None else as_dates(dates)
     s2_dates = pd.DatetimeIndex(ds["time"].values)
     if wanted is not None:
         missing = wanted.difference(s2_dates)
@@ -448,9 +440,7 @@ def build_index(
     )
     table = pairs(
         ds,
-        max_s1_gap=max_s1_gap,
-        max_ref_age=max_ref_age,
-        max_ref_cloud=max_ref_cloud,
+        PairingRule(max_s1_gap, max_ref_age, max_ref_cloud),
         fractions=scene_fractions,
         direction=direction,  # type: ignore[arg-type]
     )

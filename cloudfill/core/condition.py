@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from cloudfill.core.variants import DEM_CHANNEL, REFERENCE_CHANNELS, get_variant
 from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.model.variants import DEM_CHANNEL, REFERENCE_CHANNELS, get_variant
 from cloudfill.preprocess.normalise import NormStats
 
 __all__ = [
@@ -100,7 +100,7 @@ def composite_reference(images: Sequence[Any], unusable: Sequence[Any]) -> Any:
 
     The reference of a ``"composite"`` model: ``images`` are (band, y, x) S2 images of the
     candidate dates ordered by distance in time
-    (:func:`cloudfill.fill.pairs.reference_candidates`), ``unusable`` their (y, x) masks
+    (:func:`cloudfill.core.pairs.reference_candidates`), ``unusable`` their (y, x) masks
     (True = cloud or no data). A pixel is usable when unmasked and finite in every band, so
     each pixel gets its nearest clear observation: the same per-pixel information the
     persistence and interpolation baselines use, where one reference date would leave old

@@ -4,7 +4,7 @@ What is scored
 --------------
 For each evaluated S2 date, every method predicts the whole image without reading the date's
 own S2 values: the model (:func:`~cloudfill.infer.synthesize.synthesize_with_scale`) and the
-baselines of :mod:`cloudfill.evaluate.baselines` (``persistence``, ``interpolation``,
+baselines of :mod:`cloudfill.evaluation.baselines` (``persistence``, ``interpolation``,
 ``regression``). The ground truth is
 
 - the cube's ``truth`` variable when it has one (simulated cubes,
@@ -42,15 +42,15 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill import metrics as _metrics
+from cloudfill._dates import as_dates
+from cloudfill.core.pairs import PairingRule, cloud_fractions, pairs
+from cloudfill.core.temporal import linear_interpolation, persistence
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
-from cloudfill.evaluate.baselines import (
-    fit_regression_baseline,
-    linear_interpolation,
-    persistence,
-    predict_regression_baseline,
-)
-from cloudfill.evaluate.landcover import landcover_check
+from cloudfill.evaluation.baselines import fit_regression_baseline, predict_regression_baseline
+from cloudfill.evaluation.landcover import landcover_check
+from cloudfill.infer.settings import InferenceSettings
+from cloudfill.infer.synthesize import resolve_model, synthesize_with_scale
 
 __all__ = [
     "BASELINES",
@@ -220,8 +220,8 @@ class EvaluationPlan:
         The date of the land-cover check, or None.
     notes
         Decisions worth telling the reader (fallbacks, skipped parts).
-    synth_kwargs
-        Passed to the model's synthesis.
+    rule, inference
+        The pairing rule and inference settings of the model's synthesis.
     """
 
     ds: xr.Dataset
@@ -235,7 +235,8 @@ class EvaluationPlan:
     fractions: pd.Series
     landcover_date: pd.Timestamp | None
     notes: list[str] = field(default_factory=list)
-    synth_kwargs: dict[str, Any] = field(default_factory=dict)
+    rule: PairingRule = field(default_factory=PairingRule)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
 
     def describe(self) -> dict[str, Any]:
         """JSON-safe summary of the plan (the attrs of the metrics table)."""
@@ -256,22 +257,6 @@ class EvaluationPlan:
         }
 
 
-def _as_dates(dates: Any) -> list[pd.Timestamp] | None:
-    if dates is None:
-        return None
-    if isinstance(dates, str | pd.Timestamp | np.datetime64) or (
-        isinstance(dates, xr.DataArray) and dates.ndim == 0
-    ):
-        dates = [dates]
-    if isinstance(dates, xr.DataArray | np.ndarray | pd.Index):
-        dates = np.asarray(dates).tolist() if np.asarray(dates).dtype.kind in "OUS" else dates
-    values = [d.values if isinstance(d, xr.DataArray) else d for d in dates]
-    try:
-        return [pd.Timestamp(str(d) if isinstance(d, np.str_) else d) for d in values]
-    except (ValueError, TypeError) as exc:
-        raise ParameterError(f"dates must be dates, got {dates!r}") from exc
-
-
 def _regions(mask: str | Sequence[str]) -> tuple[str, ...]:
     wanted = (mask,) if isinstance(mask, str) else tuple(mask)
     unknown = [r for r in wanted if r not in REGIONS]
@@ -289,15 +274,18 @@ def _baselines(baselines: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def _default_dates(
-    ds: xr.Dataset, model: Any, has_truth: bool, fractions: pd.Series, max_cloud: float, **pairing
+    ds: xr.Dataset,
+    model: Any,
+    has_truth: bool,
+    fractions: pd.Series,
+    max_cloud: float,
+    rule: PairingRule,
 ) -> pd.DatetimeIndex:
     """Dates every method can predict: truth cubes their cloudy dates, others clear ones."""
-    from cloudfill.fill.pairs import pairs
-
     needs_reference = bool(model.variant.uses_reference) if model is not None else True
     direction = model.card.reference_direction if model is not None else "earlier"
     table = pairs(
-        ds, needs_reference=needs_reference, fractions=fractions, direction=direction, **pairing
+        ds, rule, needs_reference=needs_reference, fractions=fractions, direction=direction
     )
     frac = fractions.to_numpy()
     # Persistence needs an earlier date with some clear pixel.
@@ -330,7 +318,8 @@ def plan_evaluation(
     mask: str | Sequence[str] = REGIONS,
     with_model: bool = True,
     max_cloud: float = 0.05,
-    **synth_kwargs: Any,
+    rule: PairingRule = PairingRule(),
+    inference: InferenceSettings = InferenceSettings(),
 ) -> EvaluationPlan:
     """Decide dates, truth, split and methods; parameters as in :func:`evaluate`.
 
@@ -344,18 +333,12 @@ def plan_evaluation(
     >>> plan.truth_source, plan.methods
     ('truth variable', ('persistence', 'interpolation', 'regression'))
     """
-    from cloudfill.fill.pairs import cloud_fractions
-
     if "s2" not in ds.data_vars:
         raise MissingVariableError("evaluate needs an 's2' variable")
     notes: list[str] = []
     cf = None
     if with_model:
-        from cloudfill.infer.synthesize import resolve_model
-
-        cf = resolve_model(
-            model, device=synth_kwargs.get("device", "cpu"), fast=synth_kwargs.get("fast", False)
-        )
+        cf = resolve_model(model, device=inference.device, fast=inference.fast)
         cf.check_cube(ds)
     methods = (("model",) if cf is not None else ()) + _baselines(baselines)
     if not methods:
@@ -366,16 +349,10 @@ def plan_evaluation(
     has_truth = "truth" in ds.data_vars
     unusable = cloud_mask(ds)
     fractions = cloud_fractions(ds)
-    pairing = {
-        k: synth_kwargs[k]
-        for k in ("max_s1_gap", "max_ref_age", "max_ref_cloud")
-        if k in synth_kwargs
-    }
-    chosen = _as_dates(dates)
-    if chosen is None:
-        when = _default_dates(ds, cf, has_truth, fractions, max_cloud, **pairing)
+    if dates is None:
+        when = _default_dates(ds, cf, has_truth, fractions, max_cloud, rule)
     else:
-        when = pd.DatetimeIndex(chosen)
+        when = as_dates(dates)
         missing = when.difference(pd.DatetimeIndex(ds["time"].values))
         if len(missing):
             raise ParameterError(f"date {missing[0]:%Y-%m-%d} is not an S2 date of the cube")
@@ -424,7 +401,8 @@ def plan_evaluation(
         fractions=fractions,
         landcover_date=lc_date,
         notes=notes,
-        synth_kwargs=dict(synth_kwargs),
+        rule=rule,
+        inference=inference,
     )
 
 
@@ -504,10 +482,13 @@ def date_case(plan: EvaluationPlan, date: Any) -> DateCase:
     scale = None
     for method in plan.methods:
         if method == "model":
-            from cloudfill.infer.synthesize import synthesize_with_scale
-
             syn = synthesize_with_scale(
-                ds, date, plan.model, fractions=plan.fractions, **plan.synth_kwargs
+                ds,
+                date,
+                plan.model,
+                rule=plan.rule,
+                settings=plan.inference,
+                fractions=plan.fractions,
             )
             predictions["model"] = _drop_time(syn.mean)
             scale = None if syn.scale is None else _drop_time(syn.scale)
@@ -705,7 +686,7 @@ def run_evaluation(
         Called with each :class:`DateCase`; the lazy objects it returns are computed in the
         same pass and returned per date (used by the report for its pictures).
     landcover_kwargs
-        Passed to :func:`~cloudfill.evaluate.landcover.landcover_check`.
+        Passed to :func:`~cloudfill.evaluation.landcover.landcover_check`.
 
     Returns
     -------
@@ -747,7 +728,8 @@ def evaluate(
     max_cloud: float = 0.05,
     landcover_date: Any = None,
     landcover_kwargs: Mapping[str, Any] | None = None,
-    **synth_kwargs: Any,
+    rule: PairingRule = PairingRule(),
+    inference: InferenceSettings = InferenceSettings(),
 ) -> pd.DataFrame:
     """Score the model and the baselines on the same pixels of each evaluated date.
 
@@ -781,11 +763,12 @@ def evaluate(
     landcover_date
         The date of the land-cover check (an evaluated date).
     landcover_kwargs
-        Passed to :func:`~cloudfill.evaluate.landcover.landcover_check` (``block``,
+        Passed to :func:`~cloudfill.evaluation.landcover.landcover_check` (``block``,
         ``n_estimators``, ``ignore_label``, ``seed`` ...).
-    **synth_kwargs
-        Passed to :func:`~cloudfill.infer.synthesize.synthesize_with_scale` (``device``,
-        ``tile``, ``batch_size``, ``max_s1_gap`` ...).
+    rule
+        The pairing rule of the model's synthesis (:class:`~cloudfill.core.pairs.PairingRule`).
+    inference
+        Tiling, batching and device (:class:`~cloudfill.infer.settings.InferenceSettings`).
 
     Returns
     -------
@@ -827,7 +810,8 @@ def evaluate(
         mask=mask,
         with_model=with_model,
         max_cloud=max_cloud,
-        **synth_kwargs,
+        rule=rule,
+        inference=inference,
     )
     table, _ = run_evaluation(plan, landcover_kwargs=landcover_kwargs)
     return table

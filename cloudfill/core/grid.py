@@ -44,7 +44,10 @@ __all__ = [
 ]
 
 ALIGN = 4
-"""Patch origins and sizes are multiples of this (the generator's total stride)."""
+"""The generator's total stride (two stride-2 stages). It is translation-equivariant only for
+shifts by multiples of this, so training patches and inference tiles start on multiples of it
+and have sizes divisible by it, and the generator's input sides are multiples of it. The one
+definition the grid, the tiling and the generator share."""
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """Split names; a block's split code is the index into this tuple."""

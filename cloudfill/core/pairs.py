@@ -1,6 +1,7 @@
 """Which inputs fill which date: the S1 date and the clear reference S2 date for each S2 date.
 
-The rule (also used by the training sampler, so training and inference see the same pairs):
+The rule (:class:`PairingRule`; the training sampler uses it too, so training and inference
+see the same pairs):
 
 - **S1**: the S1 acquisition nearest in time to the target date, if within ``max_s1_gap``.
 - **reference**: the nearest *earlier* S2 date whose cloud fraction is at most
@@ -13,6 +14,7 @@ The rule (also used by the training sampler, so training and inference see the s
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -22,9 +24,83 @@ import xarray as xr
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ParameterError
 
-__all__ = ["cloud_fractions", "nearest_s1", "pairs", "reference_candidates", "reference_for"]
+__all__ = [
+    "PairingRule",
+    "cloud_fractions",
+    "nearest_s1",
+    "pairs",
+    "reference_candidates",
+    "reference_for",
+]
 
 Direction = Literal["earlier", "nearest"]
+
+
+def _as_days(value: str | pd.Timedelta | float | int, name: str) -> float:
+    # Plain numbers are days ("max_s1_gap=6" reads naturally); strings and Timedeltas are
+    # converted, so a rule compares and prints the same however it was written.
+    if isinstance(value, bool):
+        raise ParameterError(f"{name} must be a number of days or a Timedelta, got {value!r}")
+    try:
+        delta = pd.Timedelta(days=value) if isinstance(value, int | float) else pd.Timedelta(value)
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"{name}: cannot read {value!r} as a duration") from exc
+    if pd.isna(delta) or delta < pd.Timedelta(0):
+        raise ParameterError(f"{name} must not be negative, got {value!r}")
+    return float(delta / pd.Timedelta(days=1))
+
+
+@dataclass(frozen=True)
+class PairingRule:
+    """Which dates may serve a target date: one value shared by fill, inference and training.
+
+    Parameters
+    ----------
+    max_s1_gap
+        Largest allowed |S1 date - target date| in days (a number, a pandas Timedelta or a
+        string such as ``"6D"``; stored as float days). Default 6.
+    max_ref_age
+        Largest allowed |reference date - target date| in days. Default 120.
+    max_ref_cloud
+        A date can serve as reference when its cloud fraction is at most this (default
+        0.05, the paper's 5 % limit).
+
+    Examples
+    --------
+    >>> rule = PairingRule(max_s1_gap="36h")
+    >>> rule.max_s1_gap, rule.s1_gap
+    (1.5, Timedelta('1 days 12:00:00'))
+    >>> PairingRule(max_ref_cloud=2.0)
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: max_ref_cloud must be within [0, 1], got 2.0
+    """
+
+    max_s1_gap: float = 6.0
+    max_ref_age: float = 120.0
+    max_ref_cloud: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("max_s1_gap", "max_ref_age"):
+            object.__setattr__(self, name, _as_days(getattr(self, name), name))
+        cloud = float(self.max_ref_cloud)
+        if not 0.0 <= cloud <= 1.0:
+            raise ParameterError(f"max_ref_cloud must be within [0, 1], got {self.max_ref_cloud}")
+        object.__setattr__(self, "max_ref_cloud", cloud)
+
+    @property
+    def s1_gap(self) -> pd.Timedelta:
+        """:attr:`max_s1_gap` as a Timedelta."""
+        return pd.Timedelta(days=self.max_s1_gap)
+
+    @property
+    def ref_age(self) -> pd.Timedelta:
+        """:attr:`max_ref_age` as a Timedelta."""
+        return pd.Timedelta(days=self.max_ref_age)
+
+    def to_dict(self) -> dict[str, float]:
+        """The three numbers by name (for model cards, provenance and fingerprints)."""
+        return asdict(self)
 
 
 def cloud_fractions(ds: xr.Dataset) -> pd.Series:
@@ -43,14 +119,6 @@ def cloud_fractions(ds: xr.Dataset) -> pd.Series:
         index=pd.DatetimeIndex(ds["time"].values, name="date"),
         name="cloud_fraction",
     )
-
-
-def _as_timedelta(value: str | pd.Timedelta | float | int, name: str) -> pd.Timedelta:
-    # Plain numbers are days: "max_s1_gap=6" reads naturally.
-    delta = pd.Timedelta(days=value) if isinstance(value, int | float) else pd.Timedelta(value)
-    if delta < pd.Timedelta(0):
-        raise ParameterError(f"{name} must not be negative, got {value!r}")
-    return delta
 
 
 def nearest_s1(
@@ -135,10 +203,8 @@ def _days(delta: pd.Timedelta) -> str:
 
 def pairs(
     ds: xr.Dataset,
+    rule: PairingRule = PairingRule(),
     *,
-    max_s1_gap: str | pd.Timedelta | float = 6,
-    max_ref_age: str | pd.Timedelta | float = 120,
-    max_ref_cloud: float = 0.05,
     clear_threshold: float = 0.0,
     direction: Direction = "earlier",
     needs_reference: bool = True,
@@ -151,13 +217,9 @@ def pairs(
     ----------
     ds
         A contract cube with ``s2`` and a mask (``cloud`` or ``scl``); ``s1`` optional.
-    max_s1_gap
-        Largest allowed |S1 date - target date| (days, or a pandas Timedelta string).
-    max_ref_age
-        Largest allowed |reference date - target date| (days or Timedelta).
-    max_ref_cloud
-        A date can serve as reference when its cloud fraction is at most this
-        (default 0.05, the paper's 5 % limit).
+    rule
+        The pairing rule (:class:`PairingRule`: largest S1 gap, oldest reference, cloudiest
+        reference); the default is the paper's.
     clear_threshold
         A target date whose cloud fraction is at most this needs no filling (``"clear"``).
     direction
@@ -192,15 +254,13 @@ def pairs(
     """
     if direction not in ("earlier", "nearest"):
         raise ParameterError(f"direction must be 'earlier' or 'nearest', got {direction!r}")
-    for name, value in (("max_ref_cloud", max_ref_cloud), ("clear_threshold", clear_threshold)):
-        if not 0.0 <= value <= 1.0:
-            raise ParameterError(f"{name} must be within [0, 1], got {value}")
-    s1_gap = _as_timedelta(max_s1_gap, "max_s1_gap")
-    ref_age = _as_timedelta(max_ref_age, "max_ref_age")
+    if not 0.0 <= clear_threshold <= 1.0:
+        raise ParameterError(f"clear_threshold must be within [0, 1], got {clear_threshold}")
+    s1_gap, ref_age = rule.s1_gap, rule.ref_age
     frac = cloud_fractions(ds) if fractions is None else fractions
     dates = pd.DatetimeIndex(ds["time"].values)
     s1_dates = pd.DatetimeIndex(ds["s1_time"].values) if "s1" in ds.data_vars else None
-    usable_ref = frac.to_numpy() <= max_ref_cloud
+    usable_ref = frac.to_numpy() <= rule.max_ref_cloud
     synthesized = np.zeros(len(dates), dtype=bool)  # filled dates a chain may reuse
     any_usable = bool((frac.to_numpy() < 1.0).any())
 
@@ -228,7 +288,7 @@ def pairs(
             if pd.isna(ref_date) and needs_reference:
                 missing.append(
                     f"no {'earlier ' if direction == 'earlier' else ''}reference date with "
-                    f"<= {100 * max_ref_cloud:g}% cloud within {_days(ref_age)} days"
+                    f"<= {100 * rule.max_ref_cloud:g}% cloud within {_days(ref_age)} days"
                 )
             others_usable = any_usable and bool((np.delete(frac.to_numpy(), i) < 1.0).any())
             method = "interpolate" if others_usable else "none"

@@ -3,10 +3,10 @@
 Three predictions of the S2 image at a target ``date`` (a DataArray (band, y, x) on the cube's
 grid, with its coords and CRS):
 
-- :func:`persistence` — per pixel, the nearest earlier clear observation (or, with
-  ``direction="nearest"``, the nearest in time on either side);
-- :func:`linear_interpolation` — per pixel, linear in time between the clear observations
-  before and after;
+- :func:`~cloudfill.core.temporal.persistence` — per pixel, the nearest earlier clear
+  observation (or, with ``direction="nearest"``, the nearest in time on either side);
+- :func:`~cloudfill.core.temporal.linear_interpolation` — per pixel, linear in time between
+  the clear observations before and after (both below the fill, whose fallback they are);
 - :func:`fit_regression_baseline` / :func:`predict_regression_baseline` — a per-pixel linear
   regression from the model's condition channels (S1 VV/VH, the reference S2 bands, the DEM)
   to the four bands.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import dask
 import numpy as np
@@ -31,173 +31,19 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cloudfill._backend import full_like
-from cloudfill.cube.mask import cloud_mask
+from cloudfill.core.temporal import as_prediction, clear_s2, persistence, target_date
 from cloudfill.errors import MissingVariableError, ModelMismatchError, ParameterError
 
 __all__ = [
     "REGRESSION_INPUTS",
     "RegressionBaseline",
     "fit_regression_baseline",
-    "linear_interpolation",
-    "persistence",
     "predict_regression_baseline",
     "regression_features",
 ]
 
 REGRESSION_INPUTS: tuple[str, ...] = ("s1", "reference", "dem")
 """Condition inputs of the regression baseline, as in the model variant ``SOD``."""
-
-
-def _target_date(ds: xr.Dataset, date: Any) -> pd.Timestamp:
-    # A scalar DataArray such as ds.time[2] is accepted too.
-    target = pd.Timestamp(date.values if isinstance(date, xr.DataArray) else date)
-    times = pd.DatetimeIndex(ds["time"].values)
-    if target not in times:
-        nearest = times[np.argmin(np.abs(times - target))] if len(times) else None
-        hint = f"; nearest S2 date is {nearest:%Y-%m-%d}" if nearest is not None else ""
-        raise ParameterError(f"date {target:%Y-%m-%d} is not an S2 date of the cube{hint}")
-    return target
-
-
-def _clear_s2(ds: xr.Dataset, mask: xr.DataArray | None) -> xr.DataArray:
-    """``s2`` with every unusable pixel set to NaN (all bands)."""
-    if "s2" not in ds.data_vars:
-        raise MissingVariableError("the cube has no 's2' variable")
-    unusable = cloud_mask(ds) if mask is None else mask.astype(bool)
-    return ds["s2"].where(~unusable)
-
-
-def _as_prediction(
-    out: xr.DataArray, ds: xr.Dataset, target: pd.Timestamp, name: str
-) -> xr.DataArray:
-    out = out.transpose("band", "y", "x").astype(ds["s2"].dtype)
-    out = out.assign_coords(time=target)
-    out.name = "s2"
-    out.attrs = {**ds["s2"].attrs, "baseline": name}
-    return out
-
-
-def _nearest_clear_with_age(
-    clear: xr.DataArray, target: pd.Timestamp, *, earlier: bool
-) -> tuple[xr.DataArray, xr.DataArray]:
-    """Per value, the nearest clear value before (or after) ``target`` and its distance in
-    days (NaN where there is none)."""
-    side = clear.sel(time=(clear["time"] < target) if earlier else (clear["time"] > target))
-    order = range(side.sizes["time"] - 1, -1, -1) if earlier else range(side.sizes["time"])
-    like = clear.sel(time=target)
-    value = full_like(like, np.nan)
-    age = full_like(like, np.nan)
-    for i in order:
-        image = side.isel(time=i)
-        days = abs((pd.Timestamp(side["time"].values[i]) - target) / pd.Timedelta(days=1))
-        take = value.isnull() & image.notnull()
-        value = value.where(~take, image)
-        age = age.where(~take, np.float32(days))
-    return value, age
-
-
-def persistence(
-    ds: xr.Dataset,
-    date: Any,
-    mask: xr.DataArray | None = None,
-    *,
-    direction: Literal["earlier", "nearest"] = "earlier",
-) -> xr.DataArray:
-    """Per pixel, the S2 value of the nearest earlier date on which that pixel was clear.
-
-    Parameters
-    ----------
-    ds
-        A contract cube with ``s2`` and ``cloud`` or ``scl``.
-    date
-        An S2 date of the cube (anything :class:`pandas.Timestamp` reads).
-    mask
-        Boolean (time, y, x), True = unusable; default :func:`cloudfill.cloud_mask` ``(ds)``.
-    direction
-        ``"earlier"`` (default): only earlier dates; ``"nearest"``: the nearest clear date on
-        either side (on a tie the earlier), what a composite reference holds.
-
-    Returns
-    -------
-    xarray.DataArray
-        (band, y, x) on the cube's grid, ``attrs["baseline"] = "persistence"``. A pixel that
-        was never clear before ``date`` is NaN (there is nothing to persist).
-
-    Raises
-    ------
-    ParameterError
-        If ``date`` is not one of the cube's S2 dates.
-
-    Examples
-    --------
-    >>> import cloudfill
-    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
-    >>> persistence(ds, ds.time[-1]).dims
-    ('band', 'y', 'x')
-    """
-    if direction not in ("earlier", "nearest"):
-        raise ParameterError(f"direction must be 'earlier' or 'nearest', got {direction!r}")
-    target = _target_date(ds, date)
-    clear = _clear_s2(ds, mask)
-    out, days_before = _nearest_clear_with_age(clear, target, earlier=True)
-    if direction == "nearest":
-        after, days_after = _nearest_clear_with_age(clear, target, earlier=False)
-        later = (days_after < days_before) | days_before.isnull()
-        out = out.where(~later, after)
-    return _as_prediction(out, ds, target, "persistence")
-
-
-def linear_interpolation(
-    ds: xr.Dataset,
-    date: Any,
-    mask: xr.DataArray | None = None,
-    *,
-    extrapolate: Literal["nearest", "none"] = "nearest",
-) -> xr.DataArray:
-    """Per pixel, linear interpolation in time between the clear observations around ``date``.
-
-    The target date's own values are hidden, unusable pixels set to NaN, and
-    :meth:`xarray.DataArray.interpolate_na` (``dim="time", method="linear"``, on the real time
-    coordinate, so uneven revisits weigh correctly) fills the target date. On a dask-backed
-    cube the time axis is rechunked to one chunk (spatial chunks kept), which interpolation
-    needs.
-
-    Parameters
-    ----------
-    ds, date, mask
-        As in :func:`persistence`.
-    extrapolate
-        What a pixel clear only on one side of ``date`` gets: ``"nearest"`` (default) its
-        nearest clear value in time (the earlier one if any, else the later one), ``"none"``
-        NaN. A pixel never clear on any other date is NaN either way.
-
-    Returns
-    -------
-    xarray.DataArray
-        (band, y, x), ``attrs["baseline"] = "linear_interpolation"``.
-
-    Examples
-    --------
-    >>> import cloudfill
-    >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
-    >>> linear_interpolation(ds, ds.time[2]).dims
-    ('band', 'y', 'x')
-    """
-    if extrapolate not in ("nearest", "none"):
-        raise ParameterError(f"extrapolate must be 'nearest' or 'none', got {extrapolate!r}")
-    target = _target_date(ds, date)
-    clear = _clear_s2(ds, mask)
-    # The clear value on each side and how many days away it is, per value: a few whole-image
-    # operations per date instead of interpolate_na's per-pixel loop (minutes at 1200 px).
-    before, days_before = _nearest_clear_with_age(clear, target, earlier=True)
-    after, days_after = _nearest_clear_with_age(clear, target, earlier=False)
-    weight = days_before / (days_before + days_after)
-    out = before + (after - before) * weight
-    if extrapolate == "nearest":
-        # Only values without a clear observation on one side are still NaN here.
-        out = out.fillna(before).fillna(after)
-    return _as_prediction(out, ds, target, "linear_interpolation")
 
 
 # --- per-pixel linear regression -----------------------------------------------------
@@ -276,7 +122,7 @@ def regression_features(
     >>> list(regression_features(ds, ds.time[2]).feature.values)[:3]
     ['VV', 'VH', 'ref_B02']
     """
-    target = _target_date(ds, date)
+    target = target_date(ds, date)
     parts = []
     for name in _available_inputs(ds, inputs):
         if name == "s1":
@@ -306,7 +152,7 @@ def _training_pixels(
     mask: xr.DataArray | None,
 ) -> tuple[list[xr.DataArray], list[xr.DataArray], list[np.ndarray]]:
     """Lazy features and targets per date, and the (computed) boolean training mask of each."""
-    clear = _clear_s2(ds, mask)
+    clear = clear_s2(ds, mask)
     allowed: Any = True
     if pixel_mask is not None:
         allowed = (
@@ -389,7 +235,7 @@ def fit_regression_baseline(
     >>> model.bands
     ('B02', 'B03', 'B04', 'B08')
     """
-    targets_dates = [_target_date(ds, date) for date in np.atleast_1d(np.asarray(dates))]
+    targets_dates = [target_date(ds, date) for date in np.atleast_1d(np.asarray(dates))]
     if not targets_dates:
         raise ParameterError("dates is empty: give at least one S2 date to fit on")
     if max_samples is not None and max_samples < 1:
@@ -482,7 +328,7 @@ def predict_regression_baseline(
     >>> predict_regression_baseline(model, ds, ds.time[-1]).dims
     ('band', 'y', 'x')
     """
-    target = _target_date(ds, date)
+    target = target_date(ds, date)
     x = regression_features(ds, target, model.inputs, mask)
     found = tuple(str(f) for f in x["feature"].values)
     if found != model.features:
@@ -503,4 +349,4 @@ def predict_regression_baseline(
         kwargs={"estimator": model.estimator, "n_out": len(model.bands)},
     )
     out = out.assign_coords(band=list(model.bands))
-    return _as_prediction(out, ds, target, "linear_regression")
+    return as_prediction(out, ds, target, "linear_regression")

@@ -1,1 +1,0 @@
-"""cloudfill.evaluate."""
