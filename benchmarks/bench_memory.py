@@ -27,6 +27,7 @@ from pathlib import Path
 
 from _machine import cpu_model, load
 
+from cloudfill.fill.job import FillSettings, fill_to_zarr
 from cloudfill.infer.settings import InferenceSettings
 
 
@@ -85,16 +86,8 @@ def _case(
     )
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
         if fill:  # the CLI's job: written in windows by the resumable date writer
-            from cloudfill.cli.fill import run_fill_series
-
-            run_fill_series(
-                Path(source),
-                Path(tmp) / "out.zarr",
-                dates=[date],
-                tile=tile,
-                progress=False,
-                window=window,
-            )
+            settings = FillSettings(inference=InferenceSettings(tile=tile), window=window)
+            fill_to_zarr(Path(source), Path(tmp) / "out.zarr", settings=settings, dates=[date])
         else:
             out.to_dataset(name="s2").to_zarr(Path(tmp) / "out.zarr", mode="w", zarr_format=3)
     seconds = time.perf_counter() - t0

@@ -2,8 +2,8 @@
 
 On one simulated zarr cube (written once to a temporary folder), measured in the same run:
 
-- ``cloudfill sampler``: :class:`cloudfill.training.sampler.PatchDataset` items in the order
-  training uses (:class:`~cloudfill.training.sampler.ChunkSampler`, chunk group by chunk
+- ``cloudfill sampler``: :class:`cloudfill.training.dataset.PatchDataset` items in the order
+  training uses (:class:`~cloudfill.training.dataset.ChunkSampler`, chunk group by chunk
   group), from a cold chunk cache: read, despeckle (5 x 5 median with halo), mask, normalise,
   augment — finished ``(condition, target, valid)`` tensors of the SOD variant;
 - ``cloudfill, random order``: the same items in a uniformly random order (the chunk cache
@@ -36,13 +36,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xarray as xr
 from _machine import cpu_model, load
 
 import cloudfill
 from cloudfill.core.condition import assemble_condition, normalise_bands
+from cloudfill.model import Generator, PatchDiscriminator
 from cloudfill.preprocess import median_filter
+from cloudfill.training.dataset import ChunkSampler, PatchDataset
 from cloudfill.training.experiment import SMALL
-from cloudfill.training.sampler import ChunkSampler, PatchIndex, build_index
+from cloudfill.training.index import PatchIndex, PatchSettings, build_index
+from cloudfill.training.step import train_step
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -58,7 +62,7 @@ def make_cube(path: Path, shape: int, chunk: int, seed: int) -> None:
 
 def time_sampler(index: PatchIndex, n: int, shuffle: str) -> float:
     """Patches/s of the first ``n`` training items from a cold cache."""
-    data = index.dataset("train")
+    data = PatchDataset.from_index(index, "train")
     data.reader._cache = None  # cold: every chunk is decoded from the store again
     if shuffle == "chunks":
         order = ChunkSampler(data.groups, seed=0).order()[:n]
@@ -72,8 +76,6 @@ def time_sampler(index: PatchIndex, n: int, shuffle: str) -> float:
 
 def xbatcher_datasets(index: PatchIndex, path: Path) -> list:
     """Per target date: a Dataset of exactly the arrays one sample needs."""
-    import xarray as xr
-
     ds = cloudfill.open_cube(path)
     out = []
     for (date, s1_date, ref), _ in index.samples.groupby(["date", "s1_date", "reference_date"]):
@@ -91,6 +93,7 @@ def xbatcher_datasets(index: PatchIndex, path: Path) -> list:
 
 
 def time_xbatcher(index: PatchIndex, path: Path, n: int, overlap: int, process: bool) -> float:
+    # xbatcher is a test extra, not a cloudfill dependency: needed only for this comparison.
     import xbatcher
 
     size, stats = index.size, index.stats
@@ -122,9 +125,6 @@ def time_xbatcher(index: PatchIndex, path: Path, n: int, overlap: int, process: 
 
 def time_steps(size: int, base: int, blocks: int, d_filters: int, steps: int) -> float:
     """Generator + discriminator updates per second at batch 2 (SOD, attention on)."""
-    from cloudfill.model import Generator, PatchDiscriminator
-    from cloudfill.training.loop import train_step
-
     torch.manual_seed(0)
     g = Generator("SOD", base_filters=base, n_blocks=blocks)
     d = PatchDiscriminator("SOD", base_filters=d_filters)
@@ -165,7 +165,8 @@ def main() -> None:
         t0 = time.perf_counter()
         make_cube(path, args.shape, args.chunk, args.seed)
         t1 = time.perf_counter()
-        index = build_index(path, "SOD", args.size, args.overlap, block_size=args.size)
+        patches = PatchSettings(args.size, args.overlap, block_size=args.size)
+        index = build_index(path, "SOD", patches)
         t2 = time.perf_counter()
         n = min(args.n, index.counts()["train"])
         rows = [
@@ -181,9 +182,8 @@ def main() -> None:
         f"({index.counts()['train']} training samples)"
     )
     sampler_table = table(rows, "xbatcher + same processing")
-    configs = [
-        ("small-preset network", SMALL["base_filters"], SMALL["n_blocks"], SMALL["d_filters"])
-    ]
+    net = SMALL.network
+    configs = [("small-preset network", net.base_filters, net.n_blocks, net.d_filters)]
     if args.paper:
         configs.append(("paper network (table 2)", 64, 9, 64))
     sampler_rate = rows[0][1]

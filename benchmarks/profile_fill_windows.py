@@ -1,6 +1,6 @@
 """Where the fill-series job's memory goes, window by window.
 
-Runs ``cloudfill fill-series``'s job (:func:`cloudfill.cli.fill.run_fill_series`) on one
+Runs ``cloudfill fill-series``'s job (:func:`cloudfill.fill.job.fill_to_zarr`) on one
 synthesized date of a zarr cube and samples the process's RSS every 50 ms, printing the peak
 of each computed window (``--window``, 0: whole dates) and the process's ``ru_maxrss``.
 The cube (simulated, 6 dates, 512 px chunks) is written once, by a child process, and reused.
@@ -44,8 +44,9 @@ def main() -> None:
     import pandas as pd
 
     import cloudfill
-    import cloudfill.cluster
-    from cloudfill.cli.fill import run_fill_series
+    import cloudfill.fill.job
+    from cloudfill.fill.job import FillSettings, fill_to_zarr
+    from cloudfill.infer.settings import InferenceSettings
 
     cube = args.cube or Path(tempfile.gettempdir()) / f"cube{args.size}.zarr"
     if not cube.exists():  # in a child process, so its memory is not measured here
@@ -62,7 +63,7 @@ def main() -> None:
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
-    compute = cloudfill.cluster.compute
+    compute = cloudfill.fill.job.compute
     t0 = time.perf_counter()
     rows = []
 
@@ -73,21 +74,17 @@ def main() -> None:
         rows.append((len(rows) + 1, time.perf_counter() - start, peak[0], _rss_mib()))
         return out
 
-    cloudfill.cluster.compute = timed
+    cloudfill.fill.job.compute = timed  # the job binds its compute calls at run time
     ds = cloudfill.open_cube(cube, chunks={})
     model = cloudfill.default_model()
     table = ds.cloudfill.pairs(direction=model.card.reference_direction)
     synthesized = table.index[table["method"] == "synthesize"]
     date = pd.Timestamp(synthesized[len(synthesized) // 2])
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=args.threads):
-        run_fill_series(
-            cube,
-            Path(tmp) / "out.zarr",
-            dates=[date],
-            tile=args.tile,
-            progress=False,
-            window=args.window or None,
+        settings = FillSettings(
+            inference=InferenceSettings(tile=args.tile), window=args.window or None
         )
+        fill_to_zarr(cube, Path(tmp) / "out.zarr", settings=settings, dates=[date])
     total = time.perf_counter() - t0
     print(f"{args.size} px, date {date:%Y-%m-%d}, window {args.window or 'whole date'}")
     print("| window | s | peak RSS MiB | RSS after MiB |")

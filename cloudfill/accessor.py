@@ -92,8 +92,8 @@ class CloudfillAccessor:
     # Which dates fill which
     pairs = _Bound("cloudfill.core.pairs:pairs")
     # Training
-    sample_patches = _Bound("cloudfill.training.sampler:sample_patches")
-    train = _Bound("cloudfill.training.loop:train")
+    sample_patches = _Bound("cloudfill.training.dataset:sample_patches")
+    train = _Bound("cloudfill.training.run:train")
     # Synthesis and fill
     synthesize = _Bound("cloudfill.infer.synthesize:synthesize")
     fill_series = _Bound("cloudfill.fill.series:fill_series")

@@ -23,14 +23,15 @@ import contextlib
 import importlib.util
 import inspect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import torch
+from dask.diagnostics import ProgressBar
+from distributed import Client, LocalCluster
+from distributed import progress as dist_progress
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from cloudfill.errors import ParameterError, SourceError
-
-if TYPE_CHECKING:
-    from distributed import Client
 
 __all__ = ["KINDS", "compute", "describe", "open_cluster"]
 
@@ -130,8 +131,6 @@ def open_cluster(
         )
     if workers is not None or threads is not None:
         raise ParameterError("--workers/--threads size a local or cuda cluster, not an address")
-    from distributed import Client
-
     try:
         client = Client(spec, timeout=timeout)
     except OSError as exc:
@@ -144,8 +143,6 @@ def open_cluster(
 def _local_cluster(
     workers: int | None, threads: int | None, memory_limit: str | float | None
 ) -> Iterator[Client]:
-    from distributed import Client, LocalCluster
-
     # Processes, not threads: torch and numba hold the GIL in places, and a worker that dies
     # is restarted by its nanny without taking the job down.
     with (
@@ -169,8 +166,7 @@ def _cuda_cluster(
         raise ParameterError(
             "--cluster cuda needs dask-cuda (pip install 'cloudfill[gpu]') and a GPU"
         )
-    from dask_cuda import LocalCUDACluster
-    from distributed import Client
+    from dask_cuda import LocalCUDACluster  # optional (the gpu extra): imported when asked for
 
     kwargs: dict[str, Any] = {
         "dashboard_address": None,
@@ -217,13 +213,13 @@ class RMMSharing(WorkerPlugin):
 
 def share_rmm_with_torch_and_cupy() -> None:  # pragma: no cover - needs a GPU
     """Route CuPy's and (if not yet initialised) torch's CUDA allocations through RMM."""
+    # Optional GPU packages, present only where a cuda cluster runs this.
     import cupy
     from rmm.allocators.cupy import rmm_cupy_allocator
 
     cupy.cuda.set_allocator(rmm_cupy_allocator)
     try:
-        import torch
-        from rmm.allocators.torch import rmm_torch_allocator
+        from rmm.allocators.torch import rmm_torch_allocator  # optional; older rmm lacks it
 
         torch.cuda.memory.change_current_allocator(rmm_torch_allocator)
     except (ImportError, RuntimeError):
@@ -262,13 +258,9 @@ def compute(obj: Any, *, progress: bool = True, client: Client | None = None) ->
     if client is not None:
         future = client.compute(obj)
         if progress:
-            from distributed import progress as dist_progress
-
             dist_progress(future, notebook=False)
         return future.result()
     if progress:
-        from dask.diagnostics import ProgressBar
-
         with ProgressBar(minimum=1.0, dt=0.5):
             return obj.compute()
     return obj.compute()

@@ -3,7 +3,9 @@
 The same graph runs on dask's threaded scheduler, a ``LocalCluster``, dask-cuda's
 ``LocalCUDACluster`` or any remote scheduler; :func:`cloudfill.cluster.open_cluster` turns
 a name (``"none"``, ``"local"``, ``"cuda"``), an address or an existing ``Client`` into one.
-The model travels as its checkpoint path: each worker process loads it once.
+The model travels as its checkpoint path: each worker process loads it once. The job is
+:func:`cloudfill.fill.job.fill_to_zarr`, the one behind ``cloudfill fill-series``: written
+date by date, so a killed run resumes where it stopped.
 
 Run from the repository root (under a minute on a laptop CPU)::
 
@@ -11,7 +13,7 @@ Run from the repository root (under a minute on a laptop CPU)::
     python examples/cluster_job.py --workers 4 --threads 2
     python examples/cluster_job.py --cluster tcp://scheduler:8786   # a running scheduler
 
-The command-line equivalent, resumable date by date::
+The command-line equivalent::
 
     cloudfill fill-series cube.zarr --out filled.zarr --cluster local --workers 2 --threads 1
 
@@ -35,7 +37,7 @@ the cube, the output and the model checkpoint, since workers read them by path):
     cluster.scale(jobs=8)                  # or cluster.adapt(minimum_jobs=1, maximum_jobs=16)
     with Client(cluster) as client:
         fill(cube="/shared/cube.zarr", out="/shared/filled.zarr", cluster=client,
-             inference=InferenceSettings(device="cuda"))
+             settings=FillSettings(inference=InferenceSettings(device="cuda")))
 
 or, from a login node, the CLI against that scheduler:
 ``cloudfill fill-series /shared/cube.zarr --out /shared/filled.zarr --cluster
@@ -54,6 +56,7 @@ from typing import Any
 import cloudfill
 from cloudfill.cluster import describe, open_cluster
 from cloudfill.core.pairs import PairingRule
+from cloudfill.fill.job import FillSettings, fill_to_zarr
 
 
 def fill(
@@ -61,10 +64,10 @@ def fill(
     out: str | Path,
     *,
     model: Any = None,
+    settings: FillSettings = FillSettings(),
     cluster: Any = "local",
     workers: int | None = None,
     threads: int | None = None,
-    **fill_kwargs: Any,
 ) -> Path:
     """Fill every cloudy date of the zarr cube ``cube`` and write the result to ``out``.
 
@@ -74,12 +77,12 @@ def fill(
         Input and output zarr stores.
     model
         A model, a checkpoint path or None (the shipped default model).
+    settings
+        What to compute (pairing rule, inference settings, adjustment ...).
     cluster
         ``"none"``, ``"local"``, ``"cuda"``, a scheduler address or a ``Client``.
     workers, threads
         Size of a ``local``/``cuda`` cluster.
-    **fill_kwargs
-        Passed to ``ds.cloudfill.fill_series`` (``rule``, ``inference``, ``adjust`` ...).
 
     Returns
     -------
@@ -91,13 +94,12 @@ def fill(
     >>> fill("cube.zarr", "filled.zarr", cluster="local", workers=2)  # doctest: +SKIP
     PosixPath('filled.zarr')
     """
-    ds = cloudfill.open_cube(cube)
     with open_cluster(cluster, workers=workers, threads=threads) as client:
         print(f"computing on {describe(client)}")
-        filled = ds.cloudfill.fill_series(model, **fill_kwargs)
-        # The client is dask's default scheduler inside the context: the write streams
-        # chunk by chunk on the workers.
-        return cloudfill.write_cube(filled, out, overwrite=True)
+        # A given client is used and left running; each date streams to the store window by
+        # window on the workers.
+        fill_to_zarr(cube, out, model, settings, cluster=client, overwrite=True)
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             cluster=args.cluster,
             workers=args.workers,
             threads=args.threads,
-            rule=PairingRule(max_ref_age=400),
+            settings=FillSettings(rule=PairingRule(max_ref_age=400)),
         )
         result = cloudfill.open_cube(out)
         filled = result["filled"].mean(("y", "x")).compute().values

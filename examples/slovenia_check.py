@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from cloudfill.cube.eolearn import cube_from_eolearn
-from cloudfill.evaluation.evaluate import evaluate, landcover_frame
+from cloudfill.evaluation.evaluate import LandcoverCheck, evaluate, landcover_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "eolearn_slovenia"
@@ -45,11 +45,11 @@ def run_check(data: Path, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd
     """Metrics per hidden date, overall accuracies, and per-class F1 of every hidden date."""
     ds = cube_from_eolearn(data)
     ds["lulc"].attrs["classes"] = LULC_NAMES
-    options = {"ignore_label": 0, "block": 25, "seed": seed, "n_jobs": 2}
+    check = LandcoverCheck(ignore_label=0, block=25, seed=seed, n_jobs=2)
     first = evaluate(ds, with_model=False, landcover=False)
     tables, accuracy, f1 = [], [], []
     for when in pd.DatetimeIndex(first["date"].unique()):
-        table = evaluate(ds, with_model=False, dates=[when], landcover_kwargs=options)
+        table = evaluate(ds, with_model=False, dates=[when], landcover=check)
         tables.append(table)
         lc = table.attrs["landcover"]
         if lc:

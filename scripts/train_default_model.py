@@ -34,6 +34,14 @@ import numpy as np
 import pandas as pd
 
 import cloudfill
+from cloudfill.training.config import (
+    NetworkSettings,
+    OptimSettings,
+    RuntimeSettings,
+    Schedule,
+    TrainConfig,
+)
+from cloudfill.training.index import PatchSettings
 
 SEED = 101
 SHAPE = (1024, 1024)
@@ -67,32 +75,19 @@ def main() -> None:
         )
         cloudfill.write_cube(ds, cube)
     t0 = time.time()
-    model = cloudfill.train(
-        str(cube),
+    config = TrainConfig(
         "SOD",
-        "cbam",
-        out=args.out,
-        confidence=True,
+        network=NetworkSettings(
+            attention="cbam", base_filters=16, n_blocks=4, confidence=True, d_filters=32
+        ),
+        optim=OptimSettings(batch_size=args.batch_size, lr=5e-5, lambda_l1=10000.0, ema=0.999),
+        schedule=Schedule(epochs=1000, max_steps=args.max_steps, patience=None),
+        patches=PatchSettings(size=128, overlap=32),
         reference=args.reference,
-        ema=0.999,
-        lambda_l1=10000.0,
-        lr=5e-5,
-        base_filters=16,
-        n_blocks=4,
-        d_filters=32,
-        patch_size=128,
-        overlap=32,
-        batch_size=args.batch_size,
-        device=args.device,
-        num_workers=args.num_workers,
-        epochs=1000,
-        patience=None,
-        max_steps=args.max_steps,
         seed=0,
-        resume=args.resume,
-        progress=False,
-        log_every=25,
+        runtime=RuntimeSettings(device=args.device, num_workers=args.num_workers, log_every=25),
     )
+    model = cloudfill.train(str(cube), config, args.out, resume=args.resume, progress=False)
     print(f"trained in {time.time() - t0:.0f} s: {model}")
 
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import xarray as xr
 import cloudfill
 from cloudfill.cli import run
 from cloudfill.core.pairs import PairingRule
+from cloudfill.fill.job import FillSettings, fill_to_zarr
 from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import count_model_blocks, fill_series_argv, make_tiny_model
 
@@ -59,26 +59,45 @@ def test_fill_series_writes_everything(
     assert run([*other, "--overwrite"]) == 0
 
 
-def test_sigkill_then_resume_is_identical(job: dict[str, Path]) -> None:
+# Run in a child process that SIGKILLs itself at one fixed point: once date 2's pixels are
+# written, just before its marker is renamed into place. The kill is a real SIGKILL (no
+# cleanup runs) but lands at the same point whatever the machine's load.
+_KILL_BEFORE_MARKER_2 = """
+import os, signal
+replace = os.replace
+def replace_or_die(src, dst, *args, **kwargs):
+    if str(dst).endswith("000002.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(src, dst, *args, **kwargs)
+os.replace = replace_or_die
+from cloudfill.cli import main
+main()
+"""
+
+
+def test_sigkill_then_resume_is_identical(
+    job: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     reference = job["tmp"] / "ref.zarr"
     assert run(_args(job, reference)) == 0
     out = job["tmp"] / "killed.zarr"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-c", "from cloudfill.cli import main; main()", *_args(job, out)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-c", _KILL_BEFORE_MARKER_2, *_args(job, out)]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert proc.returncode == -signal.SIGKILL
     markers = out / ".cloudfill-done"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if markers.exists() and len(list(markers.glob("*.json"))) >= 2:
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(list(markers.glob("*.json")))
-    assert 1 <= done < 5, f"the kill should land mid-run, {done} dates were done"
+    recorded = {p.name: p.stat() for p in markers.glob("*.json")}
+    # Dates 0 and 1 recorded; date 2 written (a synthesized date) but not recorded.
+    assert sorted(recorded) == ["000000.json", "000001.json"]
+    capsys.readouterr()
     assert run(_args(job, out)) == 0
+    assert "resuming: 2 of 5 dates already done" in capsys.readouterr().out
+    # The rerun skipped the recorded dates (their markers are the same files) and wrote
+    # the others, date 2 again included.
+    for name, before in recorded.items():
+        after = (markers / name).stat()
+        assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), name
+    assert len(list(markers.glob("*.json"))) == 5
     a, b = _load(out), _load(reference)
     for name in ("s2", "filled", "confidence", "method", "s1_date", "reference_date"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
@@ -123,10 +142,16 @@ def test_chain_reads_the_written_dates_and_resumes_mid_chain(
     assert run(fill_series_argv(cube, path, out, "--max-ref-age", "40")) == 2
 
 
+def _settings(window: int | None) -> FillSettings:
+    """16 px tiles, references up to 400 days old, dates cut in windows of ``window`` px."""
+    return FillSettings(
+        rule=PairingRule(max_ref_age=400), inference=InferenceSettings(tile=16), window=window
+    )
+
+
 def test_windows_run_the_model_once_per_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cloudfill.cli.fill import run_fill_series
     from cloudfill.cube import zarr_io
 
     calls = count_model_blocks(monkeypatch)
@@ -141,7 +166,7 @@ def test_windows_run_the_model_once_per_block(
     for window in (None, 64):
         calls.clear()
         out = tmp_path / f"{window}.zarr"
-        run_fill_series(cube, out, model, tile=16, max_ref_age=400, window=window, progress=False)
+        fill_to_zarr(cube, out, model, _settings(window))
         counts[window] = len(calls)
         outs[window] = _load(out)
         # The scratch copies of the syntheses are gone once their dates are written.
@@ -154,6 +179,5 @@ def test_windows_run_the_model_once_per_block(
     # with the next run, even one with nothing left to do.
     stale = tmp_path / "64.zarr" / ".cloudfill-done" / "work" / "20230101T000000.zarr"
     stale.mkdir(parents=True)
-    run_fill_series(cube, tmp_path / "64.zarr", model, tile=16, max_ref_age=400, window=64,
-                    progress=False)  # fmt: skip
+    fill_to_zarr(cube, tmp_path / "64.zarr", model, _settings(64))
     assert not stale.parent.exists()

@@ -17,7 +17,10 @@ import xarray as xr
 import cloudfill
 from cloudfill.cli import run
 from cloudfill.cluster import describe, open_cluster
+from cloudfill.core.pairs import PairingRule
 from cloudfill.errors import ParameterError, SourceError
+from cloudfill.fill.job import FillSettings, fill_to_zarr
+from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import fill_series_argv, make_tiny_model
 
 VARIABLES = ("s2", "filled", "confidence", "method", "s1_date", "reference_date", "unfilled")
@@ -106,8 +109,6 @@ def test_model_loaded_once_per_worker(job: dict[str, Path]) -> None:
     """Two runs of three synthesized dates on two workers, one through a scheduler address
     (CLI), one through a Client (the Python keyword): each worker reads the checkpoint at most
     once, from the user's path (no temporary copy), and the client is left running."""
-    from cloudfill.cli.fill import run_fill_series
-
     with open_cluster("local", workers=2, threads=1) as client:
         address = client.scheduler.address
         assert describe(client).endswith("2 workers x 1 threads")
@@ -115,15 +116,10 @@ def test_model_loaded_once_per_worker(job: dict[str, Path]) -> None:
         argv = fill_series_argv(job["cube"], job["model"], by_address, "--cluster", address)
         assert run(argv) == 0
         by_client = job["tmp"] / "client.zarr"
-        result = run_fill_series(
-            job["cube"],
-            by_client,
-            job["model"],
-            tile=32,
-            max_ref_age=400,
-            cluster=client,
-            progress=False,
+        settings = FillSettings(
+            rule=PairingRule(max_ref_age=400), inference=InferenceSettings(tile=32)
         )
+        result = fill_to_zarr(job["cube"], by_client, job["model"], settings, cluster=client)
         assert isinstance(result, xr.Dataset)
         assert client.status == "running"
         loads = _worker_loads(client)

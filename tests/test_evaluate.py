@@ -8,11 +8,13 @@ import pytest
 import xarray as xr
 
 import cloudfill
+from cloudfill.core.grid import patch_grid, pixel_splits, split_blocks
 from cloudfill.core.temporal import persistence
 from cloudfill.errors import ParameterError
-from cloudfill.evaluation import evaluate as evaluate_module
+from cloudfill.evaluation import scoring
 from cloudfill.evaluation.evaluate import (
     COLUMNS,
+    LandcoverCheck,
     evaluate,
     landcover_frame,
     split_pixels,
@@ -20,7 +22,7 @@ from cloudfill.evaluation.evaluate import (
 from cloudfill.metrics import METRICS, all_metrics
 from tests.conftest import make_tiny_model
 
-LANDCOVER = {"n_estimators": 10, "block": 16}
+LANDCOVER = LandcoverCheck(n_estimators=10, block=16)
 # Test blocks of 32 px on the 64 x 64 scene: the bottom-right block only.
 SPLIT = {
     "method": "spatial blocks",
@@ -44,7 +46,7 @@ def model64(scene64: xr.Dataset):
 
 @pytest.fixture(scope="module")
 def table(scene64: xr.Dataset, model64) -> pd.DataFrame:
-    return evaluate(scene64, model64, landcover_kwargs=LANDCOVER)
+    return evaluate(scene64, model64, landcover=LANDCOVER)
 
 
 def test_tidy_table(table: pd.DataFrame, scene64: xr.Dataset) -> None:
@@ -134,13 +136,13 @@ def test_split_restricts_pixels_and_regression_training(
     model = make_tiny_model(scene64)
     model.card.split = dict(SPLIT)
     seen = []
-    fit = evaluate_module.fit_regression_baseline
+    fit = scoring.fit_regression_baseline
 
     def spy(ds, dates, pixel_mask=None, **kw):
         seen.append((list(dates), pixel_mask))
         return fit(ds, dates, pixel_mask, **kw)
 
-    monkeypatch.setattr(evaluate_module, "fit_regression_baseline", spy)
+    monkeypatch.setattr(scoring, "fit_regression_baseline", spy)
     date = pd.Timestamp(scene64.time.values[1])
     out = evaluate(scene64, model, dates=[date], landcover=False)
     assert (out["split"] == "test").all()
@@ -184,10 +186,46 @@ def test_split_pixels_reads_defensively() -> None:
     assert split_pixels(SPLIT, (64, 64), "all").test is None
 
 
+@pytest.mark.parametrize(
+    ("shape", "size", "block"), [((64, 64), 16, 32), ((70, 72), 16, 32), ((100, 90), 32, 32)]
+)
+def test_split_pixels_are_the_training_grid_blocks(shape, size, block) -> None:
+    # Every pixel of a training patch carries its block's code, whether or not the training
+    # grid merged a remainder narrower than a patch into the last block.
+    grid = patch_grid(shape, size, 0, block_size=block)
+    codes = split_blocks(grid.n_blocks, (0.5, 0.0, 0.5), seed=1)
+    per_pixel = pixel_splits(shape, block, codes)
+    assert per_pixel.shape == shape
+    for (y0, x0), (r, c) in zip(grid.origins, grid.blocks, strict=True):
+        assert (per_pixel[y0 : y0 + size, x0 : x0 + size] == codes[r, c]).all()
+    record = {"block_size": block, "assignment": codes.tolist()}
+    sp = split_pixels(record, shape)
+    np.testing.assert_array_equal(sp.test, per_pixel == 2)
+    np.testing.assert_array_equal(sp.train, per_pixel == 0)
+
+
+def test_split_pixels_rejects_a_grid_of_another_scene() -> None:
+    # 96 px hold three whole 32 px blocks: the training grid never merges a whole block, so
+    # a 2 x 2 assignment was recorded on another scene.
+    sp = split_pixels(SPLIT, (96, 64))
+    assert sp.used == "all" and "do not tile" in sp.note
+    assert pixel_splits((96, 64), 32, np.asarray(SPLIT["assignment"])) is None
+
+
+def test_landcover_check_date(scene64: xr.Dataset) -> None:
+    dates = scene64.time.values[1:3]
+    kw = {"with_model": False, "baselines": ["persistence"], "dates": dates}
+    check = LandcoverCheck(date=str(dates[0])[:10], n_estimators=5, block=16)
+    out = evaluate(scene64, landcover=check, **kw)
+    assert out.attrs["landcover"]["date"] == str(dates[0])[:10]
+    with pytest.raises(ParameterError, match="landcover_date"):
+        evaluate(scene64, landcover=LandcoverCheck(date=scene64.time.values[0]), **kw)
+
+
 def test_hidden_clear_dates_without_truth(scene64: xr.Dataset) -> None:
     real = scene64.drop_vars("truth")
     # This scene's only fully clear date is the first, which has nothing before it.
-    out = evaluate(real, with_model=False, max_cloud=0.2, landcover_kwargs=LANDCOVER)
+    out = evaluate(real, with_model=False, max_cloud=0.2, landcover=LANDCOVER)
     assert out.attrs["truth"] == "hidden clear dates"
     assert set(out["region"]) == {"all"}
     fractions = cloudfill.cloud_mask(real).mean(("y", "x")).to_series()

@@ -17,6 +17,7 @@ import cloudfill
 from cloudfill.cli import run
 from cloudfill.evaluation import figures
 from cloudfill.evaluation.evaluate import COLUMNS, date_case, plan_evaluation
+from cloudfill.evaluation.landcover import LandcoverCheck
 from cloudfill.evaluation.page import (
     DateSection,
     FigureView,
@@ -48,7 +49,7 @@ def report(scene64: xr.Dataset, tmp_path_factory: pytest.TempPathFactory) -> Rep
         make_tiny_model(scene64),
         out,
         max_side=32,
-        landcover_kwargs={"n_estimators": 10, "block": 16},
+        landcover=LandcoverCheck(n_estimators=10, block=16),
     )
 
 

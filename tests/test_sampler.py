@@ -17,16 +17,17 @@ from cloudfill.core.grid import SPLITS, patch_grid, split_blocks
 from cloudfill.core.pairs import reference_candidates
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.training.sampler import (
+from cloudfill.training.dataset import (
     ChunkSampler,
-    PatchIndex,
+    PatchDataset,
     augment,
     augmentation_code,
-    build_index,
     sample_patches,
 )
+from cloudfill.training.index import PatchIndex, PatchSettings, build_index
 
 SIZE = 32
+PATCHES = PatchSettings(SIZE, 8, block_size=SIZE * 2)
 # A varied scene (river, crops, forest, town) with several usable target dates.
 FRACTIONS = [0.0, 0.3, 0.2, 0.0, 0.4, 0.1]
 
@@ -38,7 +39,7 @@ def cube() -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def index(cube: xr.Dataset) -> PatchIndex:
-    return build_index(cube, "SOD", SIZE, 8, block_size=SIZE * 2, seed=3)
+    return build_index(cube, "SOD", PATCHES, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_patches_equal_direct_slices(
     cube: xr.Dataset, zarr_cube: xr.Dataset, index: PatchIndex, backend: str
 ) -> None:
     source = {"numpy": cube, "dask": cube.chunk({"y": 48, "x": 40}), "zarr": zarr_cube}[backend]
-    data = build_index(source, "SOD", SIZE, 8, block_size=SIZE * 2, seed=3, stats=index.stats)
+    data = build_index(source, "SOD", PATCHES, seed=3, stats=index.stats)
     assert data.reader.mode == backend
     # Same blocks and split whatever the storage; zarr's 64 px chunks coincide with block
     # sides, where patches keep a 4 px margin, so its origins may differ slightly.
@@ -109,7 +110,7 @@ def test_patches_equal_direct_slices(
         pd.testing.assert_frame_equal(
             data.samples.drop(columns="group"), index.samples.drop(columns="group")
         )
-    dataset = data.dataset("train", augment=False)
+    dataset = PatchDataset.from_index(data, "train", augment=False)
     despeckled = cube.cloudfill.despeckle(5)  # scene-level filter: the sampler must match it
     mask = cloud_mask(cube).values
     # Border patches (origin 0) and interior ones.
@@ -141,12 +142,10 @@ def test_patches_equal_direct_slices(
 def test_composite_patches_equal_the_inference_condition(
     cube: xr.Dataset, index: PatchIndex, mode: str
 ) -> None:
-    data = build_index(
-        cube, "SOD", SIZE, 8, block_size=SIZE * 2, seed=3, stats=index.stats, reference=mode
-    )
+    data = build_index(cube, "SOD", PATCHES, seed=3, stats=index.stats, reference=mode)
     assert data.config["reference"] == mode
     s1_times = pd.DatetimeIndex(cube.s1_time.values)
-    dataset = data.dataset("train", augment=False)
+    dataset = PatchDataset.from_index(data, "train", augment=False)
     despeckled = cube.cloudfill.despeckle(5)
     mask = cloud_mask(cube)
     times = pd.DatetimeIndex(cube.time.values)
@@ -156,7 +155,7 @@ def test_composite_patches_equal_the_inference_condition(
         row = dataset.samples.iloc[i]
         target = times[row.t]
         wanted = reference_candidates(times, fractions, target, pd.Timedelta(days=120))
-        assert data.candidates[row.t] == tuple(times.get_loc(d) for d in wanted)
+        assert data.references.candidates[row.t] == tuple(times.get_loc(d) for d in wanted)
         full = condition_stack(
             despeckled,
             target,
@@ -175,7 +174,7 @@ def test_composite_patches_equal_the_inference_condition(
         window = full.isel(y=slice(row.y0, row.y0 + SIZE), x=slice(row.x0, row.x0 + SIZE))
         condition = dataset[i][0].numpy()
         np.testing.assert_array_equal(condition, window.values)
-        single = index.dataset("train", augment=False)
+        single = PatchDataset.from_index(index, "train", augment=False)
         same = single.samples.index[
             (single.samples["t"] == row.t)
             & (single.samples["y0"] == row.y0)
@@ -185,12 +184,12 @@ def test_composite_patches_equal_the_inference_condition(
             differs |= not np.array_equal(single[int(same[0])][0].numpy(), condition)
     assert differs  # the composite is not just the single reference date
     with pytest.raises(ParameterError, match="reference must be one of"):
-        build_index(cube, "SOD", SIZE, 8, block_size=SIZE * 2, reference="mosaic")
+        build_index(cube, "SOD", PATCHES, reference="mosaic")
 
 
 def test_augmentation_is_shared_by_condition_target_and_mask(index: PatchIndex) -> None:
-    plain = index.dataset("train", augment=False)
-    augmented = index.dataset("train", augment=True)
+    plain = PatchDataset.from_index(index, "train", augment=False)
+    augmented = PatchDataset.from_index(index, "train", augment=True)
     augmented.set_epoch(2)
     codes = [augmentation_code(index.seed, 2, i) for i in range(len(augmented))]
     assert len(set(codes)) > 3
@@ -204,7 +203,8 @@ def test_augmentation_is_shared_by_condition_target_and_mask(index: PatchIndex) 
     images = {augment(square, code).tobytes() for code in range(8)}
     assert len(images) == 8 and (augment(square, 0) == square).all()  # the 8 symmetries
     # Only the training split is augmented by default.
-    assert index.dataset("val").augment is False and index.dataset("train").augment is True
+    val, train = PatchDataset.from_index(index, "val"), PatchDataset.from_index(index, "train")
+    assert val.augment is False and train.augment is True
 
 
 def test_chunk_sampler_orders_groups_and_resumes() -> None:
@@ -223,7 +223,7 @@ def test_chunk_sampler_orders_groups_and_resumes() -> None:
 
 
 def test_dataset_pickles_for_worker_processes(zarr_cube: xr.Dataset) -> None:
-    data = sample_patches(zarr_cube, "SD", SIZE, 8, "val", block_size=SIZE * 2, despeckle=3)
+    data = sample_patches(zarr_cube, "SD", PATCHES, "val", despeckle=3)
     assert data.reader.mode == "zarr"
     first = data[0]
     clone = pickle.loads(pickle.dumps(data))
@@ -236,22 +236,24 @@ def test_dataset_pickles_for_worker_processes(zarr_cube: xr.Dataset) -> None:
 
 
 def test_accessor_binding(cube: xr.Dataset) -> None:
-    data = cube.cloudfill.sample_patches("S", SIZE, overlap=0, block_size=SIZE, split="test")
+    data = cube.cloudfill.sample_patches(
+        "S", PatchSettings(SIZE, overlap=0, block_size=SIZE), split="test"
+    )
     assert data.n_channels == 2 and data.split == "test" and len(data) > 0
 
 
 def test_bad_input_is_reported_before_reading(cube: xr.Dataset, tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="patch size"):
-        build_index(cube, "S", 30)
+        build_index(cube, "S", PatchSettings(30))
     with pytest.raises(ParameterError, match="larger than the scene"):
-        build_index(cube, "S", 256)
+        build_index(cube, "S", PatchSettings(256))
     with pytest.raises(ModelMismatchError, match="DEM"):
-        build_index(cube.drop_vars("dem"), "SD", SIZE)
+        build_index(cube.drop_vars("dem"), "SD", PatchSettings(SIZE))
     cloudy = cloudfill.simulate_scene((64, 64), dates=3, seed=1, cloud_fraction=[0.6, 0.5, 0.7])
     with pytest.raises(ModelMismatchError, match="reference"):
-        build_index(cloudy, "SOD", SIZE)
+        build_index(cloudy, "SOD", PatchSettings(SIZE))
     overcast = cloudfill.simulate_scene((64, 64), dates=2, seed=1, cloud_fraction=1.0)
     with pytest.raises(ParameterError, match="no S2 date can be a training target"):
-        build_index(overcast, "S", SIZE)
+        build_index(overcast, "S", PatchSettings(SIZE))
     with pytest.raises(ParameterError, match="not an S2 date"):
-        build_index(cube, "S", SIZE, dates=["1999-01-01"])
+        build_index(cube, "S", PatchSettings(SIZE), dates=["1999-01-01"])

@@ -16,20 +16,41 @@ from cloudfill.cli import run
 from cloudfill.errors import OutputError, ParameterError
 from cloudfill.model import load_model
 from cloudfill.model.generator import Generator
+from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule, TrainConfig
+from cloudfill.training.dataset import PatchDataset
 from cloudfill.training.experiment import run_experiment
-from cloudfill.training.loop import evaluate_patches, train
-from cloudfill.training.sampler import PatchIndex, build_index
+from cloudfill.training.index import PatchIndex, PatchSettings, build_index
+from cloudfill.training.run import train
+from cloudfill.training.scoring import evaluate_patches
 
 FRACTIONS = [0.0, 0.3, 0.2, 0.0, 0.4, 0.1]
-TINY = {
-    "patch_size": 32,
-    "overlap": 8,
-    "block_size": 64,
-    "base_filters": 8,
-    "n_blocks": 1,
-    "d_filters": 8,
-    "progress": False,
-}
+NET = NetworkSettings(base_filters=8, n_blocks=1, d_filters=8)
+PATCHES = PatchSettings(32, overlap=8, block_size=64)
+
+
+def tiny(
+    variant: str,
+    *,
+    max_steps: int | None = None,
+    epochs: int = 50,
+    lr: float = 2e-4,
+    ema: float | None = None,
+    seed: int = 0,
+    network: NetworkSettings = NET,
+    reference: str = "date",
+    despeckle: int | None = 5,
+) -> TrainConfig:
+    """A CPU-sized configuration: 32 px patches, a one-block generator."""
+    return TrainConfig(
+        variant,
+        network=network,
+        optim=OptimSettings(lr=lr, ema=ema),
+        schedule=Schedule(epochs=epochs, max_steps=max_steps),
+        patches=PATCHES,
+        reference=reference,
+        despeckle=despeckle,
+        seed=seed,
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,7 +70,7 @@ def cube() -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def index(cube: xr.Dataset) -> PatchIndex:
-    return build_index(cube, "SOD", 32, 8, block_size=64)
+    return build_index(cube, "SOD", PATCHES)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +89,9 @@ def test_a_few_steps_lower_the_validation_loss(
     cube: xr.Dataset, index: PatchIndex, tmp_path: Path
 ) -> None:
     # Without the reference skip the untrained generator is far off, so learning shows.
-    settings = {**TINY, "reference_skip": False, "lr": 1e-3}
-    model = train(cube, "SOD", index=index, out=tmp_path, max_steps=48, **settings)
+    network = NetworkSettings(base_filters=8, n_blocks=1, d_filters=8, reference_skip=False)
+    config = tiny("SOD", max_steps=48, lr=1e-3, network=network)
+    model = train(cube, config, tmp_path, progress=False, index=index)
     card = model.card
     assert card.training["steps"] == 48 and card.training["stop_reason"] == "max_steps"
     assert card.normalisation == index.stats.to_dict()
@@ -84,7 +106,7 @@ def test_a_few_steps_lower_the_validation_loss(
     assert best["val_mae"] < 0.85 * start["val_mae"]
     assert card.metrics["val_mae"] == pytest.approx(best["val_mae"])
     # The returned model is the best one, and scores the same when evaluated afresh.
-    again = evaluate_patches(model.generator, index.dataset("val"))
+    again = evaluate_patches(model.generator, PatchDataset.from_index(index, "val"))
     assert again["mae"] == pytest.approx(best["val_mae"], rel=1e-6)
 
 
@@ -92,14 +114,16 @@ def test_resume_continues_exactly(cube: xr.Dataset, index: PatchIndex, tmp_path:
     # Stop mid-epoch, resume across an epoch boundary, compare with one uninterrupted run.
     per_epoch = -(-index.counts()["train"] // 2)
     first, total = per_epoch // 2 + 1, per_epoch + 3
-    settings = {**TINY, "index": index, "seed": 5, "lr": 1e-3}
-    train(cube, "SO", out=tmp_path / "a", max_steps=first, **settings)
+    settings = {"index": index, "progress": False}
+    train(cube, tiny("SO", max_steps=first, seed=5, lr=1e-3), tmp_path / "a", **settings)
     with pytest.raises(OutputError):
-        train(cube, "SO", out=tmp_path / "a", max_steps=total, **settings)
+        train(cube, tiny("SO", max_steps=total, seed=5, lr=1e-3), tmp_path / "a", **settings)
     with pytest.raises(ParameterError, match="lr"):
-        train(cube, "SO", out=tmp_path / "a", max_steps=total, resume=True, **{**settings, "lr": 1})
-    train(cube, "SO", out=tmp_path / "a", max_steps=total, resume=True, **settings)
-    train(cube, "SO", out=tmp_path / "b", max_steps=total, **settings)
+        config = tiny("SO", max_steps=total, seed=5, lr=1)
+        train(cube, config, tmp_path / "a", resume=True, **settings)
+    config = tiny("SO", max_steps=total, seed=5, lr=1e-3)
+    train(cube, config, tmp_path / "a", resume=True, **settings)
+    train(cube, config, tmp_path / "b", **settings)
     a = _tensors(tmp_path / "a" / "last" / "state.safetensors")
     b = _tensors(tmp_path / "b" / "last" / "state.safetensors")
     assert a.keys() == b.keys()
@@ -115,7 +139,7 @@ def test_resume_continues_exactly(cube: xr.Dataset, index: PatchIndex, tmp_path:
 
 def test_checkpoints_hold_no_pickle(cube: xr.Dataset, index: PatchIndex, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(cube, "SD", out=out, index=index, max_steps=3, epochs=2, **TINY)
+    train(cube, tiny("SD", max_steps=3, epochs=2), out, progress=False, index=index)
     # (TensorBoard event files, written only when it is installed, are not checkpoints.)
     files = [p for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts]
     assert {p.suffix for p in files} <= {".safetensors", ".json", ".csv"}
@@ -132,26 +156,32 @@ def test_checkpoints_hold_no_pickle(cube: xr.Dataset, index: PatchIndex, tmp_pat
 def test_composite_reference_is_recorded_and_guards_resume(
     cube: xr.Dataset, tmp_path: Path
 ) -> None:
-    settings = {**TINY, "max_steps": 2, "epochs": 1, "despeckle": 3}
-    model = train(cube, "SOD", out=tmp_path, reference="composite", **settings)
+    settings = {"max_steps": 2, "epochs": 1, "despeckle": 3}
+    config = tiny("SOD", reference="composite", **settings)
+    model = train(cube, config, tmp_path, progress=False)
     assert model.card.reference_mode == "composite"
     assert model.card.training["reference_mode"] == "composite"
     assert load_model(tmp_path / "best.safetensors").card.reference_mode == "composite"
     with pytest.raises(ParameterError, match="reference_mode"):
-        train(cube, "SOD", out=tmp_path, resume=True, **settings)
+        train(cube, tiny("SOD", **settings), tmp_path, resume=True, progress=False)
     # Variants without a reference record the plain mode whatever was asked.
-    assert train(cube, "SD", reference="composite", **settings).card.reference_mode == "date"
+    config = tiny("SD", reference="composite", **settings)
+    assert train(cube, config, progress=False).card.reference_mode == "date"
 
 
 def test_weight_average_is_scored_kept_and_resumed(
     cube: xr.Dataset, index: PatchIndex, tmp_path: Path
 ) -> None:
-    settings = {**TINY, "index": index, "seed": 2, "lr": 1e-3, "ema": 0.9, "epochs": 1}
+    settings = {"index": index, "progress": False}
+
+    def config(steps: int, ema: float = 0.9) -> TrainConfig:
+        return tiny("SO", max_steps=steps, epochs=1, lr=1e-3, ema=ema, seed=2)
+
     torch.manual_seed(2)
     previous = Generator("SO", base_filters=8, n_blocks=1, attention=True).state_dict()
     # One step at a time (resume is exact): each average is 0.9 old + 0.1 new weights.
     for steps in (1, 2, 3):
-        model = train(cube, "SO", out=tmp_path / "a", max_steps=steps, resume=steps > 1, **settings)
+        model = train(cube, config(steps), tmp_path / "a", resume=steps > 1, **settings)
         state = _tensors(tmp_path / "a" / "last" / "state.safetensors")
         averaged = {k[2:]: v for k, v in state.items() if k.startswith("A.")}
         trained = {k[2:]: v for k, v in state.items() if k.startswith("G.")}
@@ -170,19 +200,23 @@ def test_weight_average_is_scored_kept_and_resumed(
         assert torch.equal(best[key], value)
     assert not all(torch.equal(best[k], trained[k]) for k in best)
     # An uninterrupted run ends in the same state.
-    train(cube, "SO", out=tmp_path / "b", max_steps=3, **settings)
+    train(cube, config(3), tmp_path / "b", **settings)
     again = _tensors(tmp_path / "b" / "last" / "state.safetensors")
     for key in state:
         if not key.startswith("rng."):
             assert torch.equal(state[key], again[key]), key
     with pytest.raises(ParameterError, match="ema"):
-        train(cube, "SO", max_steps=1, **{**settings, "ema": 1.0})
+        train(cube, config(1, ema=1.0), **settings)
 
 
 def test_experiment_writes_the_table(cube: xr.Dataset, tmp_path: Path) -> None:
-    settings = {k: v for k, v in TINY.items() if k != "overlap"}
+    config = TrainConfig(
+        network=NET,
+        schedule=Schedule(epochs=1, max_steps=2),
+        patches=PatchSettings(32, block_size=64),
+    )
     table = run_experiment(
-        cube, tmp_path, epochs=1, max_steps=2, variants=["S", "SOD"], attention=[True], **settings
+        cube, tmp_path, config, variants=["S", "SOD"], attention=[True], progress=False
     )
     assert list(table["model"]) == ["A_cGAN_S", "A_cGAN_SOD"]
     assert table[["MAE", "RMSE", "PSNR", "SSIM"]].notna().all().all()
@@ -190,9 +224,7 @@ def test_experiment_writes_the_table(cube: xr.Dataset, tmp_path: Path) -> None:
     assert "| A_cGAN_SOD |" in text and "| model | MAE | RMSE | PSNR | SSIM |" in text
     assert len(pd.read_csv(tmp_path / "results.csv")) == 2
     # A rerun skips finished models.
-    again = run_experiment(
-        cube, tmp_path, epochs=1, max_steps=2, variants=["S"], attention=[True], **settings
-    )
+    again = run_experiment(cube, tmp_path, config, variants=["S"], attention=[True], progress=False)
     assert again["MAE"].iloc[0] == table["MAE"].iloc[0]
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
 from cloudfill import errors
+from cloudfill.core.pairs import PairingRule
+from cloudfill.fill.job import FillSettings, JobIdentity, model_digest
 from cloudfill.fill.writer import DateWriter, fingerprint
 from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import count_model_blocks, make_tiny_cube
@@ -177,3 +180,29 @@ def test_windowed_fill_equals_whole_dates(
     np.testing.assert_array_equal(outs[32]["unfilled"].values, expected)
     # Windows never split an inference block: the model runs on each block once either way.
     assert counts[32] == counts[None] > 0
+
+
+def test_job_identity_is_what_changes_the_values(tiny_model, tmp_path: Path) -> None:
+    """A fill job's fingerprint hashes its named fields: the window, the device and the
+    batch size (how the same values are computed) leave it alone, the rest changes it."""
+    cube = tmp_path / "cube.zarr"
+    dates = pd.DatetimeIndex(["2024-03-12"])
+
+    def key(settings: FillSettings = FillSettings(), model=None) -> str:
+        return JobIdentity.of(cube, model, dates, settings).fingerprint()
+
+    elsewhere = InferenceSettings(device="cuda", batch_size=8)
+    assert key(FillSettings(window=None, inference=elsewhere)) == key()
+    for other in (
+        FillSettings(feather=2),
+        FillSettings(chain=True),
+        FillSettings(rule=PairingRule(max_ref_age=40)),
+        FillSettings(inference=InferenceSettings(tile=64)),
+    ):
+        assert key(other) != key(), other
+    # A model in memory is named by its card and weights, a checkpoint by its bytes.
+    digest = model_digest(tiny_model)
+    assert digest.startswith("weights-") and model_digest(tiny_model) == digest
+    path = tiny_model.save(tmp_path / "m.safetensors")
+    assert model_digest(path) == model_digest(str(path)) != model_digest(None)
+    assert key(model=path) != key() != key(model=tiny_model)

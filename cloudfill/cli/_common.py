@@ -1,4 +1,7 @@
-"""Small pieces shared by the CLI verbs: argument parsing and progress display."""
+"""What the CLI verbs share: option help, argument parsing, output checks and progress.
+
+The command modules import from here and never from each other.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,43 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+import xarray as xr
+from dask.diagnostics import ProgressBar
+from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from cloudfill.errors import ParameterError
+from cloudfill.errors import OutputError, ParameterError
+from cloudfill.fill.job import FillProgress
 
 console = Console(stderr=False, highlight=False)
 if not console.is_terminal:
     # Piped or captured output has no width to fit; tables should not be truncated there.
     console.width = 120
 err_console = Console(stderr=True, highlight=False)
+
+CLUSTER_HELP = (
+    "Where to compute: none (threads), local (a LocalCluster), cuda (dask-cuda, one worker "
+    "per GPU) or a scheduler address."
+)
+WORKERS_HELP = "Worker processes of --cluster local (GPUs of --cluster cuda)."
+THREADS_HELP = "Threads per worker of --cluster local or cuda."
+
+
+def check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse to write ``out`` over one of ``inputs``, or over anything without --overwrite.
+
+    >>> check_out(Path("a.zarr"), False, [Path("a.zarr")])
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.OutputError: output a.zarr would overwrite the input a.zarr
+    """
+    for source in inputs:
+        if out.resolve() == source.resolve():
+            raise OutputError(f"output {out} would overwrite the input {source}")
+    if out.exists() and not overwrite:
+        raise OutputError(f"output {out} exists; pass --overwrite to replace it")
 
 
 def parse_dated_paths(values: Sequence[str] | None, option: str) -> dict[pd.Timestamp, list[Path]]:
@@ -63,7 +94,77 @@ def dask_progress(enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from dask.diagnostics import ProgressBar
-
     with ProgressBar(minimum=1.0, dt=0.5):
         yield
+
+
+class RichFillProgress(FillProgress):
+    """:func:`~cloudfill.fill.job.fill_to_zarr`'s progress on the console: a line when the
+    job resumes or runs on a cluster, and a bar of the dates (hidden unless ``enabled``).
+
+    Examples
+    --------
+    >>> bar = RichFillProgress(enabled=False)
+    >>> bar.start(total=6, done=2, where=None)
+    resuming: 2 of 6 dates already done
+    >>> bar.stop()
+    """
+
+    COLUMNS = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} dates"),
+        TimeElapsedColumn(),
+    )
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def start(self, total: int, done: int, where: str | None) -> None:
+        if done:
+            console.print(f"resuming: {done} of {total} dates already done")
+        self._bar = Progress(*self.COLUMNS, console=console, disable=not self.enabled)
+        self._bar.start()
+        if where is not None:
+            console.print(f"computing on {where}")
+        self._task = self._bar.add_task("filling", total=total, completed=done)
+
+    def date(self, date: pd.Timestamp, method: str) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, description=f"filling {date:%Y-%m-%d} ({method})")
+
+    def advance(self) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def fill_summary(result: xr.Dataset) -> Table:
+    """The ``fill-series summary`` table of a filled output: per date its method, cloud and
+    filled shares, pixels left unfilled, and the S1 and reference dates used."""
+    table = Table(title="fill-series summary", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for column in ("date", "method", "cloud%", "filled%", "unfilled", "S1", "reference"):
+        numeric = column.endswith("%") or column == "unfilled"
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    filled_frac = result["filled"].mean(("y", "x")).compute().values
+    unfilled = result["unfilled"].compute().values
+
+    def day(value: object) -> str:
+        return "-" if pd.isna(value) else f"{pd.Timestamp(value):%Y-%m-%d}"
+
+    for i, date in enumerate(pd.DatetimeIndex(result["time"].values)):
+        table.add_row(
+            f"{date:%Y-%m-%d}",
+            str(result["method"].values[i]),
+            f"{100 * float(result['cloud_fraction'].values[i]):.1f}",
+            f"{100 * float(filled_frac[i]):.1f}",
+            str(int(unfilled[i])),
+            day(result["s1_date"].values[i]),
+            day(result["reference_date"].values[i]),
+        )
+    return table

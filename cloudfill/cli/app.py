@@ -1,4 +1,8 @@
-"""The typer application, its global options and the exit-code policy."""
+"""The typer application: its global options, its commands and the exit-code policy.
+
+The command modules define plain functions and import nothing from one another or from
+here; this module alone builds the app from them, so the import graph has no cycle.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Sequence
 import typer
 
 from cloudfill._version import __version__
+from cloudfill.cli import cube, demo, evaluate, fill, infer, preprocess, train
 from cloudfill.errors import CloudfillError
 
 app = typer.Typer(
@@ -51,12 +56,16 @@ def _global_options(
     _state["debug"] = debug
 
 
-def _register_commands() -> None:
-    # Imported for their side effect of adding commands to ``app``.
-    from cloudfill.cli import cube, demo, evaluate, fill, infer, preprocess, train  # noqa: F401
-
-
-_register_commands()
+# Named explicitly, in the order `cloudfill --help` lists them.
+app.command("info")(cube.info)
+app.command("make-cube")(cube.make_cube)
+app.command("demo")(demo.demo)
+app.command("evaluate")(evaluate.evaluate)
+app.command("synthesize")(infer.synthesize)
+app.command("fill-series")(fill.fill_series_command)
+app.command("preprocess")(preprocess.preprocess_command)
+app.command("train")(train.train_command)
+app.command("experiment")(train.experiment_command)
 
 
 def _click_kind(exc: BaseException) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,13 @@ import typer
 from rich.table import Table
 
 from cloudfill.cli._common import console, dask_progress, parse_dated_paths
-from cloudfill.cli.app import app
+from cloudfill.cli.model_info import describe_model
+from cloudfill.cube import zarr_io
+from cloudfill.cube.geotiff import cube_from_geotiffs
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.schema import cube_crs, validate
+from cloudfill.cube.simulate import simulate_scene
+from cloudfill.cube.stac import cube_from_stac
 from cloudfill.errors import ParameterError, SourceError
 
 
@@ -26,7 +33,6 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-@app.command()
 def info(
     path: Path = typer.Argument(..., help="A cube (zarr store) or a model checkpoint."),
     stats: bool = typer.Option(
@@ -46,16 +52,10 @@ def info(
     if not path.exists():
         raise SourceError(f"no such file or directory: {path}")
     if _is_checkpoint(path):
-        from cloudfill.cli.model_info import describe_model
-
         console.print(describe_model(path))
         return
 
-    from cloudfill.cube.mask import cloud_mask
-    from cloudfill.cube.schema import cube_crs, validate
-    from cloudfill.cube.zarr_io import open_cube
-
-    ds = open_cube(path)
+    ds = zarr_io.open_cube(path)  # looked up at call time: tests replace it
     validate(ds, require=("s2", "s1", "dem") if check else ("s2",), require_crs=check)
     console.print(f"[bold]{path}[/bold]")
     console.print("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
@@ -103,7 +103,6 @@ def _parse_shape(text: str) -> tuple[int, int]:
     return ny, nx
 
 
-@app.command("make-cube")
 def make_cube(
     out: Path = typer.Argument(..., help="Output zarr store (must not exist unless --overwrite)."),
     simulate: bool = typer.Option(False, "--simulate", help="Simulate a synthetic scene."),
@@ -134,25 +133,15 @@ def make_cube(
     sources = [simulate, stac is not None, bool(s2 or s1)]
     if sum(sources) != 1:
         raise ParameterError("give exactly one source: --simulate, --stac FILE, or --s2/--s1 files")
-    from cloudfill.cube.zarr_io import write_cube
-
     if simulate:
-        from cloudfill.cube.simulate import simulate_scene
-
         ds = simulate_scene(_parse_shape(shape), dates=dates, seed=seed, chunks=chunk)
     elif stac is not None:
-        import json
-
-        from cloudfill.cube.stac import cube_from_stac
-
         try:
             items = json.loads(stac.read_text())
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot read STAC items from {stac}: {exc}") from exc
         ds = cube_from_stac(items)
     else:
-        from cloudfill.cube.geotiff import cube_from_geotiffs
-
         if not s2:
             raise ParameterError("--s2 is required when building from GeoTIFFs")
         clouds = {d: p[0] for d, p in parse_dated_paths(cloud, "--cloud").items()}
@@ -165,7 +154,7 @@ def make_cube(
     chunks = {d: min(chunk, n) for d, n in ds.sizes.items() if d in ("y", "x")}
     ds = ds.chunk({**chunks, **{d: 1 for d in ("time", "s1_time") if d in ds.dims}})
     with dask_progress():
-        write_cube(ds, out, overwrite=overwrite)
+        zarr_io.write_cube(ds, out, overwrite=overwrite)
     n_px = int(np.prod([ds.sizes["y"], ds.sizes["x"]]))
     console.print(
         f"wrote {out}: {ds.sizes.get('time', 0)} S2 dates, {ds.sizes.get('s1_time', 0)} S1 dates, "

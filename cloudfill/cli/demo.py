@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import typer
+import xarray as xr
 
-from cloudfill.cli._common import console
-from cloudfill.cli.app import app
+from cloudfill.cli._common import RichFillProgress, console, fill_summary
+from cloudfill.cube.demo import load_demo
+from cloudfill.cube.zarr_io import write_cube
+from cloudfill.evaluation.report import write_report
+from cloudfill.fill.job import fill_to_zarr
+from cloudfill.metrics import mae, psnr
+from cloudfill.model.default import default_model
 
 
-@app.command()
 def demo(
     out: Path = typer.Argument(Path("cloudfill-demo"), help="Folder for the demo outputs."),
     overwrite: bool = typer.Option(False, help="Replace outputs of an earlier demo run."),
@@ -22,22 +28,16 @@ def demo(
     `confidence` and provenance) and OUT/report/index.html (before/after pictures, metrics
     against the truth and the baselines), then prints a short summary.
     """
-    from cloudfill.cli.fill import run_fill_series, summary
-    from cloudfill.cube.demo import load_demo
-    from cloudfill.cube.zarr_io import write_cube
-    from cloudfill.evaluation.report import write_report
-    from cloudfill.model.default import default_model
-
     out.mkdir(parents=True, exist_ok=True)
     ds = load_demo()
     cube = out / "cube.zarr"
     if not cube.exists() or overwrite:
         write_cube(ds, cube, overwrite=overwrite)
     model = default_model()
-    filled = run_fill_series(
-        cube, out / "filled.zarr", None, overwrite=overwrite, progress=progress
+    filled = fill_to_zarr(
+        cube, out / "filled.zarr", overwrite=overwrite, progress=RichFillProgress(progress)
     )
-    summary(filled)
+    console.print(fill_summary(filled))
     report = write_report(
         ds,
         model,
@@ -55,13 +55,9 @@ def demo(
     console.print(f"report: {report.index}")
 
 
-def _fill_line(ds, filled) -> str:
+def _fill_line(ds: xr.Dataset, filled: xr.Dataset) -> str:
     """The written fill (model, same-date adjustment and blend) on the same pixels: the
     table above scores the model's synthesis, this is what fill-series delivered."""
-    import numpy as np
-
-    from cloudfill.metrics import mae, psnr
-
     mask = ds.cloudfill.cloud_mask().values
     values, truth = filled["s2"].values, ds["truth"].values
     synth = np.flatnonzero(filled["method"].values == "synthesize")

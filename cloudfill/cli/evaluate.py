@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from cloudfill.cli._common import console, parse_dates
-from cloudfill.cli.app import app
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
 CLUSTER_HELP = (
@@ -40,7 +39,6 @@ def summary_table(table: pd.DataFrame) -> Table:
     return out
 
 
-@app.command()
 def evaluate(
     cube: Path = typer.Argument(..., help="Input cube (zarr store)."),
     model: Path | None = typer.Option(None, help="Model checkpoint (default: shipped model)."),

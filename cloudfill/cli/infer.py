@@ -9,27 +9,22 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from cloudfill.cli._common import console
-from cloudfill.cli.app import app
-from cloudfill.errors import OutputError, ParameterError, SourceError
-
-CLUSTER_HELP = (
-    "Where to compute: none (threads), local (a LocalCluster), cuda (dask-cuda, one worker "
-    "per GPU) or a scheduler address."
+from cloudfill.cli._common import (
+    CLUSTER_HELP,
+    THREADS_HELP,
+    WORKERS_HELP,
+    check_out,
+    console,
+    dask_progress,
 )
-WORKERS_HELP = "Worker processes of --cluster local (GPUs of --cluster cuda)."
-THREADS_HELP = "Threads per worker of --cluster local or cuda."
+from cloudfill.cluster import compute, open_cluster
+from cloudfill.core.pairs import PairingRule
+from cloudfill.cube.zarr_io import open_cube, write_cube
+from cloudfill.errors import ParameterError, SourceError
+from cloudfill.infer.settings import InferenceSettings
+from cloudfill.infer.synthesize import synthesize as run_synthesis
 
 
-def _check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    for source in inputs:
-        if out.resolve() == source.resolve():
-            raise OutputError(f"output {out} would overwrite the input {source}")
-    if out.exists() and not overwrite:
-        raise OutputError(f"output {out} exists; pass --overwrite to replace it")
-
-
-@app.command()
 def synthesize(
     cube: Path = typer.Argument(..., help="Input cube (zarr store)."),
     date: str = typer.Argument(..., help="Date to synthesize: an S2 date or any date with S1."),
@@ -50,12 +45,6 @@ def synthesize(
     The S1 date and the clear reference date are chosen as `ds.cloudfill.pairs()` does and
     recorded in the output's attributes.
     """
-    from cloudfill.cluster import compute, open_cluster
-    from cloudfill.core.pairs import PairingRule
-    from cloudfill.cube.zarr_io import open_cube
-    from cloudfill.infer.settings import InferenceSettings
-    from cloudfill.infer.synthesize import synthesize as run_synthesis
-
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
     try:
@@ -65,7 +54,7 @@ def synthesize(
     suffix = out.suffix.lower()
     if suffix not in (".zarr", ".tif", ".tiff"):
         raise ParameterError(f"--out must end in .zarr or .tif, got {out}")
-    _check_out(out, overwrite, [cube])
+    check_out(out, overwrite, [cube])
     ds = open_cube(cube)
     result = run_synthesis(
         ds,
@@ -79,9 +68,6 @@ def synthesize(
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     with open_cluster(cluster, workers=workers, threads=threads) as client:
         if suffix == ".zarr":
-            from cloudfill.cli._common import dask_progress
-            from cloudfill.cube.zarr_io import write_cube
-
             # Streamed block by block; on a cluster the active client runs the graph.
             with dask_progress(progress and client is None):
                 write_cube(result.to_dataset(), tmp)

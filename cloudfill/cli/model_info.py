@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
+
+from cloudfill.model.receptive import gflops
+from cloudfill.model.runtime import load_model
 
 __all__ = ["describe_model", "model_facts"]
 
@@ -60,9 +64,6 @@ def model_facts(path: str | os.PathLike[str]) -> dict[str, str]:
     >>> facts["variant"], facts["receptive field"]
     ('S', '41 px (halo 23 px per side)')
     """
-    from cloudfill.model.receptive import gflops
-    from cloudfill.model.runtime import load_model
-
     model = load_model(path)
     card = model.card
     rf = model.receptive_field
@@ -125,8 +126,6 @@ def describe_model(path: str | os.PathLike[str]) -> Table:
     >>> "GFLOP per 256x256 tile" in console.file.getvalue()
     True
     """
-    from rich.text import Text
-
     table = Table(title="cloudfill model", show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")

@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 
 from cloudfill.cli._common import console, dask_progress
-from cloudfill.cli.app import app
+from cloudfill.cube.zarr_io import open_cube, write_cube
 from cloudfill.errors import SourceError
+from cloudfill.preprocess.pipeline import preprocess
 
 
-@app.command("preprocess")
 def preprocess_command(
     cube: Path = typer.Argument(..., help="Input cube (zarr store); never written to."),
     out: Path = typer.Argument(..., help="Output zarr store."),
@@ -29,9 +29,6 @@ def preprocess_command(
     """The paper's preprocessing on a whole cube: median-filter S1 speckle, clip each
     variable's histogram tails with percentiles computed once over the whole scene (no
     seams), optionally normalise; the thresholds are recorded in the variables' attrs."""
-    from cloudfill.cube.zarr_io import open_cube, write_cube
-    from cloudfill.preprocess.pipeline import preprocess
-
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
     ds = open_cube(cube)

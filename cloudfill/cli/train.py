@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
 import typer
+import xarray as xr
 
 from cloudfill.cli._common import console
-from cloudfill.cli.app import app
+from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ParameterError, SourceError
-
-if TYPE_CHECKING:
-    import xarray as xr
+from cloudfill.training.config import (
+    NetworkSettings,
+    OptimSettings,
+    RuntimeSettings,
+    Schedule,
+    TrainConfig,
+)
+from cloudfill.training.experiment import experiment_config, results_markdown, run_experiment
+from cloudfill.training.index import PatchSettings
+from cloudfill.training.run import train
 
 
 def _open(cube: Path) -> xr.Dataset:
-    from cloudfill.cube.zarr_io import open_cube
-
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
     return open_cube(cube)
@@ -27,8 +33,6 @@ def _threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
             raise ParameterError(f"--threads must be positive, got {threads}")
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -36,7 +40,6 @@ def _score(value: object, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-@app.command("train")
 def train_command(
     cube: Path = typer.Argument(..., help="Training cube (zarr store), read patch by patch."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints and logs."),
@@ -86,37 +89,27 @@ def train_command(
     Writes OUT/best.safetensors (the best model by validation MAE, with its card),
     OUT/last/ (the resumable state) and OUT/metrics.csv.
     """
-    from cloudfill.core.variants import get_variant
-    from cloudfill.training.loop import train
-
-    get_variant(variant)  # a typo fails before the cube is opened
+    # Built first: bad settings (a typo in --variant too) fail before the cube is opened.
+    config = TrainConfig(
+        variant,
+        network=NetworkSettings(
+            attention=attention,
+            base_filters=base_filters,
+            n_blocks=n_blocks,
+            confidence=confidence,
+            reference_skip=reference_skip,
+        ),
+        optim=OptimSettings(batch_size=batch_size, lr=lr, ema=ema),
+        schedule=Schedule(epochs=epochs, max_steps=max_steps, patience=patience),
+        patches=PatchSettings(size=patch_size, overlap=overlap),
+        reference=reference,
+        despeckle=despeckle or None,
+        seed=seed,
+        runtime=RuntimeSettings(device=device, num_workers=workers),
+    )
     _threads(threads)
     ds = _open(cube)
-    model = train(
-        ds,
-        variant,
-        attention,
-        out=out,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        patch_size=patch_size,
-        overlap=overlap,
-        patience=patience,
-        max_steps=max_steps,
-        confidence=confidence,
-        base_filters=base_filters,
-        n_blocks=n_blocks,
-        reference_skip=reference_skip,
-        reference=reference,
-        ema=ema,
-        despeckle=despeckle or None,
-        resume=resume,
-        device=device,
-        seed=seed,
-        num_workers=workers,
-        progress=progress,
-    )
+    model = train(ds, config, out, resume=resume, progress=progress)
     m, t = model.card.metrics, model.card.training
     console.print(
         f"trained {model.card.variant} ({model.card.attention}): {t['steps']} steps, "
@@ -130,7 +123,6 @@ def train_command(
     console.print(f"model: {out / 'best.safetensors'}")
 
 
-@app.command("experiment")
 def experiment_command(
     cube: Path = typer.Argument(..., help="Training cube (zarr store)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (one sub-folder a model)."),
@@ -154,23 +146,18 @@ def experiment_command(
     Writes OUT/results.md (a markdown table of MAE, RMSE, PSNR, SSIM, SAM on the test split,
     like the paper's tables 3-5), OUT/results.csv and one model folder per model.
     """
-    from cloudfill.training.experiment import _settings, results_markdown, run_experiment
-
-    _settings(epochs, {})  # a bad --epochs fails before the cube is opened
-    _threads(threads)
-    ds = _open(cube)
-    table = run_experiment(
-        ds,
-        out,
-        epochs=epochs,
+    # Built first: a bad --epochs fails before the cube is opened.
+    config = experiment_config(
+        epochs,
         patch_size=patch_size,
         max_steps=max_steps,
         base_filters=base_filters,
         n_blocks=n_blocks,
-        device=device,
         seed=seed,
-        resume=resume,
-        progress=progress,
+        device=device,
     )
+    _threads(threads)
+    ds = _open(cube)
+    table = run_experiment(ds, out, config, resume=resume, progress=progress)
     console.print(results_markdown(table, {"cube": str(cube)}))
     console.print(f"results: {out / 'results.md'}")

@@ -40,6 +40,7 @@ __all__ = [
     "default_block_size",
     "patch_grid",
     "patch_step",
+    "pixel_splits",
     "split_blocks",
 ]
 
@@ -279,3 +280,68 @@ def split_blocks(
     codes[order[:n_test]] = 2
     codes[order[n_test : n_test + n_val]] = 1
     return codes.reshape(n_blocks)
+
+
+def _axis_block_index(n: int, block_size: int, n_cells: int) -> np.ndarray | None:
+    """Block index of each of ``n`` pixels on a grid of ``n_cells`` blocks, or None.
+
+    The recorded assignment fixes the number of blocks but not whether the remainder was
+    merged (that depended on the patch size), so both of :func:`_axis_cells`' outcomes are
+    tried: ``size=1`` never merges a remainder, ``size=block_size`` always does.
+    """
+    for size in (1, block_size):
+        cells = _axis_cells(n, block_size, size)
+        if len(cells) == n_cells:
+            return np.repeat(np.arange(n_cells, dtype=np.int64), [b - a for a, b in cells])
+    return None
+
+
+def pixel_splits(
+    shape: tuple[int, int], block_size: int, assignment: np.ndarray
+) -> np.ndarray | None:
+    """The split code of every pixel, from the codes of its split blocks.
+
+    The inverse of the block grid of :func:`patch_grid`: blocks of ``block_size`` pixels from
+    pixel (0, 0), a remainder at the bottom or right merged into the last block when the
+    assignment has one block fewer than ``ceil(side / block_size)`` along that axis.
+
+    Parameters
+    ----------
+    shape
+        Scene ``(ny, nx)``.
+    block_size
+        Side of the split blocks in pixels (positive).
+    assignment
+        (rows, cols) split codes of the blocks, as :func:`split_blocks` returns them and a
+        model card's ``split["assignment"]`` records them.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        (ny, nx) codes, of ``assignment``'s dtype; None when the blocks do not tile a scene
+        of ``shape`` (e.g. a split recorded on another scene).
+
+    Raises
+    ------
+    ParameterError
+        If ``block_size`` is not positive or ``assignment`` is not a non-empty 2-D array.
+
+    Examples
+    --------
+    >>> codes = pixel_splits((70, 64), 32, np.array([[0, 1], [0, 2]]))
+    >>> codes.shape, int(codes[69, 40]), int(codes[10, 40])
+    ((70, 64), 2, 1)
+    >>> pixel_splits((200, 64), 32, np.array([[0, 1], [0, 2]])) is None
+    True
+    """
+    codes = np.asarray(assignment)
+    if block_size < 1 or codes.ndim != 2 or codes.size == 0:
+        raise ParameterError(
+            f"need a positive block_size and a non-empty 2-D assignment, got {block_size} and "
+            f"shape {codes.shape}"
+        )
+    rows = _axis_block_index(int(shape[0]), int(block_size), codes.shape[0])
+    cols = _axis_block_index(int(shape[1]), int(block_size), codes.shape[1])
+    if rows is None or cols is None:
+        return None
+    return codes[rows[:, None], cols[None, :]]

@@ -13,6 +13,7 @@ the forest recognise test pixels from their training neighbours and inflate both
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from cloudfill.errors import ParameterError
 
-__all__ = ["block_split", "landcover_check"]
+__all__ = ["LandcoverCheck", "block_split", "landcover_check"]
 
 
 def block_split(
@@ -204,3 +205,63 @@ def landcover_check(
         "n_train": int(train_idx.size),
         "n_test": int(test_idx.size),
     }
+
+
+@dataclass(frozen=True)
+class LandcoverCheck:
+    """Settings of the land-cover check of :func:`~cloudfill.evaluation.evaluate.evaluate`:
+    which date, and how :func:`landcover_check` trains and scores its forest.
+
+    ``evaluate(..., landcover=True)`` means ``LandcoverCheck()``; ``landcover=False`` skips it.
+
+    Attributes
+    ----------
+    date
+        The date of the check (an evaluated date); None: the cloudiest evaluated date of a
+        cube with ``truth``, the clearest otherwise.
+    block, seed, n_estimators, ignore_label, test_fraction, max_train_pixels, n_jobs
+        As in :func:`landcover_check`.
+
+    Examples
+    --------
+    >>> LandcoverCheck(date="2020-05-01", n_estimators=10).date
+    Timestamp('2020-05-01 00:00:00')
+    """
+
+    date: pd.Timestamp | None = None
+    block: int = 32
+    seed: int = 0
+    n_estimators: int = 100
+    ignore_label: int | None = None
+    test_fraction: float = 0.5
+    max_train_pixels: int | None = 200_000
+    n_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept any date-like (a string, numpy datetime64) and compare as a Timestamp.
+        if self.date is not None:
+            object.__setattr__(self, "date", pd.Timestamp(self.date))
+
+    def run(self, real: xr.DataArray, synth: xr.DataArray, lulc: xr.DataArray) -> dict[str, Any]:
+        """:func:`landcover_check` of ``synth`` against ``real`` with these settings.
+
+        Examples
+        --------
+        >>> import cloudfill
+        >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
+        >>> real = ds.truth.isel(time=-1)
+        >>> LandcoverCheck(block=16, n_estimators=10).run(real, real, ds.lulc)["n_test"] > 0
+        True
+        """
+        return landcover_check(
+            real,
+            synth,
+            lulc,
+            block=self.block,
+            seed=self.seed,
+            n_estimators=self.n_estimators,
+            ignore_label=self.ignore_label,
+            test_fraction=self.test_fraction,
+            max_train_pixels=self.max_train_pixels,
+            n_jobs=self.n_jobs,
+        )

@@ -31,14 +31,7 @@ from cloudfill._version import __version__
 from cloudfill.core.pairs import PairingRule
 from cloudfill.errors import OutputError, ParameterError
 from cloudfill.evaluation import figures, sections
-from cloudfill.evaluation.evaluate import (
-    BASELINES,
-    REGIONS,
-    DateCase,
-    EvaluationPlan,
-    plan_evaluation,
-    run_evaluation,
-)
+from cloudfill.evaluation.landcover import LandcoverCheck
 from cloudfill.evaluation.page import (
     ConfidenceView,
     DateSection,
@@ -48,6 +41,8 @@ from cloudfill.evaluation.page import (
     summary,
     table_view,
 )
+from cloudfill.evaluation.plan import BASELINES, REGIONS, EvaluationPlan, plan_evaluation
+from cloudfill.evaluation.scoring import DateCase, run_evaluation
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, check_sigma
 from cloudfill.fill.series import fill_date
 from cloudfill.infer.settings import InferenceSettings
@@ -223,9 +218,8 @@ def write_report(
     dates: Any = None,
     split: str = "test",
     baselines: Iterable[str] | None = BASELINES,
-    landcover: bool = True,
+    landcover: bool | LandcoverCheck = True,
     mask: str | Sequence[str] = REGIONS,
-    landcover_kwargs: Mapping[str, Any] | None = None,
     rule: PairingRule = PairingRule(),
     inference: InferenceSettings = InferenceSettings(),
     settings: ReportSettings | None = None,
@@ -243,7 +237,7 @@ def write_report(
 
     Parameters
     ----------
-    ds, model, dates, split, baselines, landcover, mask, landcover_kwargs, rule, inference
+    ds, model, dates, split, baselines, landcover, mask, rule, inference
         As in :func:`cloudfill.evaluation.evaluate.evaluate` (the model is required).
     out_dir
         Output folder, created if needed; the report's files in it are replaced.
@@ -304,7 +298,7 @@ def write_report(
         }
         return _quicklook_inputs(plan, case, step, settings)
 
-    table, looks = run_evaluation(plan, extras, landcover_kwargs)
+    table, looks = run_evaluation(plan, extras)
     pics = sections.open_pictures(img_dir, looks)
     dated, pixels = sections.date_sections(
         plan, looks, inputs_used, pics, _filled_caption(settings)

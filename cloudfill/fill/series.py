@@ -32,21 +32,24 @@ feathered band the confidence is blended like the values.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cloudfill._backend import full_like, map_with_halo, namespace, ndimage
+from cloudfill._backend import full_like
 from cloudfill._dates import as_dates
-from cloudfill.core.pairs import PairingRule, cloud_fractions, pairs
+from cloudfill.core.pairs import PairingRule
 from cloudfill.core.temporal import linear_interpolation
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
+from cloudfill.fill.blend import feather_weights
+from cloudfill.fill.plan import plan_fill, prepare_fill
 from cloudfill.infer.settings import InferenceSettings
-from cloudfill.infer.synthesize import resolve_model, synthesize_with_scale
+from cloudfill.infer.synthesize import synthesize_with_scale
 
 __all__ = [
     "CONFIDENCE_SCALE",
@@ -65,38 +68,6 @@ INTERPOLATION_CONFIDENCE = 0.25
 NO_HEAD_CONFIDENCE = 0.5
 
 
-def _feather_block(mask: np.ndarray, width: int) -> np.ndarray:
-    """Weights of a (..., y, x) block, each 2-D image on its own (NumPy or CuPy)."""
-    xp = namespace(mask)
-    edt = ndimage(mask).distance_transform_edt
-    out = xp.zeros(mask.shape, dtype="float32")
-    for index in np.ndindex(mask.shape[:-2]):
-        image = mask[index]
-        if image.any():
-            dist = edt(~image)
-            out[index] = xp.clip(1.0 - dist / (width + 1), 0.0, 1.0)
-    return out
-
-
-def feather_weights(mask: xr.DataArray, width: int) -> xr.DataArray:
-    """Blend weight of the filled image: 1 on masked pixels, falling linearly to 0 over
-    ``width`` pixels outside the mask (Euclidean distance). Exact for any chunking: the
-    distance transform runs with a halo of ``width`` pixels.
-
-    Examples
-    --------
-    >>> m = xr.DataArray(np.eye(1, 7, 3, dtype=bool), dims=("y", "x"))
-    >>> feather_weights(m, 2).values.astype(float).round(2).tolist()
-    [[0.0, 0.33, 0.67, 1.0, 0.67, 0.33, 0.0]]
-    """
-    if width < 0:
-        raise ParameterError(f"feather must be >= 0 pixels, got {width}")
-    if width == 0:
-        return mask.astype("float32")
-    weights = map_with_halo(mask, _feather_block, width + 1, "float32", width=width)
-    return weights.rename("feather")
-
-
 def count_unfilled(filled: xr.Dataset) -> xr.DataArray:
     """Unusable pixels left NaN per date (nothing to fill them with), from the result alone:
     a filled ``s2`` pixel is NaN exactly where it was unusable and nothing was available, so
@@ -107,30 +78,6 @@ def count_unfilled(filled: xr.Dataset) -> xr.DataArray:
     1
     """
     return filled["s2"].isnull().any("band").sum(("y", "x")).astype("int64")
-
-
-def plan_fill(
-    ds: xr.Dataset,
-    *,
-    needs_reference: bool = True,
-    cloud_threshold: float = 0.0,
-    rule: PairingRule = PairingRule(),
-    fractions: pd.Series | None = None,
-    direction: str = "earlier",
-    chain: bool = False,
-) -> pd.DataFrame:
-    """The per-date plan: :func:`pairs` with the fill's settings (cheap; reads the mask).
-    ``direction`` is the model's (:attr:`ModelCard.reference_direction
-    <cloudfill.model.card.ModelCard.reference_direction>`)."""
-    return pairs(
-        ds,
-        rule,
-        clear_threshold=cloud_threshold,
-        needs_reference=needs_reference,
-        direction=direction,  # type: ignore[arg-type]
-        fractions=cloud_fractions(ds) if fractions is None else fractions,
-        chain=chain,
-    )
 
 
 def chained_cube(
@@ -328,14 +275,14 @@ def fill_series(
         are filled as sources too.
     chain_from
         Where an already filled image of an earlier date can be read (a partly written
-        output), or None to fill it here; used by the resumable ``cloudfill fill-series``
-        so that a chain is not recomputed for every date.
+        output), or None to fill it here: :func:`~cloudfill.fill.job.fill_to_zarr` reads
+        the chain back from its output instead of recomputing it for every date.
     synthesis_hook
         Called with each synthesized date and its lazy
         :class:`~cloudfill.infer.synthesize.Synthesis`, returning the one to use (the same
-        values): ``cloudfill fill-series`` stores it first, so that writing a date in
-        windows, whose adjustment reads a halo from the neighbouring windows, runs the model
-        once per block.
+        values): :func:`~cloudfill.fill.job.fill_to_zarr` stores it first, so that a date
+        written in windows (its adjustment reads a halo across them) runs the model once
+        per block.
 
     Returns
     -------
@@ -343,8 +290,7 @@ def fill_series(
         ``s2`` (time, band, y, x) filled; ``filled`` (time, y, x) bool; ``confidence``
         (time, y, x) float32; per-date provenance ``method``, ``s1_date``,
         ``reference_date``, ``reference_chained``, ``cloud_fraction`` and ``unfilled``
-        (pixels left NaN). Coords,
-        CRS and the cube's attrs are kept.
+        (pixels left NaN). Coords, CRS and the cube's attrs are kept.
 
     Raises
     ------
@@ -365,29 +311,67 @@ def fill_series(
         raise MissingVariableError("fill_series needs an 's2' variable")
     check_sigma(adjust)  # before any work
     mask = cloud_mask(ds)  # raises early when there is no mask at all
-    cf = None
-    if "s1" in ds.data_vars:
-        cf = resolve_model(model, device=inference.device, fast=inference.fast)
-        cf.check_cube(ds)
-    needs_reference = bool(cf.variant.uses_reference) if cf is not None else True
-    if plan is None:
-        plan = plan_fill(
-            ds,
-            needs_reference=needs_reference,
-            cloud_threshold=cloud_threshold,
-            rule=rule,
-            direction=cf.card.reference_direction if cf is not None else "earlier",
-            chain=chain,
-        )
-    if "reference_chained" in plan and plan["reference_chained"].any() and not chain:
-        raise ParameterError("the plan was made with chain=True; pass chain=True as well")
+    cf, plan = prepare_fill(
+        ds,
+        model,
+        cloud_threshold=cloud_threshold,
+        rule=rule,
+        inference=inference,
+        chain=chain,
+        plan=plan,
+    )
+    chosen = _chosen_dates(ds, dates, plan, has_model=cf is not None)
+    # Everything but the date, its plan row and the chain's sources is the same for each date.
+    fill_one = partial(
+        fill_date,
+        ds,
+        model=cf,
+        mask=mask,
+        feather=feather,
+        adjust=adjust,
+        fractions=plan["cloud_fraction"],
+        rule=rule,
+        inference=inference,
+        synthesis_hook=synthesis_hook,
+    )
+    parts = _fill_dates(ds, chosen, plan, fill_one, chain=chain, chain_from=chain_from)
+    attrs = {
+        "cloudfill_feather": feather,
+        "cloudfill_adjust": float(adjust),
+        "cloudfill_threshold": cloud_threshold,
+    }
+    if cf is not None:
+        attrs["cloudfill_model_variant"] = cf.card.variant
+    return _assemble(ds, chosen, plan, parts, attrs)
+
+
+def _chosen_dates(
+    ds: xr.Dataset, dates: Iterable[Any] | None, plan: pd.DataFrame, has_model: bool
+) -> pd.DatetimeIndex:
+    """``dates`` (default: all), checked: S2 dates of ``ds``, none to synthesize without a
+    model."""
     all_dates = pd.DatetimeIndex(ds["time"].values)
     chosen = all_dates if dates is None else as_dates(dates)
     missing = chosen.difference(all_dates)
     if len(missing):
         raise ParameterError(f"date {missing[0]:%Y-%m-%d} is not an S2 date of the cube")
-    if cf is None and (plan.loc[chosen, "method"] == "synthesize").any():
+    if not has_model and (plan.loc[chosen, "method"] == "synthesize").any():
         raise ParameterError("a model is needed to synthesize")
+    return chosen
+
+
+def _fill_dates(
+    ds: xr.Dataset,
+    chosen: pd.DatetimeIndex,
+    plan: pd.DataFrame,
+    fill_one: Callable[..., xr.Dataset],
+    *,
+    chain: bool,
+    chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None,
+) -> dict[pd.Timestamp, xr.Dataset]:
+    """Each ``chosen`` date filled by ``fill_one(date, row, sources=...)``; with ``chain``,
+    the earlier dates the chain reads too (as sources only, unless chosen)."""
+    all_dates = pd.DatetimeIndex(ds["time"].values)
     # A chain visits every date up to the last one asked for, in time order; the others are
     # filled only as the chain's sources (lazily: nothing is computed that no date reads).
     visit = all_dates[all_dates <= chosen.max()] if chain and len(chosen) else chosen
@@ -402,23 +386,22 @@ def fill_series(
         if done is not None and date not in chosen:
             sources[date] = done
             continue
-        part = fill_date(
-            ds,
-            date,
-            row,
-            cf,
-            mask=mask,
-            feather=feather,
-            adjust=adjust,
-            fractions=plan["cloud_fraction"],
-            rule=rule,
-            inference=inference,
-            sources=sources if chain else None,
-            synthesis_hook=synthesis_hook,
-        )
+        part = fill_one(date, row, sources=sources if chain else None)
         parts[date] = part
         if chains:
             sources[date] = part["s2"] if done is None else done
+    return parts
+
+
+def _assemble(
+    ds: xr.Dataset,
+    chosen: pd.DatetimeIndex,
+    plan: pd.DataFrame,
+    parts: Mapping[pd.Timestamp, xr.Dataset],
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:
+    """The filled dates as one Dataset along ``time``, with the plan's provenance, the
+    cube's attrs followed by ``attrs``, and its CRS."""
     # One spatial chunking for every date, the inference blocks' where a date is synthesized:
     # concatenating different chunkings would refine them all to the finest.
     synthesized = [d for d in chosen if plan.loc[d, "method"] == "synthesize"]
@@ -442,14 +425,7 @@ def fill_series(
     out["unfilled"] = count_unfilled(out).assign_attrs(
         long_name="unusable pixels left NaN (nothing to fill them with)"
     )
-    out.attrs = {
-        **ds.attrs,
-        "cloudfill_feather": feather,
-        "cloudfill_adjust": float(adjust),
-        "cloudfill_threshold": cloud_threshold,
-    }
-    if cf is not None:
-        out.attrs["cloudfill_model_variant"] = cf.card.variant
+    out.attrs = {**ds.attrs, **attrs}
     for name in ("spatial_ref",):
         if name in ds.coords:
             out = out.assign_coords({name: ds[name]})

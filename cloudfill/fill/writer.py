@@ -23,6 +23,7 @@ import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
 
 from cloudfill.cube.zarr_io import (
     DEFAULT_WRITE_CHUNKS,
@@ -282,8 +283,6 @@ class DateWriter:
     def finalize(self) -> None:
         """Consolidate the store's metadata once every date is written (faster opening)."""
         if not self.pending():
-            import zarr
-
             with quiet_markers(), warnings.catch_warnings():
                 # Consolidated metadata is not in the zarr v3 spec yet; zarr-python reads it.
                 warnings.filterwarnings("ignore", message="Consolidated metadata")

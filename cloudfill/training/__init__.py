@@ -4,9 +4,12 @@ The package is ``cloudfill.training`` (not ``cloudfill.train``, the design sketc
 that ``cloudfill.train`` stays the training *function*: importing a subpackage binds its name
 on the parent package, which would shadow the function.
 
-Names resolve lazily (the sampler and loop import torch):
-:func:`~cloudfill.training.sampler.sample_patches`,
-:class:`~cloudfill.training.sampler.PatchDataset`, :func:`~cloudfill.training.loop.train`,
+Names resolve lazily (the dataset, step and loop import torch):
+:func:`~cloudfill.training.run.train` with its
+:class:`~cloudfill.training.config.TrainConfig`,
+:func:`~cloudfill.training.dataset.sample_patches`,
+:class:`~cloudfill.training.dataset.PatchDataset`,
+:func:`~cloudfill.training.index.build_index`,
 :func:`~cloudfill.training.experiment.run_experiment`.
 """
 
@@ -17,15 +20,21 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "CubeReader": "reader",
-    "ChunkSampler": "sampler",
-    "PatchDataset": "sampler",
-    "PatchIndex": "sampler",
-    "build_index": "sampler",
-    "sample_patches": "sampler",
-    "training_stats": "sampler",
-    "evaluate_patches": "loop",
-    "train": "loop",
-    "train_step": "loop",
+    "ChunkSampler": "dataset",
+    "PatchDataset": "dataset",
+    "sample_patches": "dataset",
+    "PatchIndex": "index",
+    "PatchSettings": "index",
+    "build_index": "index",
+    "training_stats": "targets",
+    "NetworkSettings": "config",
+    "OptimSettings": "config",
+    "RuntimeSettings": "config",
+    "Schedule": "config",
+    "TrainConfig": "config",
+    "evaluate_patches": "scoring",
+    "train_step": "step",
+    "train": "run",
     "SMALL": "experiment",
     "run_experiment": "experiment",
 }

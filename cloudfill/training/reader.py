@@ -3,7 +3,7 @@
 The training sampler reads thousands of small windows from one scene. Through dask, every
 window would rebuild a graph and decode every chunk it touches again; here a window is
 assembled from whole chunks that are decoded once and kept in a bytes-bounded LRU cache, and
-the sampler visits patches chunk by chunk (:class:`~cloudfill.training.sampler.ChunkSampler`),
+the sampler visits patches chunk by chunk (:class:`~cloudfill.training.dataset.ChunkSampler`),
 so each chunk is decoded about once per epoch.
 
 Three sources, one interface (:class:`CubeReader`):
@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from cloudfill.cube.schema import BANDS, DEFAULT_UNUSABLE_SCL, POLS, VARIABLE_DIMS, conform
+from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import MissingVariableError
 
 __all__ = ["DEFAULT_CACHE_BYTES", "CubeReader"]
@@ -179,8 +181,6 @@ class CubeReader:
     ) -> None:
         self.path: str | None = None
         if not isinstance(ds, xr.Dataset):
-            from cloudfill.cube.zarr_io import open_cube
-
             ds = open_cube(ds)
         ds = conform(ds)
         self.mask_var = _mask_name(ds)
@@ -244,8 +244,6 @@ class CubeReader:
 
     def _zarr_array(self, name: str) -> Any:
         if self._arrays is None:
-            import zarr
-
             group = zarr.open_group(self.path, mode="r")
             self._arrays = {n: group[n] for n in self.names}
         return self._arrays[name]

@@ -5,7 +5,7 @@ A training checkpoint is a directory (``out/last/``) holding
 ``state.safetensors``
     Every tensor: generator and discriminator weights and buffers (``G.*``, ``D.*``),
     optimiser tensors (``opt_g.state.<param>.<key>``, e.g. Adam's ``exp_avg``), RNG states
-    (``rng.torch``, ``rng.cuda.<i>``).
+    (``rng.torch``, ``rng.cuda.<i>``) and the generator's weight average (``A.*``), if any.
 ``state.json``
     Everything else: epoch and step counters, history, best score, the optimisers'
     ``param_groups`` and non-tensor state entries, the training configuration, the
@@ -23,6 +23,8 @@ between the two renames, the old one under ``.<name>.old-*``, which :func:`read_
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -35,8 +37,34 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from cloudfill.errors import CheckpointError
+from cloudfill.training.step import Networks
 
-__all__ = ["flatten_optimizer", "read_state", "restore_optimizer", "write_state"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "flatten_optimizer",
+    "load_networks",
+    "network_tensors",
+    "read_state",
+    "restore_optimizer",
+    "write_history",
+    "write_state",
+]
+
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "epoch",
+    "step",
+    "partial",
+    "loss_g",
+    "loss_d",
+    "loss_adv",
+    "loss_rec",
+    "val_mae",
+    "val_rmse",
+    "val_l1",
+    "seconds",
+    "best",
+)
+"""Columns of ``metrics.csv``: one row per validation (end of epoch, or of a partial one)."""
 
 TENSORS = "state.safetensors"
 DOCUMENT = "state.json"
@@ -96,6 +124,78 @@ def restore_optimizer(
         }
         groups.append(group)
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def network_tensors(nets: Networks) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every tensor of a run's networks, optimisers and RNGs, and the optimisers' JSON part.
+
+    Names: ``G.*``, ``D.*`` (weights and buffers), ``opt_g.*``, ``opt_d.*``
+    (:func:`flatten_optimizer`), ``rng.torch``, ``rng.cuda.<i>`` and ``A.*`` (the weight
+    average, if any).
+
+    Examples
+    --------
+    >>> from cloudfill.training.config import NetworkSettings, TrainConfig
+    >>> config = TrainConfig("S", network=NetworkSettings(base_filters=4, n_blocks=1))
+    >>> nets = Networks.build(config, torch.device("cpu"))
+    >>> tensors, optim = network_tensors(nets)
+    >>> load_networks(Networks.build(config, torch.device("cpu")), tensors, optim)
+    >>> sorted({name.split(".")[0] for name in tensors})
+    ['D', 'G', 'rng']
+    """
+    tensors = {f"G.{k}": v for k, v in nets.generator.state_dict().items()}
+    tensors.update({f"D.{k}": v for k, v in nets.discriminator.state_dict().items()})
+    t_g, meta_g = flatten_optimizer(nets.opt_g, "opt_g")
+    t_d, meta_d = flatten_optimizer(nets.opt_d, "opt_d")
+    tensors.update(t_g)
+    tensors.update(t_d)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    if nets.average is not None:
+        tensors.update({f"A.{k}": v for k, v in nets.average.state_dict().items()})
+    return tensors, {"opt_g": meta_g, "opt_d": meta_d}
+
+
+def load_networks(nets: Networks, tensors: dict[str, torch.Tensor], optim: dict[str, Any]) -> None:
+    """Inverse of :func:`network_tensors` (``optim`` is its second value), RNGs included.
+
+    See :func:`network_tensors` for an example.
+    """
+    for prefix, module in (("G.", nets.generator), ("D.", nets.discriminator)):
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        module.load_state_dict(state, strict=True)
+    restore_optimizer(nets.opt_g, tensors, optim["opt_g"], "opt_g")
+    restore_optimizer(nets.opt_d, tensors, optim["opt_d"], "opt_d")
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    if nets.average is not None:
+        state = {k[2:]: v for k, v in tensors.items() if k.startswith("A.")}
+        nets.average.load_state_dict(state, strict=True)
+
+
+def write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    """Write the validation history as CSV (:data:`HISTORY_COLUMNS`), atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     write_history(Path(tmp) / "metrics.csv", [{"epoch": 0, "step": 0, "best": True}])
+    ...     print((Path(tmp) / "metrics.csv").read_text().splitlines()[1])
+    0,0,,,,,,,,,,True
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in HISTORY_COLUMNS})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
 
 
 def _write_file(path: Path, data: bytes) -> None:

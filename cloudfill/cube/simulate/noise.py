@@ -12,34 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_M64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
+from cloudfill._hashing import GOLDEN, M64, hash_key, mix64_array
+
+# The splitmix64 constants and mixers live in cloudfill._hashing (the training sampler hashes
+# with them too); these two names stay because other simulator modules import them from here.
+_M64 = M64
+_key = hash_key
 _COL_MULT = np.uint64(0xD1B54A32D192ED03)
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, in place on a uint64 array (wrapping arithmetic)."""
-    z ^= z >> np.uint64(30)
-    z *= np.uint64(0xBF58476D1CE4E5B9)
-    z ^= z >> np.uint64(27)
-    z *= np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return z
-
-
-def _mix_int(z: int) -> int:
-    z &= _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
-
-def _key(*parts: int) -> int:
-    """A 64-bit key from small integers (seed, field, octave, day ...), order-sensitive."""
-    z = 0x243F6A8885A308D3
-    for part in parts:
-        z = _mix_int(z + _GOLDEN + (part & _M64))
-    return z
 
 
 def _unit(*parts: int) -> float:
@@ -49,10 +28,10 @@ def _unit(*parts: int) -> float:
 
 def _hash2d(rows: np.ndarray, cols: np.ndarray, key: int) -> np.ndarray:
     """uint64 hash of every (row, col) pair of the outer grid, shape (len(rows), len(cols))."""
-    hr = rows.astype(np.int64).view(np.uint64) * np.uint64(_GOLDEN) + np.uint64(key)
-    _mix64(hr)
+    hr = rows.astype(np.int64).view(np.uint64) * np.uint64(GOLDEN) + np.uint64(key)
+    mix64_array(hr)
     hc = cols.astype(np.int64).view(np.uint64) * _COL_MULT
-    return _mix64(hr[:, None] ^ hc[None, :])
+    return mix64_array(hr[:, None] ^ hc[None, :])
 
 
 def _to_unit(h: np.ndarray) -> np.ndarray:

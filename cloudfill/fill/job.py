@@ -1,0 +1,431 @@
+"""The resumable fill job: a cube filled date by date into a zarr store.
+
+:func:`fill_to_zarr` is the job behind ``cloudfill fill-series`` and ``cloudfill demo``. The
+fill itself is :func:`~cloudfill.fill.series.fill_series`; the job adds what a long run on a
+large scene needs:
+
+- each date is written with a zarr region write and recorded by a marker
+  (:class:`~cloudfill.fill.writer.DateWriter`), so a killed run resumes where it stopped and
+  ends identical to an uninterrupted run;
+- a date is computed in windows (``FillSettings.window``), so memory does not grow with the
+  scene; a synthesis that several windows read is stored once first
+  (:class:`~cloudfill.fill.scratch.SynthesisStore`), so the model runs once per block;
+- a chained fill reads the earlier dates' filled images back from the output instead of
+  computing them again for every date;
+- the work runs on any Dask scheduler (:func:`cloudfill.cluster.open_cluster`).
+
+The output remembers its job (:class:`JobIdentity`): an existing store made by a different
+job is never touched unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+import xarray as xr
+
+from cloudfill.cluster import compute, describe, open_cluster
+from cloudfill.core.pairs import PairingRule
+from cloudfill.cube.schema import validate
+from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers
+from cloudfill.errors import ParameterError, SourceError
+from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
+from cloudfill.fill.plan import prepare_fill
+from cloudfill.fill.scratch import SynthesisStore
+from cloudfill.fill.series import count_unfilled, fill_series
+from cloudfill.fill.writer import DateWriter, fingerprint
+from cloudfill.infer.settings import InferenceSettings
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["FillProgress", "FillSettings", "JobIdentity", "fill_to_zarr", "model_digest"]
+
+
+@dataclass(frozen=True)
+class FillSettings:
+    """What a fill job computes, and the window it computes it in.
+
+    Parameters
+    ----------
+    cloud_threshold
+        Dates with at most this cloud fraction are interpolated, not synthesized.
+    feather
+        Width in pixels of the blend band at mask edges.
+    adjust
+        Sigma in pixels of the same-date adjustment
+        (:func:`~cloudfill.fill.adjust.adjust_to_date`); 0 turns it off.
+    chain
+        Let synthesized dates serve as references for later dates (see
+        :func:`~cloudfill.fill.series.fill_series`).
+    rule
+        Which S1 and reference dates may serve a date
+        (:class:`~cloudfill.core.pairs.PairingRule`).
+    inference
+        Tiling, batching and device of the synthesis
+        (:class:`~cloudfill.infer.settings.InferenceSettings`).
+    window
+        Compute each date in windows of at least this many pixels a side (whole blocks), so
+        memory does not grow with the scene; None: whole dates. The output is the same
+        either way (:class:`~cloudfill.fill.writer.DateWriter`).
+
+    Examples
+    --------
+    >>> settings = FillSettings(chain=True, rule=PairingRule(max_ref_age=40))
+    >>> settings.rule.max_ref_age, settings.window
+    (40.0, 2048)
+    >>> FillSettings(window=0)
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: window must be positive or None, got 0
+    """
+
+    cloud_threshold: float = 0.0
+    feather: int = 8
+    adjust: float = DEFAULT_ADJUST_SIGMA
+    chain: bool = False
+    rule: PairingRule = field(default_factory=PairingRule)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    window: int | None = 2048
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.window < 1:
+            raise ParameterError(f"window must be positive or None, got {self.window}")
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """What makes two runs into one output store the same job.
+
+    Everything that changes the written values: the cube, the model, the dates and the
+    settings that shape the fill. Not the window, the cluster, the device or the batch
+    size, which change how the same values are computed (a job may resume elsewhere).
+    Stored in the output's attrs as :meth:`fingerprint`, a hash of the fields by name.
+
+    Examples
+    --------
+    >>> key = JobIdentity(
+    ...     cube="/data/cube.zarr", model="default", dates=("2024-03-12",),
+    ...     cloud_threshold=0.0, feather=8, adjust=12.0, chain=False, rule=PairingRule(),
+    ...     tile=None, overlap=None, fast=False,
+    ... )
+    >>> len(key.fingerprint())
+    16
+    >>> from dataclasses import replace
+    >>> key.fingerprint() == replace(key, feather=2).fingerprint()
+    False
+    """
+
+    cube: str
+    model: str
+    dates: tuple[str, ...]
+    cloud_threshold: float
+    feather: int
+    adjust: float
+    chain: bool
+    rule: PairingRule
+    tile: int | None
+    overlap: int | None
+    fast: bool
+
+    @classmethod
+    def of(
+        cls, cube: Path, model: Any, dates: pd.DatetimeIndex, settings: FillSettings
+    ) -> JobIdentity:
+        """The identity of filling ``dates`` of ``cube`` with ``model`` and ``settings``."""
+        return cls(
+            cube=str(cube.resolve()),
+            model=model_digest(model),
+            dates=tuple(f"{d:%Y-%m-%d}" for d in dates),
+            cloud_threshold=float(settings.cloud_threshold),
+            feather=int(settings.feather),
+            adjust=float(settings.adjust),
+            chain=bool(settings.chain),
+            rule=settings.rule,
+            tile=settings.inference.tile,
+            overlap=settings.inference.overlap,
+            fast=bool(settings.inference.fast),
+        )
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the fields, by name (nested values too)."""
+        return fingerprint(asdict(self))
+
+
+def model_digest(model: Any) -> str:
+    """A short digest naming ``model``: its checkpoint's bytes, or its weights and card.
+
+    Parameters
+    ----------
+    model
+        A checkpoint path (file or directory), a
+        :class:`~cloudfill.model.runtime.CloudfillModel`, or None (the shipped default).
+
+    Returns
+    -------
+    str
+        ``"default"`` for None, else 16 hex digits (prefixed ``weights-`` for a model in
+        memory).
+
+    Examples
+    --------
+    >>> model_digest(None)
+    'default'
+    """
+    if model is None:
+        return "default"
+    digest = hashlib.sha256()
+    if isinstance(model, str | os.PathLike):
+        path = Path(model)
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            with file.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()[:16]
+    digest.update(model.card.to_json().encode())
+    for name, tensor in model.generator.state_dict().items():
+        digest.update(name.encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())  # any dtype, bit for bit
+    return f"weights-{digest.hexdigest()[:16]}"
+
+
+class FillProgress:
+    """What :func:`fill_to_zarr` reports as it goes; this base class shows nothing.
+
+    Subclass it to show progress (``cloudfill fill-series`` draws a progress bar). The job
+    calls :meth:`start` once, then :meth:`date` and :meth:`advance` for each date it writes,
+    then :meth:`stop` (also when it stops on an error).
+
+    Examples
+    --------
+    >>> class Log(FillProgress):
+    ...     def date(self, date, method):
+    ...         print(f"{date:%Y-%m-%d}: {method}")
+    >>> Log().date(pd.Timestamp("2024-03-12"), "synthesize")
+    2024-03-12: synthesize
+    """
+
+    def start(self, total: int, done: int, where: str | None) -> None:
+        """Before the first date: ``total`` dates in the job, ``done`` of them written by an
+        earlier run, ``where`` the Dask cluster (None: the local threaded scheduler)."""
+
+    def date(self, date: pd.Timestamp, method: str) -> None:
+        """``date`` is about to be computed and written by ``method`` (``synthesize`` ...)."""
+
+    def advance(self) -> None:
+        """The date announced last is written and recorded."""
+
+    def stop(self) -> None:
+        """The job is over (finished, or stopped by an error)."""
+
+
+@dataclass
+class _Job:
+    """The opened cube, model and plan of a job, and the lazy fill of its dates."""
+
+    ds: xr.Dataset
+    model: Any  # a CloudfillModel, or None for a cube without S1 (interpolation only)
+    plan: pd.DataFrame
+    settings: FillSettings
+    filled: xr.Dataset | None = None
+
+    @property
+    def times(self) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex(self.filled["time"].values)
+
+    def fill(
+        self,
+        dates: Iterable[Any] | None,
+        chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None = None,
+        synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
+    ) -> xr.Dataset:
+        s = self.settings
+        return fill_series(
+            self.ds,
+            self.model,
+            dates=dates,
+            cloud_threshold=s.cloud_threshold,
+            feather=s.feather,
+            adjust=s.adjust,
+            rule=s.rule,
+            inference=s.inference,
+            plan=self.plan,
+            chain=s.chain,
+            chain_from=chain_from,
+            synthesis_hook=synthesis_hook,
+        )
+
+
+def _open_job(cube: Path, model: Any, settings: FillSettings, dates: Any) -> _Job:
+    if not cube.exists():
+        raise SourceError(f"no such cube: {cube}")
+    # The stored chunks (one date, ~1024 px), not dask's "auto" merge of them into ~128 MiB
+    # blocks spanning dates: task memory then stays the same whatever the cube's area.
+    ds = open_cube(cube, chunks={})
+    validate(ds, require=("s2",))
+    # Once for the job: each date's fill then reuses the loaded model and the plan.
+    cf, plan = prepare_fill(
+        ds,
+        model,
+        cloud_threshold=settings.cloud_threshold,
+        rule=settings.rule,
+        inference=settings.inference,
+        chain=settings.chain,
+    )
+    job = _Job(ds, cf, plan, settings)
+    job.filled = job.fill(dates)
+    return job
+
+
+class _WrittenDates:
+    """The filled images of the dates already written, read back from the output.
+
+    A chained date reads the earlier dates' filled images from here, so each date is
+    computed once, killed runs resume mid-chain, and the values are the ones written
+    (float32 both ways: identical to an uninterrupted run).
+    """
+
+    def __init__(self, writer: DateWriter, times: pd.DatetimeIndex) -> None:
+        self.writer, self.times = writer, times
+        self._s2: xr.DataArray | None = None  # opened once, lazily: reads happen at compute
+
+    def __call__(self, date: pd.Timestamp) -> xr.DataArray | None:
+        i = self.times.get_loc(date) if date in self.times else None
+        if i is None or i not in self.writer.done():
+            return None
+        if self._s2 is None:
+            with quiet_markers():
+                self._s2 = xr.open_zarr(self.writer.path, consolidated=False)["s2"]
+        return self._s2.isel(time=i, drop=True)
+
+
+def _write_date(
+    job: _Job,
+    writer: DateWriter,
+    index: int,
+    run: Callable[[Any], Any],
+    scratch: SynthesisStore,
+    written: _WrittenDates,
+) -> None:
+    date = job.times[index]
+    method = str(job.filled["method"].values[index])
+    part = job.filled.isel(time=[index])
+    # The same fill, built again for this date alone where needed: with the chain's sources
+    # read from the output, and with the synthesis stored before the windows are written
+    # (the same-date adjustment reads a halo across window edges, which would otherwise run
+    # the model on a neighbouring block again for each window).
+    chain = job.settings.chain
+    store = job.settings.adjust > 0 and method == "synthesize" and len(writer.windows(part)) > 1
+    if chain or store:
+        part = job.fill(
+            [date],
+            chain_from=written if chain else None,
+            synthesis_hook=partial(scratch.keep, compute=run) if store else None,
+        )
+    writer.write(part, index, record={"date": f"{date:%Y-%m-%d}", "method": method}, compute=run)
+    scratch.clear()
+
+
+def fill_to_zarr(
+    cube: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    model: Any = None,
+    settings: FillSettings = FillSettings(),
+    *,
+    dates: Iterable[Any] | None = None,
+    cluster: str | Client | None = "none",
+    workers: int | None = None,
+    threads: int | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    progress: FillProgress | None = None,
+) -> xr.Dataset:
+    """Fill the cloudy pixels of a zarr cube's S2 dates and write them date by date.
+
+    Each date is written with a zarr region write and recorded atomically, so a killed run
+    resumes where it stopped (``resume``) and ends identical to an uninterrupted run. The
+    output holds what :func:`~cloudfill.fill.series.fill_series` returns: ``s2`` (filled),
+    ``filled``, ``confidence`` and per-date provenance.
+
+    Parameters
+    ----------
+    cube
+        Input cube (zarr store); never written to.
+    out
+        Output zarr store; may not be, or be inside, ``cube``.
+    model
+        A checkpoint path, a :class:`~cloudfill.model.runtime.CloudfillModel` or None (the
+        shipped default model).
+    settings
+        What to compute (:class:`FillSettings`).
+    dates
+        S2 dates to fill (default: all).
+    cluster, workers, threads
+        Where to compute: see :func:`cloudfill.cluster.open_cluster` (a given ``Client`` is
+        left running).
+    resume
+        Keep the dates already written by the same job (:class:`JobIdentity`).
+    overwrite
+        Replace an output made by a different job (or any output if not ``resume``).
+    progress
+        Told about each date as it goes (:class:`FillProgress`); None: silent.
+
+    Returns
+    -------
+    xarray.Dataset
+        The written output, opened lazily.
+
+    Raises
+    ------
+    SourceError
+        No cube at ``cube``.
+    OutputError
+        ``out`` is the input, or an output of a different job and not ``overwrite``.
+
+    Examples
+    --------
+    >>> settings = FillSettings(rule=PairingRule(max_ref_age=400))
+    >>> out = fill_to_zarr("cube.zarr", "filled.zarr", settings=settings)  # doctest: +SKIP
+    >>> sorted(out.data_vars)[:3]  # doctest: +SKIP
+    ['cloud_fraction', 'confidence', 'filled']
+    """
+    cube, out = Path(cube), Path(out)
+    job = _open_job(cube, model, settings, dates)
+    writer = DateWriter(
+        out,
+        job.filled,
+        JobIdentity.of(cube, model, job.times, settings).fingerprint(),
+        inputs=[cube],
+        overwrite=overwrite,
+        resume=resume,
+        window=settings.window,
+        sums={"unfilled": count_unfilled},
+    )
+    pending = writer.pending()
+    scratch = SynthesisStore(writer.path / MARKER_DIR / "work")
+    scratch.clear()  # left over by a run killed between recording a date and clearing it
+    written = _WrittenDates(writer, job.times)
+    report = progress if progress is not None else FillProgress()
+    with open_cluster(cluster, workers=workers, threads=threads) as client:
+        run = partial(compute, progress=False, client=client)
+        where = describe(client) if client is not None else None
+        report.start(len(job.times), len(job.times) - len(pending), where)
+        try:
+            for i in pending:
+                report.date(job.times[i], str(job.filled["method"].values[i]))
+                _write_date(job, writer, i, run, scratch, written)
+                report.advance()
+        finally:
+            report.stop()
+    writer.finalize()
+    return open_cube(out)

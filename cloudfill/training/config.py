@@ -1,0 +1,404 @@
+"""The training configuration: one validated, frozen value instead of three dozen arguments.
+
+:class:`TrainConfig` gathers the settings of a run, grouped by what travels together:
+
+- :class:`NetworkSettings`: generator and discriminator architecture;
+- :class:`OptimSettings`: batch, Adam, loss weight and the weight average;
+- :class:`Schedule`: how long to train (the only settings a resumed run may change, besides
+  :class:`RuntimeSettings`);
+- :class:`~cloudfill.training.index.PatchSettings`: patch grid, split, patch cloud limit;
+- :class:`~cloudfill.core.pairs.PairingRule`: which S1 and reference dates serve a target;
+- :class:`RuntimeSettings`: device, loader workers, logging (not part of what is trained).
+
+Each value checks itself when built, with the messages :func:`~cloudfill.training.run.train`
+always gave. :func:`training_record` turns a configuration and the index it trained on into
+the JSON-safe ``training`` record of the model card and the resumable state; its keys and
+values are what checkpoints written before this module existed hold too (inference reads
+``despeckle`` from it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from cloudfill._dates import as_dates
+from cloudfill.core.pairs import PairingRule
+from cloudfill.core.variants import get_variant
+from cloudfill.errors import ParameterError
+from cloudfill.model.card import REFERENCE_MODES
+from cloudfill.training.index import PatchIndex, PatchSettings
+from cloudfill.training.targets import check_despeckle
+
+__all__ = [
+    "FIXED",
+    "NetworkSettings",
+    "OptimSettings",
+    "RuntimeSettings",
+    "Schedule",
+    "TrainConfig",
+    "check_resumable",
+    "training_record",
+]
+
+FIXED: tuple[str, ...] = (
+    "variant",
+    "attention",
+    "base_filters",
+    "n_blocks",
+    "norm",
+    "confidence",
+    "reference_skip",
+    "reference_mode",
+    "ema",
+    "d_filters",
+    "d_layers",
+    "batch_size",
+    "lr",
+    "betas",
+    "lambda_l1",
+    "patch_size",
+    "overlap",
+    "block_size",
+    "fractions",
+    "seed",
+    "max_cloud",
+    "despeckle",
+    "dates",
+    "max_s1_gap",
+    "max_ref_age",
+    "max_ref_cloud",
+)
+"""Keys of the training record that define a run: a resumed run must have the same ones."""
+
+# What a record saved without a key meant: references were single dates before composites
+# existed, and the pairing rule was always the default one before it could be chosen.
+_SAVED_DEFAULTS: dict[str, Any] = {"reference_mode": "date", **PairingRule().to_dict()}
+
+
+def _positive(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Generator and discriminator architecture (paper: 64 filters, 9 blocks, batch norm).
+
+    Parameters
+    ----------
+    attention
+        ``True`` (CBAM), ``"self"`` or ``False``.
+    base_filters, n_blocks, norm
+        Generator width, residual blocks and normalisation.
+    confidence
+        Add the Laplace-scale head and train it by the Laplace NLL of the detached mean.
+    reference_skip
+        Predict SO/SOD targets as the reference plus a learned change (see
+        :class:`~cloudfill.model.generator.Generator`; default: on where there is a reference).
+    d_filters, d_layers
+        PatchGAN discriminator width and strided layers.
+
+    Examples
+    --------
+    >>> NetworkSettings(base_filters=16, n_blocks=4).d_filters
+    64
+    >>> NetworkSettings(n_blocks=-1)
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: n_blocks must not be negative, got -1
+    """
+
+    attention: bool | str = True
+    base_filters: int = 64
+    n_blocks: int = 9
+    norm: str = "batch"
+    confidence: bool = False
+    reference_skip: bool | None = None
+    d_filters: int = 64
+    d_layers: int = 3
+
+    def __post_init__(self) -> None:
+        _positive(self, "base_filters", "d_filters", "d_layers")
+        if self.n_blocks < 0:
+            raise ParameterError(f"n_blocks must not be negative, got {self.n_blocks}")
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Batch, Adam, the reconstruction weight and the weight average (paper's table 2).
+
+    Parameters
+    ----------
+    batch_size
+        Patches per step (paper: 2).
+    lr, betas
+        Adam's learning rate and betas (paper: 2e-4, (0.5, 0.999)).
+    lambda_l1
+        Weight of the reconstruction term (paper: 100).
+    ema
+        Decay of an exponential moving average of the generator's weights (e.g. 0.999),
+        which is then the model scored, kept and returned; None uses the weights as trained.
+
+    Examples
+    --------
+    >>> OptimSettings(lr=1e-3).betas
+    (0.5, 0.999)
+    >>> OptimSettings(ema=1.0)
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: ema must be within (0, 1), got 1.0
+    """
+
+    batch_size: int = 2
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lambda_l1: float = 100.0
+    ema: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size")
+        if not self.lr > 0:
+            raise ParameterError(f"lr must be positive, got {self.lr}")
+        if self.lambda_l1 < 0:
+            raise ParameterError(f"lambda_l1 must not be negative, got {self.lambda_l1}")
+        betas = self.betas
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ParameterError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        object.__setattr__(self, "betas", tuple(betas))  # hashable, whatever was passed
+        if self.ema is not None and not 0.0 < float(self.ema) < 1.0:
+            raise ParameterError(f"ema must be within (0, 1), got {self.ema}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long to train: epochs, a step budget, early stopping.
+
+    Parameters
+    ----------
+    epochs
+        Passes over the training split (paper: 50).
+    max_steps
+        Stop after this many optimiser steps in total, resumed ones included (None: no
+        limit).
+    patience
+        Stop after this many epochs without a better validation MAE (paper: 20; None:
+        never).
+
+    Examples
+    --------
+    >>> Schedule(max_steps=100).epochs
+    50
+    """
+
+    epochs: int = 50
+    max_steps: int | None = None
+    patience: int | None = 20
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs")
+        if self.patience is not None and self.patience < 1:
+            raise ParameterError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ParameterError(f"max_steps must be >= 0 or None, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Where and how a run executes; none of it changes what is trained.
+
+    Parameters
+    ----------
+    device
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+    num_workers
+        DataLoader worker processes (``forkserver``: each opens the store itself; a script
+        needs the usual ``if __name__ == "__main__":`` guard).
+    log_every
+        Steps between progress-bar / TensorBoard loss updates (at least 1).
+    eval_batch_size
+        Patches per forward pass when scoring validation / test patches.
+
+    Examples
+    --------
+    >>> RuntimeSettings(log_every=0).log_every
+    1
+    """
+
+    device: str = "cpu"
+    num_workers: int = 0
+    log_every: int = 10
+    eval_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "log_every", max(1, int(self.log_every)))
+
+
+_NESTED = {
+    "network": NetworkSettings,
+    "optim": OptimSettings,
+    "schedule": Schedule,
+    "patches": PatchSettings,
+    "pairing": PairingRule,
+    "runtime": RuntimeSettings,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that configures a training run (defaults: the paper's table 2).
+
+    Parameters
+    ----------
+    variant
+        ``"S"``, ``"SD"``, ``"SO"`` or ``"SOD"``.
+    network
+        Architecture: :class:`NetworkSettings`.
+    optim
+        Batch and optimiser: :class:`OptimSettings`.
+    schedule
+        Epochs, step budget, early stopping: :class:`Schedule`.
+    patches
+        Patch size and overlap, split blocks and fractions, patch cloud limit:
+        :class:`~cloudfill.training.index.PatchSettings` (paper: 256 px, 25 px overlap).
+    pairing
+        Which S1 and reference dates pair with a target:
+        :class:`~cloudfill.core.pairs.PairingRule`.
+    reference
+        How SO/SOD references are built: ``"date"`` (one clear earlier date, the paper's
+        rule), ``"composite"`` (each pixel's nearest clear observation) or ``"blend"`` (the
+        nearest clear observations before and after, weighted by time and S1 similarity:
+        :func:`~cloudfill.core.condition.blend_reference`); recorded in the card
+        (``reference_mode``) so inference builds it the same way. A prebuilt index brings
+        its own.
+    despeckle
+        Median window for S1 (3..11, odd); None or 0 for none.
+    dates
+        Target dates to train on (default: every eligible date).
+    seed
+        Seeds weights, split, sample order and augmentation.
+    runtime
+        Device, loader workers, logging: :class:`RuntimeSettings`.
+
+    Examples
+    --------
+    >>> config = TrainConfig("S", network=NetworkSettings(base_filters=4, n_blocks=1),
+    ...                      patches=PatchSettings(32, overlap=0), despeckle=0)
+    >>> config.variant, config.patches.size, config.despeckle, config.optim.lr
+    ('S', 32, None, 0.0002)
+    >>> TrainConfig(reference="mosaic")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: reference must be one of [...], got 'mosaic'
+    """
+
+    variant: str = "SOD"
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    schedule: Schedule = field(default_factory=Schedule)
+    patches: PatchSettings = field(default_factory=PatchSettings)
+    pairing: PairingRule = field(default_factory=PairingRule)
+    reference: str = "date"
+    despeckle: int | None = 5
+    dates: Sequence[pd.Timestamp] | None = None
+    seed: int = 0
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+    def __post_init__(self) -> None:
+        for name, kind in _NESTED.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise ParameterError(f"{name} must be a {kind.__name__}, got {value!r}")
+        object.__setattr__(self, "variant", get_variant(self.variant).name)
+        if self.reference not in REFERENCE_MODES:
+            raise ParameterError(
+                f"reference must be one of {list(REFERENCE_MODES)}, got {self.reference!r}"
+            )
+        object.__setattr__(self, "despeckle", check_despeckle(self.despeckle))
+        if self.dates is not None:
+            # A tuple of Timestamps: the configuration stays hashable and compares by value.
+            object.__setattr__(self, "dates", tuple(as_dates(self.dates)))
+        object.__setattr__(self, "seed", int(self.seed))
+
+
+def training_record(config: TrainConfig, index: PatchIndex) -> dict[str, Any]:
+    """The training settings as the model card and the resumable state record them.
+
+    Values the index settled (patch size, overlap, blocks, despeckling after the cube's own,
+    target dates, pairing rule, reference mode) come from ``index``: a prebuilt index wins
+    over the configuration.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> from cloudfill.training.index import build_index
+    >>> ds = cloudfill.simulate_scene((96, 96), seed=0)
+    >>> config = TrainConfig("S", patches=PatchSettings(32, overlap=0, block_size=32))
+    >>> index = build_index(ds, "S", config.patches, despeckle=3)
+    >>> record = training_record(config, index)
+    >>> record["despeckle"], record["patch_size"], record["loss"]
+    (3, 32, 'l1')
+    """
+    spec = get_variant(config.variant)
+    net, optim, schedule = config.network, config.optim, config.schedule
+    reference_skip = net.reference_skip
+    return {
+        "variant": spec.name,
+        "attention": net.attention if isinstance(net.attention, str) else bool(net.attention),
+        "base_filters": net.base_filters,
+        "n_blocks": net.n_blocks,
+        "norm": net.norm,
+        "confidence": bool(net.confidence),
+        "reference_skip": spec.uses_reference if reference_skip is None else bool(reference_skip),
+        "reference_mode": index.config.get("reference", "date") if spec.uses_reference else "date",
+        "d_filters": net.d_filters,
+        "d_layers": net.d_layers,
+        "batch_size": optim.batch_size,
+        "lr": float(optim.lr),
+        "betas": [float(b) for b in optim.betas],
+        "lambda_l1": float(optim.lambda_l1),
+        "patch_size": index.size,
+        "overlap": index.config.get("overlap", config.patches.overlap),
+        "block_size": index.grid.block_size,
+        "fractions": index.config.get("fractions", list(config.patches.fractions)),
+        "seed": config.seed,
+        "max_cloud": index.config.get("max_cloud", config.patches.max_cloud),
+        "despeckle": index.despeckle,
+        "dates": index.split_record()["dates"],
+        "max_s1_gap": index.config.get("max_s1_gap"),
+        "max_ref_age": index.config.get("max_ref_age"),
+        "max_ref_cloud": index.config.get("max_ref_cloud"),
+        "loss": "l1 + laplace_nll(detached mean)" if net.confidence else "l1",
+        "optimizer": "adam",
+        "epochs": schedule.epochs,
+        "max_steps": schedule.max_steps,
+        "patience": schedule.patience,
+        "ema": None if optim.ema is None else float(optim.ema),
+    }
+
+
+def check_resumable(saved: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse to resume a run whose defining settings (:data:`FIXED`) differ.
+
+    Examples
+    --------
+    >>> check_resumable({"lr": 0.001}, {"lr": 0.01})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: cannot resume: ... has lr=0.001 but lr=0.01 was asked for ...
+    """
+    for key in FIXED:
+        a = saved.get(key, _SAVED_DEFAULTS.get(key))
+        b = wanted.get(key, _SAVED_DEFAULTS.get(key))
+        if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+            a, b = list(a), list(b)
+        if a != b:
+            raise ParameterError(
+                f"cannot resume: the run in the output folder has {key}={a!r} but {key}={b!r} "
+                "was asked for (use the same settings, or another --out)"
+            )

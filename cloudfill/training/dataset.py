@@ -1,0 +1,401 @@
+"""Training patches as torch tensors: the Dataset of one split and its chunk-wise sampler.
+
+A training sample is one patch of one target S2 date (see :mod:`cloudfill.training.index`
+for which): ``(condition, target, valid)`` with
+
+- ``condition`` (C, h, w) float32: the variant's channel stack built by
+  :func:`cloudfill.core.condition.assemble_condition` from S1 at the paired date
+  (despeckled), the reference S2 (NaN where cloudy, hence 0) and the DEM, normalised with the
+  scene-wide statistics: inference goes through the same function, so both see the same
+  numbers;
+- ``target`` (4, h, w) float32: the target date's B02, B03, B04, B08, normalised
+  (:func:`~cloudfill.core.condition.normalise_bands`), 0 where not valid;
+- ``valid`` (1, h, w) bool: the target pixel is clear (cloud mask) and finite in every band.
+  Losses count only these pixels.
+
+**Despeckling** is done per patch: the S1 window is read with a halo of ``despeckle // 2``
+pixels (clipped at the scene border), median-filtered with
+:func:`cloudfill.preprocess.despeckle.median_filter` and cropped. Inside the scene the halo
+holds the true neighbours and at the border the filter reflects at the same edge as a
+scene-wide filter, so the patch equals the scene-level :func:`~cloudfill.preprocess.despeckle`
+exactly, border included. No despeckled copy of the cube is ever written.
+
+**Reading**: see :mod:`cloudfill.training.reader` (chunks decoded once into a per-process
+cache). :class:`ChunkSampler` orders an epoch chunk group by chunk group (a group = the
+patches of one target date inside one chunk), interleaving a few groups at a time, so the
+cache hits; groups and members are shuffled with a seed per epoch.
+
+**Augmentation** (training split only): one of the 8 flips/rotations of the square, chosen
+from a hash of (seed, epoch, sample), applied alike to condition, target and mask, so it is
+reproducible and independent of worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from cloudfill._hashing import splitmix64
+from cloudfill.core.condition import (
+    assemble_condition,
+    blend_reference,
+    composite_reference,
+    normalise_bands,
+    s1_to_units,
+)
+from cloudfill.core.pairs import PairingRule
+from cloudfill.core.variants import get_variant
+from cloudfill.cube.schema import BANDS
+from cloudfill.preprocess.despeckle import median_filter
+from cloudfill.preprocess.normalise import NormStats
+from cloudfill.training.index import PatchIndex, PatchSettings, build_index
+from cloudfill.training.reader import DEFAULT_CACHE_BYTES, CubeReader
+from cloudfill.training.targets import ReferenceTables
+
+__all__ = [
+    "ChunkSampler",
+    "PatchDataset",
+    "augment",
+    "augmentation_code",
+    "sample_patches",
+]
+
+
+def augmentation_code(seed: int, epoch: int, index: int) -> int:
+    """Which of the 8 dihedral transforms sample ``index`` gets in ``epoch`` (0 = none).
+
+    A hash, not a random generator: the code depends on nothing but its arguments, whichever
+    worker process reads the sample and whatever was read before.
+
+    Examples
+    --------
+    >>> augmentation_code(0, 0, 0) == augmentation_code(0, 0, 0)
+    True
+    """
+    return splitmix64(splitmix64(splitmix64(int(seed)) ^ int(epoch)) ^ int(index)) % 8
+
+
+def augment(array: np.ndarray, code: int) -> np.ndarray:
+    """Rotate by ``code % 4`` quarter turns, then flip left-right if ``code >= 4``.
+
+    Examples
+    --------
+    >>> augment(np.arange(4).reshape(1, 2, 2), 1).tolist()
+    [[[1, 3], [0, 2]]]
+    """
+    out = np.rot90(array, code % 4, axes=(-2, -1))
+    if code >= 4:
+        out = out[..., ::-1]
+    return np.ascontiguousarray(out)
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Training samples of one split: ``(condition, target, valid)`` tensors per patch.
+
+    Built by :meth:`from_index` or :func:`sample_patches`; see the module docstring for what
+    each tensor holds. Picklable (for ``spawn``/``forkserver`` DataLoader workers): only the
+    reader's description travels, each worker opens the store itself.
+
+    Attributes
+    ----------
+    samples
+        The split's rows of :attr:`PatchIndex.samples` (index = sample number).
+    variant, size, split, augment, epoch
+        As given; :meth:`set_epoch` changes the augmentation of the next epoch.
+    references
+        The dates composite / blended references draw on (empty: single reference dates).
+    """
+
+    def __init__(
+        self,
+        reader: CubeReader,
+        stats: NormStats,
+        variant: str,
+        samples: pd.DataFrame,
+        size: int,
+        *,
+        despeckle: int | None = 5,
+        augment: bool = False,
+        seed: int = 0,
+        split: str = "train",
+        references: ReferenceTables | None = None,
+    ) -> None:
+        self.reader = reader
+        self.stats = stats
+        self.variant = get_variant(variant).name
+        self.samples = samples
+        self.size = int(size)
+        self.despeckle = despeckle
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.split = split
+        self.references = references or ReferenceTables()
+        self.epoch = 0
+        spec = get_variant(variant)
+        self._uses_reference = spec.uses_reference
+        self._uses_dem = spec.uses_dem
+        # Plain arrays: row lookups in __getitem__ stay cheap.
+        self._rows = samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy(np.int64)
+        self.groups = samples["group"].to_numpy(np.int64)
+
+    @classmethod
+    def from_index(
+        cls,
+        index: PatchIndex,
+        split: str = "train",
+        *,
+        variant: str | None = None,
+        augment: bool | None = None,
+    ) -> PatchDataset:
+        """The dataset of ``split`` (``"train"``, ``"val"``, ``"test"``) of an index.
+
+        ``variant`` defaults to the index's; a variant needing a reference requires an index
+        built for one. ``augment`` defaults to True for the training split only.
+
+        Examples
+        --------
+        >>> import cloudfill
+        >>> ds = cloudfill.simulate_scene((96, 96), seed=0)
+        >>> index = build_index(ds, "SD", PatchSettings(32, overlap=0, block_size=32), despeckle=3)
+        >>> data = PatchDataset.from_index(index, "val")
+        >>> data.split, data.augment, len(data) == index.counts()["val"]
+        ('val', False, True)
+        """
+        name, rows = index.split_samples(split, variant)
+        uses_reference = get_variant(name).uses_reference
+        return cls(
+            index.reader,
+            index.stats,
+            name,
+            rows,
+            index.size,
+            despeckle=index.despeckle,
+            augment=split == "train" if augment is None else augment,
+            seed=index.seed,
+            split=split,
+            references=index.references if uses_reference else None,
+        )
+
+    @property
+    def n_channels(self) -> int:
+        """Condition channels of the variant."""
+        return get_variant(self.variant).n_inputs
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation of ``epoch`` (call before iterating)."""
+        self.epoch = int(epoch)
+
+    def _s1(self, s1_t: int, y0: int, x0: int) -> np.ndarray:
+        s = self.size
+        if not self.despeckle:
+            return self.reader.read("s1", s1_t, y0, y0 + s, x0, x0 + s)
+        h = self.despeckle // 2
+        ny, nx = self.reader.shape
+        ya, yb, xa, xb = max(0, y0 - h), min(ny, y0 + s + h), max(0, x0 - h), min(nx, x0 + s + h)
+        window = np.ascontiguousarray(self.reader.read("s1", s1_t, ya, yb, xa, xb))
+        filtered = median_filter(window, self.despeckle)
+        return filtered[:, y0 - ya : y0 - ya + s, x0 - xa : x0 - xa + s]
+
+    def _s2(self, t: int, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
+        """S2 window with NaN where unusable, and the valid-pixel mask."""
+        s = self.size
+        image = self.reader.read("s2", t, y0, y0 + s, x0, x0 + s)
+        valid = ~self.reader.unusable(t, y0, y0 + s, x0, x0 + s) & np.isfinite(image).all(0)
+        return np.where(valid, image, np.float32(np.nan)), valid
+
+    def _reference(self, t: int, ref_t: int, y0: int, x0: int, s1_target: np.ndarray) -> np.ndarray:
+        """The reference window: one date, or the composite (or blend) of the target's
+        candidates."""
+        order = self.references.candidates.get(t)
+        if not order:
+            return self._s2(ref_t, y0, x0)[0]
+        if t in self.references.blend:
+            return self._blend(t, order, y0, x0, s1_target)
+        images, unusable = [], []
+        covered = np.zeros((self.size, self.size), dtype=bool)
+        for k in order:
+            image, valid = self._s2(k, y0, x0)
+            images.append(image)
+            unusable.append(~valid)
+            covered |= valid
+            if covered.all():
+                break  # every pixel has its nearest clear value: farther dates add nothing
+        return composite_reference(images, unusable)
+
+    def _blend(
+        self, t: int, order: Sequence[int], y0: int, x0: int, s1_target: np.ndarray
+    ) -> np.ndarray:
+        offsets, s1_index = self.references.blend[t]
+        images, unusable, days, radar = [], [], [], []
+        units = self.reader.s1_units
+        for sign in (-1, 1):
+            # Each side's nearest clear value is all the blend reads: stop once covered.
+            covered = np.zeros((self.size, self.size), dtype=bool)
+            for rank, k in enumerate(order):
+                if np.sign(offsets[rank]) != sign or covered.all():
+                    continue
+                image, valid = self._s2(k, y0, x0)
+                images.append(image)
+                unusable.append(~valid)
+                days.append(offsets[rank])
+                j = s1_index[rank]
+                radar.append(None if j < 0 else s1_to_units(self._s1(j, y0, x0), units, "dB"))
+                covered |= valid
+        return blend_reference(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
+
+    def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``index`` as NumPy arrays, before augmentation."""
+        t, s1_t, ref_t, y0, x0 = (int(v) for v in self._rows[index])
+        s = self.size
+        s1 = self._s1(s1_t, y0, x0)
+        reference = self._reference(t, ref_t, y0, x0, s1) if self._uses_reference else None
+        dem = self.reader.read("dem", None, y0, y0 + s, x0, x0 + s) if self._uses_dem else None
+        condition = assemble_condition(
+            self.stats,
+            self.variant,
+            s1=s1,
+            s1_units=self.reader.s1_units,
+            reference=reference,
+            dem=dem,
+        )
+        image, valid = self._s2(t, y0, x0)
+        target = normalise_bands(image, self.stats, "s2", BANDS, fill=True)
+        return condition.astype(np.float32, copy=False), target, valid[None]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        condition, target, valid = self.arrays(index)
+        if self.augment:
+            code = augmentation_code(self.seed, self.epoch, index)
+            condition, target, valid = (augment(a, code) for a in (condition, target, valid))
+        return torch.from_numpy(condition), torch.from_numpy(target), torch.from_numpy(valid)
+
+    def __repr__(self) -> str:
+        return (
+            f"PatchDataset(variant={self.variant!r}, split={self.split!r}, samples={len(self)}, "
+            f"size={self.size}, reader={self.reader.mode!r}, augment={self.augment})"
+        )
+
+
+class ChunkSampler(torch.utils.data.Sampler[int]):
+    """Sample order that visits the cube chunk group by chunk group.
+
+    Groups (one target date inside one chunk) are shuffled; ``mix`` consecutive groups are
+    interleaved and their members shuffled, so a batch mixes places and dates while the chunk
+    cache only needs ``mix`` groups at a time. The order depends on ``seed`` and the epoch
+    only. ``start`` skips the first samples of the epoch (to resume mid-epoch).
+
+    Examples
+    --------
+    >>> sampler = ChunkSampler(np.array([0, 0, 1, 1, 2]), seed=0)
+    >>> sorted(sampler) == [0, 1, 2, 3, 4]
+    True
+    """
+
+    def __init__(
+        self, groups: np.ndarray, *, shuffle: bool = True, seed: int = 0, mix: int = 4
+    ) -> None:
+        self.groups = np.asarray(groups, dtype=np.int64)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.mix = max(1, int(mix))
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Order of ``epoch``, skipping its first ``start`` samples."""
+        self.epoch, self.start = int(epoch), int(start)
+
+    def order(self) -> np.ndarray:
+        """The full order of the current epoch."""
+        if not self.shuffle:
+            return np.argsort(self.groups, kind="stable")
+        rng = np.random.default_rng([self.seed, self.epoch, 0x5A3])
+        ids = np.unique(self.groups)
+        ids = ids[rng.permutation(len(ids))]
+        members = {int(g): np.flatnonzero(self.groups == g) for g in ids}
+        parts = []
+        for i in range(0, len(ids), self.mix):
+            chosen = np.concatenate([members[int(g)] for g in ids[i : i + self.mix]])
+            parts.append(chosen[rng.permutation(len(chosen))])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(int(i) for i in self.order()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, len(self.groups) - self.start)
+
+
+def sample_patches(
+    ds: xr.Dataset | str | os.PathLike[str],
+    variant: str = "SOD",
+    patches: PatchSettings = PatchSettings(),
+    split: str = "train",
+    *,
+    augment: bool | None = None,
+    rule: PairingRule = PairingRule(),
+    reference: str = "date",
+    despeckle: int | None = 5,
+    dates: Sequence[Any] | None = None,
+    stats: NormStats | None = None,
+    seed: int = 0,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> PatchDataset:
+    """A torch Dataset of training patches read straight from a cube.
+
+    :func:`~cloudfill.training.index.build_index`, then the dataset of one split.
+
+    Parameters
+    ----------
+    ds
+        A contract cube or the path of a zarr store.
+    variant
+        ``"S"``, ``"SD"``, ``"SO"`` or ``"SOD"``.
+    patches
+        Patch size and overlap, split blocks and fractions, the patch cloud limit.
+    split
+        ``"train"``, ``"val"`` or ``"test"``.
+    augment
+        Flips/rotations (default: on for ``"train"`` only).
+    rule, reference, despeckle, dates, stats, seed, cache_bytes
+        As for :func:`~cloudfill.training.index.build_index`.
+
+    Returns
+    -------
+    PatchDataset
+        Items ``(condition [C, h, w] float32, target [4, h, w] float32, valid [1, h, w]
+        bool)``; its ``samples`` DataFrame says where each patch comes from.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((96, 96), seed=0)
+    >>> data = sample_patches(ds, "SD", PatchSettings(32, overlap=0, block_size=32), despeckle=3)
+    >>> condition, target, valid = data[0]
+    >>> tuple(condition.shape), tuple(target.shape), valid.dtype
+    ((3, 32, 32), (4, 32, 32), torch.bool)
+    """
+    index = build_index(
+        ds,
+        variant,
+        patches,
+        rule=rule,
+        reference=reference,
+        despeckle=despeckle,
+        dates=dates,
+        stats=stats,
+        seed=seed,
+        cache_bytes=cache_bytes,
+    )
+    return PatchDataset.from_index(index, split, augment=augment)

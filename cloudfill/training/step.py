@@ -1,0 +1,210 @@
+"""One training step: the pix2pix objective, and the networks a run updates.
+
+One step (a batch of patches):
+
+1. the generator predicts the target bands from the condition stack;
+2. the discriminator learns to tell ``(condition, real)`` from ``(condition, fake)``. The
+   "real" image is the target where it is valid and the (detached) prediction elsewhere, so
+   clouds in the target, which the generator must not reproduce, give the discriminator no
+   cue;
+3. the generator minimises ``adversarial + lambda_l1 * masked L1``, over valid pixels only.
+   With the confidence head, ``lambda_l1 *`` the Laplace NLL of the *detached* mean is
+   added: it trains the scale only. A joint NLL would weight each pixel's error by
+   ``1 / scale``, so the mean would learn least where the change is largest (the pixels that
+   matter for filling); detaching keeps the mean on the L1 objective the model is judged by,
+   while the scale still learns the expected absolute error.
+
+With ``ema`` (e.g. 0.999) an exponential moving average of the generator's weights is kept
+besides the trained ones (:attr:`Networks.average`); it is what is scored, saved and
+returned. Averaging over the last ~``1 / (1 - ema)`` steps removes most of the step-to-step
+noise of Adam and the adversarial term, which otherwise shows as grain on pixels that did
+not change.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cloudfill.model.discriminator import PatchDiscriminator
+from cloudfill.model.generator import Generator
+from cloudfill.model.losses import adversarial_loss, laplace_nll, masked_l1
+from cloudfill.training.config import TrainConfig
+
+__all__ = ["LOSSES", "Networks", "train_step"]
+
+LOSSES: tuple[str, ...] = ("loss_g", "loss_d", "loss_adv", "loss_rec")
+"""The losses :func:`train_step` reports, in its order."""
+
+
+def train_step(
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    batch: Sequence[torch.Tensor],
+    *,
+    lambda_l1: float = 100.0,
+    confidence: bool = False,
+) -> dict[str, float]:
+    """One discriminator and one generator update on a batch (see the module docstring).
+
+    Parameters
+    ----------
+    generator, discriminator
+        The networks, in training mode, on the batch's device.
+    opt_g, opt_d
+        Their optimisers.
+    batch
+        ``(condition, target, valid)`` as :class:`~cloudfill.training.dataset.PatchDataset`
+        gives them, stacked.
+    lambda_l1
+        Weight of the reconstruction term.
+    confidence
+        Also train the scale head by the Laplace NLL of the detached mean (the generator
+        needs the confidence head).
+
+    Returns
+    -------
+    dict
+        ``loss_g``, ``loss_d``, ``loss_adv``, ``loss_rec`` as floats.
+
+    Examples
+    --------
+    >>> g, d = Generator("S", base_filters=4, n_blocks=1), PatchDiscriminator("S", base_filters=4)
+    >>> opts = [torch.optim.Adam(m.parameters()) for m in (g, d)]
+    >>> batch = (torch.zeros(2, 2, 32, 32), torch.zeros(2, 4, 32, 32), torch.ones(2, 1, 32, 32) > 0)
+    >>> sorted(train_step(g, d, *opts, batch))
+    ['loss_adv', 'loss_d', 'loss_g', 'loss_rec']
+    """
+    cond, target, valid = batch
+    out = generator(cond)
+    fake = out.mean
+    real = torch.where(valid, target, fake.detach())
+
+    for p in discriminator.parameters():
+        p.requires_grad_(True)
+    opt_d.zero_grad(set_to_none=True)
+    loss_d = 0.5 * (
+        adversarial_loss(discriminator(cond, real), True)
+        + adversarial_loss(discriminator(cond, fake.detach()), False)
+    )
+    loss_d.backward()
+    opt_d.step()
+
+    # The generator step needs gradients through D, not of D's weights.
+    for p in discriminator.parameters():
+        p.requires_grad_(False)
+    opt_g.zero_grad(set_to_none=True)
+    loss_adv = adversarial_loss(discriminator(cond, fake), True)
+    loss_rec = masked_l1(fake, target, valid)
+    if confidence:
+        loss_rec = loss_rec + laplace_nll(fake.detach(), out.scale, target, valid)
+    loss_g = loss_adv + lambda_l1 * loss_rec
+    loss_g.backward()
+    opt_g.step()
+    for p in discriminator.parameters():
+        p.requires_grad_(True)
+    return {
+        "loss_g": loss_g.item(),
+        "loss_d": loss_d.item(),
+        "loss_adv": loss_adv.item(),
+        "loss_rec": loss_rec.item(),
+    }
+
+
+@dataclass(eq=False)
+class Networks:
+    """The generator, the discriminator, their optimisers and the generator's weight average.
+
+    Attributes
+    ----------
+    generator, discriminator
+        The networks being trained.
+    opt_g, opt_d
+        Their Adam optimisers.
+    average
+        The exponential moving average of the generator (None without ``ema``).
+    """
+
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    average: torch.nn.Module | None = None
+
+    @classmethod
+    def build(cls, config: TrainConfig, device: torch.device) -> Networks:
+        """Fresh networks for ``config``, initialised from ``config.seed``.
+
+        Examples
+        --------
+        >>> from cloudfill.training.config import NetworkSettings
+        >>> config = TrainConfig("S", network=NetworkSettings(base_filters=4, n_blocks=1))
+        >>> nets = Networks.build(config, torch.device("cpu"))
+        >>> nets.scored is nets.generator
+        True
+        """
+        net, optim = config.network, config.optim
+        # The seed fixes the initial weights (generator first, then discriminator).
+        torch.manual_seed(config.seed)
+        generator = Generator(
+            config.variant,
+            base_filters=net.base_filters,
+            n_blocks=net.n_blocks,
+            attention=net.attention,
+            norm=net.norm,
+            confidence=net.confidence,
+            reference_skip=net.reference_skip,
+        ).to(device)
+        discriminator = PatchDiscriminator(
+            config.variant, base_filters=net.d_filters, n_layers=net.d_layers
+        ).to(device)
+        betas = tuple(optim.betas)
+        return cls(
+            generator=generator,
+            discriminator=discriminator,
+            opt_g=torch.optim.Adam(generator.parameters(), lr=optim.lr, betas=betas),
+            opt_d=torch.optim.Adam(discriminator.parameters(), lr=optim.lr, betas=betas),
+            average=(None if optim.ema is None else copy.deepcopy(generator).requires_grad_(False)),
+        )
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The generator that is validated, kept and returned (the average if any)."""
+        return self.generator if self.average is None else self.average
+
+    def train(self) -> None:
+        """Put both trained networks in training mode."""
+        self.generator.train()
+        self.discriminator.train()
+
+    def step(self, batch: Sequence[torch.Tensor], config: TrainConfig) -> dict[str, float]:
+        """:func:`train_step` with the configuration's loss settings, then the average."""
+        losses = train_step(
+            self.generator,
+            self.discriminator,
+            self.opt_g,
+            self.opt_d,
+            batch,
+            lambda_l1=float(config.optim.lambda_l1),
+            confidence=bool(config.network.confidence),
+        )
+        self._update_average(config.optim.ema)
+        return losses
+
+    def _update_average(self, ema: float | None) -> None:
+        if self.average is None or ema is None:
+            return
+        weight = 1.0 - float(ema)
+        with torch.no_grad():
+            for mine, theirs in zip(
+                self.average.parameters(), self.generator.parameters(), strict=True
+            ):
+                mine.lerp_(theirs, weight)
+            # Batch-norm statistics are already running averages: copied as they are.
+            for mine, theirs in zip(self.average.buffers(), self.generator.buffers(), strict=True):
+                mine.copy_(theirs)
