@@ -29,6 +29,7 @@ from _machine import cpu_model, load
 
 from cloudfill.fill.job import FillSettings, fill_to_zarr
 from cloudfill.infer.settings import InferenceSettings
+from cloudfill.infer.synthesize import synthesize_with_scale
 
 
 def _rss_mib() -> float:
@@ -80,10 +81,11 @@ def _case(
     date = pd.Timestamp(usable.index[len(usable) // 2])
     fixed = _rss_mib()
     t0 = time.perf_counter()
-    # The plan's cloud fractions: without them synthesize reads the whole mask once more.
-    out = ds.cloudfill.synthesize(
-        date, model=model, fractions=table["cloud_fraction"], settings=InferenceSettings(tile=tile)
-    )
+    # The plan's cloud fractions: without them synthesize reads the whole mask once more
+    # (only synthesize_with_scale takes them; the accessor's synthesize does not).
+    out = synthesize_with_scale(
+        ds, date, model, fractions=table["cloud_fraction"], settings=InferenceSettings(tile=tile)
+    ).mean
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
         if fill:  # the CLI's job: written in windows by the resumable date writer
             settings = FillSettings(inference=InferenceSettings(tile=tile), window=window)

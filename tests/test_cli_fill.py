@@ -83,7 +83,9 @@ def test_sigkill_then_resume_is_identical(
     out = job["tmp"] / "killed.zarr"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-c", _KILL_BEFORE_MARKER_2, *_args(job, out)]
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600
+    )
     assert proc.returncode == -signal.SIGKILL
     markers = out / ".cloudfill-done"
     recorded = {p.name: p.stat() for p in markers.glob("*.json")}

@@ -152,8 +152,8 @@ def test_windowed_fill_equals_whole_dates(
     cube = scene.assign(s2=scene.s2.where(~corner), s1=scene.s1.where(~corner))
     # Inference blocks (4 tiles of 16 px: 64 + 32) larger than the cube's 24 px chunks.
     cube = cube.chunk({"time": 1, "s1_time": 1, "y": 24, "x": 24})
-    # Without the same-date adjustment, whose halo reaches into neighbouring windows (the
-    # CLI stores the synthesis first for that: tests/test_cli_fill.py).
+    # Without the same-date adjustment, whose halo reaches into neighbouring windows
+    # (fill_to_zarr stores the synthesis first for that: tests/test_cli_fill.py).
     filled = fill_series(
         cube, tiny_model, feather=4, adjust=0, inference=InferenceSettings(tile=16)
     )
