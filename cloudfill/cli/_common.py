@@ -6,8 +6,11 @@ The command modules import from here and never from each other.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import xarray as xr
@@ -18,7 +21,31 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from cloudfill.errors import OutputError, ParameterError
-from cloudfill.fill.job import FillProgress
+from cloudfill.fill.progress import FillProgress
+
+
+def lazy_module(name: str) -> ModuleType:
+    """The module ``name``, executed on its first attribute access.
+
+    The command modules bind the library modules that import torch this way (lazy top-level
+    attributes), so that ``cloudfill --help`` and argument errors answer in about a second
+    instead of waiting for torch.
+
+    >>> mod = lazy_module("cloudfill.fill.adjust")
+    >>> mod.DEFAULT_ADJUST_SIGMA > 0
+    True
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 console = Console(stderr=False, highlight=False)
 if not console.is_terminal:

@@ -8,13 +8,15 @@ import numpy as np
 import typer
 import xarray as xr
 
-from cloudfill.cli._common import RichFillProgress, console, fill_summary
+from cloudfill.cli._common import RichFillProgress, console, fill_summary, lazy_module
 from cloudfill.cube.demo import load_demo
 from cloudfill.cube.zarr_io import write_cube
-from cloudfill.evaluation.report import write_report
-from cloudfill.fill.job import fill_to_zarr
 from cloudfill.metrics import mae, psnr
-from cloudfill.model.default import default_model
+
+# Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
+report_module = lazy_module("cloudfill.evaluation.report")
+job = lazy_module("cloudfill.fill.job")
+default = lazy_module("cloudfill.model.default")
 
 
 def demo(
@@ -33,12 +35,12 @@ def demo(
     cube = out / "cube.zarr"
     if not cube.exists() or overwrite:
         write_cube(ds, cube, overwrite=overwrite)
-    model = default_model()
-    filled = fill_to_zarr(
+    model = default.default_model()
+    filled = job.fill_to_zarr(
         cube, out / "filled.zarr", overwrite=overwrite, progress=RichFillProgress(progress)
     )
     console.print(fill_summary(filled))
-    report = write_report(
+    report = report_module.write_report(
         ds,
         model,
         out / "report",

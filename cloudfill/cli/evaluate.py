@@ -8,13 +8,14 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cloudfill.cli._common import console, parse_dates
+from cloudfill.cli._common import CLUSTER_HELP, console, lazy_module, parse_dates
+from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import OutputError, ParameterError, SourceError
+from cloudfill.infer.settings import InferenceSettings
 
-CLUSTER_HELP = (
-    "Where to compute: none (threads), local (a LocalCluster), cuda (dask-cuda, one worker "
-    "per GPU) or a scheduler address."
-)
+# Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
+clusters = lazy_module("cloudfill.cluster")
+report_module = lazy_module("cloudfill.evaluation.report")
 
 
 def summary_table(table: pd.DataFrame) -> Table:
@@ -65,11 +66,6 @@ def evaluate(
     The truth is the cube's `truth` variable when it has one (a simulated cube); otherwise
     clear dates are hidden and their clear pixels are the truth.
     """
-    from cloudfill.cluster import open_cluster
-    from cloudfill.cube.zarr_io import open_cube
-    from cloudfill.evaluation.report import write_report
-    from cloudfill.infer.settings import InferenceSettings
-
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
     if split not in ("test", "all"):
@@ -78,8 +74,8 @@ def evaluate(
         raise OutputError(f"--out {out} exists and is not a folder")
     chosen = [b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"]
     ds = open_cube(cube)
-    with open_cluster(cluster):
-        report = write_report(
+    with clusters.open_cluster(cluster):
+        report = report_module.write_report(
             ds,
             model,
             out,

@@ -16,12 +16,15 @@ from cloudfill.cli._common import (
     RichFillProgress,
     console,
     fill_summary,
+    lazy_module,
     parse_dates,
 )
 from cloudfill.core.pairs import PairingRule
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
-from cloudfill.fill.job import FillSettings, fill_to_zarr
 from cloudfill.infer.settings import InferenceSettings
+
+# Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
+job = lazy_module("cloudfill.fill.job")
 
 
 def fill_series_command(
@@ -81,7 +84,7 @@ def fill_series_command(
     s1_date, reference_date, reference_chained). Dates without S1 within --max-s1-gap fall
     back to temporal interpolation; pixels with nothing usable stay NaN and are counted.
     """
-    settings = FillSettings(
+    settings = job.FillSettings(
         cloud_threshold=cloud_threshold,
         feather=feather,
         adjust=adjust,
@@ -90,7 +93,7 @@ def fill_series_command(
         inference=InferenceSettings(tile=tile, device=device, fast=fast),
         window=window or None,
     )
-    result = fill_to_zarr(
+    result = job.fill_to_zarr(
         cube,
         out,
         model,

@@ -16,13 +16,16 @@ from cloudfill.cli._common import (
     check_out,
     console,
     dask_progress,
+    lazy_module,
 )
-from cloudfill.cluster import compute, open_cluster
 from cloudfill.core.pairs import PairingRule
 from cloudfill.cube.zarr_io import open_cube, write_cube
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.infer.settings import InferenceSettings
-from cloudfill.infer.synthesize import synthesize as run_synthesis
+
+# Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
+clusters = lazy_module("cloudfill.cluster")
+inference = lazy_module("cloudfill.infer.synthesize")
 
 
 def synthesize(
@@ -56,7 +59,7 @@ def synthesize(
         raise ParameterError(f"--out must end in .zarr or .tif, got {out}")
     check_out(out, overwrite, [cube])
     ds = open_cube(cube)
-    result = run_synthesis(
+    result = inference.synthesize(
         ds,
         when,
         model,
@@ -66,14 +69,14 @@ def synthesize(
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    with open_cluster(cluster, workers=workers, threads=threads) as client:
+    with clusters.open_cluster(cluster, workers=workers, threads=threads) as client:
         if suffix == ".zarr":
             # Streamed block by block; on a cluster the active client runs the graph.
             with dask_progress(progress and client is None):
                 write_cube(result.to_dataset(), tmp)
         else:
             # GDAL's COG driver writes from a whole in-memory raster.
-            data = compute(result, progress=progress, client=client)
+            data = clusters.compute(result, progress=progress, client=client)
             data.rio.to_raster(tmp, driver="COG")
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()

@@ -15,8 +15,11 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from cloudfill.model.receptive import gflops
-from cloudfill.model.runtime import load_model
+from cloudfill.cli._common import lazy_module
+
+# Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
+receptive = lazy_module("cloudfill.model.receptive")
+runtime = lazy_module("cloudfill.model.runtime")
 
 __all__ = ["describe_model", "model_facts"]
 
@@ -64,7 +67,7 @@ def model_facts(path: str | os.PathLike[str]) -> dict[str, str]:
     >>> facts["variant"], facts["receptive field"]
     ('S', '41 px (halo 23 px per side)')
     """
-    model = load_model(path)
+    model = runtime.load_model(path)
     card = model.card
     rf = model.receptive_field
     n_params = model.n_parameters
@@ -95,7 +98,7 @@ def model_facts(path: str | os.PathLike[str]) -> dict[str, str]:
             if rf.tile_independent
             else f"no: whole-tile layers {_global_summary(rf.global_context)}"
         ),
-        f"GFLOP per {TILE}x{TILE} tile": f"{gflops(model, tile=TILE):.1f}",
+        f"GFLOP per {TILE}x{TILE} tile": f"{receptive.gflops(model, tile=TILE):.1f}",
     }
     return facts
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import typer
 import xarray as xr
 
-from cloudfill.cli._common import console
+from cloudfill.cli._common import console, lazy_module
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.training.config import (
@@ -18,9 +17,12 @@ from cloudfill.training.config import (
     Schedule,
     TrainConfig,
 )
-from cloudfill.training.experiment import experiment_config, results_markdown, run_experiment
 from cloudfill.training.index import PatchSettings
-from cloudfill.training.run import train
+
+# Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
+torch = lazy_module("torch")
+experiment = lazy_module("cloudfill.training.experiment")
+run = lazy_module("cloudfill.training.run")
 
 
 def _open(cube: Path) -> xr.Dataset:
@@ -109,7 +111,7 @@ def train_command(
     )
     _threads(threads)
     ds = _open(cube)
-    model = train(ds, config, out, resume=resume, progress=progress)
+    model = run.train(ds, config, out, resume=resume, progress=progress)
     m, t = model.card.metrics, model.card.training
     console.print(
         f"trained {model.card.variant} ({model.card.attention}): {t['steps']} steps, "
@@ -147,7 +149,7 @@ def experiment_command(
     like the paper's tables 3-5), OUT/results.csv and one model folder per model.
     """
     # Built first: a bad --epochs fails before the cube is opened.
-    config = experiment_config(
+    config = experiment.experiment_config(
         epochs,
         patch_size=patch_size,
         max_steps=max_steps,
@@ -158,6 +160,6 @@ def experiment_command(
     )
     _threads(threads)
     ds = _open(cube)
-    table = run_experiment(ds, out, config, resume=resume, progress=progress)
-    console.print(results_markdown(table, {"cube": str(cube)}))
+    table = experiment.run_experiment(ds, out, config, resume=resume, progress=progress)
+    console.print(experiment.results_markdown(table, {"cube": str(cube)}))
     console.print(f"results: {out / 'results.md'}")

@@ -39,6 +39,7 @@ from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
 from cloudfill.fill.plan import prepare_fill
+from cloudfill.fill.progress import FillProgress
 from cloudfill.fill.scratch import SynthesisStore
 from cloudfill.fill.series import count_unfilled, fill_series
 from cloudfill.fill.writer import DateWriter, fingerprint
@@ -47,7 +48,7 @@ from cloudfill.infer.settings import InferenceSettings
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["FillProgress", "FillSettings", "JobIdentity", "fill_to_zarr", "model_digest"]
+__all__ = ["FillSettings", "JobIdentity", "fill_to_zarr", "model_digest"]
 
 
 @dataclass(frozen=True)
@@ -197,36 +198,6 @@ def model_digest(model: Any) -> str:
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(flat.view(torch.uint8).numpy().tobytes())  # any dtype, bit for bit
     return f"weights-{digest.hexdigest()[:16]}"
-
-
-class FillProgress:
-    """What :func:`fill_to_zarr` reports as it goes; this base class shows nothing.
-
-    Subclass it to show progress (``cloudfill fill-series`` draws a progress bar). The job
-    calls :meth:`start` once, then :meth:`date` and :meth:`advance` for each date it writes,
-    then :meth:`stop` (also when it stops on an error).
-
-    Examples
-    --------
-    >>> class Log(FillProgress):
-    ...     def date(self, date, method):
-    ...         print(f"{date:%Y-%m-%d}: {method}")
-    >>> Log().date(pd.Timestamp("2024-03-12"), "synthesize")
-    2024-03-12: synthesize
-    """
-
-    def start(self, total: int, done: int, where: str | None) -> None:
-        """Before the first date: ``total`` dates in the job, ``done`` of them written by an
-        earlier run, ``where`` the Dask cluster (None: the local threaded scheduler)."""
-
-    def date(self, date: pd.Timestamp, method: str) -> None:
-        """``date`` is about to be computed and written by ``method`` (``synthesize`` ...)."""
-
-    def advance(self) -> None:
-        """The date announced last is written and recorded."""
-
-    def stop(self) -> None:
-        """The job is over (finished, or stopped by an error)."""
 
 
 @dataclass
