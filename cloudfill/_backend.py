@@ -12,6 +12,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import scipy.ndimage
 import xarray as xr
 
 __all__ = ["full_like", "is_cupy", "map_with_halo", "namespace", "ndimage", "to_numpy"]
@@ -35,7 +36,7 @@ def namespace(array: Any) -> ModuleType:
     'numpy'
     """
     if is_cupy(array):
-        import cupy
+        import cupy  # optional (the gpu extra): only where chunks are CuPy
 
         return cupy
     return np
@@ -49,11 +50,9 @@ def ndimage(array: Any) -> ModuleType:
     'scipy.ndimage'
     """
     if is_cupy(array):
-        import cupyx.scipy.ndimage
+        import cupyx.scipy.ndimage  # optional (the gpu extra): only where chunks are CuPy
 
         return cupyx.scipy.ndimage
-    import scipy.ndimage
-
     return scipy.ndimage
 
 

@@ -162,7 +162,7 @@ def _sam_parts(p: Any, t: Any, valid: Any) -> Parts:
 def _ndimage_for(block: Any) -> Any:
     # cupy chunks need cupyx's filters; imported only when such a chunk shows up.
     if is_cupy(block):
-        import cupyx.scipy.ndimage as cundi
+        import cupyx.scipy.ndimage as cundi  # optional (the gpu extra): only where chunks are CuPy
 
         return cundi
     return ndi

@@ -37,6 +37,7 @@ def _load(path: Path) -> xr.Dataset:
     return cloudfill.open_cube(path, chunks=None)
 
 
+# About 10 s, kept in the default suite: the one default test of the whole fill-series job.
 def test_fill_series_writes_everything(
     job: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -75,6 +76,7 @@ main()
 """
 
 
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
 def test_sigkill_then_resume_is_identical(
     job: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -105,6 +107,7 @@ def test_sigkill_then_resume_is_identical(
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
 def test_chain_reads_the_written_dates_and_resumes_mid_chain(
     spell_scene: xr.Dataset, tmp_path: Path
 ) -> None:
@@ -151,6 +154,7 @@ def _settings(window: int | None) -> FillSettings:
     )
 
 
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
 def test_windows_run_the_model_once_per_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

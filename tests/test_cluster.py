@@ -97,6 +97,7 @@ def test_cli_rejects_a_bad_cluster(job: dict[str, Path], capsys: pytest.CaptureF
 # --- LocalCluster -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
 def test_cluster_local_equals_threaded(job: dict[str, Path]) -> None:
     """`--cluster local` end to end: same bytes as the threaded scheduler."""
     out = job["tmp"] / "local.zarr"
@@ -105,6 +106,7 @@ def test_cluster_local_equals_threaded(job: dict[str, Path]) -> None:
     assert_same_output(out, job["reference"])
 
 
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
 def test_model_loaded_once_per_worker(job: dict[str, Path]) -> None:
     """Two runs of three synthesized dates on two workers, one through a scheduler address
     (CLI), one through a Client (the Python keyword): each worker reads the checkpoint at most

@@ -140,6 +140,7 @@ def test_sums_are_counted_per_window_with_each_block_computed_once(tmp_path: Pat
     xr.testing.assert_identical(out["s2"].load().drop_attrs(), ds["s2"].load().drop_attrs())
 
 
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
 def test_windowed_fill_equals_whole_dates(
     scene: xr.Dataset, tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,8 +14,10 @@ from importlib import resources
 
 import pandas as pd
 import xarray as xr
+import zarr
 
 from cloudfill.cube.schema import conform
+from cloudfill.cube.simulate import simulate_scene
 
 __all__ = ["DEMO_FILE", "DEMO_SEED", "load_demo", "simulate_demo"]
 
@@ -39,8 +41,6 @@ def simulate_demo(seed: int = DEMO_SEED, shape: tuple[int, int] = (192, 192)) ->
     >>> ds.sizes["time"], [f"{d:%m-%d}" for d in ds.indexes["time"][:2]]
     (6, ['02-01', '03-12'])
     """
-    from cloudfill.cube.simulate import simulate_scene
-
     s1_dates = [d + pd.Timedelta(days=k) for d, k in zip(_DATES, _S1_OFFSETS_DAYS, strict=True)]
     return simulate_scene(
         shape, dates=list(_DATES), s1_dates=s1_dates, seed=seed, cloud_fraction=list(_CLOUD)
@@ -56,8 +56,6 @@ def load_demo() -> xr.Dataset:
     >>> ds.sizes["time"], ds.sizes["y"], str(ds.s2.dtype)
     (6, 192, 'float32')
     """
-    import zarr
-
     path = resources.files("cloudfill") / "data" / DEMO_FILE
     with resources.as_file(path) as local:
         store = zarr.storage.ZipStore(local, mode="r")

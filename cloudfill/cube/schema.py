@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from rasterio.crs import CRS
 
 from cloudfill.errors import (
     BandError,
@@ -209,8 +210,6 @@ def _crs_of_variable(da: xr.DataArray) -> Any:
     # rioxarray reads the crs from the grid_mapping coordinate, else from attrs/encoding.
     crs = da.attrs.get("crs") or da.encoding.get("crs")
     if crs is not None:
-        from rasterio.crs import CRS
-
         try:
             return CRS.from_user_input(crs)
         except Exception:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from rasterio.enums import Resampling
 
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, _band_name, conform, validate
 from cloudfill.errors import BandError, GridMismatchError, ParameterError, SourceError
@@ -171,8 +172,6 @@ def cube_from_stac(
     ['B02', 'B03', 'B04', 'B08']
     >>> with_dem = cube_from_stac(items, assets=StacAssets(dem="data"))  # doctest: +SKIP
     """
-    from rasterio.enums import Resampling
-
     assets = _asset_settings(assets, asset_keys)
     if s1_units not in S1_UNITS:
         raise ParameterError(f"s1_units must be one of {list(S1_UNITS)}, got {s1_units!r}")
@@ -210,7 +209,7 @@ def _stack(
     role_items: list[dict], assets: list[str], resampling: Any, chunksize: int, **grid: Any
 ) -> xr.DataArray:
     """:func:`stackstac.stack` with the settings every role shares, errors as SourceError."""
-    import stackstac  # heavy; only needed here
+    import stackstac  # imports slowly; only STAC input needs it
 
     try:
         return stackstac.stack(
@@ -238,8 +237,7 @@ def _stack_on_s2_grid(
 ) -> dict[str, xr.DataArray]:
     """The SCL, cloud, S1 and DEM variables (those with items), stacked onto the S2 grid
     ``spec`` (a stackstac ``RasterSpec``)."""
-    import stackstac
-    from rasterio.enums import Resampling
+    import stackstac  # imports slowly; only STAC input needs it
 
     on_grid = {
         "epsg": spec.epsg,
@@ -282,7 +280,7 @@ def _assemble(variables: dict[str, xr.DataArray], epsg: int) -> xr.Dataset:
 
 def _plain_items(items: Any) -> list[dict[str, Any]]:
     """Items as plain dicts with absolute hrefs and ``proj:epsg`` (what stackstac reads)."""
-    import pystac
+    import pystac  # imports slowly; only STAC input needs it
 
     if isinstance(items, pystac.Item | Mapping) and not (
         isinstance(items, Mapping) and "features" in items

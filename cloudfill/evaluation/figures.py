@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy.stats import spearmanr
 
 __all__ = [
     "CONFIDENCE_CMAP",
@@ -132,8 +133,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     >>> spearman(np.ones(5), np.arange(5.0)) is None
     True
     """
-    from scipy.stats import spearmanr
-
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
     return float(spearmanr(x, y).statistic)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cloudfill._backend import is_cupy
 from cloudfill.model.checkpoint import remember_checkpoint, remembered_checkpoint
@@ -39,8 +40,6 @@ LOADS: dict[str, int] = {}
 
 def to_torch(array: Any, device: Any) -> Any:
     """A torch tensor on ``device`` viewing ``array`` (numpy or cupy) without a host copy."""
-    import torch
-
     if is_cupy(array):
         return torch.from_dlpack(array).to(device)
     return torch.from_numpy(np.ascontiguousarray(array)).to(device)
@@ -49,7 +48,7 @@ def to_torch(array: Any, device: Any) -> Any:
 def from_torch(tensor: Any, like: Any) -> Any:
     """``tensor`` as the array type of ``like`` (cupy stays on the GPU)."""
     if is_cupy(like):
-        import cupy
+        import cupy  # optional (the gpu extra): only where chunks are CuPy
 
         return cupy.from_dlpack(tensor.detach().contiguous())
     return tensor.detach().cpu().numpy()

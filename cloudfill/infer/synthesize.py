@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import dask.array as da
 import numpy as np
 import pandas as pd
+import torch
 import xarray as xr
 
 from cloudfill._backend import namespace
@@ -32,6 +33,8 @@ from cloudfill.infer.inputs import synthesis_inputs
 from cloudfill.infer.runner import ModelRef
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.tiling import TileGrid, blend_tiles
+from cloudfill.model.default import default_model
+from cloudfill.model.runtime import load_model
 
 if TYPE_CHECKING:
     from cloudfill.preprocess.normalise import NormStats
@@ -52,12 +55,8 @@ MAX_SINGLE = 1536
 def resolve_model(model: Any, device: str = "cpu", fast: bool = False) -> Any:
     """A :class:`CloudfillModel` from a model, a checkpoint path, or None (the default model)."""
     if model is None:
-        from cloudfill.model.default import default_model
-
         return default_model(device=device)
     if isinstance(model, str) or hasattr(model, "__fspath__"):
-        from cloudfill.model.runtime import load_model
-
         return load_model(model, device=device, fast=fast)
     if not hasattr(model, "predict") or not hasattr(model, "card"):
         raise ParameterError(
@@ -266,8 +265,6 @@ def default_batch_size(device: Any) -> int:
     >>> default_batch_size("cpu"), default_batch_size("cuda:0")
     (1, 4)
     """
-    import torch
-
     return 1 if torch.device(device).type == "cpu" else 4
 
 

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from cloudfill.errors import CheckpointError
+from cloudfill.model.runtime import load_model
 
 __all__ = ["DEFAULT_MODEL_FILE", "default_model"]
 
@@ -27,8 +28,6 @@ def default_model(device: str = "cpu", *, fast: bool = False) -> Any:
     >>> model.card.variant, model.card.confidence
     ('SOD', True)
     """
-    from cloudfill.model.runtime import load_model
-
     path = resources.files("cloudfill") / "data" / DEFAULT_MODEL_FILE
     if not path.is_file():
         raise CheckpointError(

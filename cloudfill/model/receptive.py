@@ -40,6 +40,8 @@ import torch
 from torch import nn
 
 from cloudfill.errors import ParameterError
+from cloudfill.model.attention import SelfAttention
+from cloudfill.model.discriminator import PatchDiscriminator
 
 __all__ = ["ReceptiveField", "count_macs", "gflops", "receptive_field"]
 
@@ -303,9 +305,6 @@ def count_macs(model: nn.Module, tile: int = 256, in_channels: int | None = None
     >>> count_macs(nn.Conv2d(2, 4, 3, padding=1), tile=8)  # 8*8 px * 4 out * 2 in * 9
     4608
     """
-    from cloudfill.model.attention import SelfAttention
-    from cloudfill.model.discriminator import PatchDiscriminator
-
     model = getattr(model, "generator", model)
     cin = in_channels if in_channels is not None else _in_channels(model)
     total = 0

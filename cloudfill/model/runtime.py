@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.variants import Variant, get_variant
+from cloudfill.cube.schema import conform
 from cloudfill.errors import CheckpointError, ModelMismatchError, ParameterError
 from cloudfill.model.card import ModelCard
 from cloudfill.model.checkpoint import (
@@ -33,11 +34,10 @@ from cloudfill.model.checkpoint import (
     save_model,
 )
 from cloudfill.model.generator import Generator, GeneratorOutput
+from cloudfill.model.receptive import ReceptiveField, receptive_field
 
 if TYPE_CHECKING:
     import xarray as xr
-
-    from cloudfill.model.receptive import ReceptiveField
 
 __all__ = ["CloudfillModel", "load_model", "resolve_device"]
 
@@ -165,8 +165,6 @@ class CloudfillModel:
     @cached_property
     def receptive_field(self) -> ReceptiveField:
         """The convolutional receptive field (:func:`cloudfill.model.receptive.receptive_field`)."""
-        from cloudfill.model.receptive import receptive_field
-
         return receptive_field(self.generator)
 
     @property
@@ -317,8 +315,6 @@ class CloudfillModel:
         ...     print(err)
         model variant SD uses the DEM but the cube has no 'dem' variable
         """
-        from cloudfill.cube.schema import conform
-
         cube = conform(ds)
         card, variant = self.card, self.variant
         name = f"model variant {variant.name}"

@@ -98,7 +98,7 @@ def _cuda_source(k: int, ctype: str) -> str:
 
 @cache
 def _kernel(k: int, dtype: str) -> Any:
-    import cupy as cp
+    import cupy as cp  # optional (the gpu extra): only where chunks are CuPy
 
     ctype = {"float32": "float", "float64": "double"}[dtype]
     return cp.RawKernel(_cuda_source(k, ctype), f"cf_median_{k}")
@@ -111,7 +111,7 @@ def median_reflect_gpu(block: Any, k: int, pads: tuple[int, int, int, int]) -> A
     ``k // 2`` (an image edge: scipy's ``"reflect"`` rule). The output has
     ``H + top + bottom - 2 * (k // 2)`` rows and likewise columns.
     """
-    import cupy as cp
+    import cupy as cp  # optional (the gpu extra): only where chunks are CuPy
 
     h = k // 2
     top, bottom, left, right = pads

@@ -23,6 +23,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.array.overlap import ensure_minimum_chunksize
 
 from cloudfill._backend import is_cupy
 from cloudfill.errors import DimensionError, DTypeError, MissingVariableError, ParameterError
@@ -97,6 +98,7 @@ def _median_reflect_2d(block: np.ndarray, k: int, pads: tuple[int, int, int, int
 def _median_reflect(block: Any, k: int, pads: tuple[int, int, int, int]) -> Any:
     """Dispatch on the block type: CuPy -> CUDA kernel, anything else -> CPU kernels."""
     if is_cupy(block):
+        # CuPy is optional (the gpu extra): the CUDA kernel's module loads it.
         from cloudfill.preprocess._median_gpu import median_reflect_gpu
 
         return median_reflect_gpu(block, k, pads)
@@ -128,8 +130,6 @@ def _median_block(block: Any, k: int, block_info: dict | None = None) -> Any:
 
 
 def _median_dask(array: da.Array, k: int) -> da.Array:
-    from dask.array.overlap import ensure_minimum_chunksize
-
     h = k // 2
     chunks = list(array.chunks)
     depth = dict.fromkeys(range(array.ndim), 0)

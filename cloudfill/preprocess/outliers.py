@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from cloudfill._backend import namespace, to_numpy
+from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import BandError, MissingVariableError, ParameterError
 
 __all__ = [
@@ -137,8 +138,6 @@ def _statistics_source(ds: xr.Dataset, name: str) -> tuple[xr.DataArray, bool]:
     """The values whose percentiles are wanted, and whether they are S1 linear -> dB."""
     var = ds[name]
     if name in ("s2", "truth") and ("cloud" in ds.data_vars or "scl" in ds.data_vars):
-        from cloudfill.cube.mask import cloud_mask
-
         var = var.where(~cloud_mask(ds))
     in_db = name == "s1" and var.attrs.get("units") == "linear"
     if in_db:
