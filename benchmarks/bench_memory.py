@@ -84,7 +84,7 @@ def _case(
     # The plan's cloud fractions: without them synthesize reads the whole mask once more
     # (only synthesize_with_scale takes them; the accessor's synthesize does not).
     out = synthesize_with_scale(
-        ds, date, model, fractions=table["cloud_fraction"], settings=InferenceSettings(tile=tile)
+        ds, date, model, fractions=table["cloud_fraction"], inference=InferenceSettings(tile=tile)
     ).mean
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(num_workers=threads):
         if fill:  # the CLI's job: written in windows by the resumable date writer

@@ -96,7 +96,7 @@ def _case(args: argparse.Namespace) -> dict:
             date,
             model,
             rule=PairingRule(max_ref_age=400),
-            settings=InferenceSettings(tile=args.tile, device=args.device, fast=args.fast),
+            inference=InferenceSettings(tile=args.tile, device=args.device, fast=args.fast),
         )
         values = out.data.compute()
         e2e.append(time.perf_counter() - t0)

@@ -25,7 +25,6 @@ import inspect
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 from dask.diagnostics import ProgressBar
 from distributed import Client, LocalCluster
 from distributed import progress as dist_progress
@@ -219,6 +218,8 @@ def share_rmm_with_torch_and_cupy() -> None:  # pragma: no cover - needs a GPU
 
     cupy.cuda.set_allocator(rmm_cupy_allocator)
     try:
+        # torch only here (a GPU worker's allocator): the scheduler helpers stay light.
+        import torch
         from rmm.allocators.torch import rmm_torch_allocator  # optional; older rmm lacks it
 
         torch.cuda.memory.change_current_allocator(rmm_torch_allocator)

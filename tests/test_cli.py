@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import xarray as xr
 
+import cloudfill
 from cloudfill.cli import run
 from tests.conftest import make_tiny_cube
 
@@ -128,3 +132,40 @@ def test_preprocess_cli(tmp_path: Path) -> None:
     expected = np.clip(ndimage.median_filter(ds.s1.values[0, 0], size=3, mode="reflect"), lo, hi)
     np.testing.assert_allclose(res.s1.values[0, 0], expected, rtol=1e-6)
     assert run(["preprocess", str(cube), str(cube)]) == 2
+
+
+def _fresh(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``cloudfill ARGS`` in a new interpreter, as a user runs it: nothing imported before the
+    CLI (the in-process tests run after pytest and the fixtures have imported torch)."""
+    code = "import sys; from cloudfill.cli import main; sys.argv[0] = 'cloudfill'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_fresh_process_describes_the_default_model(tmp_path: Path) -> None:
+    path = Path(cloudfill.__file__).parent / "data" / "default_model.safetensors"
+    done = _fresh(["info", str(path)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "GFLOP" in done.stdout and "SOD" in done.stdout
+
+
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
+def test_fresh_process_trains_and_fills(tmp_path: Path) -> None:
+    cube = tmp_path / "c.zarr"
+    assert (
+        _fresh(["make-cube", str(cube), "--simulate", "--shape", "64x64"], tmp_path).returncode == 0
+    )
+    train = ["train", str(cube), "--out", "m", "--variant", "S", "--patch-size", "32"]
+    train += ["--max-steps", "1", "--base-filters", "4", "--n-blocks", "1", "--no-progress"]
+    done = _fresh(train, tmp_path)
+    assert done.returncode == 0, done.stderr
+    fill = ["fill-series", str(cube), "--out", "f.zarr", "--model", "m/best.safetensors"]
+    done = _fresh([*fill, "--no-progress"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert xr.open_zarr(tmp_path / "f.zarr")["s2"].notnull().any()

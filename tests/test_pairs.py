@@ -115,6 +115,8 @@ def test_pairing_rule_reads_durations_and_refuses_bad_values() -> None:
         "max_ref_cloud": 0.05,
     }
     assert PairingRule(6, 120, 0.05) == PairingRule()
+    # NumPy numbers are days too (pandas would read a bare np.int64 as nanoseconds).
+    assert PairingRule(np.int64(6), np.float32(120), np.float64(0.05)) == PairingRule()
     for bad in ({"max_ref_age": "soon"}, {"max_s1_gap": True}, {"max_ref_cloud": -0.1}):
         with pytest.raises(errors.ParameterError):
             PairingRule(**bad)

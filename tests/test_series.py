@@ -82,7 +82,7 @@ def test_pixels_without_a_reference_are_interpolated(
     assert (filled["confidence"].values[i][orphan] == INTERPOLATION_CONFIDENCE).all()
     assert (filled["confidence"].values[i][modelled] != INTERPOLATION_CONFIDENCE).all()
     # synthesize itself leaves those pixels empty rather than guessing from S1 alone.
-    syn = scene.cloudfill.synthesize(date, tiny_model, settings=InferenceSettings(tile=32)).values
+    syn = scene.cloudfill.synthesize(date, tiny_model, inference=InferenceSettings(tile=32)).values
     assert np.isnan(syn[:, orphan]).all() and np.isfinite(syn[:, modelled]).all()
 
 
@@ -269,7 +269,7 @@ def test_candidates_pair_with_s1_by_the_fills_gap(scene: xr.Dataset) -> None:
             target,
             model,
             rule=PairingRule(max_s1_gap=gap),
-            settings=InferenceSettings(tile=32),
+            inference=InferenceSettings(tile=32),
         ).mean.values
         got = filled["s2"].values[0][:, unusable]
         np.testing.assert_array_equal(got, alone[:, unusable])

@@ -22,7 +22,7 @@ def _date(ds: xr.Dataset) -> pd.Timestamp:
 
 def test_lazy_with_coords_crs_and_provenance(scene: xr.Dataset, tiny_model) -> None:
     out = scene.cloudfill.synthesize(
-        _date(scene), model=tiny_model, settings=InferenceSettings(tile=32)
+        _date(scene), model=tiny_model, inference=InferenceSettings(tile=32)
     )
     assert out.chunks is not None
     assert out.dims == ("band", "y", "x")
@@ -41,9 +41,9 @@ def test_lazy_with_coords_crs_and_provenance(scene: xr.Dataset, tiny_model) -> N
 @pytest.mark.parametrize("chunks", [{"y": 40, "x": 56}, {"y": 33, "x": 96}, {"y": 64, "x": 48}])
 def test_chunking_does_not_change_the_result(scene: xr.Dataset, tiny_model, chunks) -> None:
     date = _date(scene)
-    ref = synthesize(scene, date, tiny_model, settings=InferenceSettings(tile=32)).values
+    ref = synthesize(scene, date, tiny_model, inference=InferenceSettings(tile=32)).values
     chunked = scene.chunk({"time": 1, "s1_time": 1, **chunks})
-    out = synthesize(chunked, date, tiny_model, settings=InferenceSettings(tile=32, min_block=0))
+    out = synthesize(chunked, date, tiny_model, inference=InferenceSettings(tile=32, min_block=0))
     assert len(out.chunks[1]) > 1 or len(out.chunks[2]) > 1
     np.testing.assert_allclose(out.values, ref, rtol=0, atol=1e-5)
 
@@ -51,10 +51,10 @@ def test_chunking_does_not_change_the_result(scene: xr.Dataset, tiny_model, chun
 def test_blocks_are_at_least_four_tiles_by_default(scene: xr.Dataset, tiny_model) -> None:
     # Tiles straddling a block border are computed by both blocks: small chunks are merged.
     chunked = scene.chunk({"time": 1, "s1_time": 1, "y": 24, "x": 24})
-    merged = synthesize(chunked, _date(scene), tiny_model, settings=InferenceSettings(tile=32))
+    merged = synthesize(chunked, _date(scene), tiny_model, inference=InferenceSettings(tile=32))
     assert merged.chunks[1] == (96,) and merged.chunks[2] == (96,)  # 4 x 32 px > 96 px
     small = synthesize(
-        chunked, _date(scene), tiny_model, settings=InferenceSettings(tile=32, min_block=0)
+        chunked, _date(scene), tiny_model, inference=InferenceSettings(tile=32, min_block=0)
     )
     assert len(small.chunks[1]) > 1
     np.testing.assert_allclose(merged.values, small.values, rtol=0, atol=1e-5)
@@ -63,12 +63,12 @@ def test_blocks_are_at_least_four_tiles_by_default(scene: xr.Dataset, tiny_model
 def test_attention_model_is_chunk_independent_too(scene: xr.Dataset) -> None:
     model = make_tiny_model(scene, attention="cbam", seed=1)
     date = _date(scene)
-    ref = synthesize(scene, date, model, settings=InferenceSettings(tile=32)).values
+    ref = synthesize(scene, date, model, inference=InferenceSettings(tile=32)).values
     out = synthesize(
         scene.chunk({"y": 40, "x": 40}),
         date,
         model,
-        settings=InferenceSettings(tile=32, min_block=0),
+        inference=InferenceSettings(tile=32, min_block=0),
     ).values
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
 
@@ -88,14 +88,14 @@ def test_tiles_agree_with_one_window_in_the_interior(tiny_model) -> None:
         date,
         tiny_model,
         rule=PairingRule(max_ref_cloud=0.5),
-        settings=InferenceSettings(tile=192),
+        inference=InferenceSettings(tile=192),
     ).values
     tiled = synthesize(
         ds,
         date,
         tiny_model,
         rule=PairingRule(max_ref_cloud=0.5),
-        settings=InferenceSettings(tile=tile),
+        inference=InferenceSettings(tile=tile),
     ).values
     inner = (slice(None), slice(halo, -halo), slice(halo, -halo))
     np.testing.assert_allclose(tiled[inner], whole[inner], rtol=0, atol=1e-4)
@@ -106,7 +106,7 @@ def test_no_seam_at_block_borders(scene: xr.Dataset, tiny_model) -> None:
         scene.chunk({"y": 48, "x": 48}),
         _date(scene),
         tiny_model,
-        settings=InferenceSettings(tile=32, min_block=0),
+        inference=InferenceSettings(tile=32, min_block=0),
     ).values
     grad = np.abs(np.diff(out, axis=2))  # along x
     border = grad[:, :, 47]  # between pixel 47 and 48, the block border
@@ -116,7 +116,7 @@ def test_no_seam_at_block_borders(scene: xr.Dataset, tiny_model) -> None:
 
 def test_confidence_scale_positive(scene: xr.Dataset, tiny_model) -> None:
     res = synthesize_with_scale(
-        scene, _date(scene), tiny_model, settings=InferenceSettings(tile=32)
+        scene, _date(scene), tiny_model, inference=InferenceSettings(tile=32)
     )
     assert res.scale is not None
     scale = res.scale.values
@@ -128,7 +128,7 @@ def test_nan_s1_pixels_stay_empty(scene: xr.Dataset, tiny_model) -> None:
     table = ds.cloudfill.pairs()
     s1_date = table.loc[_date(ds)].s1_date
     ds["s1"].loc[{"s1_time": s1_date}] = ds["s1"].sel(s1_time=s1_date).where(ds.x > ds.x[10])
-    out = synthesize(ds, _date(ds), tiny_model, settings=InferenceSettings(tile=32)).values
+    out = synthesize(ds, _date(ds), tiny_model, inference=InferenceSettings(tile=32)).values
     assert np.isnan(out[:, :, :9]).all()
     assert np.isfinite(out[:, :, 14:]).all()
 
@@ -150,7 +150,7 @@ def test_errors_before_work(scene: xr.Dataset, tiny_model) -> None:
 
 def test_any_date_with_s1(scene: xr.Dataset, tiny_model) -> None:
     s1_date = pd.Timestamp(scene.s1_time.values[8])
-    out = synthesize(scene, s1_date, tiny_model, settings=InferenceSettings(tile=32))
+    out = synthesize(scene, s1_date, tiny_model, inference=InferenceSettings(tile=32))
     assert out.attrs["s1_date"] == f"{s1_date:%Y-%m-%d}"
 
 
@@ -209,7 +209,7 @@ def test_untrained_skip_model_returns_its_reference(
     # observation (earlier or later), or the S1-weighted blend of both sides.
     model = make_tiny_model(scene, reference_mode=mode)
     date = pd.Timestamp(scene.time.values[index])
-    out = synthesize(scene, date, model, settings=InferenceSettings(tile=32))
+    out = synthesize(scene, date, model, inference=InferenceSettings(tile=32))
     if mode == "composite":
         expected = _nearest_clear(scene, date, earlier_only=False)
         assert out.attrs["reference_dates"].count(",") >= 1
@@ -239,7 +239,7 @@ def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
     # See tests/test_series.py: a CPU stand-in for CuPy chunks.
     cube = on_strict_chunks(scene, {"time": 1, "s1_time": 1, "y": 40, "x": 56})
     out = synthesize_with_scale(
-        cube, _date(scene), tiny_model, settings=InferenceSettings(tile=32, min_block=0)
+        cube, _date(scene), tiny_model, inference=InferenceSettings(tile=32, min_block=0)
     )
     assert type(out.mean.data._meta) is StrictChunk
     assert type(out.scale.data._meta) is StrictChunk
@@ -255,11 +255,11 @@ def test_cupy_chunks_stay_on_the_gpu_and_match_numpy(scene: xr.Dataset, tiny_mod
     date = _date(scene)
     chunks = {"time": 1, "s1_time": 1, "y": 40, "x": 56}
     ref = synthesize(
-        scene.chunk(chunks), date, tiny_model, settings=InferenceSettings(tile=32, min_block=0)
+        scene.chunk(chunks), date, tiny_model, inference=InferenceSettings(tile=32, min_block=0)
     ).values
     gpu_model = copy_to(tiny_model, "cuda")
     out = synthesize(
-        on_cupy(scene, chunks), date, gpu_model, settings=InferenceSettings(tile=32, min_block=0)
+        on_cupy(scene, chunks), date, gpu_model, inference=InferenceSettings(tile=32, min_block=0)
     )
     assert isinstance(out.data._meta, cuda.ndarray)
     assert isinstance(out.data.blocks[0, 0, 0].compute(), cuda.ndarray)
@@ -275,12 +275,12 @@ def test_cuda_model_on_numpy_chunks_matches_cpu(
     scene: xr.Dataset, tiny_model, cuda, fast: bool, atol: float
 ) -> None:
     date = _date(scene)
-    ref = synthesize(scene, date, tiny_model, settings=InferenceSettings(tile=32)).values
+    ref = synthesize(scene, date, tiny_model, inference=InferenceSettings(tile=32)).values
     out = synthesize(
         scene,
         date,
         copy_to(tiny_model, "cuda", fast=fast),
-        settings=InferenceSettings(tile=32, fast=fast),
+        inference=InferenceSettings(tile=32, fast=fast),
     )
     got = out.values  # NumPy chunks in, NumPy chunks out
     assert isinstance(got, np.ndarray)
@@ -292,12 +292,12 @@ def test_already_despeckled_s1_is_not_despeckled_again(scene: xr.Dataset) -> Non
     # gives the same synthesis as the raw cube, despeckled inside. An SD model: its output
     # depends on S1 (an untrained SO/SOD model returns its reference).
     model = make_tiny_model(scene, "SD")
-    raw = synthesize(scene, _date(scene), model, settings=InferenceSettings(tile=32)).values
+    raw = synthesize(scene, _date(scene), model, inference=InferenceSettings(tile=32)).values
     done = synthesize(
-        scene.cloudfill.despeckle(3), _date(scene), model, settings=InferenceSettings(tile=32)
+        scene.cloudfill.despeckle(3), _date(scene), model, inference=InferenceSettings(tile=32)
     ).values
     twice = synthesize(
-        scene.cloudfill.despeckle(5), _date(scene), model, settings=InferenceSettings(tile=32)
+        scene.cloudfill.despeckle(5), _date(scene), model, inference=InferenceSettings(tile=32)
     ).values
     np.testing.assert_array_equal(done, raw)
     assert np.abs(twice - raw).max() > 1e-6  # the test can tell the S1 apart

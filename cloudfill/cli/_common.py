@@ -6,11 +6,10 @@ The command modules import from here and never from each other.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
+import importlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pandas as pd
 import xarray as xr
@@ -24,27 +23,27 @@ from cloudfill.errors import OutputError, ParameterError
 from cloudfill.fill.progress import FillProgress
 
 
-def lazy_module(name: str) -> ModuleType:
-    """The module ``name``, executed on its first attribute access.
+class LazyModule:
+    """A stand-in for the module ``name`` that imports it on first attribute access.
 
     The command modules bind the library modules that import torch this way (lazy top-level
     attributes), so that ``cloudfill --help`` and argument errors answer in about a second
-    instead of waiting for torch.
+    instead of waiting for torch. It is a plain object, never put in ``sys.modules``: the
+    real module is imported the ordinary way, whole, when a command first uses it.
 
-    >>> mod = lazy_module("cloudfill.fill.adjust")
-    >>> mod.DEFAULT_ADJUST_SIGMA > 0
+    >>> adjust = LazyModule("cloudfill.fill.adjust")
+    >>> adjust.DEFAULT_ADJUST_SIGMA > 0
     True
     """
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"LazyModule({self._name!r})"
 
 
 console = Console(stderr=False, highlight=False)

@@ -8,15 +8,15 @@ import numpy as np
 import typer
 import xarray as xr
 
-from cloudfill.cli._common import RichFillProgress, console, fill_summary, lazy_module
+from cloudfill.cli._common import LazyModule, RichFillProgress, console, fill_summary
 from cloudfill.cube.demo import load_demo
 from cloudfill.cube.zarr_io import write_cube
 from cloudfill.metrics import mae, psnr
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
-report_module = lazy_module("cloudfill.evaluation.report")
-job = lazy_module("cloudfill.fill.job")
-default = lazy_module("cloudfill.model.default")
+report_module = LazyModule("cloudfill.evaluation.report")
+job = LazyModule("cloudfill.fill.job")
+default = LazyModule("cloudfill.model.default")
 
 
 def demo(

@@ -8,14 +8,14 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cloudfill.cli._common import CLUSTER_HELP, console, lazy_module, parse_dates
+from cloudfill.cli._common import CLUSTER_HELP, LazyModule, console, parse_dates
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import OutputError, ParameterError, SourceError
 from cloudfill.infer.settings import InferenceSettings
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
-clusters = lazy_module("cloudfill.cluster")
-report_module = lazy_module("cloudfill.evaluation.report")
+clusters = LazyModule("cloudfill.cluster")
+report_module = LazyModule("cloudfill.evaluation.report")
 
 
 def summary_table(table: pd.DataFrame) -> Table:

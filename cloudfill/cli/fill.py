@@ -13,10 +13,10 @@ from cloudfill.cli._common import (
     CLUSTER_HELP,
     THREADS_HELP,
     WORKERS_HELP,
+    LazyModule,
     RichFillProgress,
     console,
     fill_summary,
-    lazy_module,
     parse_dates,
 )
 from cloudfill.core.pairs import PairingRule
@@ -24,7 +24,7 @@ from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
 from cloudfill.infer.settings import InferenceSettings
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
-job = lazy_module("cloudfill.fill.job")
+job = LazyModule("cloudfill.fill.job")
 
 
 def fill_series_command(

@@ -13,10 +13,10 @@ from cloudfill.cli._common import (
     CLUSTER_HELP,
     THREADS_HELP,
     WORKERS_HELP,
+    LazyModule,
     check_out,
     console,
     dask_progress,
-    lazy_module,
 )
 from cloudfill.core.pairs import PairingRule
 from cloudfill.cube.zarr_io import open_cube, write_cube
@@ -24,8 +24,8 @@ from cloudfill.errors import ParameterError, SourceError
 from cloudfill.infer.settings import InferenceSettings
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
-clusters = lazy_module("cloudfill.cluster")
-inference = lazy_module("cloudfill.infer.synthesize")
+clusters = LazyModule("cloudfill.cluster")
+inference = LazyModule("cloudfill.infer.synthesize")
 
 
 def synthesize(
@@ -64,7 +64,7 @@ def synthesize(
         when,
         model,
         rule=PairingRule(max_s1_gap=max_s1_gap),
-        settings=InferenceSettings(tile=tile, device=device, fast=fast),
+        inference=InferenceSettings(tile=tile, device=device, fast=fast),
     )
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():

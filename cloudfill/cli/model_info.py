@@ -15,11 +15,11 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from cloudfill.cli._common import lazy_module
+from cloudfill.cli._common import LazyModule
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
-receptive = lazy_module("cloudfill.model.receptive")
-runtime = lazy_module("cloudfill.model.runtime")
+receptive = LazyModule("cloudfill.model.receptive")
+runtime = LazyModule("cloudfill.model.runtime")
 
 __all__ = ["describe_model", "model_facts"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 import xarray as xr
 
-from cloudfill.cli._common import console, lazy_module
+from cloudfill.cli._common import LazyModule, console
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.training.config import (
@@ -20,9 +20,9 @@ from cloudfill.training.config import (
 from cloudfill.training.index import PatchSettings
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
-torch = lazy_module("torch")
-experiment = lazy_module("cloudfill.training.experiment")
-run = lazy_module("cloudfill.training.run")
+torch = LazyModule("torch")
+experiment = LazyModule("cloudfill.training.experiment")
+run = LazyModule("cloudfill.training.run")
 
 
 def _open(cube: Path) -> xr.Dataset:

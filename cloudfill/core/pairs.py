@@ -14,6 +14,7 @@ see the same pairs):
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -39,10 +40,12 @@ Direction = Literal["earlier", "nearest"]
 def _as_days(value: str | pd.Timedelta | float | int, name: str) -> float:
     # Plain numbers are days ("max_s1_gap=6" reads naturally); strings and Timedeltas are
     # converted, so a rule compares and prints the same however it was written.
-    if isinstance(value, bool):
+    if isinstance(value, bool | np.bool_):
         raise ParameterError(f"{name} must be a number of days or a Timedelta, got {value!r}")
     try:
-        delta = pd.Timedelta(days=value) if isinstance(value, int | float) else pd.Timedelta(value)
+        # numbers.Real covers NumPy scalars too: pd.Timedelta(np.int64(6)) would be 6 ns.
+        number = isinstance(value, numbers.Real)
+        delta = pd.Timedelta(days=float(value)) if number else pd.Timedelta(value)
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"{name}: cannot read {value!r} as a duration") from exc
     if pd.isna(delta) or delta < pd.Timedelta(0):

@@ -113,7 +113,7 @@ def _predictions(
                 date,
                 plan.model,
                 rule=plan.rule,
-                settings=plan.inference,
+                inference=plan.inference,
                 fractions=plan.fractions,
             )
             predictions["model"] = _drop_time(syn.mean)

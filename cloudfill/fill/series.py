@@ -173,7 +173,7 @@ def fill_date(
             else None,
             fractions=fractions,
             rule=rule,
-            settings=inference,
+            inference=inference,
         )
         if synthesis_hook is not None:
             syn = synthesis_hook(date, syn)

@@ -141,7 +141,7 @@ def synthesize_with_scale(
     model: Any = None,
     *,
     rule: PairingRule = PairingRule(),
-    settings: InferenceSettings = InferenceSettings(),
+    inference: InferenceSettings = InferenceSettings(),
     s1_date: Any = None,
     reference_date: Any = None,
     fractions: pd.Series | None = None,
@@ -150,18 +150,18 @@ def synthesize_with_scale(
     one, and the dates used. See :func:`synthesize` for the parameters; ``fractions`` are
     precomputed :func:`~cloudfill.core.pairs.cloud_fractions` (one read of the mask serves
     every date of a series)."""
-    cf = resolve_model(model, device=settings.device, fast=settings.fast)
+    cf = resolve_model(model, device=inference.device, fast=inference.fast)
     cf.check_cube(ds)
     card = cf.card
     date = pd.Timestamp(date)
     inputs = synthesis_inputs(ds, date, cf, rule, s1_date, reference_date, fractions)
     condition, stats, s1_date = inputs.condition, inputs.stats, inputs.s1_date
     reference_date = inputs.reference_date
-    grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, settings.tile, settings.overlap)
-    chunks = _spatial_chunks(condition, grid, settings.min_block)
+    grid = plan_tiles(ds.sizes["y"], ds.sizes["x"], cf.halo, inference.tile, inference.overlap)
+    chunks = _spatial_chunks(condition, grid, inference.min_block)
     condition = condition.chunk({"channel": -1, **chunks})
-    batch_size = settings.batch_size or default_batch_size(cf.device)
-    ref = ModelRef.from_model(cf, device=str(cf.device), fast=settings.fast)
+    batch_size = inference.batch_size or default_batch_size(cf.device)
+    ref = ModelRef.from_model(cf, device=str(cf.device), fast=inference.fast)
     has_scale = bool(card.confidence)
     n_out = 2 * len(BANDS) if has_scale else len(BANDS)
     data = condition.data
@@ -274,7 +274,7 @@ def synthesize(
     model: Any = None,
     *,
     rule: PairingRule = PairingRule(),
-    settings: InferenceSettings = InferenceSettings(),
+    inference: InferenceSettings = InferenceSettings(),
     s1_date: Any = None,
     reference_date: Any = None,
 ) -> xr.DataArray:
@@ -291,7 +291,7 @@ def synthesize(
         the default model shipped with the package.
     rule
         The pairing rule (:class:`~cloudfill.core.pairs.PairingRule`; default the paper's).
-    settings
+    inference
         Tiling, batching and device (:class:`~cloudfill.infer.settings.InferenceSettings`).
     s1_date, reference_date
         Force the inputs instead of pairing them.
@@ -317,7 +317,7 @@ def synthesize(
         date,
         model,
         rule=rule,
-        settings=settings,
+        inference=inference,
         s1_date=s1_date,
         reference_date=reference_date,
     ).mean
