@@ -24,7 +24,8 @@ from cloudfill.cube.zarr_io import open_cube, write_cube
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.preprocess import NormStats, despeckle, filter_outliers, preprocess
 
-# Names whose modules import torch: resolved on first access (PEP 562), never at import.
+# Resolved on first access (PEP 562): the models and most of the pipeline import torch, which
+# ``import cloudfill`` must not (the settings values ride along, to keep one list).
 _LAZY: dict[str, str] = {
     "CloudfillModel": "cloudfill.model.runtime",
     "ModelCard": "cloudfill.model.card",

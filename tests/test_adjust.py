@@ -9,7 +9,8 @@ from scipy import ndimage
 
 from cloudfill.errors import ParameterError
 from cloudfill.fill.adjust import ADJUST_FLOOR, adjust_to_date, gaussian_smooth
-from cloudfill.fill.series import feather_weights, fill_series
+from cloudfill.fill.blend import feather_weights
+from cloudfill.fill.series import fill_series
 from cloudfill.infer.settings import InferenceSettings
 
 

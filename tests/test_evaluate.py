@@ -204,12 +204,15 @@ def test_split_pixels_are_the_training_grid_blocks(shape, size, block) -> None:
     np.testing.assert_array_equal(sp.train, per_pixel == 0)
 
 
-def test_split_pixels_rejects_a_grid_of_another_scene() -> None:
-    # 96 px hold three whole 32 px blocks: the training grid never merges a whole block, so
-    # a 2 x 2 assignment was recorded on another scene.
+def test_split_pixels_reads_one_block_fewer_as_before() -> None:
+    # 96 px hold three whole 32 px blocks; a 2-block assignment (recorded on another scene)
+    # puts the last 64 px in its second block, as evaluation always read such a record.
     sp = split_pixels(SPLIT, (96, 64))
-    assert sp.used == "all" and "do not tile" in sp.note
-    assert pixel_splits((96, 64), 32, np.asarray(SPLIT["assignment"])) is None
+    assert sp.used == "test"
+    rows, cols = np.minimum(np.arange(96) // 32, 1), np.arange(64) // 32
+    codes = np.asarray(SPLIT["assignment"])
+    np.testing.assert_array_equal(sp.test, codes[rows][:, cols] == 2)
+    assert sp.test[40:, 32:].all() and not sp.test[:32].any()
 
 
 def test_landcover_check_date(scene64: xr.Dataset) -> None:

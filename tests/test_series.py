@@ -9,11 +9,8 @@ import xarray as xr
 
 from cloudfill import errors
 from cloudfill.core.pairs import PairingRule
-from cloudfill.fill.series import (
-    INTERPOLATION_CONFIDENCE,
-    feather_weights,
-    fill_series,
-)
+from cloudfill.fill.blend import feather_weights
+from cloudfill.fill.series import INTERPOLATION_CONFIDENCE, fill_series
 from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_strict_chunks
 

@@ -46,7 +46,9 @@ def demo(
         out / "report",
         baselines=("persistence", "interpolation"),
         split="all",
-        title="cloudfill demo: the embedded cube filled with the default model",
+        settings=report_module.ReportSettings(
+            title="cloudfill demo: the embedded cube filled with the default model"
+        ),
     )
     table = report.metrics
     cloud = table[table["region"] == "cloud"]

@@ -83,7 +83,7 @@ def evaluate(
             split=split,
             baselines=chosen,
             landcover=landcover,
-            max_side=max_side,
+            settings=report_module.ReportSettings(max_side=max_side),
             inference=InferenceSettings(device=device),
         )
     table = report.metrics

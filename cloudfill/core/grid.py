@@ -285,15 +285,15 @@ def split_blocks(
 def _axis_block_index(n: int, block_size: int, n_cells: int) -> np.ndarray | None:
     """Block index of each of ``n`` pixels on a grid of ``n_cells`` blocks, or None.
 
-    The recorded assignment fixes the number of blocks but not whether the remainder was
-    merged (that depended on the patch size), so both of :func:`_axis_cells`' outcomes are
-    tried: ``size=1`` never merges a remainder, ``size=block_size`` always does.
+    Blocks start at multiples of ``block_size`` from pixel 0 and anything past the last block
+    belongs to it: this covers both of :func:`_axis_cells`' outcomes (a remainder kept as its
+    own block or merged into the last), which the recorded assignment does not tell apart,
+    and, as evaluation always read it, a record with one block fewer than the axis holds.
     """
-    for size in (1, block_size):
-        cells = _axis_cells(n, block_size, size)
-        if len(cells) == n_cells:
-            return np.repeat(np.arange(n_cells, dtype=np.int64), [b - a for a, b in cells])
-    return None
+    full = -(-n // block_size)
+    if n_cells not in (full, full - 1) or n_cells < 1:
+        return None
+    return np.minimum(np.arange(n, dtype=np.int64) // block_size, n_cells - 1)
 
 
 def pixel_splits(

@@ -18,8 +18,8 @@ same-date adjustment, feathered blend) applied to the evaluated synthesis.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,28 +113,6 @@ class ReportSettings:
             raise ParameterError(f"feather must be >= 0 pixels, got {self.feather}")
         check_sigma(self.adjust)
 
-    @classmethod
-    def with_options(
-        cls, settings: ReportSettings | None, options: Mapping[str, Any]
-    ) -> ReportSettings:
-        """``settings`` (default: the defaults) with the fields named in ``options`` replaced.
-
-        Raises
-        ------
-        TypeError
-            An option that is not a field, as for an unknown keyword argument.
-
-        Examples
-        --------
-        >>> ReportSettings.with_options(None, {"title": "t"})
-        ReportSettings(max_side=512, feather=8, adjust=12.0, title='t')
-        """
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise TypeError(f"write_report() got an unexpected keyword argument {unknown[0]!r}")
-        return replace(settings or cls(), **options)
-
 
 # --- lazy picture inputs -----------------------------------------------------------------------
 
@@ -222,8 +200,7 @@ def write_report(
     mask: str | Sequence[str] = REGIONS,
     rule: PairingRule = PairingRule(),
     inference: InferenceSettings = InferenceSettings(),
-    settings: ReportSettings | None = None,
-    **options: Any,
+    settings: ReportSettings = ReportSettings(),
 ) -> Report:
     """Evaluate ``model`` on ``ds`` and write ``out_dir/index.html`` with ``metrics.csv``.
 
@@ -243,9 +220,6 @@ def write_report(
         Output folder, created if needed; the report's files in it are replaced.
     settings
         Pictures and title (:class:`ReportSettings`; default: its defaults).
-    **options
-        ``max_side``, ``feather``, ``adjust`` and ``title``: replace those fields of
-        ``settings`` (so ``write_report(ds, model, max_side=256)`` works).
 
     Returns
     -------
@@ -256,19 +230,18 @@ def write_report(
     OutputError
         If ``out_dir`` exists and is not a folder.
     ParameterError
-        A setting out of range (``max_side`` < 16, negative ``feather`` or ``adjust``).
-    TypeError
-        An option that is not a field of :class:`ReportSettings`.
+        A setting out of range (``max_side`` < 16, negative ``feather`` or ``adjust``),
+        raised when the :class:`ReportSettings` is made, before any work.
 
     Examples
     --------
     >>> import cloudfill
     >>> ds = cloudfill.simulate_scene((96, 96), seed=1)
-    >>> report = write_report(ds, model, "report", max_side=256)  # doctest: +SKIP
+    >>> small = ReportSettings(max_side=256)
+    >>> report = write_report(ds, model, "report", settings=small)  # doctest: +SKIP
     >>> report.index.name  # doctest: +SKIP
     'index.html'
     """
-    settings = ReportSettings.with_options(settings, options)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder")

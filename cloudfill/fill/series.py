@@ -47,7 +47,7 @@ from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
 from cloudfill.fill.blend import feather_weights
-from cloudfill.fill.plan import plan_fill, prepare_fill
+from cloudfill.fill.plan import prepare_fill
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import synthesize_with_scale
 
@@ -57,10 +57,8 @@ __all__ = [
     "NO_HEAD_CONFIDENCE",
     "chained_cube",
     "count_unfilled",
-    "feather_weights",
     "fill_date",
     "fill_series",
-    "plan_fill",
 ]
 
 CONFIDENCE_SCALE = 0.05
@@ -266,7 +264,7 @@ def fill_series(
         Tiling, batching and device of the synthesis
         (:class:`~cloudfill.infer.settings.InferenceSettings`).
     plan
-        A precomputed :func:`plan_fill` table (made with the same ``chain``).
+        A precomputed :func:`~cloudfill.fill.plan.plan_fill` table (made with the same ``chain``).
     chain
         Let synthesized dates serve as references for later dates (flagged in
         ``reference_chained``): a cloudy spell longer than ``rule.max_ref_age`` is then

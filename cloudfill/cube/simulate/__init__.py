@@ -31,11 +31,7 @@ layers, of an S2 date or of an S1 date), ``args`` (argument checks) and ``api``
 
 from __future__ import annotations
 
-# The old single module's public constants stay importable from here.
-from cloudfill.cube.simulate.api import LAZY_PIXELS as LAZY_PIXELS
 from cloudfill.cube.simulate.api import simulate_scene
-from cloudfill.cube.simulate.args import DEFAULT_CHUNK as DEFAULT_CHUNK
 from cloudfill.cube.simulate.constants import LULC_CLASSES
-from cloudfill.cube.simulate.constants import S1_LOOKS as S1_LOOKS
 
 __all__ = ["LULC_CLASSES", "simulate_scene"]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cloudfill._dates import as_dates
 from cloudfill.cube.simulate.noise import _M64
 from cloudfill.errors import ParameterError
 
@@ -29,24 +30,6 @@ def _grid_shape(shape: Any, resolution: Any) -> tuple[int, int]:
     return ny, nx
 
 
-def _as_dates(value: Any, name: str) -> pd.DatetimeIndex:
-    try:
-        index = pd.DatetimeIndex(pd.to_datetime(list(value)))
-    except (TypeError, ValueError) as exc:
-        raise ParameterError(f"{name}: cannot read {value!r} as dates ({exc})") from exc
-    if len(index) == 0:
-        raise ParameterError(f"{name}: at least one date is needed")
-    if index.tz is not None:
-        index = index.tz_convert(None)
-    if index.hasnans:
-        raise ParameterError(f"{name}: holds NaT")
-    if index.has_duplicates:
-        raise ParameterError(f"{name}: date {index[index.duplicated()][0]:%Y-%m-%d} appears twice")
-    if not index.is_monotonic_increasing:
-        raise ParameterError(f"{name}: dates must be sorted in increasing order")
-    return index.as_unit("ns")
-
-
 def _s2_dates(dates: Any) -> pd.DatetimeIndex:
     if dates is None:
         dates = 6
@@ -57,12 +40,12 @@ def _s2_dates(dates: Any) -> pd.DatetimeIndex:
         # About a year of acquisitions, never denser than Sentinel-2's 5-day revisit.
         step = max(5, round(360 / n))
         return pd.date_range("2023-01-10", periods=n, freq=f"{step}D").as_unit("ns")
-    return _as_dates(dates, "dates")
+    return as_dates(dates, "dates", strict=True)
 
 
 def _s1_dates(s1_dates: Any, s2: pd.DatetimeIndex) -> pd.DatetimeIndex:
     if s1_dates is not None:
-        return _as_dates(s1_dates, "s1_dates")
+        return as_dates(s1_dates, "s1_dates", strict=True)
     first, last = s2[0].normalize(), s2[-1].normalize()
     s2_days = np.asarray((s2.normalize() - first).days)
     best, best_score = 2, -1
