@@ -8,7 +8,7 @@ import xarray as xr
 
 import cloudfill
 from cloudfill.errors import ParameterError
-from cloudfill.evaluation.landcover import block_split, landcover_check
+from cloudfill.evaluation.landcover import LandcoverCheck, block_split, landcover_check
 
 
 @pytest.mark.parametrize(("shape", "block"), [((64, 64), 16), ((70, 45), 16), ((33, 97), 8)])
@@ -63,7 +63,9 @@ def test_separable_classes_score_high_and_noise_scores_lower() -> None:
     noise = np.random.default_rng(9).normal(0, 0.06, real.shape).astype("float32")
     synth = real + noise
     synth[:, 40, 40] = np.nan  # a hole in the synthesized image: not scored for either
-    result = landcover_check(real, synth, lulc, block=16, n_estimators=30, ignore_label=0)
+    result = landcover_check(
+        real, synth, lulc, LandcoverCheck(block=16, n_estimators=30, ignore_label=0)
+    )
     assert result["overall_accuracy_real"] > 0.97
     assert result["overall_accuracy_synth"] < result["overall_accuracy_real"] - 0.1
     f1 = result["f1"]
@@ -79,16 +81,18 @@ def test_separable_classes_score_high_and_noise_scores_lower() -> None:
 
 def test_identical_images_agree_and_label_zero_counts_without_ignore() -> None:
     real, lulc = make_scene(seed=1)
-    result = landcover_check(real, real.copy(), lulc, block=32, n_estimators=10, seed=3)
+    result = landcover_check(real, real.copy(), lulc, LandcoverCheck(n_estimators=10, seed=3))
     assert result["overall_accuracy_real"] == result["overall_accuracy_synth"]
     assert 0 in result["f1"].index
-    capped = landcover_check(real, real, lulc, block=32, n_estimators=5, max_train_pixels=100)
+    capped = landcover_check(real, real, lulc, LandcoverCheck(n_estimators=5, max_train_pixels=100))
     assert capped["n_train"] == 100
 
 
 def test_grid_and_dims_are_checked() -> None:
     real, lulc = make_scene()
     with pytest.raises(ParameterError, match="one grid"):
-        landcover_check(real, real.assign_coords(x=real.x + 5), lulc, block=16)
+        landcover_check(real, real.assign_coords(x=real.x + 5), lulc, LandcoverCheck(block=16))
     with pytest.raises(ParameterError, match="synth"):
-        landcover_check(real, real.values, lulc, block=16)
+        landcover_check(real, real.values, lulc, LandcoverCheck(block=16))
+    with pytest.raises(ParameterError, match="n_estimators"):
+        LandcoverCheck(n_estimators=0)  # refused when made, before any evaluation work

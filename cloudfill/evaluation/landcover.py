@@ -86,34 +86,19 @@ def _pixels(image: xr.DataArray, name: str) -> np.ndarray:
     return np.asarray(image.transpose("y", "x", "band").values, dtype="float64")
 
 
-def landcover_check(
-    real: xr.DataArray,
-    synth: xr.DataArray,
-    lulc: xr.DataArray,
-    *,
-    block: int = 32,
-    seed: int = 0,
-    n_estimators: int = 100,
-    ignore_label: int | None = None,
-    test_fraction: float = 0.5,
-    max_train_pixels: int | None = 200_000,
-    n_jobs: int | None = None,
-) -> dict[str, Any]:
-    """Land-cover accuracy of a random forest on the real and on the synthesized image.
+@dataclass(frozen=True)
+class LandcoverCheck:
+    """Settings of the land-cover check: which date, and how :func:`landcover_check` trains
+    and scores its forest.
 
-    The forest (scikit-learn ``RandomForestClassifier``, ``random_state=seed``) is trained on
-    the band values of the real image's training pixels with their ``lulc`` labels, then
-    predicts the test pixels of both images. Test pixels are those of the test blocks of
-    :func:`block_split` that are finite in both images, so both scores use the same pixels.
+    ``evaluate(..., landcover=True)`` means ``LandcoverCheck()``; ``landcover=False`` skips it.
 
-    Parameters
+    Attributes
     ----------
-    real
-        The real, clear S2 image (band, y, x).
-    synth
-        The synthesized image of the same date and grid (band, y, x).
-    lulc
-        Integer land-cover classes (y, x) on the same grid.
+    date
+        The date of the check (an evaluated date); None: the cloudiest evaluated date of a
+        cube with ``truth``, the clearest otherwise. Only :func:`evaluate
+        <cloudfill.evaluation.evaluate.evaluate>` reads it.
     block
         Side (pixels) of the blocks of the spatial train/test split.
     seed
@@ -130,6 +115,54 @@ def landcover_check(
         on a 1200 x 1200 scene.
     n_jobs
         Passed to the forest (None: one core).
+
+    Examples
+    --------
+    >>> LandcoverCheck(date="2020-05-01", n_estimators=10).date
+    Timestamp('2020-05-01 00:00:00')
+    """
+
+    date: pd.Timestamp | None = None
+    block: int = 32
+    seed: int = 0
+    n_estimators: int = 100
+    ignore_label: int | None = None
+    test_fraction: float = 0.5
+    max_train_pixels: int | None = 200_000
+    n_jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept any date-like (a string, numpy datetime64) and compare as a Timestamp.
+        if self.date is not None:
+            object.__setattr__(self, "date", pd.Timestamp(self.date))
+        # Checked when the settings are made, before any evaluation work.
+        if self.n_estimators < 1:
+            raise ParameterError(f"n_estimators must be positive, got {self.n_estimators}")
+
+
+def landcover_check(
+    real: xr.DataArray,
+    synth: xr.DataArray,
+    lulc: xr.DataArray,
+    check: LandcoverCheck = LandcoverCheck(),
+) -> dict[str, Any]:
+    """Land-cover accuracy of a random forest on the real and on the synthesized image.
+
+    The forest (scikit-learn ``RandomForestClassifier``, ``random_state=check.seed``) is trained on
+    the band values of the real image's training pixels with their ``lulc`` labels, then
+    predicts the test pixels of both images. Test pixels are those of the test blocks of
+    :func:`block_split` that are finite in both images, so both scores use the same pixels.
+
+    Parameters
+    ----------
+    real
+        The real, clear S2 image (band, y, x).
+    synth
+        The synthesized image of the same date and grid (band, y, x).
+    lulc
+        Integer land-cover classes (y, x) on the same grid.
+    check
+        The split, the forest and its training sample (:class:`LandcoverCheck`).
 
     Returns
     -------
@@ -148,12 +181,11 @@ def landcover_check(
     >>> import cloudfill
     >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
     >>> real = ds.truth.isel(time=-1)
-    >>> result = landcover_check(real, real, ds.lulc, block=16, n_estimators=10)
+    >>> result = landcover_check(real, real, ds.lulc, LandcoverCheck(block=16, n_estimators=10))
     >>> result["overall_accuracy_real"] == result["overall_accuracy_synth"]
     True
     """
-    if n_estimators < 1:
-        raise ParameterError(f"n_estimators must be positive, got {n_estimators}")
+    seed, ignore_label = check.seed, check.ignore_label
     real_px, synth_px = _pixels(real, "real"), _pixels(synth, "synth")
     if real_px.shape != synth_px.shape:
         raise ParameterError(f"real has shape {real_px.shape} but synth has {synth_px.shape}")
@@ -167,7 +199,9 @@ def landcover_check(
     if labels.shape != real_px.shape[:2]:
         raise ParameterError(f"lulc has shape {labels.shape}, images have {real_px.shape[:2]}")
 
-    test = block_split(labels.shape, block=block, test_fraction=test_fraction, seed=seed)
+    test = block_split(
+        labels.shape, block=check.block, test_fraction=check.test_fraction, seed=seed
+    )
     labelled = labels != ignore_label if ignore_label is not None else np.ones_like(test)
     real_ok = np.isfinite(real_px).all(axis=-1) & labelled
     train_idx = np.flatnonzero(~test & real_ok)
@@ -178,12 +212,15 @@ def landcover_check(
             "(finite in the images and not ignore_label); try another block or seed"
         )
     rng = np.random.default_rng(seed)
-    if max_train_pixels is not None and train_idx.size > max_train_pixels:
-        train_idx = np.sort(rng.choice(train_idx, max_train_pixels, replace=False))
+    cap = check.max_train_pixels
+    if cap is not None and train_idx.size > cap:
+        train_idx = np.sort(rng.choice(train_idx, cap, replace=False))
 
     flat_labels = labels.reshape(-1)
     n_bands = real_px.shape[-1]
-    forest = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs)
+    forest = RandomForestClassifier(
+        n_estimators=check.n_estimators, random_state=seed, n_jobs=check.n_jobs
+    )
     forest.fit(real_px.reshape(-1, n_bands)[train_idx], flat_labels[train_idx])
 
     truth = flat_labels[test_idx]
@@ -205,63 +242,3 @@ def landcover_check(
         "n_train": int(train_idx.size),
         "n_test": int(test_idx.size),
     }
-
-
-@dataclass(frozen=True)
-class LandcoverCheck:
-    """Settings of the land-cover check of :func:`~cloudfill.evaluation.evaluate.evaluate`:
-    which date, and how :func:`landcover_check` trains and scores its forest.
-
-    ``evaluate(..., landcover=True)`` means ``LandcoverCheck()``; ``landcover=False`` skips it.
-
-    Attributes
-    ----------
-    date
-        The date of the check (an evaluated date); None: the cloudiest evaluated date of a
-        cube with ``truth``, the clearest otherwise.
-    block, seed, n_estimators, ignore_label, test_fraction, max_train_pixels, n_jobs
-        As in :func:`landcover_check`.
-
-    Examples
-    --------
-    >>> LandcoverCheck(date="2020-05-01", n_estimators=10).date
-    Timestamp('2020-05-01 00:00:00')
-    """
-
-    date: pd.Timestamp | None = None
-    block: int = 32
-    seed: int = 0
-    n_estimators: int = 100
-    ignore_label: int | None = None
-    test_fraction: float = 0.5
-    max_train_pixels: int | None = 200_000
-    n_jobs: int | None = None
-
-    def __post_init__(self) -> None:
-        # Accept any date-like (a string, numpy datetime64) and compare as a Timestamp.
-        if self.date is not None:
-            object.__setattr__(self, "date", pd.Timestamp(self.date))
-
-    def run(self, real: xr.DataArray, synth: xr.DataArray, lulc: xr.DataArray) -> dict[str, Any]:
-        """:func:`landcover_check` of ``synth`` against ``real`` with these settings.
-
-        Examples
-        --------
-        >>> import cloudfill
-        >>> ds = cloudfill.simulate_scene((64, 64), seed=0)
-        >>> real = ds.truth.isel(time=-1)
-        >>> LandcoverCheck(block=16, n_estimators=10).run(real, real, ds.lulc)["n_test"] > 0
-        True
-        """
-        return landcover_check(
-            real,
-            synth,
-            lulc,
-            block=self.block,
-            seed=self.seed,
-            n_estimators=self.n_estimators,
-            ignore_label=self.ignore_label,
-            test_fraction=self.test_fraction,
-            max_train_pixels=self.max_train_pixels,
-            n_jobs=self.n_jobs,
-        )

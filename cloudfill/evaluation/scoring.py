@@ -29,6 +29,7 @@ from cloudfill import metrics as _metrics
 from cloudfill.core.temporal import linear_interpolation, persistence
 from cloudfill.errors import ParameterError
 from cloudfill.evaluation.baselines import fit_regression_baseline, predict_regression_baseline
+from cloudfill.evaluation.landcover import landcover_check
 from cloudfill.evaluation.plan import EvaluationPlan
 from cloudfill.infer.synthesize import synthesize_with_scale
 
@@ -285,7 +286,7 @@ def _run_landcover(plan: EvaluationPlan, computed: Mapping[str, Any]) -> dict[st
             continue
         method = key.split(":", 1)[1]
         try:
-            outcome = check.run(real, synth, lulc)
+            outcome = landcover_check(real, synth, lulc, check)
         except ParameterError as exc:
             plan.notes.append(f"land-cover check of {method} skipped ({exc})")
             continue
