@@ -21,6 +21,7 @@ from cloudfill.cli._common import (
 )
 from cloudfill.core.pairs import PairingRule
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
+from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.infer.settings import InferenceSettings
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
@@ -37,7 +38,9 @@ def fill_series_command(
     cloud_threshold: float = typer.Option(
         0.0, help="Dates with at most this cloud fraction are interpolated, not synthesized."
     ),
-    feather: int = typer.Option(8, help="Width in pixels of the blend band at mask edges."),
+    feather: int = typer.Option(
+        DEFAULT_FEATHER, help="Width in pixels of the blend band at mask edges."
+    ),
     adjust: float = typer.Option(
         DEFAULT_ADJUST_SIGMA,
         min=0,

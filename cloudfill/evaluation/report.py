@@ -44,6 +44,7 @@ from cloudfill.evaluation.page import (
 from cloudfill.evaluation.plan import BASELINES, REGIONS, EvaluationPlan, plan_evaluation
 from cloudfill.evaluation.scoring import DateCase, run_evaluation
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, check_sigma
+from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.fill.series import fill_date
 from cloudfill.infer.settings import InferenceSettings
 
@@ -101,7 +102,7 @@ class ReportSettings:
     """
 
     max_side: int = 512
-    feather: int = 8
+    feather: int = DEFAULT_FEATHER
     adjust: float = DEFAULT_ADJUST_SIGMA
     title: str = "cloudfill evaluation report"
 

@@ -28,6 +28,10 @@ def _feather_block(mask: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+DEFAULT_FEATHER = 8
+"""Width in pixels of the band outside the mask where filled values blend into real ones."""
+
+
 def feather_weights(mask: xr.DataArray, width: int) -> xr.DataArray:
     """Blend weight of the filled image: 1 on masked pixels, falling linearly to 0 over
     ``width`` pixels outside the mask (Euclidean distance). Exact for any chunking: the

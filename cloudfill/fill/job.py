@@ -38,6 +38,7 @@ from cloudfill.cube.schema import validate
 from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
+from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.fill.progress import FillProgress
 from cloudfill.fill.scratch import SynthesisStore
@@ -90,7 +91,7 @@ class FillSettings:
     """
 
     cloud_threshold: float = 0.0
-    feather: int = 8
+    feather: int = DEFAULT_FEATHER
     adjust: float = DEFAULT_ADJUST_SIGMA
     chain: bool = False
     rule: PairingRule = field(default_factory=PairingRule)

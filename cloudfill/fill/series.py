@@ -46,7 +46,7 @@ from cloudfill.core.temporal import linear_interpolation
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
-from cloudfill.fill.blend import feather_weights
+from cloudfill.fill.blend import DEFAULT_FEATHER, feather_weights
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import synthesize_with_scale
@@ -134,7 +134,7 @@ def fill_date(
     model: Any,
     *,
     mask: xr.DataArray | None = None,
-    feather: int = 8,
+    feather: int = DEFAULT_FEATHER,
     adjust: float = DEFAULT_ADJUST_SIGMA,
     fractions: pd.Series | None = None,
     rule: PairingRule = PairingRule(),
@@ -228,7 +228,7 @@ def fill_series(
     *,
     dates: Iterable[Any] | None = None,
     cloud_threshold: float = 0.0,
-    feather: int = 8,
+    feather: int = DEFAULT_FEATHER,
     adjust: float = DEFAULT_ADJUST_SIGMA,
     rule: PairingRule = PairingRule(),
     inference: InferenceSettings = InferenceSettings(),
