@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cloudfill.errors import OutputError, ParameterError
+from cloudfill.errors import ParameterError
 from cloudfill.fill.progress import FillProgress
 
 
@@ -58,21 +58,6 @@ CLUSTER_HELP = (
 )
 WORKERS_HELP = "Worker processes of --cluster local (GPUs of --cluster cuda)."
 THREADS_HELP = "Threads per worker of --cluster local or cuda."
-
-
-def check_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
-    """Refuse to write ``out`` over one of ``inputs``, or over anything without --overwrite.
-
-    >>> check_out(Path("a.zarr"), False, [Path("a.zarr")])
-    Traceback (most recent call last):
-    ...
-    cloudfill.errors.OutputError: output a.zarr would overwrite the input a.zarr
-    """
-    for source in inputs:
-        if out.resolve() == source.resolve():
-            raise OutputError(f"output {out} would overwrite the input {source}")
-    if out.exists() and not overwrite:
-        raise OutputError(f"output {out} exists; pass --overwrite to replace it")
 
 
 def parse_dated_paths(values: Sequence[str] | None, option: str) -> dict[pd.Timestamp, list[Path]]:

@@ -8,9 +8,10 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from cloudfill._outputs import check_output
 from cloudfill.cli._common import CLUSTER_HELP, LazyModule, console, parse_dates
 from cloudfill.cube.zarr_io import open_cube
-from cloudfill.errors import OutputError, ParameterError, SourceError
+from cloudfill.errors import ParameterError, SourceError
 from cloudfill.infer.settings import InferenceSettings
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
@@ -70,8 +71,7 @@ def evaluate(
         raise SourceError(f"no such cube: {cube}")
     if split not in ("test", "all"):
         raise ParameterError(f"--split must be test or all, got {split!r}")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} exists and is not a folder")
+    check_output(out, [cube, *([model] if model else [])], exists_ok=True)
     chosen = [b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"]
     ds = open_cube(cube)
     with clusters.open_cluster(cluster):

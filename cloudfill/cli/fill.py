@@ -9,6 +9,7 @@ import pandas as pd
 import typer
 import xarray as xr
 
+from cloudfill._outputs import check_output
 from cloudfill.cli._common import (
     CLUSTER_HELP,
     THREADS_HELP,
@@ -96,6 +97,8 @@ def fill_series_command(
         inference=InferenceSettings(tile=tile, device=device, fast=fast),
         window=window or None,
     )
+    if cog_dir is not None:  # checked before the fill, not after it
+        check_output(cog_dir, [cube, *([model] if model else [])], exists_ok=True)
     result = job.fill_to_zarr(
         cube,
         out,

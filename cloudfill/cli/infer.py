@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import typer
 
+from cloudfill._outputs import check_output
 from cloudfill.cli._common import (
     CLUSTER_HELP,
     THREADS_HELP,
     WORKERS_HELP,
     LazyModule,
-    check_out,
     console,
     dask_progress,
 )
@@ -57,7 +58,7 @@ def synthesize(
     suffix = out.suffix.lower()
     if suffix not in (".zarr", ".tif", ".tiff"):
         raise ParameterError(f"--out must end in .zarr or .tif, got {out}")
-    check_out(out, overwrite, [cube])
+    check_output(out, [cube, *([model] if model else [])], overwrite=overwrite)
     ds = open_cube(cube)
     result = inference.synthesize(
         ds,
@@ -66,9 +67,8 @@ def synthesize(
         rule=PairingRule(max_s1_gap=max_s1_gap),
         inference=InferenceSettings(tile=tile, device=device, fast=fast),
     )
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    # A fresh name: the write goes there first, then replaces ``out`` in one rename.
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     with clusters.open_cluster(cluster, workers=workers, threads=threads) as client:
         if suffix == ".zarr":
             # Streamed block by block; on a cluster the active client runs the graph.

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 import xarray as xr
 
+from cloudfill._outputs import check_output
 from cloudfill.cli._common import LazyModule, console
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ParameterError, SourceError
@@ -110,6 +111,7 @@ def train_command(
         runtime=RuntimeSettings(device=device, num_workers=workers),
     )
     _threads(threads)
+    check_output(out, [cube], exists_ok=True)  # a run folder resumes; never inside the cube
     ds = _open(cube)
     model = run.train(ds, config, out, resume=resume, progress=progress)
     m, t = model.card.metrics, model.card.training
@@ -159,6 +161,7 @@ def experiment_command(
         device=device,
     )
     _threads(threads)
+    check_output(out, [cube], exists_ok=True)
     ds = _open(cube)
     table = experiment.run_experiment(ds, out, config, resume=resume, progress=progress)
     console.print(experiment.results_markdown(table, {"cube": str(cube)}))

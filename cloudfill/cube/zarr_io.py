@@ -27,6 +27,7 @@ import xarray as xr
 from affine import Affine
 
 from cloudfill._backend import is_cupy, to_numpy
+from cloudfill._outputs import is_zarr_store
 from cloudfill.cube.schema import conform
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
@@ -59,7 +60,6 @@ DEFAULT_WRITE_CHUNKS: dict[str, int] = {
 # (``_FillValue``) or is re-applied on decode (``scale_factor`` on already-scaled data).
 _CF_ENCODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "dtype")
 _TIME_ENCODING_ATTRS = ("units", "calendar")
-_STORE_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
 
 
 def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
@@ -228,7 +228,7 @@ def _check_target(ds: xr.Dataset, target: Path, replace: bool) -> None:
         return
     if not replace:
         raise OutputError(f"{target} exists; pass overwrite=True to replace it")
-    if not target.is_dir() or not any((target / m).exists() for m in _STORE_MARKERS):
+    if not is_zarr_store(target):
         raise OutputError(f"refusing to replace {target}: it exists and is not a zarr store")
 
 

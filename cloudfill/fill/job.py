@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from cloudfill._outputs import check_output
 from cloudfill.cluster import compute, describe, open_cluster
 from cloudfill.core.pairs import PairingRule
 from cloudfill.cube.schema import validate
@@ -372,12 +373,18 @@ def fill_to_zarr(
     ['cloud_fraction', 'confidence', 'filled']
     """
     cube, out = Path(cube), Path(out)
+    inputs = [cube, *([Path(model)] if isinstance(model, str | os.PathLike) else [])]
+    # Before any work: never into an input, and --overwrite never deletes a user's folder.
+    if overwrite:
+        check_output(out, inputs, overwrite=True)
+    else:
+        check_output(out, inputs, exists_ok=True)
     job = _open_job(cube, model, settings, dates)
     writer = DateWriter(
         out,
         job.filled,
         JobIdentity.of(cube, model, job.times, settings).fingerprint(),
-        inputs=[cube],
+        inputs=inputs,
         overwrite=overwrite,
         resume=resume,
         window=settings.window,

@@ -25,6 +25,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
+from cloudfill._outputs import check_output
 from cloudfill.cube.zarr_io import (
     DEFAULT_WRITE_CHUNKS,
     MARKER_DIR,
@@ -44,14 +45,6 @@ def fingerprint(payload: Any) -> str:
     """
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-    except ValueError:
-        return False
-    return True
 
 
 class DateWriter:
@@ -120,11 +113,7 @@ class DateWriter:
         self.job = job
         self.chunks = {**DEFAULT_WRITE_CHUNKS, **(chunks or {}), dim: 1}
         self.n = template.sizes[dim]
-        out = self.path.resolve()
-        for source in inputs:
-            src = Path(source).resolve()
-            if out == src or _inside(out, src) or _inside(src, out):
-                raise OutputError(f"output {self.path} would overwrite the input {source}")
+        check_output(self.path, inputs, exists_ok=True)  # never into (or around) an input
         if self.path.exists():
             existing = self._existing_job()
             if existing == job and resume:
@@ -135,6 +124,7 @@ class DateWriter:
                     f"output {self.path} {why} (its fingerprint {existing}, this job {job}); "
                     "pass overwrite=True (--overwrite) to replace it"
                 )
+            check_output(self.path, overwrite=True)  # a user's own folder is never deleted
             shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
         self._lay_out(template)
 

@@ -1,0 +1,113 @@
+"""Where an output may go: never into an input, and ``overwrite`` never deletes a user's files.
+
+Every verb that writes asks :func:`check_output` before any work. An existing path is
+replaced only with ``overwrite`` and only when nothing of the user's can be lost there: an
+empty folder, a zarr store (what cloudfill writes), or for a raster output a single GeoTIFF
+file. Anything else is refused with :class:`~cloudfill.errors.OutputError`, untouched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from cloudfill.errors import OutputError
+
+__all__ = ["ZARR_MARKERS", "check_output", "is_zarr_store", "nested"]
+
+ZARR_MARKERS: tuple[str, ...] = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
+"""Files whose presence makes a folder a zarr store (v3, v2 group, v2 attrs, consolidated)."""
+
+_RASTER_SUFFIXES = (".tif", ".tiff")
+
+
+def is_zarr_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder holding a zarr store's metadata.
+
+    >>> is_zarr_store("/nonexistent.zarr")
+    False
+    """
+    p = Path(path)
+    return p.is_dir() and any((p / marker).exists() for marker in ZARR_MARKERS)
+
+
+def nested(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` are the same path or one lies inside the other (resolved).
+
+    >>> nested("cube.zarr/report", "cube.zarr"), nested("a.zarr", "b.zarr")
+    (True, False)
+    """
+    ra, rb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    return ra == rb or rb in ra.parents or ra in rb.parents
+
+
+def _relation(out: Path, source: Path) -> str:
+    if out == source:
+        return "the same path"
+    return "it lies inside the input" if source in out.parents else "the input lies inside it"
+
+
+def _replaceable(path: Path) -> bool:
+    if path.is_dir():
+        return is_zarr_store(path) or not any(path.iterdir())
+    return path.suffix.lower() in _RASTER_SUFFIXES
+
+
+def check_output(
+    out: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    *,
+    overwrite: bool = False,
+    exists_ok: bool = False,
+) -> None:
+    """Refuse an output that would write into an input or lose a user's files.
+
+    Parameters
+    ----------
+    out
+        The output path (a zarr store, a GeoTIFF, or a folder of outputs).
+    inputs
+        Paths the job reads: ``out`` may be none of them, lie inside none, and hold none.
+    overwrite
+        Allow replacing an existing ``out``, if it is an empty folder, a zarr store or (for
+        a ``.tif`` output) a file.
+    exists_ok
+        ``out`` is a folder the verb writes into without deleting anything (a report
+        folder): it may exist whatever ``overwrite`` says, but must be a folder.
+
+    Raises
+    ------
+    OutputError
+        Naming the path and what to do instead.
+
+    Examples
+    --------
+    >>> check_output("cube.zarr/report", ["cube.zarr"])
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.OutputError: output cube.zarr/report would overwrite the input cube.zarr \
+(it lies inside the input): write outside the input; inputs are never written
+    """
+    for source in inputs:
+        if nested(out, source):
+            where = _relation(Path(out).resolve(), Path(source).resolve())
+            raise OutputError(
+                f"output {out} would overwrite the input {source} ({where}): write outside "
+                "the input; inputs are never written"
+            )
+    path = Path(out)
+    if not path.exists():
+        return
+    if exists_ok:
+        if not path.is_dir():
+            raise OutputError(f"output {out} exists and is not a folder")
+        return
+    if not overwrite:
+        raise OutputError(f"output {out} exists; pass --overwrite (overwrite=True) to replace it")
+    if not _replaceable(path):
+        what = "a folder that is not a zarr store" if path.is_dir() else "a file"
+        raise OutputError(
+            f"refusing to replace {out}: it is {what} and not empty, so it may hold your own "
+            "files; choose another output path or remove it yourself"
+        )

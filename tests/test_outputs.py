@@ -1,0 +1,114 @@
+"""Outputs never go into an input, and --overwrite never deletes a user's files (issue 17, 1-2)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import cloudfill
+from cloudfill._outputs import check_output, nested
+from cloudfill.cli import run
+from cloudfill.errors import OutputError
+
+
+def _digest(root: Path) -> str:
+    """Names and bytes of every file below ``root``: equal digests, untouched folder."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def user_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "important.txt").write_text("keep")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scene = cloudfill.simulate_scene((32, 32), dates=3, seed=0)
+    return cloudfill.write_cube(scene, tmp_path_factory.mktemp("in") / "c.zarr")
+
+
+def test_overwrite_replaces_only_empty_folders_zarr_stores_and_rasters(
+    tmp_path: Path, user_folder: Path, cube: Path
+) -> None:
+    with pytest.raises(OutputError, match="may hold your own files"):
+        check_output(user_folder, overwrite=True)
+    with pytest.raises(OutputError, match="pass --overwrite"):
+        check_output(user_folder)
+    assert (user_folder / "important.txt").read_text() == "keep"
+    (tmp_path / "empty").mkdir()
+    check_output(tmp_path / "empty", overwrite=True)
+    check_output(cube, overwrite=True)  # a zarr store: what cloudfill writes
+    (tmp_path / "old.tif").write_bytes(b"")
+    check_output(tmp_path / "old.tif", overwrite=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="it is a file"):
+        check_output(tmp_path / "notes.txt", overwrite=True)
+    check_output(user_folder, exists_ok=True)  # a folder written into, nothing deleted
+    with pytest.raises(OutputError, match="not a folder"):
+        check_output(tmp_path / "notes.txt", exists_ok=True)
+    check_output(tmp_path / "new.zarr")
+
+
+def test_an_output_may_not_touch_an_input(tmp_path: Path) -> None:
+    inp = tmp_path / "c.zarr"
+    assert nested(inp / "report", inp) and nested(tmp_path, inp) and nested(inp, inp)
+    assert not nested(tmp_path / "c2.zarr", inp)
+    for out, where in [
+        (inp / "report", "lies inside the input"),
+        (tmp_path, "the input lies inside it"),
+        (inp, "the same path"),
+    ]:
+        with pytest.raises(OutputError, match=where):
+            check_output(out, [inp], overwrite=True)
+
+
+def test_cli_overwrite_keeps_a_users_folder(
+    cube: Path, user_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    date = "2023-03-21"
+    store = user_folder.with_suffix(".zarr")
+    user_folder.rename(store)
+    before = _digest(store)
+    for argv in (
+        ["fill-series", str(cube), "--out", str(store), "--overwrite", "--no-progress"],
+        ["synthesize", str(cube), date, "--out", str(store), "--overwrite", "--no-progress"],
+    ):
+        assert run(argv) == 2, argv
+        assert "may hold your own files" in capsys.readouterr().err
+    assert _digest(store) == before
+
+
+def test_cli_never_writes_inside_its_input(
+    cube: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _digest(cube)
+    date = str(cloudfill.open_cube(cube).time.values[1])[:10]
+    for argv in (
+        ["evaluate", str(cube), "--out", str(cube / "report")],
+        ["synthesize", str(cube), date, "--out", str(cube / "s.tif"), "--no-progress"],
+        [
+            "fill-series",
+            str(cube),
+            "--out",
+            str(tmp_path / "f.zarr"),
+            "--cog-dir",
+            str(cube / "cogs"),
+            "--no-progress",
+        ],
+        ["fill-series", str(cube), "--out", str(cube / "f.zarr"), "--no-progress"],
+        ["train", str(cube), "--out", str(cube / "m"), "--no-progress"],
+        ["experiment", str(cube), "--out", str(cube / "e"), "--no-progress"],
+    ):
+        assert run(argv) == 2, argv
+        assert "would overwrite the input" in capsys.readouterr().err, argv
+    assert _digest(cube) == before
+    assert not (tmp_path / "f.zarr").exists()  # refused before any work
