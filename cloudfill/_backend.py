@@ -69,10 +69,18 @@ def map_with_halo(
     >>> blur = lambda b: uniform_filter(b, 3, mode="nearest")  # reaches 1 pixel
     >>> bool((map_with_halo(a.chunk(2), blur, 1, "float64") == blur(a.values)).all())
     True
+    >>> wide = lambda b: uniform_filter(b, 21, mode="nearest")  # reaches past the 6 px
+    >>> bool((map_with_halo(a.chunk(2), wide, 10, "float64") == wide(a.values)).all())
+    True
     """
     data = array.data
     if isinstance(data, da.Array):
-        depth = {i: (halo if d in ("y", "x") else 0) for i, d in enumerate(array.dims)}
+        # A halo only where an axis has several blocks, and never wider than the axis: a
+        # scene smaller than the halo (32 px against the adjustment's 48) is then read whole.
+        depth = {
+            i: min(halo, n) if d in ("y", "x") and len(c) > 1 else 0
+            for i, (d, n, c) in enumerate(zip(array.dims, data.shape, data.chunks, strict=True))
+        }
         out = da.map_overlap(
             func,
             data,

@@ -67,6 +67,17 @@ def test_matches_the_formula_for_any_chunking(chunks: dict[str, int] | None) -> 
     np.testing.assert_array_equal(got, whole)
 
 
+def test_a_scene_narrower_than_the_halo_is_adjusted_whole() -> None:
+    # The default sigma 12 reaches 48 px: a 30 x 20 px cut of the case in 10 px chunks
+    # (issue 17: scenes under 48 px crashed with "overlapping depth 48 > 32").
+    fill, real, clear, _ = _case()
+    cut = {"y": slice(50, 80), "x": slice(70, 90)}
+    fill, real, clear = (a.isel(cut) for a in (fill, real, clear))
+    expected = _reference(fill.values, real.values, clear.values, 12.0)
+    got = adjust_to_date(*(a.chunk({"y": 10, "x": 10}) for a in (fill, real, clear)), sigma=12.0)
+    np.testing.assert_allclose(got.values, expected, atol=2e-6)
+
+
 def test_removes_a_bias_the_clear_pixels_show() -> None:
     fill, real, clear, truth = _case()
     cloud = ~clear.values

@@ -169,3 +169,14 @@ def test_fresh_process_trains_and_fills(tmp_path: Path) -> None:
     done = _fresh([*fill, "--no-progress"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert xr.open_zarr(tmp_path / "f.zarr")["s2"].notnull().any()
+
+
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
+def test_the_smallest_scene_make_cube_accepts_fills(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 17: scenes under 48 px crashed (the same-date adjustment's halo is 48 px).
+    cube = tmp_path / "small.zarr"
+    assert run(["make-cube", str(cube), "--simulate", "--shape", "8x8", "--dates", "4"]) == 0
+    assert run(["fill-series", str(cube), "--out", str(tmp_path / "f.zarr"), "--no-progress"]) == 0
+    assert "synthesize" in capsys.readouterr().out
