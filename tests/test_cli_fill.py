@@ -187,3 +187,23 @@ def test_windows_run_the_model_once_per_block(
     stale.mkdir(parents=True)
     fill_to_zarr(cube, tmp_path / "64.zarr", model, _settings(64))
     assert not stale.parent.exists()
+
+
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
+def test_a_cube_rewritten_at_the_same_path_is_not_resumed(tmp_path: Path) -> None:
+    # Issue 17, defect 8: the job identity holds the input's content, not only its path.
+    scene = cloudfill.simulate_scene((24, 24), dates=3, seed=0)
+    cube = cloudfill.write_cube(scene, tmp_path / "c.zarr")
+    model = make_tiny_model(scene)
+    settings = FillSettings(inference=InferenceSettings(tile=16))
+    out = tmp_path / "f.zarr"
+    fill_to_zarr(cube, out, model, settings)
+    fill_to_zarr(cube, out, model, settings)  # the same job: nothing left to do, no error
+    other = cloudfill.simulate_scene((24, 24), dates=3, seed=1)
+    cloudfill.write_cube(other, cube, overwrite=True)
+    with pytest.raises(cloudfill.errors.OutputError, match="different job.*--overwrite"):
+        fill_to_zarr(cube, out, model, settings)
+    redone = fill_to_zarr(cube, out, model, settings, overwrite=True)
+    np.testing.assert_array_equal(
+        redone["s2"].values[0], other["s2"].where(~other["cloud"]).values[0]
+    )

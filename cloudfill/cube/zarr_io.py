@@ -11,6 +11,7 @@ a half-written cube under the requested name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -31,7 +32,7 @@ from cloudfill._outputs import is_zarr_store
 from cloudfill.cube.schema import conform
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
-__all__ = ["DEFAULT_WRITE_CHUNKS", "open_cube", "write_cube"]
+__all__ = ["DEFAULT_WRITE_CHUNKS", "open_cube", "store_digest", "write_cube"]
 
 #: Folder inside an output store where the resumable writer keeps its per-date markers.
 MARKER_DIR = ".cloudfill-done"
@@ -203,6 +204,41 @@ def write_cube(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def store_digest(path: str | os.PathLike[str]) -> str:
+    """A short digest of a zarr store on disk: its metadata documents and the name and size of
+    every chunk file.
+
+    Cheap (no chunk is read), and it changes when the store is rewritten with other content
+    at the same path, which a resumed job must notice. Not for object storage.
+
+    >>> import tempfile, cloudfill
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     a = store_digest(cloudfill.write_cube(cloudfill.simulate_scene((16, 16), seed=0),
+    ...                                           f"{tmp}/c.zarr"))
+    ...     b = store_digest(cloudfill.write_cube(cloudfill.simulate_scene((16, 16), seed=1),
+    ...                                           f"{tmp}/c.zarr", overwrite=True))
+    >>> len(a), a == b
+    (16, False)
+    """
+    root = Path(path)
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            file = Path(dirpath) / name
+            rel = file.relative_to(root).as_posix()
+            digest.update(rel.encode())
+            if name in _METADATA_DOCUMENTS:
+                digest.update(file.read_bytes())
+            else:
+                digest.update(str(file.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+#: Small JSON documents that describe a store (shapes, chunks, dtypes, attrs): hashed whole.
+_METADATA_DOCUMENTS = frozenset(("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"))
 
 
 def _resolve(location: str) -> str:

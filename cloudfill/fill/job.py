@@ -36,7 +36,7 @@ from cloudfill._outputs import check_output
 from cloudfill.cluster import compute, describe, open_cluster
 from cloudfill.core.pairs import PairingRule
 from cloudfill.cube.schema import validate
-from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers
+from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers, store_digest
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
 from cloudfill.fill.blend import DEFAULT_FEATHER
@@ -108,7 +108,9 @@ class FillSettings:
 class JobIdentity:
     """What makes two runs into one output store the same job.
 
-    Everything that changes the written values: the cube, the model, the dates and the
+    Everything that changes the written values: the cube (its path and
+    :func:`~cloudfill.cube.zarr_io.store_digest`, so a cube rewritten at the same path is a
+    different job), the model, the dates and the
     settings that shape the fill. Not the window, the cluster, the device or the batch
     size, which change how the same values are computed (a job may resume elsewhere).
     Stored in the output's attrs as :meth:`fingerprint`, a hash of the fields by name.
@@ -116,7 +118,7 @@ class JobIdentity:
     Examples
     --------
     >>> key = JobIdentity(
-    ...     cube="/data/cube.zarr", model="default", dates=("2024-03-12",),
+    ...     cube="/data/cube.zarr", cube_content="0f3a", model="default", dates=("2024-03-12",),
     ...     cloud_threshold=0.0, feather=8, adjust=12.0, chain=False, rule=PairingRule(),
     ...     tile=None, overlap=None, fast=False,
     ... )
@@ -128,6 +130,7 @@ class JobIdentity:
     """
 
     cube: str
+    cube_content: str
     model: str
     dates: tuple[str, ...]
     cloud_threshold: float
@@ -146,6 +149,7 @@ class JobIdentity:
         """The identity of filling ``dates`` of ``cube`` with ``model`` and ``settings``."""
         return cls(
             cube=str(cube.resolve()),
+            cube_content=store_digest(cube),
             model=model_digest(model),
             dates=tuple(f"{d:%Y-%m-%d}" for d in dates),
             cloud_threshold=float(settings.cloud_threshold),
