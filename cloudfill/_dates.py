@@ -14,7 +14,7 @@ import xarray as xr
 
 from cloudfill.errors import ParameterError
 
-__all__ = ["as_dates"]
+__all__ = ["as_date", "as_dates"]
 
 _SCALARS = (str, pd.Timestamp, np.datetime64)
 
@@ -76,3 +76,21 @@ def as_dates(value: Any, name: str = "dates", *, strict: bool = False) -> pd.Dat
     if not index.is_monotonic_increasing:
         raise ParameterError(f"{name}: dates must be sorted in increasing order")
     return index
+
+
+def as_date(value: Any, name: str = "date") -> pd.Timestamp:
+    """``value`` as one time-zone naive :class:`pandas.Timestamp` (not NaT).
+
+    >>> as_date("2023-01-05")
+    Timestamp('2023-01-05 00:00:00')
+    >>> as_date(None)
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: date: expected one date, got None
+    """
+    if value is None:
+        raise ParameterError(f"{name}: expected one date, got None")
+    index = as_dates(value, name)
+    if len(index) != 1 or index.hasnans:
+        raise ParameterError(f"{name}: expected one date, got {value!r}")
+    return index[0]

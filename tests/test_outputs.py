@@ -112,3 +112,31 @@ def test_cli_never_writes_inside_its_input(
         assert "would overwrite the input" in capsys.readouterr().err, argv
     assert _digest(cube) == before
     assert not (tmp_path / "f.zarr").exists()  # refused before any work
+
+
+def test_a_refused_cluster_leaves_no_output(cube: Path, tmp_path: Path) -> None:
+    # Issue 17, 10: the store was laid out before the cluster was opened.
+    out = tmp_path / "f.zarr"
+    assert run(["fill-series", str(cube), "--out", str(out), "--cluster", "bogus"]) == 2
+    assert not out.exists()
+
+
+def test_a_failed_evaluation_leaves_no_report_folder(
+    cube: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudfill.evaluation import report
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise cloudfill.errors.ParameterError("stop here")
+
+    monkeypatch.setattr(report, "run_evaluation", fail)
+    with pytest.raises(cloudfill.errors.ParameterError, match="stop here"):
+        report.write_report(cloudfill.open_cube(cube), None, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
+def test_repeated_or_shuffled_dates_fill_each_date_once(cube: Path) -> None:
+    ds = cloudfill.open_cube(cube)
+    first, second = ds.time.values[:2]
+    out = cloudfill.fill_series(ds.drop_vars("s1"), dates=[second, first, second])
+    assert list(out.time.values) == [first, second]

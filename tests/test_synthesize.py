@@ -146,6 +146,10 @@ def test_errors_before_work(scene: xr.Dataset, tiny_model) -> None:
         synthesize(scene, first, tiny_model)
     with pytest.raises(errors.ModelMismatchError, match="dem"):
         synthesize(scene.drop_vars("dem"), _date(scene), tiny_model)
+    # Issue 17, 11: not a date -> cloudfill's typed error (was TypeError / DateParseError).
+    for bad in (None, "2023-13-45", "soon", [_date(scene), _date(scene)]):
+        with pytest.raises(errors.ParameterError, match="date"):
+            synthesize(scene, bad, tiny_model)
 
 
 def test_any_date_with_s1(scene: xr.Dataset, tiny_model) -> None:

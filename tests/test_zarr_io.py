@@ -12,6 +12,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 
+from cloudfill import errors as cloudfill_errors
 from cloudfill import open_cube, validate, write_cube
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
@@ -173,3 +174,19 @@ def test_open_cube_renames_band_aliases(tmp_path: Path) -> None:
     back = open_cube(write_cube(ds, tmp_path / "c.zarr"))
     assert list(back.band.values) == ["B02", "B03", "B04", "B08"]
     assert list(back.pol.values) == ["VV", "VH"]
+
+
+def test_refuses_a_cube_no_verb_could_read_back(tmp_path: Path) -> None:
+    # Issue 17, 11: validated before anything is written, so nothing is left behind.
+    ds = small_cube()
+    bad = {
+        "unsorted dates": ds.isel(time=[1, 0, 2]),
+        "repeated dates": ds.assign_coords(time=ds.indexes["time"][[0, 0, 2]]),
+        "no CRS": ds.drop_vars("spatial_ref"),
+    }
+    errors = (cloudfill_errors.TimeAxisError, cloudfill_errors.MissingCRSError)
+    for name, cube in bad.items():
+        with pytest.raises(errors):
+            write_cube(cube, tmp_path / f"{name}.zarr")
+        assert not (tmp_path / f"{name}.zarr").exists(), name
+    assert not list(tmp_path.iterdir())

@@ -29,7 +29,7 @@ from affine import Affine
 
 from cloudfill._backend import is_cupy, to_numpy
 from cloudfill._outputs import is_zarr_store
-from cloudfill.cube.schema import conform
+from cloudfill.cube.schema import conform, validate
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
 __all__ = ["DEFAULT_WRITE_CHUNKS", "open_cube", "store_digest", "write_cube"]
@@ -169,6 +169,9 @@ def write_cube(
         store the cube was read from.
     ParameterError
         If ``mode`` is not ``"w-"`` or ``"w"``.
+    CloudfillError
+        The typed error of :func:`~cloudfill.cube.schema.validate` for a cube no verb could
+        read back (unsorted or repeated dates, no CRS, an irregular grid, wrong dims).
 
     Examples
     --------
@@ -180,6 +183,9 @@ def write_cube(
     """
     if mode not in ("w-", "w"):
         raise ParameterError(f"write_cube mode must be 'w-' or 'w', got {mode!r}")
+    # Only what every verb would refuse on reading it back (unsorted or repeated dates, no
+    # CRS, a broken grid), checked on coordinates before anything is written.
+    validate(conform(ds), require=())  # as a reader sees it: aliases renamed, dtypes cast
     location = os.fspath(path)
     if "://" in location:
         raise ParameterError(

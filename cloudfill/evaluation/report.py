@@ -247,7 +247,6 @@ def write_report(
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder")
     img_dir = out / "img"
-    img_dir.mkdir(parents=True, exist_ok=True)
 
     plan = plan_evaluation(
         ds,
@@ -273,6 +272,8 @@ def write_report(
         return _quicklook_inputs(plan, case, step, settings)
 
     table, looks = run_evaluation(plan, extras)
+    # Only now: an evaluation that fails leaves no empty report folder behind.
+    img_dir.mkdir(parents=True, exist_ok=True)
     pics = sections.open_pictures(img_dir, looks)
     dated, pixels = sections.date_sections(
         plan, looks, inputs_used, pics, _filled_caption(settings)

@@ -384,22 +384,23 @@ def fill_to_zarr(
     else:
         check_output(out, inputs, exists_ok=True)
     job = _open_job(cube, model, settings, dates)
-    writer = DateWriter(
-        out,
-        job.filled,
-        JobIdentity.of(cube, model, job.times, settings).fingerprint(),
-        inputs=inputs,
-        overwrite=overwrite,
-        resume=resume,
-        window=settings.window,
-        sums={"unfilled": count_unfilled},
-    )
-    pending = writer.pending()
-    scratch = SynthesisStore(writer.path / MARKER_DIR / "work")
-    scratch.clear()  # left over by a run killed between recording a date and clearing it
-    written = _WrittenDates(writer, job.times)
-    report = progress if progress is not None else FillProgress()
+    # The cluster first: a bad --cluster then leaves no output store that looks complete.
     with open_cluster(cluster, workers=workers, threads=threads) as client:
+        writer = DateWriter(
+            out,
+            job.filled,
+            JobIdentity.of(cube, model, job.times, settings).fingerprint(),
+            inputs=inputs,
+            overwrite=overwrite,
+            resume=resume,
+            window=settings.window,
+            sums={"unfilled": count_unfilled},
+        )
+        pending = writer.pending()
+        scratch = SynthesisStore(writer.path / MARKER_DIR / "work")
+        scratch.clear()  # left over by a run killed between recording a date and clearing it
+        written = _WrittenDates(writer, job.times)
+        report = progress if progress is not None else FillProgress()
         run = partial(compute, progress=False, client=client)
         where = describe(client) if client is not None else None
         report.start(len(job.times), len(job.times) - len(pending), where)

@@ -349,7 +349,9 @@ def _chosen_dates(
     """``dates`` (default: all), checked: S2 dates of ``ds``, none to synthesize without a
     model."""
     all_dates = pd.DatetimeIndex(ds["time"].values)
-    chosen = all_dates if dates is None else as_dates(dates)
+    # Each date once, in time order: repeated or shuffled dates would give a time axis that
+    # no verb reads back.
+    chosen = all_dates if dates is None else as_dates(dates).unique().sort_values()
     missing = chosen.difference(all_dates)
     if len(missing):
         raise ParameterError(f"date {missing[0]:%Y-%m-%d} is not an S2 date of the cube")

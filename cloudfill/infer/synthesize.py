@@ -24,6 +24,7 @@ import torch
 import xarray as xr
 
 from cloudfill._backend import namespace
+from cloudfill._dates import as_date
 from cloudfill.core.condition import denormalise_bands
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.pairs import PairingRule
@@ -150,10 +151,10 @@ def synthesize_with_scale(
     one, and the dates used. See :func:`synthesize` for the parameters; ``fractions`` are
     precomputed :func:`~cloudfill.core.pairs.cloud_fractions` (one read of the mask serves
     every date of a series)."""
+    date = as_date(date)  # a typed error for None, NaT or text that is no date
     cf = resolve_model(model, device=inference.device, fast=inference.fast)
     cf.check_cube(ds)
     card = cf.card
-    date = pd.Timestamp(date)
     inputs = synthesis_inputs(ds, date, cf, rule, s1_date, reference_date, fractions)
     condition, stats, s1_date = inputs.condition, inputs.stats, inputs.s1_date
     reference_date = inputs.reference_date
