@@ -12,6 +12,7 @@ The tree::
     │   ├── DimensionError        wrong or missing dims on a variable
     │   ├── BandError             unknown / missing band or polarisation labels
     │   ├── DTypeError            wrong dtype or units
+    │   │   └── UnitsError        values that contradict the stated units or scale
     │   ├── GridMismatchError     variables or files not on one pixel grid
     │   ├── CRSError
     │   │   ├── MissingCRSError
@@ -45,6 +46,7 @@ __all__ = [
     "ParameterError",
     "SourceError",
     "TimeAxisError",
+    "UnitsError",
 ]
 
 
@@ -70,6 +72,10 @@ class BandError(CubeError):
 
 class DTypeError(CubeError):
     """A variable has the wrong dtype or units."""
+
+
+class UnitsError(DTypeError):
+    """Values contradict the stated units or scale (S2 digital numbers, S1 dB vs linear)."""
 
 
 class GridMismatchError(CubeError):

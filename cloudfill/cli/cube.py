@@ -15,6 +15,7 @@ from cloudfill.cli.model_info import describe_model
 from cloudfill.cube import zarr_io
 from cloudfill.cube.geotiff import cube_from_geotiffs
 from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.sanity import check_values, guess_s1_units
 from cloudfill.cube.schema import cube_crs, validate
 from cloudfill.cube.simulate import simulate_scene
 from cloudfill.cube.stac import cube_from_stac
@@ -123,6 +124,12 @@ def make_cube(
     cloud: list[str] | None = typer.Option(
         None, help="Cloud mask GeoTIFF per S2 date: DATE=PATH (nonzero = unusable)."
     ),
+    s1_units: str = typer.Option(
+        "auto",
+        "--s1-units",
+        help="Units of the S1 GeoTIFF or STAC assets: dB, linear, or auto (from the values: "
+        "dB backscatter is mostly negative, linear power never).",
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing output store."),
 ) -> None:
     """Build a contract cube and write it to zarr.
@@ -133,6 +140,10 @@ def make_cube(
     sources = [simulate, stac is not None, bool(s2 or s1)]
     if sum(sources) != 1:
         raise ParameterError("give exactly one source: --simulate, --stac FILE, or --s2/--s1 files")
+    if s1_units not in ("dB", "linear", "auto"):
+        raise ParameterError(f"--s1-units must be dB, linear or auto, got {s1_units!r}")
+    # "auto" loads with either label, then labels from the values below.
+    units = "dB" if s1_units == "auto" else s1_units
     if simulate:
         ds = simulate_scene(_parse_shape(shape), dates=dates, seed=seed, chunks=chunk)
     elif stac is not None:
@@ -140,7 +151,7 @@ def make_cube(
             items = json.loads(stac.read_text())
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot read STAC items from {stac}: {exc}") from exc
-        ds = cube_from_stac(items)
+        ds = cube_from_stac(items, s1_units=units)
     else:
         if not s2:
             raise ParameterError("--s2 is required when building from GeoTIFFs")
@@ -150,7 +161,11 @@ def make_cube(
             s2=parse_dated_paths(s2, "--s2"),
             dem=dem,
             cloud=clouds or None,
+            s1_units=units,
         )
+    if s1_units == "auto" and "s1" in ds.data_vars and not simulate:
+        ds["s1"].attrs["units"] = guess_s1_units(ds)
+    check_values(ds)  # S2 digital numbers or S1 against its units: before anything is written
     chunks = {d: min(chunk, n) for d, n in ds.sizes.items() if d in ("y", "x")}
     ds = ds.chunk({**chunks, **{d: 1 for d in ("time", "s1_time") if d in ds.dims}})
     with dask_progress():

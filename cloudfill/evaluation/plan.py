@@ -28,6 +28,7 @@ from cloudfill._dates import as_dates
 from cloudfill.core.grid import SPLITS, pixel_splits
 from cloudfill.core.pairs import PairingRule, cloud_fractions, pairs
 from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.sanity import check_values
 from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.evaluation.landcover import LandcoverCheck
 from cloudfill.infer.settings import InferenceSettings
@@ -356,6 +357,7 @@ def plan_evaluation(
     """
     if "s2" not in ds.data_vars:
         raise MissingVariableError("evaluate needs an 's2' variable")
+    check_values(ds)  # S2 in digital numbers or S1 against its units: before any work
     notes: list[str] = []
     cf = None
     if with_model:

@@ -44,6 +44,8 @@ from cloudfill._dates import as_dates
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.temporal import linear_interpolation
 from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.sanity import check_values
+from cloudfill.cube.schema import validate
 from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
 from cloudfill.fill.blend import DEFAULT_FEATHER, feather_weights
@@ -308,6 +310,8 @@ def fill_series(
     if "s2" not in ds.data_vars:
         raise MissingVariableError("fill_series needs an 's2' variable")
     check_sigma(adjust)  # before any work
+    # The CLI's checks in Python too: the contract, then values against units and scale.
+    check_values(validate(ds, require=("s2",)))
     mask = cloud_mask(ds)  # raises early when there is no mask at all
     cf, plan = prepare_fill(
         ds,

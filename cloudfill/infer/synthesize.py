@@ -28,7 +28,8 @@ from cloudfill._dates import as_date
 from cloudfill.core.condition import denormalise_bands
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.pairs import PairingRule
-from cloudfill.cube.schema import BANDS
+from cloudfill.cube.sanity import check_values
+from cloudfill.cube.schema import BANDS, validate
 from cloudfill.errors import ParameterError
 from cloudfill.infer.inputs import synthesis_inputs
 from cloudfill.infer.runner import ModelRef
@@ -313,6 +314,7 @@ def synthesize(
     >>> out.dims
     ('band', 'y', 'x')
     """
+    check_values(validate(ds, require=("s1",)))  # before the model loads
     return synthesize_with_scale(
         ds,
         date,

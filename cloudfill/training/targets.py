@@ -28,6 +28,7 @@ from cloudfill.core.grid import SPLITS, PatchGrid
 from cloudfill.core.pairs import PairingRule, nearest_s1, reference_candidates
 from cloudfill.core.variants import Variant
 from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import conform, validate
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ModelMismatchError, ParameterError
@@ -132,7 +133,7 @@ def open_checked(
         raise ModelMismatchError(f"variant {spec.name} needs S1 SAR but the cube has no 's1'")
     if spec.uses_dem and "dem" not in ds.data_vars:
         raise ModelMismatchError(f"variant {spec.name} uses the DEM but the cube has no 'dem'")
-    validate(ds, require=("s2", "s1"), require_crs=False)
+    check_values(validate(ds, require=("s2", "s1"), require_crs=False))
     if despeckle and "despeckle" in ds["s1"].attrs:
         warnings.warn(
             f"s1 is already despeckled ({ds['s1'].attrs['despeckle']}); not despeckling again",

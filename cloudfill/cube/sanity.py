@@ -1,0 +1,135 @@
+"""Do the values say what the cube claims? S2 in reflectance 0..1, S1 in its stated units.
+
+:func:`validate <cloudfill.cube.schema.validate>` reads only coordinates and metadata. Two
+mistakes pass it and give silent garbage (issue 17): float S2 still in digital numbers
+(reflectance x 10000, what ``rioxarray`` with ``masked=True`` gives), and S1 whose values
+contradict ``attrs["units"]`` (linear power labelled dB, or dB labelled linear). Both are
+refused with :class:`~cloudfill.errors.UnitsError` naming the likely fix; nothing is guessed,
+because the fix depends on the product (an L2A offset of 1000 since processing baseline
+04.00, for instance).
+
+The check reads a small window (at most :data:`WINDOW` pixels a side, at the centre of the
+scene, so one chunk per variable and date) of at most :data:`MAX_DATES` dates, once, before
+any expensive work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from cloudfill.errors import UnitsError
+
+__all__ = ["MAX_DATES", "S2_MAX_PERCENTILE", "WINDOW", "check_values", "guess_s1_units"]
+
+WINDOW = 128
+"""Side in pixels of the central window the check reads."""
+
+MAX_DATES = 3
+"""Dates sampled per variable (first, middle, last)."""
+
+S2_MAX_PERCENTILE = 2.0
+"""Reflectance above this at the 99th percentile of the sampled valid pixels means digital
+numbers: bright clouds and snow stay near 1, digital numbers reach thousands."""
+
+
+def _sample(var: xr.DataArray, time_dim: str) -> np.ndarray:
+    """Finite values of a central window of a few dates (a small, eager read)."""
+    n = var.sizes[time_dim]
+    picks = sorted({0, n // 2, n - 1})[:MAX_DATES] if n else []
+    window = {}
+    for dim in ("y", "x"):
+        size = var.sizes[dim]
+        start = max(0, size // 2 - WINDOW // 2)
+        window[dim] = slice(start, start + WINDOW)
+    values = np.asarray(var.isel({time_dim: picks, **window}).values, dtype="float64")
+    return values[np.isfinite(values)]
+
+
+def _check_s2(ds: xr.Dataset) -> None:
+    values = _sample(ds["s2"], "time")
+    if values.size == 0:
+        return
+    high = float(np.percentile(values, 99))
+    if high > S2_MAX_PERCENTILE:
+        raise UnitsError(
+            f"variable 's2' looks like digital numbers, not reflectance 0..1 (99th percentile "
+            f"{high:.0f} in a sample): divide by 10000 (and, for L2A since processing "
+            "baseline 04.00, subtract the offset 1000 first), or load the files with "
+            "cloudfill.cube_from_geotiffs / cube_from_stac, which scale integer S2"
+        )
+
+
+def _check_s1(ds: xr.Dataset) -> None:
+    units = ds["s1"].attrs.get("units")
+    values = _sample(ds["s1"], "s1_time")
+    if values.size == 0 or units not in ("dB", "linear"):
+        return  # validate() reports a missing or unknown unit
+    negative = float(np.mean(values < 0))
+    median = float(np.median(values))
+    # Backscatter power is never negative; in dB, land is mostly negative (-25 .. 0).
+    if units == "linear" and negative > 0.01:
+        raise UnitsError(
+            f"variable 's1' is labelled linear but {100 * negative:.0f} % of a sample is "
+            f"negative (median {median:.1f}): it looks like dB; set s1.attrs['units'] = 'dB' "
+            "(make-cube --s1-units dB)"
+        )
+    if units == "dB" and negative == 0.0 and median < 1.0:
+        raise UnitsError(
+            f"variable 's1' is labelled dB but no value of a sample is negative (median "
+            f"{median:.3f}): it looks like linear power; set s1.attrs['units'] = 'linear' "
+            "(make-cube --s1-units linear)"
+        )
+
+
+def guess_s1_units(ds: xr.Dataset) -> str:
+    """``"dB"`` when more than 1 % of a sample of ``s1`` is negative, else ``"linear"``.
+
+    Backscatter power is never negative, while in dB land is mostly negative.
+
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((32, 32), seed=0)
+    >>> guess_s1_units(ds), guess_s1_units(ds.assign(s1=10 ** (ds.s1 / 10)))
+    ('dB', 'linear')
+    """
+    values = _sample(ds["s1"], "s1_time")
+    return "dB" if values.size and float(np.mean(values < 0)) > 0.01 else "linear"
+
+
+def check_values(ds: xr.Dataset) -> xr.Dataset:
+    """Refuse S2 in digital numbers and S1 whose values contradict their units.
+
+    Parameters
+    ----------
+    ds
+        A contract cube (``s2`` and ``s1`` are checked when present).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` itself, for chaining.
+
+    Raises
+    ------
+    UnitsError
+        Naming the variable, what the sample shows and the fix.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((32, 32), seed=0)
+    >>> check_values(ds) is ds
+    True
+    >>> check_values(ds.assign(s2=ds.s2 * 10000))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.UnitsError: variable 's2' looks like digital numbers, not reflectance 0..1 \
+(99th percentile ... in a sample): divide by 10000 (and, for L2A since processing baseline 04.00, \
+subtract the offset 1000 first), or load the files with cloudfill.cube_from_geotiffs / \
+cube_from_stac, which scale integer S2
+    """
+    if "s2" in ds.data_vars:
+        _check_s2(ds)
+    if "s1" in ds.data_vars:
+        _check_s1(ds)
+    return ds

@@ -1,0 +1,102 @@
+"""Values against claims: S2 digital numbers and S1 units are refused (issue 17, 3 and 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+import cloudfill
+from cloudfill.cli import run
+from cloudfill.cube.sanity import check_values, guess_s1_units
+from cloudfill.errors import DTypeError, UnitsError
+
+
+@pytest.fixture(scope="module")
+def cube() -> xr.Dataset:
+    return cloudfill.simulate_scene((48, 48), dates=3, seed=2)
+
+
+def _linear(ds: xr.Dataset, label: str) -> xr.Dataset:
+    s1 = (10 ** (ds.s1 / 10)).astype("float32").assign_attrs(units=label)
+    return ds.assign(s1=s1)
+
+
+def test_a_consistent_cube_passes(cube: xr.Dataset) -> None:
+    assert check_values(cube) is cube
+    assert check_values(_linear(cube, "linear")) is not None
+    assert check_values(cube.chunk({"y": 16, "x": 16})) is not None  # lazy cubes too
+
+
+def test_reflectance_times_10000_is_refused_with_the_fix(cube: xr.Dataset) -> None:
+    # What rioxarray gives with masked=True: float digital numbers.
+    dn = cube.assign(s2=(cube.s2 * 10000).astype("float32"))
+    with pytest.raises(UnitsError, match=r"digital numbers.*divide by 10000.*offset 1000"):
+        check_values(dn)
+    with pytest.raises(UnitsError, match="digital numbers"):
+        cloudfill.fill_series(dn)
+    with pytest.raises(UnitsError, match="digital numbers"):
+        cloudfill.synthesize(dn, dn.time.values[1])
+    with pytest.raises(UnitsError, match="digital numbers"):
+        cloudfill.evaluate(dn, with_model=False)
+
+
+def test_s1_values_that_contradict_their_units(cube: xr.Dataset) -> None:
+    with pytest.raises(UnitsError, match="labelled dB.*looks like linear"):
+        check_values(_linear(cube, "dB"))
+    labelled_linear = cube.assign(s1=cube.s1.assign_attrs(units="linear"))
+    with pytest.raises(UnitsError, match="labelled linear.*looks like dB"):
+        check_values(labelled_linear)
+    with pytest.raises(UnitsError):
+        cloudfill.fill_series(labelled_linear)
+    assert guess_s1_units(cube) == "dB" and guess_s1_units(_linear(cube, "dB")) == "linear"
+
+
+def test_python_applies_the_clis_contract_check(cube: xr.Dataset) -> None:
+    # A cube without S1 units ran in Python and failed in the CLI.
+    no_units = cube.assign(s1=cube.s1.copy().drop_attrs())
+    with pytest.raises(DTypeError, match="units"):
+        cloudfill.fill_series(no_units)
+    with pytest.raises(DTypeError, match="units"):
+        cloudfill.synthesize(no_units, no_units.time.values[1])
+
+
+def test_cli_refuses_digital_numbers(
+    cube: xr.Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # write_cube checks the contract, not the values: the verbs read them.
+    path = cloudfill.write_cube(
+        cube.assign(s2=(cube.s2 * 10000).astype("float32")), tmp_path / "c.zarr"
+    )
+    out = tmp_path / "f.zarr"
+    assert run(["fill-series", str(path), "--out", str(out), "--no-progress"]) == 2
+    assert "digital numbers" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_make_cube_reads_or_checks_the_s1_units(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    def tif(path: Path, data: np.ndarray) -> str:
+        profile = {"driver": "GTiff", "height": 16, "width": 16, "count": data.shape[0]}
+        profile.update(dtype=data.dtype, crs="EPSG:32633", transform=from_origin(0, 160, 10, 10))
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+        return str(path)
+
+    rng = np.random.default_rng(0)
+    s2 = tif(tmp_path / "s2.tif", rng.integers(1, 3000, (4, 16, 16), dtype="uint16"))
+    power = rng.uniform(0.005, 0.4, (2, 16, 16)).astype("float32")  # linear backscatter
+    s1 = tif(tmp_path / "s1.tif", power)
+    argv = ["make-cube", "--s2", f"2023-05-01={s2}", "--s1", f"2023-05-02={s1}"]
+    assert run([*argv[:1], str(tmp_path / "auto.zarr"), *argv[1:]]) == 0
+    assert cloudfill.open_cube(tmp_path / "auto.zarr").s1.attrs["units"] == "linear"
+    wrong = [*argv[:1], str(tmp_path / "db.zarr"), *argv[1:], "--s1-units", "dB"]
+    assert run(wrong) == 2
+    assert "looks like linear power" in capsys.readouterr().err
+    assert not (tmp_path / "db.zarr").exists()
