@@ -135,3 +135,27 @@ def test_validate_does_not_compute(tiny_cube: xr.Dataset) -> None:
 
 def test_time_coordinate_sorted_unique_in_tiny(tiny_cube: xr.Dataset) -> None:
     assert pd.DatetimeIndex(tiny_cube.time.values).is_monotonic_increasing
+
+
+def test_integer_s2_zero_is_no_data_and_the_l2a_offset_applies() -> None:
+    # Issue 17, 4: L2A NoData 0 was reflectance 0 (not filled, negative fills nearby).
+    dn = np.array([0, 1000, 2500, 11000], "uint16").reshape(1, 4, 1, 1)
+    ds = xr.Dataset(
+        {"s2": (("time", "band", "y", "x"), dn, {"boa_add_offset": -1000, "long_name": "s2"})},
+        coords={"band": ["B02", "B03", "B04", "B08"]},
+    )
+    for cube in (ds, ds.chunk()):
+        out = cloudfill.conform(cube)["s2"]
+        expected = np.array([np.nan, 0.0, 0.15, 1.0], "float32")
+        np.testing.assert_array_equal(out.values.ravel(), expected)
+        assert out.dtype == np.float32 and out.attrs == {"long_name": "s2"}  # offset applied
+
+
+def test_l2a_no_data_pixels_are_filled() -> None:
+    scene = cloudfill.simulate_scene((32, 32), dates=4, seed=3).drop_vars("s1")
+    dn = (scene.s2 * 10000).round().astype("uint16")
+    dn[1, :, 8:16, 8:16] = 0  # a hole of L2A NoData on a clear date
+    filled = scene.assign(s2=dn).cloudfill.fill_series().compute()
+    hole = filled.s2.isel(time=1, y=slice(8, 16), x=slice(8, 16))
+    assert bool(hole.notnull().all()) and float(hole.min()) >= 0
+    assert bool(filled.filled.isel(time=1, y=slice(8, 16), x=slice(8, 16)).all())

@@ -83,8 +83,10 @@ def conform(ds: xr.Dataset) -> xr.Dataset:
     """Bring a near-contract Dataset to the contract layout, lazily.
 
     Renames band aliases (``blue, green, red, nir``, ``B2``...) to ``B02, B03, B04, B08`` and
-    upper-cases polarisations, transposes contract variables to canonical dim order, scales
-    integer reflectance by 1/10000 to float32, casts ``s1``/``dem``/``truth`` to float32 and
+    upper-cases polarisations, transposes contract variables to canonical dim order, turns
+    integer S2 digital numbers into float32 reflectance (0 = no data, as in L2A products;
+    ``(DN + attrs["boa_add_offset"]) / 10000``, the offset -1000 since processing baseline
+    04.00, default 0), casts ``s1``/``dem``/``truth`` to float32 and
     ``cloud`` to bool. Nothing is computed; unknown variables are left alone.
 
     Parameters
@@ -118,14 +120,28 @@ def conform(ds: xr.Dataset) -> xr.Dataset:
         if set(var.dims) == set(dims) and var.dims != dims:
             var = var.transpose(*dims)
         if name in ("s2", "truth") and np.issubdtype(var.dtype, np.integer):
-            var = (var.astype("float32") / np.float32(10000)).assign_attrs(var.attrs)
-            var.attrs.pop("scale_factor", None)
+            var = _reflectance(var)
         elif name in ("s2", "truth", "s1", "dem") and var.dtype != np.float32:
             if np.issubdtype(var.dtype, np.number):
                 var = var.astype("float32")
         elif name == "cloud" and var.dtype != bool:
             var = var.astype(bool)
         out[name] = var
+    return out
+
+
+def _reflectance(dn: xr.DataArray) -> xr.DataArray:
+    """Integer Sentinel-2 digital numbers as float32 reflectance, lazily.
+
+    As in L2A products: 0 is no data (NaN here, so it is filled rather than taken for black),
+    and reflectance is ``(DN + boa_add_offset) / 10000`` with the product's
+    ``BOA_ADD_OFFSET`` (-1000 since processing baseline 04.00) read from
+    ``attrs["boa_add_offset"]`` (default 0), which is then dropped: it has been applied.
+    """
+    attrs = {k: v for k, v in dn.attrs.items() if k not in ("scale_factor", "boa_add_offset")}
+    offset = np.float32(dn.attrs.get("boa_add_offset", 0))
+    out = (dn.where(dn != 0).astype("float32") + offset) / np.float32(10000)
+    out.attrs = attrs
     return out
 
 
