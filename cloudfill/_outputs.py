@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cloudfill.errors import OutputError
 
-__all__ = ["ZARR_MARKERS", "check_output", "is_zarr_store", "nested"]
+__all__ = ["ZARR_MARKERS", "check_output", "check_writable", "is_zarr_store", "nested"]
 
 ZARR_MARKERS: tuple[str, ...] = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
 """Files whose presence makes a folder a zarr store (v3, v2 group, v2 attrs, consolidated)."""
@@ -52,6 +52,33 @@ def _replaceable(path: Path) -> bool:
     if path.is_dir():
         return is_zarr_store(path) or not any(path.iterdir())
     return path.suffix.lower() in _RASTER_SUFFIXES
+
+
+def check_writable(out: str | os.PathLike[str], *, into: bool = False) -> None:
+    """Refuse an output whose folder cannot be written, before any work.
+
+    The folder checked is the nearest one that exists: ``out`` itself for an output written
+    into (``into``, a report folder), else the folder holding ``out``. Folders missing on the
+    way are created by the writer; but one that is a file, or a read-only folder, would fail
+    only once the work is done.
+
+    >>> check_writable("/dev/null/out.zarr")
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.OutputError: cannot write output /dev/null/out.zarr: /dev/null is a file, \
+not a folder
+    """
+    path = Path(out).expanduser().absolute()
+    folder = path if into and path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot write output {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"cannot write output {out}: the folder {folder} is read-only (no write "
+            "permission); choose another output path"
+        )
 
 
 def check_output(
@@ -97,6 +124,7 @@ def check_output(
                 "the input; inputs are never written"
             )
     path = Path(out)
+    check_writable(path, into=exists_ok)
     if not path.exists():
         return
     if exists_ok:

@@ -77,6 +77,7 @@ def synthesize(
         else:
             # GDAL's COG driver writes from a whole in-memory raster.
             data = clusters.compute(result, progress=progress, client=client)
+            tmp.parent.mkdir(parents=True, exist_ok=True)  # as write_cube does for zarr
             data.rio.to_raster(tmp, driver="COG")
     if out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()

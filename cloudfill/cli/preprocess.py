@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from cloudfill._outputs import check_output
 from cloudfill.cli._common import console, dask_progress
 from cloudfill.cube.zarr_io import open_cube, write_cube
 from cloudfill.errors import SourceError
@@ -31,6 +32,7 @@ def preprocess_command(
     seams), optionally normalise; the thresholds are recorded in the variables' attrs."""
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
+    check_output(out, [cube], overwrite=overwrite)  # before the scene-wide percentiles
     ds = open_cube(cube)
     with dask_progress(progress):
         result = preprocess(ds, size=size or None, lower=lower, upper=upper, normalise=normalise)

@@ -30,6 +30,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rioxarray.rioxarray import affine_to_coords
 
+from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, conform, validate
 from cloudfill.errors import (
     BandError,
@@ -100,6 +101,7 @@ def cube_from_geotiffs(
     s1_units: str = "dB",
     s2_scale: float | None = None,
     chunks: int | None = 1024,
+    min_coverage: float = MIN_COVERAGE,
 ) -> xr.Dataset:
     """Build a contract cube from GeoTIFF files, aligned onto the S2 grid.
 
@@ -132,6 +134,11 @@ def cube_from_geotiffs(
     chunks
         Spatial chunk size in pixels (one date and all bands per chunk); None loads the
         cube into memory as numpy arrays.
+    min_coverage
+        The least share (0..1) of the S2 grid that each other file (S1, DEM, cloud, SCL,
+        land cover) must cover, judged from its bounds reprojected to the S2 CRS (no pixel
+        is read); default :data:`~cloudfill.cube.coverage.MIN_COVERAGE` (0.5). A file from
+        another place would be all NaN on the grid.
 
     Returns
     -------
@@ -148,7 +155,8 @@ def cube_from_geotiffs(
     BandError
         A date has the wrong number of bands or files.
     GridMismatchError
-        An S2 file is not on the grid of the first S2 date.
+        An S2 file is not on the grid of the first S2 date, or another file covers less
+        than ``min_coverage`` of the S2 grid (the message names the file and the share).
     TimeAxisError
         A date cannot be parsed, appears twice, or the cloud/SCL dates differ from the S2
         dates.
@@ -169,11 +177,13 @@ def cube_from_geotiffs(
         raise ParameterError(f"chunks must be a positive pixel count or None, got {chunks}")
     if not s2:
         raise ParameterError("s2 needs at least one date: the S2 grid defines the cube's grid")
+    if not 0 <= min_coverage <= 1:
+        raise ParameterError(f"min_coverage must be a share in 0..1, got {min_coverage}")
     chunk = chunks or 1024
 
     s2_dates = _dated(s2, "S2")
     first = _rasters(s2_dates[0][1], _KINDS["s2"], s2_dates[0][0])[0]
-    grid = _Grid.of(first)
+    grid = _Grid.of(first, min_coverage)
     data_vars: dict[str, xr.DataArray] = {}
     data_vars["s2"] = _stack(s2_dates, _KINDS["s2"], grid, chunk, "time", s2_scale=s2_scale)
     if s1:
@@ -285,12 +295,24 @@ class _Grid:
     transform: Affine
     shape: tuple[int, int]
     source: Path
+    min_coverage: float = MIN_COVERAGE
 
     @classmethod
-    def of(cls, raster: _Raster) -> _Grid:
+    def of(cls, raster: _Raster, min_coverage: float = MIN_COVERAGE) -> _Grid:
         if raster.transform.b != 0 or raster.transform.d != 0:
             raise GridMismatchError(f"S2 file {raster.path} has a rotated grid (unsupported)")
-        return cls(raster.crs, raster.transform, raster.shape, raster.path)
+        return cls(raster.crs, raster.transform, raster.shape, raster.path, min_coverage)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return _bounds(self.transform, self.shape)
+
+    def check_covered(self, raster: _Raster, what: str) -> None:
+        """Refuse ``raster`` if its footprint covers less than ``min_coverage`` of the grid."""
+        footprint = [(raster.crs, _bounds(raster.transform, raster.shape))]
+        check_coverage(
+            f"{what} file {raster.path}", footprint, self.crs, self.bounds, self.min_coverage
+        )
 
     @property
     def x(self) -> np.ndarray:
@@ -315,6 +337,21 @@ class _Grid:
         return epsg is not None and raster.crs.to_epsg() == epsg
 
 
+def _bounds(transform: Affine, shape: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a north-up raster."""
+    xs = (transform.c, transform.c + transform.a * shape[1])
+    ys = (transform.f, transform.f + transform.e * shape[0])
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _labels(rasters: list[_Raster], kind: _Kind, date: pd.Timestamp | None) -> list[str]:
+    """How messages name each file of a date: kind and date, and a single-band file's band."""
+    what = kind.name if date is None else f"{kind.name} date {date:%Y-%m-%d}"
+    if len(rasters) == 1:
+        return [what]
+    return [f"{what} ({label})" for label in kind.labels]
+
+
 def _stack(
     dated: list[tuple[pd.Timestamp, Sources]],
     kind: _Kind,
@@ -328,7 +365,7 @@ def _stack(
         rasters = _rasters(sources, kind, date)
         if kind is _KINDS["s2"]:
             _check_s2_grid(rasters, grid, date)
-        arrays.append(_read(rasters, kind, grid, chunk, s2_scale=s2_scale))
+        arrays.append(_read(rasters, kind, grid, chunk, s2_scale=s2_scale, date=date))
     times = pd.DatetimeIndex([t for t, _ in dated])
     out = xr.concat(arrays, dim=dim, join="override").assign_coords({dim: times})
     return out.transpose(dim, "band", "y", "x")
@@ -353,8 +390,12 @@ def _read(
     grid: _Grid,
     chunk: int,
     s2_scale: float | None = None,
+    date: pd.Timestamp | None = None,
 ) -> xr.DataArray:
     """One date's bands as a lazy (band, y, x) DataArray on ``grid``."""
+    if kind is not _KINDS["s2"]:  # S2 files are on the grid (checked)
+        for raster, label in zip(rasters, _labels(rasters, kind, date), strict=True):
+            grid.check_covered(raster, label)
     parts = [
         _open_on_grid(r, kind, chunk) if grid.holds(r) else _warp_lazily(r, kind, grid, chunk)
         for r in rasters

@@ -222,9 +222,15 @@ def _check_labels(
         )
 
 
-def _crs_of_variable(da: xr.DataArray) -> Any:
-    # rioxarray reads the crs from the grid_mapping coordinate, else from attrs/encoding.
+def _crs_of_variable(ds: xr.Dataset, name: Any) -> Any:
+    # rioxarray reads the crs from the variable's grid_mapping coordinate (its own one, when
+    # it names another than the cube's), else from a ``crs`` attr or encoding.
+    da = ds[name]
     crs = da.attrs.get("crs") or da.encoding.get("crs")
+    mapping = da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping")
+    if crs is None and mapping is not None and mapping in ds.variables:
+        attrs = ds[mapping].attrs
+        crs = attrs.get("spatial_ref") or attrs.get("crs_wkt")
     if crs is not None:
         try:
             return CRS.from_user_input(crs)
@@ -330,15 +336,16 @@ def validate(
         if name in ds.data_vars and not np.issubdtype(ds[name].dtype, np.integer):
             raise DTypeError(f"variable {name!r} has dtype {ds[name].dtype}, expected integers")
 
-    crs = cube_crs(ds)
+    carried = {n: c for n in ds.data_vars if (c := _crs_of_variable(ds, n)) is not None}
+    # rioxarray gives no cube CRS when variables name different grid mappings: S2's is it.
+    crs = cube_crs(ds) or carried.get("s2") or next(iter(carried.values()), None)
     if crs is None and require_crs:
         raise MissingCRSError(
             "the cube has no CRS: add a 'spatial_ref' coordinate, "
             "e.g. ds.rio.write_crs('EPSG:32645')"
         )
-    for name, var in ds.data_vars.items():
-        var_crs = _crs_of_variable(var)
-        if var_crs is not None and crs is not None and var_crs != crs:
+    for name, var_crs in carried.items():
+        if crs is not None and var_crs != crs:
             raise CRSMismatchError(
                 f"variable {name!r} carries CRS {var_crs} but the cube's CRS is {crs}; "
                 "reproject it onto the S2 grid (rioxarray reproject_match)"

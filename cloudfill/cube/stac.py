@@ -23,6 +23,7 @@ import copy
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import pandas as pd
 import xarray as xr
 from rasterio.enums import Resampling
 
+from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, _band_name, conform, validate
 from cloudfill.errors import BandError, GridMismatchError, ParameterError, SourceError
 
@@ -154,8 +156,13 @@ def cube_from_stac(
     Raises
     ------
     SourceError
-        No S2 item, an entry that is not a STAC item, or stackstac cannot place the items
-        (missing ``proj:`` metadata, mixed CRSs without ``epsg``).
+        No S2 item, an entry that is not a STAC item, an asset whose local file does not
+        exist, or stackstac cannot place the items (missing ``proj:`` metadata, mixed CRSs
+        without ``epsg``).
+    GridMismatchError
+        The S1 items of a date, or the DEM items, cover less than
+        :data:`~cloudfill.cube.coverage.MIN_COVERAGE` of the S2 grid, judged from their
+        ``proj:`` footprints (or ``bbox``); the message names the items and a file.
     BandError
         A Sentinel-2/-1 item (by platform) lacks one of the requested assets.
     ParameterError
@@ -181,6 +188,7 @@ def cube_from_stac(
             f"no Sentinel-2 item: none has assets {list(assets.s2)} (or aliases) or a "
             "'sentinel-2' platform"
         )
+    _check_local_files(roles)
     grid = {
         "epsg": epsg,
         "resolution": resolution,
@@ -189,9 +197,77 @@ def cube_from_stac(
     }
     s2 = _stack(roles["s2"], list(BANDS), Resampling.nearest, chunksize, **grid)
     spec = s2.attrs["spec"]
+    _check_coverage(roles, spec)
     variables = {"s2": _tidy(s2, "time") * np.float32(s2_scale) + np.float32(s2_offset)}
     variables.update(_stack_on_s2_grid(roles, spec, chunksize, s1_units))
     return _assemble(variables, spec.epsg)
+
+
+def _local_path(href: str) -> Path | None:
+    """The local file an asset href names, or None for a remote one."""
+    if href.startswith("file://"):
+        return Path(href.removeprefix("file://"))
+    return None if "://" in href else Path(href)
+
+
+def _check_local_files(roles: dict[str, list[dict[str, Any]]]) -> None:
+    """Refuse an asset of a used item whose local file does not exist (stackstac would fail
+    only while the cube is computed)."""
+    for role_items in roles.values():
+        for item in role_items:
+            for key, asset in item["assets"].items():
+                path = _local_path(str(asset.get("href", "")))
+                if path is not None and not path.exists():
+                    raise SourceError(
+                        f"STAC item {item.get('id')!r}: the file of its {key} asset, "
+                        f"{asset.get('href')}, does not exist"
+                    )
+
+
+def _footprint(item: dict[str, Any]) -> tuple[Any, tuple[float, float, float, float]] | None:
+    """An item's (crs, bounds): its first asset's ``proj:`` fields (else the item's), else
+    its lon/lat ``bbox``; None when it has neither."""
+    asset = next(iter(item["assets"].values()), {})
+    fields = {**item["properties"], **{k: v for k, v in asset.items() if v is not None}}
+    epsg = fields.get("proj:epsg")
+    if epsg is not None:
+        if fields.get("proj:bbox") and len(fields["proj:bbox"]) == 4:
+            return f"EPSG:{epsg}", tuple(fields["proj:bbox"])
+        transform, shape = fields.get("proj:transform"), fields.get("proj:shape")
+        if transform and shape and len(transform) >= 6 and transform[1] == transform[3] == 0:
+            a, _, c, _, e, f = transform[:6]
+            xs, ys = (c, c + a * shape[1]), (f, f + e * shape[0])
+            return f"EPSG:{epsg}", (min(xs), min(ys), max(xs), max(ys))
+    bbox = item.get("bbox")
+    if bbox and len(bbox) == 4:
+        return "EPSG:4326", tuple(bbox)
+    return None
+
+
+def _check_coverage(
+    roles: dict[str, list[dict[str, Any]]], spec: Any, min_coverage: float = MIN_COVERAGE
+) -> None:
+    """Refuse the S1 items of a date (mosaicked together), or the DEM items, that cover
+    less than ``min_coverage`` of the S2 grid ``spec``. Items without a footprint pass."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in roles["s1"]:
+        when = str(item["properties"].get("datetime"))[:10]
+        groups.setdefault(f"S1 date {when}", []).append(item)
+    if roles["dem"]:
+        groups["DEM"] = roles["dem"]
+    for what, group in groups.items():
+        footprints = [_footprint(item) for item in group]
+        if any(f is None for f in footprints):
+            continue
+        ids = [str(item.get("id")) for item in group]
+        href = next(iter(group[0]["assets"].values()), {}).get("href")
+        check_coverage(
+            f"{what}: STAC items {ids} (file {href})",
+            footprints,  # type: ignore[arg-type]
+            f"EPSG:{spec.epsg}",
+            tuple(spec.bounds),
+            min_coverage,
+        )
 
 
 def _asset_settings(assets: StacAssets | None, asset_keys: dict[str, Any]) -> StacAssets:
