@@ -274,3 +274,16 @@ def test_bigearthnet_pair() -> None:
     assert 0 < float(c.s2.mean()) < 1
     assert -40 < float(c.s1.mean()) < 10  # dB
     assert not c.s1.isnull().any()
+
+
+def test_l2a_zero_is_no_data_and_the_offset_applies(scene: dict, tmp_path: Path) -> None:
+    # Issue 17, 4: DN 0 of integer S2 is no data even when the file declares no nodata, and
+    # baseline 04.00+ products need their offset (DN = reflectance x 10000 + 1000).
+    dn = scene["s2b"].copy()
+    dn[:, 3, 4] = 0
+    path = write_tif(tmp_path / "l2a.tif", dn, UTM, from_origin(LEFT, TOP, 10, 10))
+    plain = build(scene, s2={"2021-06-01": path}, cloud=None, s1=None).s2.isel(time=0)
+    assert bool(plain[:, 3, 4].isnull().all()) and bool(plain[:, 3, 5].notnull().all())
+    shifted = build(scene, s2={"2021-06-01": path}, cloud=None, s1=None, s2_offset=-0.1)
+    expected = dn[:, 5, 5].astype("float32") * np.float32(1e-4) - np.float32(0.1)
+    np.testing.assert_allclose(shifted.s2.isel(time=0, y=5, x=5).values, expected, rtol=1e-6)

@@ -130,6 +130,12 @@ def make_cube(
         help="Units of the S1 GeoTIFF or STAC assets: dB, linear, or auto (from the values: "
         "dB backscatter is mostly negative, linear power never).",
     ),
+    s2_offset: float = typer.Option(
+        0.0,
+        "--s2-offset",
+        help="Added to S2 reflectance after the 1/10000 scale of GeoTIFF or STAC inputs: -0.1 "
+        "for L2A of processing baseline 04.00 and later.",
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing output store."),
 ) -> None:
     """Build a contract cube and write it to zarr.
@@ -151,7 +157,7 @@ def make_cube(
             items = json.loads(stac.read_text())
         except (OSError, ValueError) as exc:
             raise SourceError(f"cannot read STAC items from {stac}: {exc}") from exc
-        ds = cube_from_stac(items, s1_units=units)
+        ds = cube_from_stac(items, s1_units=units, s2_offset=s2_offset)
     else:
         if not s2:
             raise ParameterError("--s2 is required when building from GeoTIFFs")
@@ -162,6 +168,7 @@ def make_cube(
             dem=dem,
             cloud=clouds or None,
             s1_units=units,
+            s2_offset=s2_offset,
         )
     if s1_units == "auto" and "s1" in ds.data_vars and not simulate:
         ds["s1"].attrs["units"] = guess_s1_units(ds)

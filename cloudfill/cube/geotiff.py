@@ -100,6 +100,7 @@ def cube_from_geotiffs(
     *,
     s1_units: str = "dB",
     s2_scale: float | None = None,
+    s2_offset: float = 0.0,
     chunks: int | None = 1024,
     min_coverage: float = MIN_COVERAGE,
 ) -> xr.Dataset:
@@ -130,7 +131,10 @@ def cube_from_geotiffs(
         ``"dB"`` or ``"linear"``: what the S1 files hold (recorded in ``s1.attrs["units"]``).
     s2_scale
         Factor applied to S2 values; None (default) means 1/10000 for integer files and 1
-        for float files.
+        for float files. In integer files 0 is no data (as in L2A products), declared or not.
+    s2_offset
+        Added to S2 after the scale: -0.1 for L2A products of processing baseline 04.00 and
+        later (DN = reflectance x 10000 + 1000), as ``cube_from_stac``'s ``s2_offset``.
     chunks
         Spatial chunk size in pixels (one date and all bands per chunk); None loads the
         cube into memory as numpy arrays.
@@ -186,6 +190,8 @@ def cube_from_geotiffs(
     grid = _Grid.of(first, min_coverage)
     data_vars: dict[str, xr.DataArray] = {}
     data_vars["s2"] = _stack(s2_dates, _KINDS["s2"], grid, chunk, "time", s2_scale=s2_scale)
+    if s2_offset:
+        data_vars["s2"] = data_vars["s2"] + np.float32(s2_offset)
     if s1:
         s1_var = _stack(_dated(s1, "S1"), _KINDS["s1"], grid, chunk, "s1_time")
         data_vars["s1"] = s1_var.rename(band="pol").assign_attrs(units=s1_units)
@@ -404,10 +410,13 @@ def _read(
     data = data.rechunk((-1, chunk, chunk))  # all bands of a date in one chunk
     if kind.continuous:
         scale = s2_scale
+        integer = np.issubdtype(rasters[0].dtype, np.integer)
         if scale is None:
-            integer = np.issubdtype(rasters[0].dtype, np.integer)
             # Sentinel-2 integer products hold reflectance x 10000.
             scale = 1e-4 if kind is _KINDS["s2"] and integer else 1.0
+        if kind is _KINDS["s2"] and integer:
+            # As in L2A products, DN 0 is no data, also where the file declares no nodata.
+            data = da.where(data == 0, np.float32(np.nan), data.astype(np.float32))
         data = data.astype(np.float32)
         if scale != 1.0:
             data = data * np.float32(scale)
