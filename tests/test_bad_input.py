@@ -3,7 +3,7 @@ naming the problem, nothing written, the inputs unchanged.
 
 - an S1 or DEM source from another place (GeoTIFF or STAC) and a second CRS carried the
   rioxarray way on one variable;
-- an output folder that is a file or read-only, a corrupt zarr chunk, a STAC asset whose file
+- an output folder that is a file or read-only, a STAC asset whose file
   does not exist.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -245,29 +244,6 @@ def test_missing_output_folders_are_created(cube: Path, tmp_path: Path) -> None:
     out = tmp_path / "new" / "deeper" / "p.zarr"
     assert run(["preprocess", str(cube), str(out), "--no-progress"]) == 0
     assert cloudfill.open_cube(out).sizes["y"] == 24
-
-
-def test_corrupt_chunk_names_variable_and_chunk(
-    cube: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    bad = tmp_path / "bad.zarr"
-    shutil.copytree(cube, bad)
-    chunk = bad / "s2" / "c" / "1" / "0" / "0" / "0"
-    assert chunk.is_file()
-    chunk.write_bytes(b"not zstd data")
-    digest = store_digest(bad)
-    for verb, out in (
-        (["fill-series", str(bad), "--out", str(tmp_path / "f.zarr"), "--no-progress"], "f.zarr"),
-        (["preprocess", str(bad), str(tmp_path / "p.zarr"), "--no-progress"], "p.zarr"),
-    ):
-        assert run(verb) == 2, verb
-        err = capsys.readouterr().err
-        assert "corrupt cube data in variable 's2', chunk (1, 0, 0, 0)" in err, err
-        assert f"(file {chunk})" in err and err.count("\n") == 1
-        assert not (tmp_path / out).exists()
-    assert store_digest(bad) == digest
-    with pytest.raises(SourceError, match=r"variable 's2', chunk \(1, 0, 0, 0\)"):
-        cloudfill.open_cube(bad).s2.compute()
 
 
 def test_stac_asset_with_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

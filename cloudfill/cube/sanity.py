@@ -9,7 +9,7 @@ because the fix depends on the product (an L2A offset of 1000 since processing b
 04.00, for instance).
 
 The check reads a small window (at most :data:`WINDOW` pixels a side, at the centre of the
-scene, so one chunk per variable and date) of at most :data:`MAX_DATES` dates, once, before
+scene: a few chunks per variable and date) of at most :data:`MAX_DATES` dates, once, before
 any expensive work.
 """
 
@@ -21,7 +21,7 @@ import xarray as xr
 
 from cloudfill.errors import UnitsError
 
-__all__ = ["MAX_DATES", "S2_MAX_PERCENTILE", "WINDOW", "check_values", "guess_s1_units"]
+__all__ = ["MAX_DATES", "S2_MAX_MEDIAN", "WINDOW", "check_values", "guess_s1_units"]
 
 WINDOW = 128
 """Side in pixels of the central window the check reads."""
@@ -29,13 +29,17 @@ WINDOW = 128
 MAX_DATES = 3
 """Dates sampled per variable (first, middle, last)."""
 
-S2_MAX_PERCENTILE = 2.0
-"""Reflectance above this at the 99th percentile of the sampled valid pixels means digital
-numbers: bright clouds and snow stay near 1, digital numbers reach thousands."""
+S2_MAX_MEDIAN = 2.0
+"""A median reflectance above this in the sample means digital numbers: bright clouds and snow
+stay near 1 and saturated or fill values are few, while digital numbers are hundreds and
+thousands nearly everywhere."""
 
 
 def _sample(var: xr.DataArray, time_dim: str) -> np.ndarray:
-    """Finite values of a central window of a few dates (a small, eager read)."""
+    """Finite, non-zero values of a central window of a few dates (a small, eager read).
+
+    Zeros are left out: no data is stored as 0 in S1 GRD and L2A products.
+    """
     n = var.sizes[time_dim]
     picks = sorted({0, n // 2, n - 1})[:MAX_DATES] if n else []
     window = {}
@@ -43,19 +47,20 @@ def _sample(var: xr.DataArray, time_dim: str) -> np.ndarray:
         size = var.sizes[dim]
         start = max(0, size // 2 - WINDOW // 2)
         window[dim] = slice(start, start + WINDOW)
-    values = np.asarray(var.isel({time_dim: picks, **window}).values, dtype="float64")
-    return values[np.isfinite(values)]
+    # to_numpy, not .values: CuPy-backed chunks come back to the host too.
+    values = np.asarray(var.isel({time_dim: picks, **window}).to_numpy(), dtype="float64")
+    return values[np.isfinite(values) & (values != 0)]
 
 
 def _check_s2(ds: xr.Dataset) -> None:
     values = _sample(ds["s2"], "time")
     if values.size == 0:
         return
-    high = float(np.percentile(values, 99))
-    if high > S2_MAX_PERCENTILE:
+    median = float(np.median(values))
+    if median > S2_MAX_MEDIAN:
         raise UnitsError(
-            f"variable 's2' looks like digital numbers, not reflectance 0..1 (99th percentile "
-            f"{high:.0f} in a sample): divide by 10000 (and, for L2A since processing "
+            f"variable 's2' looks like digital numbers, not reflectance 0..1 (median "
+            f"{median:.0f} in a sample): divide by 10000 (and, for L2A since processing "
             "baseline 04.00, subtract the offset 1000 first), or load the files with "
             "cloudfill.cube_from_geotiffs / cube_from_stac, which scale integer S2"
         )
@@ -68,8 +73,9 @@ def _check_s1(ds: xr.Dataset) -> None:
         return  # validate() reports a missing or unknown unit
     negative = float(np.mean(values < 0))
     median = float(np.median(values))
-    # Backscatter power is never negative; in dB, land is mostly negative (-25 .. 0).
-    if units == "linear" and negative > 0.01:
+    # Backscatter power is never negative (a few values after thermal-noise removal at most);
+    # in dB, land and water are mostly negative (-25 .. 0).
+    if units == "linear" and median < 0:
         raise UnitsError(
             f"variable 's1' is labelled linear but {100 * negative:.0f} % of a sample is "
             f"negative (median {median:.1f}): it looks like dB; set s1.attrs['units'] = 'dB' "
@@ -84,9 +90,11 @@ def _check_s1(ds: xr.Dataset) -> None:
 
 
 def guess_s1_units(ds: xr.Dataset) -> str:
-    """``"dB"`` when more than 1 % of a sample of ``s1`` is negative, else ``"linear"``.
+    """``"dB"`` when the median of a sample of ``s1`` is negative, else ``"linear"``.
 
-    Backscatter power is never negative, while in dB land is mostly negative.
+    Backscatter power is never negative, while in dB land is mostly negative. An empty
+    sample (no data in the window) is a :class:`~cloudfill.errors.UnitsError` asking for
+    the unit rather than a guess.
 
     >>> import cloudfill
     >>> ds = cloudfill.simulate_scene((32, 32), seed=0)
@@ -94,7 +102,12 @@ def guess_s1_units(ds: xr.Dataset) -> str:
     ('dB', 'linear')
     """
     values = _sample(ds["s1"], "s1_time")
-    return "dB" if values.size and float(np.mean(values < 0)) > 0.01 else "linear"
+    if values.size == 0:
+        raise UnitsError(
+            "cannot tell the S1 units from the values (no data in the sampled window): give "
+            "them (make-cube --s1-units dB or linear)"
+        )
+    return "dB" if float(np.median(values)) < 0 else "linear"
 
 
 def check_values(ds: xr.Dataset) -> xr.Dataset:
@@ -125,7 +138,7 @@ def check_values(ds: xr.Dataset) -> xr.Dataset:
     Traceback (most recent call last):
     ...
     cloudfill.errors.UnitsError: variable 's2' looks like digital numbers, not reflectance 0..1 \
-(99th percentile ... in a sample): divide by 10000 (and, for L2A since processing baseline 04.00, \
+(median ... in a sample): divide by 10000 (and, for L2A since processing baseline 04.00, \
 subtract the offset 1000 first), or load the files with cloudfill.cube_from_geotiffs / \
 cube_from_stac, which scale integer S2
     """

@@ -140,7 +140,8 @@ def _reflectance(dn: xr.DataArray) -> xr.DataArray:
     """
     attrs = {k: v for k, v in dn.attrs.items() if k not in ("scale_factor", "boa_add_offset")}
     offset = np.float32(dn.attrs.get("boa_add_offset", 0))
-    out = (dn.where(dn != 0).astype("float32") + offset) / np.float32(10000)
+    # Cast first: ``where`` on integers would go through float64, twice the memory.
+    out = (dn.astype("float32").where(dn != 0) + offset) / np.float32(10000)
     out.attrs = attrs
     return out
 

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import math
 import os
 import shutil
 import uuid
 import warnings
-import zlib
 from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,7 +113,6 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
                     chunks=chunks,
                     decode_coords="all",
                     drop_variables=text,
-                    from_array_kwargs={"getitem": _checked_getter},
                 )
             coords = [n for n in text if n in ds.coords]
             lazy = lazy.assign_coords({n: ds[n].load() for n in coords})
@@ -129,73 +126,6 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
         # write_cube can still recognise the store a derived cube was read from.
         var.encoding["source"] = source
     return conform(ds)
-
-
-#: What zarr and numcodecs raise for a chunk whose stored bytes do not decode (a truncated or
-#: overwritten file): numcodecs' zstd and blosc raise RuntimeError, zlib its own error, and
-#: zarr a ValueError for a decoded buffer of the wrong size.
-CHUNK_DECODE_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, ValueError, zlib.error)
-
-
-def _zarr_array(adapter: Any) -> Any:
-    """The zarr array under xarray's lazy indexing wrappers, or None."""
-    obj = adapter
-    for _ in range(8):
-        if type(obj).__module__.startswith("zarr"):
-            return obj
-        inner = getattr(obj, "array", None)
-        obj = inner if inner is not None else getattr(obj, "_array", None)
-        if obj is None:
-            return None
-    return None
-
-
-def _checked_getter(
-    array: Any, index: tuple[slice, ...], asarray: bool = True, lock: Any = None
-) -> Any:
-    """dask's getter for the chunks of an opened cube: a chunk that does not decode is a
-    :class:`~cloudfill.errors.SourceError` naming the variable, the chunk and its file."""
-    try:
-        return da.core.getter(array, index, asarray=asarray, lock=lock)
-    except CHUNK_DECODE_ERRORS as exc:
-        raise _corrupt_chunk_error(array, index, exc) from exc
-
-
-def _corrupt_chunk_error(array: Any, index: tuple[slice, ...], exc: BaseException) -> SourceError:
-    zarr_array = _zarr_array(array)
-    name = str(getattr(zarr_array, "name", "") or "?").strip("/")
-    where = f"variable {name!r}"
-    stored = getattr(zarr_array, "chunks", None)
-    if stored is not None and len(stored) == len(index):
-        chunk = _first_bad_chunk(zarr_array, index, stored)
-        if chunk is not None:
-            store = str(getattr(zarr_array, "store_path", "")).removeprefix("file://")
-            key = "/".join(["c", *map(str, chunk)])
-            where += f", chunk {tuple(chunk)} (file {store}/{key})" if store else f", {chunk}"
-    return SourceError(
-        f"corrupt cube data in {where}: {type(exc).__name__}: {exc}; the stored chunk does not "
-        "decode: rewrite the cube (or restore that file from a copy)"
-    )
-
-
-def _first_bad_chunk(
-    zarr_array: Any, index: tuple[slice, ...], stored: tuple[int, ...]
-) -> list[int] | None:
-    """The first stored chunk in ``index`` that does not decode (read again one by one, on
-    the error path only), or None."""
-    ranges = [
-        range((s.start or 0) // c, max(s.stop - 1, 0) // c + 1)
-        for s, c in zip(index, stored, strict=True)
-    ]
-    for n, chunk in enumerate(itertools.product(*ranges)):
-        if n >= 256:
-            break
-        region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(chunk, stored, strict=True))
-        try:
-            zarr_array[region]
-        except CHUNK_DECODE_ERRORS:
-            return list(chunk)
-    return None
 
 
 def write_cube(

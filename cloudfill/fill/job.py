@@ -377,7 +377,8 @@ def fill_to_zarr(
     ['cloud_fraction', 'confidence', 'filled']
     """
     cube, out = Path(cube), Path(out)
-    inputs = [cube, *([Path(model)] if isinstance(model, str | os.PathLike) else [])]
+    given = Path(model) if isinstance(model, str | os.PathLike) else None
+    inputs = [cube, *([given] if given is not None and given.exists() else [])]
     # Before any work: never into an input, and --overwrite never deletes a user's folder.
     if overwrite:
         check_output(out, inputs, overwrite=True)

@@ -310,8 +310,9 @@ def fill_series(
     if "s2" not in ds.data_vars:
         raise MissingVariableError("fill_series needs an 's2' variable")
     check_sigma(adjust)  # before any work
-    # The CLI's checks in Python too: the contract, then values against units and scale.
-    check_values(validate(ds, require=("s2",)))
+    # The CLI's checks in Python too (the contract, then values against units and scale);
+    # not the CRS, which an in-memory analysis cube may go without.
+    check_values(validate(ds, require=("s2",), require_crs=False))
     mask = cloud_mask(ds)  # raises early when there is no mask at all
     cf, plan = prepare_fill(
         ds,
