@@ -50,7 +50,6 @@ console = Console(stderr=False, highlight=False)
 if not console.is_terminal:
     # Piped or captured output has no width to fit; tables should not be truncated there.
     console.width = 120
-err_console = Console(stderr=True, highlight=False)
 
 CLUSTER_HELP = (
     "Where to compute: none (threads), local (a LocalCluster), cuda (dask-cuda, one worker "

@@ -28,7 +28,7 @@ import xarray as xr
 from affine import Affine
 
 from cloudfill._backend import is_cupy, to_numpy
-from cloudfill._outputs import check_writable, is_zarr_store
+from cloudfill._outputs import check_writable, is_zarr_store, nested
 from cloudfill.cube.schema import conform, validate
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
@@ -264,7 +264,7 @@ def _sources(ds: xr.Dataset) -> set[Path]:
 
 def _check_target(ds: xr.Dataset, target: Path, replace: bool) -> None:
     for source in _sources(ds):
-        if source == target or source in target.parents or target in source.parents:
+        if nested(target, source):
             raise OutputError(
                 f"refusing to write onto {target}: the cube was read from {source}; "
                 "write to another path"

@@ -35,6 +35,7 @@ import xarray as xr
 from cloudfill._outputs import check_output
 from cloudfill.cluster import compute, describe, open_cluster
 from cloudfill.core.pairs import PairingRule
+from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers, store_digest
 from cloudfill.errors import ParameterError, SourceError
@@ -249,7 +250,8 @@ def _open_job(cube: Path, model: Any, settings: FillSettings, dates: Any) -> _Jo
     # The stored chunks (one date, ~1024 px), not dask's "auto" merge of them into ~128 MiB
     # blocks spanning dates: task memory then stays the same whatever the cube's area.
     ds = open_cube(cube, chunks={})
-    validate(ds, require=("s2",))
+    # The values too (S2 digital numbers, S1 units) before the plan's pass over the mask.
+    check_values(validate(ds, require=("s2",)))
     # Once for the job: each date's fill then reuses the loaded model and the plan.
     cf, plan = prepare_fill(
         ds,
