@@ -3,8 +3,8 @@ naming the problem, nothing written, the inputs unchanged.
 
 - an S1 or DEM source from another place (GeoTIFF or STAC) and a second CRS carried the
   rioxarray way on one variable;
-- an output folder that is a file or read-only, a STAC asset whose file
-  does not exist.
+- an output folder that is a file or read-only, a STAC asset whose file does not exist, a
+  zarr chunk that does not decode.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,13 @@ from cloudfill import cube_from_geotiffs, cube_from_stac, validate
 from cloudfill._outputs import check_writable
 from cloudfill.cli import run
 from cloudfill.cube.zarr_io import store_digest
-from cloudfill.errors import CRSMismatchError, GridMismatchError, OutputError, SourceError
+from cloudfill.errors import (
+    CRSMismatchError,
+    GridMismatchError,
+    OutputError,
+    ParameterError,
+    SourceError,
+)
 from tests.test_stac import _item
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -155,6 +162,63 @@ def test_stac_refuses_items_from_elsewhere(tmp_path: Path, shift: dict, named: s
     assert "dem" in cube_from_stac(_stac_items(tmp_path / "ok"), dem_asset="data")
 
 
+def test_geotiff_s1_is_judged_by_the_union_of_its_dates(
+    tifs: dict[str, Path], tmp_path: Path
+) -> None:
+    # Two swath-edge dates: 10 of 24 columns (42 %) and the other 14 (58 %).
+    s1 = np.random.default_rng(1).normal(-12, 2, (2, NY, NX)).astype("float32")
+    west = _tif(tmp_path / "s1_west.tif", s1[:, :, :10], UTM, from_origin(LEFT, TOP, 10, 10))
+    east = _tif(tmp_path / "s1_east.tif", s1[:, :, 10:], UTM, from_origin(LEFT + 100, TOP, 10, 10))
+    s2 = {"2021-06-01": tifs["s2"]}
+    ds = cube_from_geotiffs(s1={"2021-06-02": west, "2021-06-14": east}, s2=s2, chunks=None)
+    # each date keeps its own part; the rest of it is no data
+    assert np.isnan(ds.s1.values[0, :, :, 10:]).all() and np.isnan(ds.s1.values[1, :, :, :10]).all()
+    np.testing.assert_allclose(ds.s1.values[0, :, :, :10], s1[:, :, :10])
+    # a single swath-edge date alone, and dates that cover the same edge, are refused
+    with pytest.raises(
+        GridMismatchError, match=r"S1 date 2021-06-02 file .*s1_west\.tif covers 42 %"
+    ):
+        cube_from_geotiffs(s1={"2021-06-02": west}, s2=s2)
+    west2 = _tif(tmp_path / "s1_west2.tif", s1[:, :, :10], UTM, from_origin(LEFT, TOP, 10, 10))
+    same_edge = {"2021-06-02": west, "2021-06-14": west2, "2021-06-26": west}
+    with pytest.raises(GridMismatchError) as caught:
+        cube_from_geotiffs(s1=same_edge, s2=s2)
+    message = str(caught.value)
+    assert "S1, its 3 dates together (2021-06-02 to 2021-06-26), files " in message, message
+    assert f"files {west}, {west2} covers 42 % of the S2 grid" in message, message
+    assert "the union of its footprints" in message
+    assert "s1" in cube_from_geotiffs(s1=same_edge, s2=s2, min_coverage=0.4)
+
+
+def _s1_item(tmp: Path, day: int, east: float) -> object:
+    ramp = np.ones((16, 20), "float32")
+    when = datetime(2021, 5, day, tzinfo=UTC)
+    item = _item(tmp, f"s1_{day}", when, {"vv": ramp, "vh": ramp}, 10.0, "sentinel-1a")
+    transform = item.properties["proj:transform"]
+    item.properties["proj:transform"] = [*transform[:2], transform[2] + east, *transform[3:]]
+    return item
+
+
+def test_stac_s1_is_judged_by_the_union_of_its_dates(tmp_path: Path) -> None:
+    s2 = _stac_items(tmp_path)[0]  # 20 columns of 10 m
+    west, east = _s1_item(tmp_path, 2, -120.0), _s1_item(tmp_path, 8, 120.0)  # 8 columns each
+    ds = cube_from_stac([s2, west, east], scl_asset=None)
+    assert ds.sizes["s1_time"] == 2
+    with pytest.raises(GridMismatchError, match=r"S1 date 2021-05-08: STAC items \['s1_8'\]"):
+        cube_from_stac([s2, east])
+    east_again = _s1_item(tmp_path, 14, 120.0)
+    with pytest.raises(GridMismatchError) as caught:
+        cube_from_stac([s2, east, east_again])
+    message = str(caught.value)
+    assert "S1, its 2 dates together (2021-05-08 to 2021-05-14): STAC items ['s1_8', 's1_14']" in (
+        message
+    )
+    assert "covers 40 % of the S2 grid" in message
+    assert "s1" in cube_from_stac([s2, east, east_again], min_coverage=0.4)
+    with pytest.raises(ParameterError, match="min_coverage"):
+        cube_from_stac([s2], min_coverage=1.5)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_second_crs_on_one_variable_is_refused(tmp_path: Path, capsys) -> None:
     ds = cloudfill.simulate_scene((16, 16), dates=2, seed=0)
@@ -261,3 +325,40 @@ def test_stac_asset_with_missing_file(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert f"{missing}, does not exist" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def _corrupt(cube: Path, tmp_path: Path, chunk: str) -> tuple[Path, Path]:
+    """A copy of ``cube`` with the chunk file ``chunk`` (relative) overwritten by garbage."""
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(cube, bad)
+    path = bad / chunk
+    assert path.is_file()
+    path.write_bytes(b"not zstd data")
+    return bad, path.resolve()
+
+
+def test_corrupt_chunk_in_fill_series_cli(
+    cube: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An S2 chunk: met by the value check's sample, the job's first read.
+    bad, chunk = _corrupt(cube, tmp_path, "s2/c/1/0/0/0")
+    digest = store_digest(bad)
+    out = tmp_path / "f.zarr"
+    assert run(["fill-series", str(bad), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: corrupt zarr data") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert f"variable 's2', chunk (1, 0, 0, 0) (file {chunk}) does not decode" in err, err
+    assert not out.exists() and store_digest(bad) == digest
+
+
+def test_corrupt_chunk_in_fill_to_zarr(cube: Path, tmp_path: Path) -> None:
+    # The DEM: read only by the synthesis, while a date is written (the job's last site).
+    from cloudfill.fill.job import fill_to_zarr
+
+    bad, chunk = _corrupt(cube, tmp_path, "dem/c/0/0")
+    with pytest.raises(SourceError) as caught:
+        fill_to_zarr(bad, tmp_path / "f.zarr")
+    message = str(caught.value)
+    assert f"store {bad.resolve()}, variable 'dem', chunk (0, 0) (file {chunk})" in message
+    assert "does not decode (RuntimeError: Zstd" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,8 +178,105 @@ def test_stac_bad_parameters() -> None:
 
 
 def test_stac_item_without_projection_metadata_is_a_source_error(stac_items: dict) -> None:
-    item = stac_items["items"][0].to_dict()
+    item = copy.deepcopy(stac_items["items"][0].to_dict())  # not the shared fixture's
     for key in ("proj:code", "proj:epsg", "proj:shape", "proj:transform"):
         item["properties"].pop(key, None)
     with pytest.raises(SourceError, match="s2_3"):
         cube_from_stac([item])
+
+
+# --- the STAC raster extension: per-item scale and offset ---------------------------------
+
+
+def _with_raster_bands(item: pystac.Item, **fields: float) -> pystac.Item:
+    """``item`` whose band assets declare ``fields`` (scale, offset) in raster:bands."""
+    for key in ("B02", "B03", "B04", "B08"):
+        item.assets[key].extra_fields["raster:bands"] = [{"data_type": "uint16", **fields}]
+    return item
+
+
+@pytest.fixture
+def baselines(tmp_path: Path) -> dict[str, object]:
+    """Three S2 dates of one series: processing baseline 04.00 (offset -0.1 declared), an
+    older one (offset 0 declared), and one without raster:bands; DN 0 declared no data."""
+    rng = np.random.default_rng(11)
+    dn = rng.integers(1000, 9000, (4, *SHAPE), dtype="uint16")
+    dn[:, 0, 0] = 0  # no data (the files declare nodata 0)
+    items = []
+    for day in (1, 2, 3):
+        bands = dict(zip(("B02", "B03", "B04", "B08"), dn, strict=True))
+        item = _item(tmp_path, f"s2_{day}", datetime(2022, 1, day, tzinfo=UTC), bands, 10, None)
+        for key in bands:
+            href = item.assets[key].href
+            with rasterio.open(href, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:
+                dst.nodata = 0
+        items.append(item)
+    _with_raster_bands(items[0], scale=0.0001, offset=-0.1)
+    _with_raster_bands(items[1], scale=0.0001, offset=0.0)
+    return {"items": items, "dn": dn, "tmp": tmp_path}
+
+
+def test_stac_applies_each_items_scale_and_offset(baselines: dict) -> None:
+    items = baselines["items"]
+    before = copy.deepcopy([item.to_dict() for item in items])  # to_dict shares properties
+    ds = cube_from_stac(items, scl_asset=None)
+    assert ds.s2.chunks is not None  # lazy: applied as stackstac reads
+    assert [item.to_dict() for item in items] == before  # the caller's items are unchanged
+    dn = baselines["dn"].astype("float64")
+    got = ds.s2.values
+    valid = np.s_[:, 1:, :]
+    # baseline 04.00: DN / 10000 - 0.1; older: DN / 10000; none declared: the default 1/10000
+    np.testing.assert_allclose(got[0][valid], (dn * 1e-4 - 0.1)[valid], atol=1e-6)
+    np.testing.assert_allclose(got[1][valid], (dn * 1e-4)[valid], atol=1e-6)
+    np.testing.assert_allclose(got[2][valid], (dn * 1e-4)[valid], atol=1e-6)
+    # declared no data is masked before the offset: NaN, not -0.1
+    assert np.isnan(got[:, :, 0, 0]).all()
+
+
+def test_stac_scale_and_offset_precedence(baselines: dict) -> None:
+    items = baselines["items"]
+    # the keywords fill in for the item that declares nothing, and agree with the others
+    ds = cube_from_stac(items[::2], scl_asset=None, s2_offset=-0.1, s2_scale=1e-4)
+    dn = baselines["dn"][:, 1:, :].astype("float64")
+    np.testing.assert_allclose(ds.s2.values[:, :, 1:, :], [dn * 1e-4 - 0.1] * 2, atol=1e-6)
+    # an explicit offset the older item contradicts
+    with pytest.raises(ParameterError, match=r"s2_offset=-0.1 contradicts STAC item 's2_2'"):
+        cube_from_stac(items, s2_offset=-0.1)
+    with pytest.raises(ParameterError, match=r"s2_scale=1 .*'s2_1'.*declares scale 0.0001"):
+        cube_from_stac(items, s2_scale=1)
+    # a declared value that is no number
+    item = items[1].clone()
+    item.assets["B03"].extra_fields["raster:bands"] = [{"scale": "1e-4x"}]
+    with pytest.raises(SourceError, match=r"'s2_2'.*raster:bands scale of its B03 asset"):
+        cube_from_stac([item])
+
+
+def test_stac_scaling_from_the_cli(baselines: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudfill.cli import run
+
+    tmp = baselines["tmp"]
+    collection = tmp / "items.json"
+    collection.write_text(json.dumps(pystac.ItemCollection(baselines["items"][:2]).to_dict()))
+    out = tmp / "c.zarr"
+    # --s2-offset's default (0) asks for nothing: each item's own offset is applied
+    assert run(["make-cube", str(out), "--stac", str(collection)]) == 0
+    got = open_cube(out).s2.isel(time=0, y=slice(1, None)).values
+    expected = baselines["dn"][:, 1:, :] * 1e-4 - 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    capsys.readouterr()
+    other = tmp / "d.zarr"
+    assert run(["make-cube", str(other), "--stac", str(collection), "--s2-offset", "-0.1"]) == 2
+    err = capsys.readouterr().err
+    # (the CLI may spell the keyword as its flag)
+    assert "-0.1 contradicts STAC item 's2_2'" in err and err.count("\n") == 1, err
+    assert not other.exists()
+
+
+def test_stac_s1_raster_bands_scale_is_applied(stac_items: dict) -> None:
+    items = [item.clone() for item in stac_items["items"]]
+    s1 = next(item for item in items if item.id.startswith("s1"))
+    for key in ("VV", "vh"):
+        s1.assets[key].extra_fields["raster:bands"] = [{"scale": 2.0}]
+    plain = cube_from_stac(stac_items["items"], scl_asset=None).s1.values
+    scaled = cube_from_stac(items, scl_asset=None).s1.values
+    np.testing.assert_allclose(scaled, 2 * plain, rtol=1e-6)

@@ -190,3 +190,90 @@ def test_refuses_a_cube_no_verb_could_read_back(tmp_path: Path) -> None:
             write_cube(cube, tmp_path / f"{name}.zarr")
         assert not (tmp_path / f"{name}.zarr").exists(), name
     assert not list(tmp_path.iterdir())
+
+
+# --- reads: a window touches only its chunks; a chunk that does not decode is named -------
+
+
+@pytest.fixture
+def chunk_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of every chunk or document read from a local zarr store, in order."""
+    from zarr.storage import LocalStore
+
+    reads: list[str] = []
+    original = LocalStore.get
+
+    async def counted(self: LocalStore, key: str, *args: object, **kwargs: object) -> object:
+        reads.append(key)
+        return await original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "get", counted)
+    return reads
+
+
+@pytest.mark.parametrize("chunks", ["auto", {}])
+def test_window_read_touches_only_its_chunks(
+    tmp_path: Path, chunk_reads: list[str], chunks: object
+) -> None:
+    # 4 x 4 stored chunks per date; "auto" merges them into one dask block. A read of one
+    # window must still read only the stored chunks under it: dask fuses the slice into the
+    # zarr read. A custom getter around the read (an earlier corrupt-chunk check) broke that
+    # and loaded every chunk of the block.
+    path = write_cube(small_cube(ny=64, nx=64), tmp_path / "c.zarr", chunks={"y": 16, "x": 16})
+    ds = open_cube(path, chunks=chunks)
+    if chunks == "auto":
+        assert ds.s2.data.numblocks[2:] == (1, 1)  # the premise: one block spans the window
+    chunk_reads.clear()
+    window = ds.s2.isel(time=1, y=slice(8, 24), x=slice(16, 32)).values
+    assert window.shape == (4, 16, 16)
+    s2_chunks = sorted(k for k in chunk_reads if k.startswith("s2/c/"))
+    assert s2_chunks == ["s2/c/1/0/0/1", "s2/c/1/0/1/1"]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip", "blosc"], ids=["zstd", "gzip(zlib)", "blosc"])
+def test_corrupt_chunk_is_a_source_error_naming_it(tmp_path: Path, codec: str) -> None:
+    import zarr
+
+    from cloudfill.cube.corrupt import reading
+
+    compressor = {
+        "zstd": zarr.codecs.ZstdCodec(),
+        "gzip": zarr.codecs.GzipCodec(),
+        "blosc": zarr.codecs.BloscCodec(),
+    }[codec]
+    path = tmp_path / "c.zarr"
+    data = np.arange(2 * 8 * 8, dtype="float32").reshape(2, 8, 8)
+    xr.Dataset({"v": (("t", "y", "x"), data)}).to_zarr(
+        path,
+        zarr_format=3,
+        consolidated=False,
+        encoding={"v": {"chunks": (1, 4, 4), "compressors": [compressor]}},
+    )
+    chunk = path / "v" / "c" / "1" / "0" / "1"
+    chunk.write_bytes(b"not what the codec wrote")
+    ds = xr.open_zarr(path, chunks="auto", consolidated=False)
+    with pytest.raises(SourceError) as caught, reading(path):
+        ds.v.compute()
+    message = str(caught.value)
+    assert "variable 'v', chunk (1, 0, 1)" in message, message
+    assert f"(file {chunk.resolve()})" in message and "does not decode" in message
+    # the healthy chunks still read, and an error raised elsewhere stays what it is
+    with reading(path):
+        assert ds.v.isel(t=0).values.sum() == data[0].sum()
+    with pytest.raises(RuntimeError, match="not a chunk"), reading(path):
+        raise RuntimeError("not a chunk")
+
+
+def test_corrupt_chunk_message_without_frames_names_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A distributed worker's traceback keeps code names, not frame variables: the message
+    # then names the store the computation reads.
+    from cloudfill.cube import corrupt
+
+    path = write_cube(small_cube(), tmp_path / "c.zarr")
+    (path / "s2" / "c" / "0" / "0" / "0" / "0").write_bytes(b"garbage")
+    monkeypatch.setattr(corrupt, "_locate", lambda frames: None)
+    with pytest.raises(SourceError, match=f"a chunk of {path} does not decode"):
+        with corrupt.reading(path):
+            open_cube(path).s2.compute()

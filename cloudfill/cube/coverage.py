@@ -2,8 +2,14 @@
 
 An S1 or DEM source from the wrong place, reprojected onto the S2 grid, is all NaN: the
 loaders refuse a source whose footprint covers less than :data:`MIN_COVERAGE` of the grid.
-A footprint is the source's bounds (or the union of several, for tiles mosaicked into one
-date) reprojected to the S2 CRS; the share is measured on a regular sample of the grid.
+A footprint is the source's bounds (or the union of several: tiles mosaicked into one date,
+and all dates of S1) reprojected to the S2 CRS; the share is measured on a regular sample of
+the grid.
+
+S1 is judged by the union of its dates: a pass at the edge of its swath covers part of the
+scene and other dates cover the rest, which the fill copes with (a pixel without S1 on a date
+falls back to another date or to interpolation). A source from another place still covers
+nothing on every date.
 """
 
 from __future__ import annotations
@@ -16,16 +22,41 @@ from rasterio.warp import transform_bounds
 
 from cloudfill.errors import GridMismatchError
 
-__all__ = ["MIN_COVERAGE", "check_coverage", "coverage_share"]
+__all__ = ["MIN_COVERAGE", "check_coverage", "coverage_share", "listed", "union_label"]
 
 MIN_COVERAGE: float = 0.5
-"""The least share of the S2 grid that an S1, DEM, cloud, SCL or land-cover source must cover;
-less is refused with :class:`~cloudfill.errors.GridMismatchError` (the source is probably from
-another place or labelled with a wrong CRS). Pixels outside a source are NaN (or "no data")."""
+"""The least share of the S2 grid that an S1 (all its dates together), DEM, cloud, SCL or
+land-cover source must cover; less is refused with :class:`~cloudfill.errors.GridMismatchError`
+(the source is probably from another place or labelled with a wrong CRS). Pixels outside a
+source are NaN (or "no data")."""
 
 Bounds = tuple[float, float, float, float]  # left, bottom, right, top
 
 _SAMPLES = 100  # per axis: the share is exact to 1 %, for 10 000 point tests
+_LISTED = 4  # names (files, items, footprints) a message lists before "and N more"
+
+
+def listed(names: Sequence[object], limit: int = _LISTED, sep: str = ", ") -> str:
+    """``names`` joined by ``sep``, the first ``limit`` of them and a count of the rest.
+
+    >>> listed(["a.tif", "b.tif", "c.tif"], limit=2)
+    'a.tif, b.tif and 1 more'
+    """
+    shown = sep.join(str(n) for n in names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown
+
+
+def union_label(kind: str, dates: Sequence[str]) -> str:
+    """How a message names a source judged over all its ``dates`` together.
+
+    >>> union_label("S1", ["2021-06-02"])
+    'S1 date 2021-06-02'
+    >>> union_label("S1", ["2021-06-02", "2021-06-14", "2021-06-26"])
+    'S1, its 3 dates together (2021-06-02 to 2021-06-26),'
+    """
+    if len(dates) == 1:
+        return f"{kind} date {dates[0]}"
+    return f"{kind}, its {len(dates)} dates together ({dates[0]} to {dates[-1]}),"
 
 
 def coverage_share(
@@ -75,11 +106,14 @@ def check_coverage(
     """
     share = coverage_share(footprints, grid_crs, grid_bounds)
     if share < min_coverage:
-        boxes = "; ".join(f"{tuple(round(v, 6) for v in b)} in {crs}" for crs, b in footprints)
+        boxes = [f"{tuple(round(v, 6) for v in b)} in {crs}" for crs, b in footprints]
+        # Many dates of S1 would otherwise make a message of hundreds of boxes.
+        footprint = "its footprint" if len(boxes) == 1 else "the union of its footprints"
         raise GridMismatchError(
             f"{what} covers {100 * share:.0f} % of the S2 grid (at least "
-            f"{100 * min_coverage:.0f} % is required): its footprint {boxes} lies mostly "
-            f"outside the S2 grid {tuple(round(v, 6) for v in grid_bounds)} in {grid_crs}; "
-            "is it from another place, or is its CRS wrong?"
+            f"{100 * min_coverage:.0f} % is required): {footprint} "
+            f"{listed(boxes, sep='; ')} lies mostly outside the S2 grid "
+            f"{tuple(round(v, 6) for v in grid_bounds)} in {grid_crs}; is it from another "
+            "place, or is its CRS wrong?"
         )
     return share

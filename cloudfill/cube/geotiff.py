@@ -30,7 +30,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rioxarray.rioxarray import affine_to_coords
 
-from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage
+from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage, listed, union_label
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, conform, validate
 from cloudfill.errors import (
     BandError,
@@ -139,10 +139,12 @@ def cube_from_geotiffs(
         Spatial chunk size in pixels (one date and all bands per chunk); None loads the
         cube into memory as numpy arrays.
     min_coverage
-        The least share (0..1) of the S2 grid that each other file (S1, DEM, cloud, SCL,
-        land cover) must cover, judged from its bounds reprojected to the S2 CRS (no pixel
-        is read); default :data:`~cloudfill.cube.coverage.MIN_COVERAGE` (0.5). A file from
-        another place would be all NaN on the grid.
+        The least share (0..1) of the S2 grid that each other file (DEM, cloud, SCL, land
+        cover) must cover, judged from its bounds reprojected to the S2 CRS (no pixel is
+        read); default :data:`~cloudfill.cube.coverage.MIN_COVERAGE` (0.5). A file from
+        another place would be all NaN on the grid. S1 is judged by the union of all its
+        files: one date at the edge of its swath may cover less, as long as the dates
+        together cover enough.
 
     Returns
     -------
@@ -159,8 +161,9 @@ def cube_from_geotiffs(
     BandError
         A date has the wrong number of bands or files.
     GridMismatchError
-        An S2 file is not on the grid of the first S2 date, or another file covers less
-        than ``min_coverage`` of the S2 grid (the message names the file and the share).
+        An S2 file is not on the grid of the first S2 date, or another file (for S1: all S1
+        files together) covers less than ``min_coverage`` of the S2 grid (the message names
+        the files and the share).
     TimeAxisError
         A date cannot be parsed, appears twice, or the cloud/SCL dates differ from the S2
         dates.
@@ -313,12 +316,13 @@ class _Grid:
     def bounds(self) -> tuple[float, float, float, float]:
         return _bounds(self.transform, self.shape)
 
-    def check_covered(self, raster: _Raster, what: str) -> None:
-        """Refuse ``raster`` if its footprint covers less than ``min_coverage`` of the grid."""
-        footprint = [(raster.crs, _bounds(raster.transform, raster.shape))]
-        check_coverage(
-            f"{what} file {raster.path}", footprint, self.crs, self.bounds, self.min_coverage
-        )
+    def check_covered(self, rasters: Sequence[_Raster], what: str) -> None:
+        """Refuse ``rasters`` if the union of their footprints covers less than
+        ``min_coverage`` of the grid (``what`` names them, without their files)."""
+        footprints = [(r.crs, _bounds(r.transform, r.shape)) for r in rasters]
+        paths = list(dict.fromkeys(str(r.path) for r in rasters))  # unique, in order
+        files = f"file {paths[0]}" if len(paths) == 1 else f"files {listed(paths)}"
+        check_coverage(f"{what} {files}", footprints, self.crs, self.bounds, self.min_coverage)
 
     @property
     def x(self) -> np.ndarray:
@@ -366,9 +370,13 @@ def _stack(
     dim: str,
     s2_scale: float | None = None,
 ) -> xr.DataArray:
+    headers = [(date, _rasters(sources, kind, date)) for date, sources in dated]
+    if kind is _KINDS["s1"]:
+        # Judged by its dates together: a swath-edge date covers part of the grid only.
+        dates = [f"{date:%Y-%m-%d}" for date, _ in headers]
+        grid.check_covered([r for _, rasters in headers for r in rasters], union_label("S1", dates))
     arrays = []
-    for date, sources in dated:
-        rasters = _rasters(sources, kind, date)
+    for date, rasters in headers:
         if kind is _KINDS["s2"]:
             _check_s2_grid(rasters, grid, date)
         arrays.append(_read(rasters, kind, grid, chunk, s2_scale=s2_scale, date=date))
@@ -399,9 +407,10 @@ def _read(
     date: pd.Timestamp | None = None,
 ) -> xr.DataArray:
     """One date's bands as a lazy (band, y, x) DataArray on ``grid``."""
-    if kind is not _KINDS["s2"]:  # S2 files are on the grid (checked)
+    # S2 files are on the grid (checked), S1 is judged by the union of its dates (_stack).
+    if kind not in (_KINDS["s2"], _KINDS["s1"]):
         for raster, label in zip(rasters, _labels(rasters, kind, date), strict=True):
-            grid.check_covered(raster, label)
+            grid.check_covered([raster], label)
     parts = [
         _open_on_grid(r, kind, chunk) if grid.holds(r) else _warp_lazily(r, kind, grid, chunk)
         for r in rasters

@@ -19,6 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from cloudfill.cube.corrupt import reading
 from cloudfill.errors import UnitsError
 
 __all__ = ["MAX_DATES", "S2_MAX_MEDIAN", "WINDOW", "check_values", "guess_s1_units"]
@@ -47,8 +48,10 @@ def _sample(var: xr.DataArray, time_dim: str) -> np.ndarray:
         size = var.sizes[dim]
         start = max(0, size // 2 - WINDOW // 2)
         window[dim] = slice(start, start + WINDOW)
-    # to_numpy, not .values: CuPy-backed chunks come back to the host too.
-    values = np.asarray(var.isel({time_dim: picks, **window}).to_numpy(), dtype="float64")
+    # The first read of every verb: a chunk here that does not decode is bad input.
+    with reading(var.encoding.get("source")):
+        # to_numpy, not .values: CuPy-backed chunks come back to the host too.
+        values = np.asarray(var.isel({time_dim: picks, **window}).to_numpy(), dtype="float64")
     return values[np.isfinite(values) & (values != 0)]
 
 

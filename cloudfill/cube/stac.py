@@ -15,6 +15,11 @@ The S2 stack defines the grid (``epsg``, ``resolution`` and ``bounds`` as for
 sharing a datetime (adjacent tiles of one pass) are mosaicked, first valid pixel wins.
 stackstac's per-item metadata coordinates and its attrs are dropped, so the result can be
 written with :func:`cloudfill.write_cube`.
+
+S2, S1 and DEM values are scaled by the STAC raster extension (``raster:bands`` ``scale`` and
+``offset``) of each item's asset, by stackstac as it reads (see
+:mod:`cloudfill.cube.raster_bands`); S2 assets that declare none take ``s2_scale`` and
+``s2_offset``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import pandas as pd
 import xarray as xr
 from rasterio.enums import Resampling
 
-from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage
+from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage, listed, union_label
+from cloudfill.cube.raster_bands import S2_SCALE, with_scaling
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, _band_name, conform, validate
 from cloudfill.errors import BandError, GridMismatchError, ParameterError, SourceError
 
@@ -107,18 +113,22 @@ def cube_from_stac(
     bounds: tuple[float, float, float, float] | None = None,
     bounds_latlon: tuple[float, float, float, float] | None = None,
     chunksize: int = 1024,
-    s2_scale: float = 1e-4,
+    s2_scale: float | None = None,
     s2_offset: float = 0.0,
     s1_units: str = "linear",
+    min_coverage: float = MIN_COVERAGE,
     **asset_keys: Any,
 ) -> xr.Dataset:
     """Build a lazy contract cube from STAC items via :func:`stackstac.stack`.
 
-    Works offline on local COG hrefs. Reflectance is read as float32 with
-    ``rescale=False`` and then mapped as ``value * s2_scale + s2_offset``: the default turns
-    Sentinel-2 integer digital numbers into 0..1 reflectance; pass ``s2_offset=-0.1`` for
-    L2A products of processing baseline 04.00 and later, or ``s2_scale=1`` for items that
-    already hold reflectance.
+    Works offline on local COG hrefs. Reflectance is ``DN * scale + offset``, per item and
+    band asset, lazily (stackstac's ``rescale``, after the file's nodata is masked): the
+    ``scale`` and ``offset`` an asset declares in the STAC raster extension
+    (``raster:bands``, as Planetary Computer and Earth Search L2A items do: 0.0001 and -0.1
+    since processing baseline 04.00) win; an asset declaring none takes ``s2_scale`` (default
+    1/10000, Sentinel-2 digital numbers) and ``s2_offset`` (default 0). Items of different
+    dates may declare different offsets (a series crossing a baseline change): each keeps
+    its own.
 
     Parameters
     ----------
@@ -136,9 +146,19 @@ def cube_from_stac(
     chunksize
         Spatial chunk size in pixels.
     s2_scale, s2_offset
-        Applied to S2 values (see above).
+        For S2 assets without ``raster:bands`` scale / offset: pass ``s2_offset=-0.1`` for
+        such L2A items of processing baseline 04.00 and later, ``s2_scale=1`` for items that
+        already hold reflectance. A given ``s2_scale``, or an ``s2_offset`` other than 0
+        (0 asks for nothing), that contradicts a value an item declares is a
+        ParameterError naming the item.
     s1_units
-        ``"linear"`` (default, e.g. RTC gamma0 backscatter) or ``"dB"``.
+        ``"linear"`` (default, e.g. RTC gamma0 backscatter) or ``"dB"``. S1 and DEM assets
+        declaring ``raster:bands`` scale / offset are scaled by them too.
+    min_coverage
+        The least share (0..1) of the S2 grid that the S1 items (all dates together: a
+        date at the edge of its swath may cover less) and the DEM items must cover, judged
+        from their ``proj:`` footprints (or ``bbox``); default
+        :data:`~cloudfill.cube.coverage.MIN_COVERAGE` (0.5).
     **asset_keys
         ``s2_assets``, ``s1_assets``, ``dem_asset``, ``scl_asset``, ``cloud_asset``: the
         fields of :class:`StacAssets` as keywords (``s2_assets`` is ``StacAssets.s2`` ...);
@@ -160,13 +180,14 @@ def cube_from_stac(
         exist, or stackstac cannot place the items (missing ``proj:`` metadata, mixed CRSs
         without ``epsg``).
     GridMismatchError
-        The S1 items of a date, or the DEM items, cover less than
-        :data:`~cloudfill.cube.coverage.MIN_COVERAGE` of the S2 grid, judged from their
-        ``proj:`` footprints (or ``bbox``); the message names the items and a file.
+        The S1 items (the union of their dates' footprints), or the DEM items, cover less
+        than ``min_coverage`` of the S2 grid; the message names the items, a file and the
+        share.
     BandError
         A Sentinel-2/-1 item (by platform) lacks one of the requested assets.
     ParameterError
-        Bad ``s2_assets``, ``s1_assets`` or ``s1_units``.
+        Bad ``s2_assets``, ``s1_assets``, ``s1_units`` or ``min_coverage``; an ``s2_scale``
+        or ``s2_offset`` that contradicts the items' ``raster:bands``.
     TypeError
         A keyword that is neither a parameter nor one of ``asset_keys``.
 
@@ -182,6 +203,8 @@ def cube_from_stac(
     assets = _asset_settings(assets, asset_keys)
     if s1_units not in S1_UNITS:
         raise ParameterError(f"s1_units must be one of {list(S1_UNITS)}, got {s1_units!r}")
+    if not 0 <= min_coverage <= 1:
+        raise ParameterError(f"min_coverage must be a share in 0..1, got {min_coverage}")
     roles = _sort_roles(_plain_items(items), assets)
     if not roles["s2"]:
         raise SourceError(
@@ -189,16 +212,22 @@ def cube_from_stac(
             "'sentinel-2' platform"
         )
     _check_local_files(roles)
+    # Before anything is stacked: an s2_scale / s2_offset contradicting the items.
+    roles["s2"] = with_scaling(
+        roles["s2"], s2_scale, s2_offset, default_scale=S2_SCALE, names=("s2_scale", "s2_offset")
+    )
+    for name in ("s1", "dem"):
+        roles[name] = with_scaling(roles[name])
     grid = {
         "epsg": epsg,
         "resolution": resolution,
         "bounds": bounds,
         "bounds_latlon": bounds_latlon,
     }
-    s2 = _stack(roles["s2"], list(BANDS), Resampling.nearest, chunksize, **grid)
+    s2 = _stack(roles["s2"], list(BANDS), Resampling.nearest, chunksize, rescale=True, **grid)
     spec = s2.attrs["spec"]
-    _check_coverage(roles, spec)
-    variables = {"s2": _tidy(s2, "time") * np.float32(s2_scale) + np.float32(s2_offset)}
+    _check_coverage(roles, spec, min_coverage)
+    variables = {"s2": _tidy(s2, "time")}
     variables.update(_stack_on_s2_grid(roles, spec, chunksize, s1_units))
     return _assemble(variables, spec.epsg)
 
@@ -247,12 +276,13 @@ def _footprint(item: dict[str, Any]) -> tuple[Any, tuple[float, float, float, fl
 def _check_coverage(
     roles: dict[str, list[dict[str, Any]]], spec: Any, min_coverage: float = MIN_COVERAGE
 ) -> None:
-    """Refuse the S1 items of a date (mosaicked together), or the DEM items, that cover
-    less than ``min_coverage`` of the S2 grid ``spec``. Items without a footprint pass."""
+    """Refuse the S1 items (all dates together: a swath-edge date may cover part of the grid),
+    or the DEM items, whose footprints cover less than ``min_coverage`` of the S2 grid
+    ``spec``. A group with an item without a footprint passes (its union is unknown)."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for item in roles["s1"]:
-        when = str(item["properties"].get("datetime"))[:10]
-        groups.setdefault(f"S1 date {when}", []).append(item)
+    if roles["s1"]:
+        dates = sorted({str(item["properties"].get("datetime"))[:10] for item in roles["s1"]})
+        groups[union_label("S1", dates).rstrip(",")] = roles["s1"]
     if roles["dem"]:
         groups["DEM"] = roles["dem"]
     for what, group in groups.items():
@@ -261,8 +291,9 @@ def _check_coverage(
             continue
         ids = [str(item.get("id")) for item in group]
         href = next(iter(group[0]["assets"].values()), {}).get("href")
+        shown = f"[{listed([repr(i) for i in ids])}]"
         check_coverage(
-            f"{what}: STAC items {ids} (file {href})",
+            f"{what}: STAC items {shown} (file {href}{', ...' if len(group) > 1 else ''})",
             footprints,  # type: ignore[arg-type]
             f"EPSG:{spec.epsg}",
             tuple(spec.bounds),
@@ -282,9 +313,15 @@ def _asset_settings(assets: StacAssets | None, asset_keys: dict[str, Any]) -> St
 
 
 def _stack(
-    role_items: list[dict], assets: list[str], resampling: Any, chunksize: int, **grid: Any
+    role_items: list[dict],
+    assets: list[str],
+    resampling: Any,
+    chunksize: int,
+    rescale: bool = False,
+    **grid: Any,
 ) -> xr.DataArray:
-    """:func:`stackstac.stack` with the settings every role shares, errors as SourceError."""
+    """:func:`stackstac.stack` with the settings every role shares, errors as SourceError;
+    ``rescale`` applies the assets' float32 ``raster:bands`` scale and offset (``with_scaling``)."""
     import stackstac  # imports slowly; only STAC input needs it
 
     try:
@@ -296,7 +333,7 @@ def _stack(
             # A numpy float32 scalar: stackstac checks np.can_cast(type(fill_value), dtype),
             # which NumPy 2 refuses for a Python float.
             fill_value=np.float32(np.nan),
-            rescale=False,
+            rescale=rescale,
             xy_coords="center",
             properties=False,
             band_coords=False,
@@ -331,10 +368,10 @@ def _stack_on_s2_grid(
                 codes.fillna(0).astype("uint8") if name == "scl" else codes.fillna(1) != 0
             )
     if roles["s1"]:
-        s1 = _stack(roles["s1"], list(POLS), Resampling.bilinear, chunksize, **on_grid)
+        s1 = _stack(roles["s1"], list(POLS), Resampling.bilinear, chunksize, True, **on_grid)
         variables["s1"] = _tidy(s1, "s1_time").rename(band="pol").assign_attrs(units=s1_units)
     if roles["dem"]:
-        dem = _stack(roles["dem"], ["dem"], Resampling.bilinear, chunksize, **on_grid)
+        dem = _stack(roles["dem"], ["dem"], Resampling.bilinear, chunksize, True, **on_grid)
         variables["dem"] = stackstac.mosaic(_tidy(dem, "time"), dim="time").isel(band=0, drop=True)
     return variables
 
@@ -367,7 +404,9 @@ def _plain_items(items: Any) -> list[dict[str, Any]]:
     plain = []
     for index, item in enumerate(items):
         if isinstance(item, pystac.Item):
-            entry = item.to_dict(include_self_link=False)
+            # to_dict shares the Item's properties and extra fields: copied, so filling in
+            # proj:epsg below never changes the caller's Items.
+            entry = copy.deepcopy(item.to_dict(include_self_link=False))
             for key, asset in item.assets.items():
                 entry["assets"][key]["href"] = asset.get_absolute_href() or asset.href
         elif isinstance(item, Mapping):

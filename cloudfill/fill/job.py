@@ -35,6 +35,7 @@ import xarray as xr
 from cloudfill._outputs import check_output
 from cloudfill.cluster import compute, describe, open_cluster
 from cloudfill.core.pairs import PairingRule
+from cloudfill.cube.corrupt import reading
 from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers, store_digest
@@ -367,7 +368,9 @@ def fill_to_zarr(
     Raises
     ------
     SourceError
-        No cube at ``cube``.
+        No cube at ``cube``, or a chunk of it (or of ``out``) that does not decode (the
+        message names the store and, with dask's local schedulers, the variable, the chunk
+        and its file).
     OutputError
         ``out`` is the input, or an output of a different job and not ``overwrite``.
 
@@ -386,33 +389,36 @@ def fill_to_zarr(
         check_output(out, inputs, overwrite=True)
     else:
         check_output(out, inputs, exists_ok=True)
-    job = _open_job(cube, model, settings, dates)
-    # The cluster first: a bad --cluster then leaves no output store that looks complete.
-    with open_cluster(cluster, workers=workers, threads=threads) as client:
-        writer = DateWriter(
-            out,
-            job.filled,
-            JobIdentity.of(cube, model, job.times, settings).fingerprint(),
-            inputs=inputs,
-            overwrite=overwrite,
-            resume=resume,
-            window=settings.window,
-            sums={"unfilled": count_unfilled},
-        )
-        pending = writer.pending()
-        scratch = SynthesisStore(writer.path / MARKER_DIR / "work")
-        scratch.clear()  # left over by a run killed between recording a date and clearing it
-        written = _WrittenDates(writer, job.times)
-        report = progress if progress is not None else FillProgress()
-        run = partial(compute, progress=False, client=client)
-        where = describe(client) if client is not None else None
-        report.start(len(job.times), len(job.times) - len(pending), where)
-        try:
-            for i in pending:
-                report.date(job.times[i], str(job.filled["method"].values[i]))
-                _write_date(job, writer, i, run, scratch, written)
-                report.advance()
-        finally:
-            report.stop()
-    writer.finalize()
-    return open_cube(out)
+    # A chunk of the cube (or of the output, read back by a chained fill) that does not
+    # decode is bad input, wherever in the job dask meets it.
+    with reading(cube, out):
+        job = _open_job(cube, model, settings, dates)
+        # The cluster first: a bad --cluster then leaves no output store that looks complete.
+        with open_cluster(cluster, workers=workers, threads=threads) as client:
+            writer = DateWriter(
+                out,
+                job.filled,
+                JobIdentity.of(cube, model, job.times, settings).fingerprint(),
+                inputs=inputs,
+                overwrite=overwrite,
+                resume=resume,
+                window=settings.window,
+                sums={"unfilled": count_unfilled},
+            )
+            pending = writer.pending()
+            scratch = SynthesisStore(writer.path / MARKER_DIR / "work")
+            scratch.clear()  # left over by a run killed between recording a date and clearing it
+            written = _WrittenDates(writer, job.times)
+            report = progress if progress is not None else FillProgress()
+            run = partial(compute, progress=False, client=client)
+            where = describe(client) if client is not None else None
+            report.start(len(job.times), len(job.times) - len(pending), where)
+            try:
+                for i in pending:
+                    report.date(job.times[i], str(job.filled["method"].values[i]))
+                    _write_date(job, writer, i, run, scratch, written)
+                    report.advance()
+            finally:
+                report.stop()
+        writer.finalize()
+        return open_cube(out)
