@@ -201,7 +201,7 @@ def test_a_cube_rewritten_at_the_same_path_is_not_resumed(tmp_path: Path) -> Non
     fill_to_zarr(cube, out, model, settings)  # the same job: nothing left to do, no error
     other = cloudfill.simulate_scene((24, 24), dates=3, seed=1)
     cloudfill.write_cube(other, cube, overwrite=True)
-    with pytest.raises(cloudfill.errors.OutputError, match="different job.*--overwrite"):
+    with pytest.raises(cloudfill.errors.OutputError, match="different job.*overwrite=True"):
         fill_to_zarr(cube, out, model, settings)
     redone = fill_to_zarr(cube, out, model, settings, overwrite=True)
     np.testing.assert_array_equal(

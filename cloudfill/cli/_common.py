@@ -15,7 +15,7 @@ import pandas as pd
 import xarray as xr
 from dask.diagnostics import ProgressBar
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -46,7 +46,16 @@ class LazyModule:
         return f"LazyModule({self._name!r})"
 
 
-console = Console(stderr=False, highlight=False)
+class _Console(Console):
+    """rich's console, but a closed stdout raises :class:`BrokenPipeError` (rich's own
+    answer is ``SystemExit(1)``): :func:`cloudfill.cli.app.main` handles it, once, as exit 0."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+console = _Console(stderr=False, highlight=False)
 if not console.is_terminal:
     # Piped or captured output has no width to fit; tables should not be truncated there.
     console.width = 120
@@ -111,6 +120,7 @@ def dask_progress(enabled: bool = True) -> Iterator[None]:
 class RichFillProgress(FillProgress):
     """:func:`~cloudfill.fill.job.fill_to_zarr`'s progress on the console: a line when the
     job resumes or runs on a cluster, and a bar of the dates (hidden unless ``enabled``).
+    ``verb`` names the work in the bar (``evaluate`` shows ``scoring``).
 
     Examples
     --------
@@ -127,8 +137,9 @@ class RichFillProgress(FillProgress):
         TimeElapsedColumn(),
     )
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, verb: str = "filling") -> None:
         self.enabled = enabled
+        self.verb = verb
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
@@ -139,11 +150,11 @@ class RichFillProgress(FillProgress):
         self._bar.start()
         if where is not None:
             console.print(f"computing on {where}")
-        self._task = self._bar.add_task("filling", total=total, completed=done)
+        self._task = self._bar.add_task(self.verb, total=total, completed=done)
 
     def date(self, date: pd.Timestamp, method: str) -> None:
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, description=f"filling {date:%Y-%m-%d} ({method})")
+            self._bar.update(self._task, description=f"{self.verb} {date:%Y-%m-%d} ({method})")
 
     def advance(self) -> None:
         if self._bar is not None and self._task is not None:
@@ -154,13 +165,41 @@ class RichFillProgress(FillProgress):
             self._bar.stop()
 
 
-def fill_summary(result: xr.Dataset) -> Table:
-    """The ``fill-series summary`` table of a filled output: per date its method, cloud and
-    filled shares, pixels left unfilled, and the S1 and reference dates used."""
+#: The settings behind each of the plan's reasons (:func:`cloudfill.core.pairs.pairs`), so the
+#: summary tells a CLI user which flag to change.
+REASON_FLAGS: tuple[tuple[str, str], ...] = (
+    ("<= threshold", "--cloud-threshold"),
+    ("no S1 date within", "--max-s1-gap"),
+    ("reference date with", "--max-ref-age, --max-ref-cloud"),
+)
+
+
+def reason_with_flags(reason: str) -> str:
+    """The plan's ``reason`` for a date, each cause followed by the flags that set it.
+
+    Examples
+    --------
+    >>> reason_with_flags("no S1 date within 6 days")
+    'no S1 date within 6 days (--max-s1-gap)'
+    """
+    causes = []
+    for cause in reason.split("; "):
+        flags = [flag for phrase, flag in REASON_FLAGS if phrase in cause]
+        causes.append(f"{cause} ({', '.join(flags)})" if flags else cause)
+    return "; ".join(causes)
+
+
+def fill_summary(result: xr.Dataset) -> Group:
+    """The ``fill-series summary`` of a filled output: per date its method, cloud and filled
+    shares, pixels left unfilled, and the S1 and reference dates used; then why each date
+    that was not synthesized was not (the plan's reason, with the flags behind it)."""
     table = Table(title="fill-series summary", box=box.SIMPLE_HEAD, padding=(0, 1))
     for column in ("date", "method", "cloud%", "filled%", "unfilled", "S1", "reference"):
         numeric = column.endswith("%") or column == "unfilled"
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
+    why = Table(title="not synthesized, because", box=box.SIMPLE_HEAD, padding=(0, 1))
+    why.add_column("date", no_wrap=True)
+    why.add_column("reason")
     filled_frac = result["filled"].mean(("y", "x")).compute().values
     unfilled = result["unfilled"].compute().values
 
@@ -168,13 +207,17 @@ def fill_summary(result: xr.Dataset) -> Table:
         return "-" if pd.isna(value) else f"{pd.Timestamp(value):%Y-%m-%d}"
 
     for i, date in enumerate(pd.DatetimeIndex(result["time"].values)):
+        method = str(result["method"].values[i])
+        s1_date, reference_date = result["s1_date"].values[i], result["reference_date"].values[i]
         table.add_row(
             f"{date:%Y-%m-%d}",
-            str(result["method"].values[i]),
+            method,
             f"{100 * float(result['cloud_fraction'].values[i]):.1f}",
             f"{100 * float(filled_frac[i]):.1f}",
             str(int(unfilled[i])),
-            day(result["s1_date"].values[i]),
-            day(result["reference_date"].values[i]),
+            day(s1_date),
+            day(reference_date),
         )
-    return table
+        if method != "synthesize":
+            why.add_row(f"{date:%Y-%m-%d}", reason_with_flags(str(result["reason"].values[i])))
+    return Group(table, why) if why.row_count else Group(table)

@@ -6,6 +6,7 @@ here; this module alone builds the app from them, so the import graph has no cyc
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ import typer
 
 from cloudfill._version import __version__
 from cloudfill.cli import cube, demo, evaluate, fill, infer, preprocess, train
+from cloudfill.cli._help import HelpCommand
+from cloudfill.cube.corrupt import corrupt_chunk_error
 from cloudfill.errors import CloudfillError
 
 app = typer.Typer(
@@ -27,6 +30,8 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    # click's plain help: full option names and rewrapped paragraphs at any width (_help).
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -57,15 +62,48 @@ def _global_options(
 
 
 # Named explicitly, in the order `cloudfill --help` lists them.
-app.command("info")(cube.info)
-app.command("make-cube")(cube.make_cube)
-app.command("demo")(demo.demo)
-app.command("evaluate")(evaluate.evaluate)
-app.command("synthesize")(infer.synthesize)
-app.command("fill-series")(fill.fill_series_command)
-app.command("preprocess")(preprocess.preprocess_command)
-app.command("train")(train.train_command)
-app.command("experiment")(train.experiment_command)
+for _name, _function in (
+    ("info", cube.info),
+    ("make-cube", cube.make_cube),
+    ("demo", demo.demo),
+    ("evaluate", evaluate.evaluate),
+    ("synthesize", infer.synthesize),
+    ("fill-series", fill.fill_series_command),
+    ("preprocess", preprocess.preprocess_command),
+    ("train", train.train_command),
+    ("experiment", train.experiment_command),
+):
+    app.command(_name, cls=HelpCommand)(_function)
+
+
+# Library messages name the Python keyword a caller passes ("pass overwrite=True to replace
+# it"); under the CLI the user passes a flag instead. Each phrase here is replaced by its flag,
+# and so is a "flag (phrase)" or "phrase (flag)" pair that names both.
+PYTHON_TO_FLAG: tuple[tuple[str, str], ...] = (
+    ("overwrite=True", "--overwrite"),
+    ("resume=True", "--resume"),
+    ("chain=True", "--chain"),
+    ("model=PATH", "--model PATH"),
+    ("dates=...", "--dates"),
+    ("device='cpu' or 'auto'", "--device cpu or auto"),
+)
+
+
+def cli_message(message: str) -> str:
+    """``message`` as a CLI user reads it: Python keyword phrases replaced by their flags.
+
+    Examples
+    --------
+    >>> cli_message("output x exists; pass overwrite=True to replace it")
+    'output x exists; pass --overwrite to replace it'
+    >>> cli_message("pass --overwrite (overwrite=True) to replace it")
+    'pass --overwrite to replace it'
+    """
+    for phrase, flag in PYTHON_TO_FLAG:
+        for both in (f"{flag} ({phrase})", f"{phrase} ({flag})"):
+            message = message.replace(both, flag)
+        message = message.replace(phrase, flag)
+    return message
 
 
 def _click_kind(exc: BaseException) -> str | None:
@@ -90,11 +128,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     except CloudfillError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {cli_message(str(exc))}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("Interrupted.", err=True)
         return 130
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): main() ends quietly, not an internal error
     except Exception as exc:
         kind = _click_kind(exc)
         if kind == "ClickException":
@@ -105,6 +145,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             return 1
         if _state["debug"]:
             traceback.print_exc()
+        corrupt = corrupt_chunk_error(exc)  # a store that does not decode: bad input, any verb
+        if corrupt is not None:
+            typer.echo(f"error: {corrupt}", err=True)
+            return 2
         typer.echo(
             f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
             err=True,
@@ -114,5 +158,23 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run())
+    """Console-script entry point.
+
+    A closed stdout (``cloudfill info CUBE | head -1``) is not an error: the rest of the
+    output goes to devnull, so the interpreter's final flush cannot fail, and the exit code
+    is 0.
+    """
+    try:
+        code = run()
+        sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's shutdown
+    except (BrokenPipeError, SystemExit) as exc:
+        # click turns a broken pipe inside a command into SystemExit(1), the pipe's error
+        # kept as its context.
+        if not isinstance(exc, BrokenPipeError) and not isinstance(
+            exc.__context__, BrokenPipeError
+        ):
+            raise
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    sys.exit(code)

@@ -91,6 +91,8 @@ def info(
             f"S1 dates: {len(s1)} from {s1[0]:%Y-%m-%d} to {s1[-1]:%Y-%m-%d}"
             f" (units {ds['s1'].attrs.get('units', '?')})"
         )
+    if check:  # validate() above raised otherwise
+        console.print("check passed: s2, s1, dem and a CRS as the cube contract requires")
 
 
 def _parse_shape(text: str) -> tuple[int, int]:
@@ -107,7 +109,7 @@ def _parse_shape(text: str) -> tuple[int, int]:
 def make_cube(
     out: Path = typer.Argument(..., help="Output zarr store (must not exist unless --overwrite)."),
     simulate: bool = typer.Option(False, "--simulate", help="Simulate a synthetic scene."),
-    shape: str = typer.Option("512x512", help="Simulated scene size NYxNX."),
+    shape: str = typer.Option("512x512", metavar="NYxNX", help="Simulated scene size NYxNX."),
     dates: int = typer.Option(6, help="Number of simulated S2 dates."),
     seed: int = typer.Option(0, help="Seed of the simulated scene."),
     chunk: int = typer.Option(1024, help="Spatial chunk size of the written cube."),
@@ -115,14 +117,20 @@ def make_cube(
         None, help="A STAC ItemCollection / FeatureCollection JSON file with S1/S2 items."
     ),
     s2: list[str] | None = typer.Option(
-        None, help="S2 date and GeoTIFF(s): DATE=PATH or DATE=B02.tif,B03.tif,B04.tif,B08.tif."
+        None,
+        metavar="DATE=PATH",
+        help="S2 date and GeoTIFF(s): DATE=PATH or DATE=B02.tif,B03.tif,B04.tif,B08.tif.",
     ),
     s1: list[str] | None = typer.Option(
-        None, help="S1 date and GeoTIFF(s): DATE=PATH or DATE=VV.tif,VH.tif (dB)."
+        None,
+        metavar="DATE=PATH",
+        help="S1 date and GeoTIFF(s): DATE=PATH or DATE=VV.tif,VH.tif (dB).",
     ),
     dem: Path | None = typer.Option(None, help="DEM GeoTIFF (any CRS; resampled bilinearly)."),
     cloud: list[str] | None = typer.Option(
-        None, help="Cloud mask GeoTIFF per S2 date: DATE=PATH (nonzero = unusable)."
+        None,
+        metavar="DATE=PATH",
+        help="Cloud mask GeoTIFF per S2 date: DATE=PATH (nonzero = unusable).",
     ),
     s1_units: str = typer.Option(
         "auto",

@@ -9,7 +9,13 @@ import typer
 from rich.table import Table
 
 from cloudfill._outputs import check_output
-from cloudfill.cli._common import CLUSTER_HELP, LazyModule, console, parse_dates
+from cloudfill.cli._common import (
+    CLUSTER_HELP,
+    LazyModule,
+    RichFillProgress,
+    console,
+    parse_dates,
+)
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.infer.settings import InferenceSettings
@@ -46,7 +52,10 @@ def evaluate(
     model: Path | None = typer.Option(None, help="Model checkpoint (default: shipped model)."),
     out: Path = typer.Option(Path("report"), "--out", "-o", help="Report folder to write."),
     dates: list[str] | None = typer.Option(
-        None, "--dates", help="S2 dates to evaluate (repeat or comma-separate); default: auto."
+        None,
+        "--dates",
+        metavar="DATES",
+        help="S2 dates to evaluate (repeat or comma-separate); default: auto.",
     ),
     split: str = typer.Option(
         "test", help="test: only the model card's test blocks (if recorded); all: every pixel."
@@ -60,6 +69,7 @@ def evaluate(
     device: str = typer.Option("cpu", help="Torch device: cpu, cuda, auto."),
     max_side: int = typer.Option(512, help="Largest quicklook side in pixels."),
     cluster: str = typer.Option("none", help=CLUSTER_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
     """Score the model against persistence, interpolation and regression baselines on the same
     pixels, run the land-cover check, and write OUT/index.html with OUT/metrics.csv.
@@ -85,6 +95,7 @@ def evaluate(
             landcover=landcover,
             settings=report_module.ReportSettings(max_side=max_side),
             inference=InferenceSettings(device=device),
+            progress=RichFillProgress(progress, verb="scoring"),
         )
     table = report.metrics
     console.print(summary_table(table))

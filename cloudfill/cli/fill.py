@@ -34,7 +34,7 @@ def fill_series_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output zarr store."),
     model: Path | None = typer.Option(None, help="Model checkpoint (default: shipped model)."),
     dates: list[str] | None = typer.Option(
-        None, help="S2 dates to fill (repeat or comma-separate; default: all)."
+        None, metavar="DATES", help="S2 dates to fill (repeat or comma-separate; default: all)."
     ),
     cloud_threshold: float = typer.Option(
         0.0, help="Dates with at most this cloud fraction are interpolated, not synthesized."

@@ -279,7 +279,12 @@ def pairs(
             reference_age_days=ref_days,
         )
         if row["cloud_fraction"] <= clear_threshold:
-            method, reason = "clear", "no unusable pixels to fill"
+            method = "clear"
+            reason = (
+                f"cloud fraction {row['cloud_fraction']:.3g} <= threshold {clear_threshold:g}"
+                if row["cloud_fraction"] > 0
+                else "no unusable pixels to fill"
+            )
         elif pd.notna(s1_date) and (pd.notna(ref_date) or not needs_reference):
             method, reason = "synthesize", ""
         else:

@@ -45,6 +45,7 @@ from cloudfill.evaluation.plan import BASELINES, REGIONS, EvaluationPlan, plan_e
 from cloudfill.evaluation.scoring import DateCase, run_evaluation
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, check_sigma
 from cloudfill.fill.blend import DEFAULT_FEATHER
+from cloudfill.fill.progress import FillProgress
 from cloudfill.fill.series import fill_date
 from cloudfill.infer.settings import InferenceSettings
 
@@ -202,6 +203,7 @@ def write_report(
     rule: PairingRule = PairingRule(),
     inference: InferenceSettings = InferenceSettings(),
     settings: ReportSettings = ReportSettings(),
+    progress: FillProgress | None = None,
 ) -> Report:
     """Evaluate ``model`` on ``ds`` and write ``out_dir/index.html`` with ``metrics.csv``.
 
@@ -221,6 +223,9 @@ def write_report(
         Output folder, created if needed; the report's files in it are replaced.
     settings
         Pictures and title (:class:`ReportSettings`; default: its defaults).
+    progress
+        Told about each date as it is scored (see
+        :func:`~cloudfill.evaluation.scoring.run_evaluation`); None: silent.
 
     Returns
     -------
@@ -271,7 +276,7 @@ def write_report(
         }
         return _quicklook_inputs(plan, case, step, settings)
 
-    table, looks = run_evaluation(plan, extras)
+    table, looks = run_evaluation(plan, extras, progress)
     # Only now: an evaluation that fails leaves no empty report folder behind.
     img_dir.mkdir(parents=True, exist_ok=True)
     pics = sections.open_pictures(img_dir, looks)

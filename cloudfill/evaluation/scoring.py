@@ -31,6 +31,7 @@ from cloudfill.errors import ParameterError
 from cloudfill.evaluation.baselines import fit_regression_baseline, predict_regression_baseline
 from cloudfill.evaluation.landcover import landcover_check
 from cloudfill.evaluation.plan import EvaluationPlan
+from cloudfill.fill.progress import FillProgress
 from cloudfill.infer.synthesize import synthesize_with_scale
 
 __all__ = [
@@ -354,6 +355,7 @@ def landcover_frame(landcover: Mapping[str, Any] | None) -> pd.DataFrame:
 def run_evaluation(
     plan: EvaluationPlan,
     extras: Callable[[DateCase], Mapping[str, Any]] | None = None,
+    progress: FillProgress | None = None,
 ) -> tuple[pd.DataFrame, dict[pd.Timestamp, dict[str, Any]]]:
     """Score every date of ``plan`` (one compute per date) and run its land-cover check.
 
@@ -365,6 +367,9 @@ def run_evaluation(
     extras
         Called with each :class:`DateCase`; the lazy objects it returns are computed in the
         same pass and returned per date (used by the report for its pictures).
+    progress
+        Told about each date as it is scored (:class:`~cloudfill.fill.progress.FillProgress`;
+        its ``method`` is ``"N methods"``); None: silent.
 
     Returns
     -------
@@ -385,16 +390,23 @@ def run_evaluation(
     rows: list[dict[str, Any]] = []
     per_date: dict[pd.Timestamp, dict[str, Any]] = {}
     landcover = None
-    for date in plan.dates:
-        case = date_case(plan, date)
-        wanted = dict(extras(case)) if extras is not None else {}
-        if date == plan.landcover_date:
-            wanted.update(_landcover_inputs(case, plan))
-        date_rows, computed = score_case(case, wanted)
-        rows.extend(date_rows)
-        if date == plan.landcover_date:
-            landcover = _run_landcover(plan, computed)
-        per_date[date] = {k: v for k, v in computed.items() if not k.startswith("landcover:")}
+    report = progress if progress is not None else FillProgress()
+    report.start(len(plan.dates), 0, None)
+    try:
+        for date in plan.dates:
+            report.date(date, f"{len(plan.methods)} methods")
+            case = date_case(plan, date)
+            wanted = dict(extras(case)) if extras is not None else {}
+            if date == plan.landcover_date:
+                wanted.update(_landcover_inputs(case, plan))
+            date_rows, computed = score_case(case, wanted)
+            rows.extend(date_rows)
+            if date == plan.landcover_date:
+                landcover = _run_landcover(plan, computed)
+            per_date[date] = {k: v for k, v in computed.items() if not k.startswith("landcover:")}
+            report.advance()
+    finally:
+        report.stop()
     table = pd.DataFrame(rows)
     table.insert(3, "split", plan.split.used)
     table = table[list(COLUMNS)]

@@ -1,7 +1,9 @@
 """How a long fill job reports progress, without importing the job (or torch).
 
 A front end (the CLI's progress bar) subclasses :class:`FillProgress`; keeping the base class
-here lets it do so without loading the fill job and the model stack it imports.
+here lets it do so without loading the fill job and the model stack it imports. The
+evaluation (:func:`~cloudfill.evaluation.scoring.run_evaluation`) reports its dates the same
+way.
 """
 
 from __future__ import annotations

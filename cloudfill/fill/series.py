@@ -46,7 +46,7 @@ from cloudfill.core.temporal import linear_interpolation
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
-from cloudfill.errors import MissingVariableError, ParameterError
+from cloudfill.errors import ParameterError
 from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
 from cloudfill.fill.blend import DEFAULT_FEATHER, feather_weights
 from cloudfill.fill.plan import prepare_fill
@@ -288,9 +288,10 @@ def fill_series(
     -------
     xarray.Dataset
         ``s2`` (time, band, y, x) filled; ``filled`` (time, y, x) bool; ``confidence``
-        (time, y, x) float32; per-date provenance ``method``, ``s1_date``,
-        ``reference_date``, ``reference_chained``, ``cloud_fraction`` and ``unfilled``
-        (pixels left NaN). Coords, CRS and the cube's attrs are kept.
+        (time, y, x) float32; per-date provenance ``method``, ``reason`` (why a date was
+        not synthesized, "" if it was), ``s1_date``, ``reference_date``,
+        ``reference_chained``, ``cloud_fraction`` and ``unfilled`` (pixels left NaN).
+        Coords, CRS and the cube's attrs are kept.
 
     Raises
     ------
@@ -307,8 +308,6 @@ def fill_series(
     >>> sorted(out.data_vars)[:3]  # doctest: +SKIP
     ['cloud_fraction', 'confidence', 'filled']
     """
-    if "s2" not in ds.data_vars:
-        raise MissingVariableError("fill_series needs an 's2' variable")
     check_sigma(adjust)  # before any work
     # The CLI's checks in Python too (the contract, then values against units and scale);
     # not the CRS, which an in-memory analysis cube may go without.
@@ -423,6 +422,8 @@ def _assemble(
     }
     sub = plan.loc[chosen]
     out["method"] = ("time", sub["method"].astype(str).to_numpy())
+    # The plan's own words for a date not synthesized, so a summary never restates the rule.
+    out["reason"] = ("time", sub["reason"].astype(str).to_numpy())
     out["s1_date"] = ("time", pd.DatetimeIndex(sub["s1_date"]).to_numpy())
     out["reference_date"] = ("time", pd.DatetimeIndex(sub["reference_date"]).to_numpy())
     out["reference_chained"] = ("time", sub["reference_chained"].to_numpy(dtype=bool))

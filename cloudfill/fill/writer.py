@@ -122,7 +122,7 @@ class DateWriter:
                 why = "was made by a different job" if existing != job else "exists"
                 raise OutputError(
                     f"output {self.path} {why} (its fingerprint {existing}, this job {job}); "
-                    "pass overwrite=True (--overwrite) to replace it"
+                    "pass overwrite=True to replace it"
                 )
             check_output(self.path, overwrite=True)  # a user's own folder is never deleted
             shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()

@@ -64,8 +64,8 @@ def _saved_state(out: Path | None, resume: bool) -> _SavedState | None:
     has_state = last.exists() or any(out.glob(f".{LAST_NAME}.old-*"))
     if has_state and not resume:
         raise OutputError(
-            f"{str(out)!r} already holds a training run; pass resume=True "
-            "(--resume) to continue it, or choose another output folder"
+            f"{str(out)!r} already holds a training run; pass resume=True to "
+            "continue it, or choose another output folder"
         )
     if has_state:
         return read_state(last)
