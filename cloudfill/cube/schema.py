@@ -9,6 +9,7 @@ cube size.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -108,6 +109,7 @@ def conform(ds: xr.Dataset) -> xr.Dataset:
     >>> [str(b) for b in out.band.values], str(out.s2.dtype)
     (['B02', 'B03', 'B04', 'B08'], 'float32')
     """
+    _require_dataset(ds)
     out = ds.copy()
     if "band" in out.coords:
         out = out.assign_coords(band=[_band_name(b) for b in out["band"].values])
@@ -240,6 +242,18 @@ def _crs_of_variable(ds: xr.Dataset, name: Any) -> Any:
     return None
 
 
+def _require_dataset(ds: object) -> None:
+    # Anything else fails deep inside with an AttributeError naming an internal function.
+    if isinstance(ds, xr.Dataset):
+        return
+    hint = ""
+    if isinstance(ds, (str, os.PathLike)):
+        hint = "; open a zarr store with cloudfill.open_cube(path)"
+    elif isinstance(ds, xr.DataArray):
+        hint = "; a cube holds several variables (s2, s1, dem), see docs/contract.md"
+    raise DimensionError(f"expected an xarray.Dataset cube, got {type(ds).__name__}{hint}")
+
+
 def validate(
     ds: xr.Dataset,
     require: Iterable[str] = REQUIRED_DEFAULT,
@@ -251,9 +265,8 @@ def validate(
     Only coordinates and metadata are read, never pixel data (a lazy cube stays lazy).
     Checks, in order: required variables, dims of every contract variable, the spatial grid
     (regular ``x``/``y`` pixel centres), time axes (datetime64, sorted, unique), band/pol labels,
-    dtypes and S1 units, time axes (datetime64, sorted, unique), the spatial grid (regular
-    ``x``/``y`` pixel centres shared by all variables) and the CRS (present, one for all
-    variables).
+    dtypes and S1 units, the spatial grid shared by all variables and the CRS (present, one
+    for all variables).
 
     Parameters
     ----------
@@ -282,8 +295,7 @@ def validate(
     >>> validate(ds) is ds
     True
     """
-    if not isinstance(ds, xr.Dataset):
-        raise DimensionError(f"expected an xarray.Dataset cube, got {type(ds).__name__}")
+    _require_dataset(ds)
     for name in require:
         if name not in ds.data_vars:
             present = sorted(str(v) for v in ds.data_vars)

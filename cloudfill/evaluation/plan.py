@@ -29,7 +29,8 @@ from cloudfill.core.grid import SPLITS, pixel_splits
 from cloudfill.core.pairs import PairingRule, cloud_fractions, pairs
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.sanity import check_values
-from cloudfill.errors import MissingVariableError, ParameterError
+from cloudfill.cube.schema import validate
+from cloudfill.errors import ParameterError
 from cloudfill.evaluation.landcover import LandcoverCheck
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import resolve_model
@@ -355,9 +356,8 @@ def plan_evaluation(
     >>> plan.truth_source, plan.methods
     ('truth variable', ('persistence', 'interpolation', 'regression'))
     """
-    if "s2" not in ds.data_vars:
-        raise MissingVariableError("evaluate needs an 's2' variable")
-    check_values(ds)  # S2 in digital numbers or S1 against its units: before any work
+    # The contract (not the CRS, which an in-memory cube may go without), then the values.
+    check_values(validate(ds, require=("s2",), require_crs=False))
     notes: list[str] = []
     cf = None
     if with_model:

@@ -39,6 +39,10 @@ def plan_fill(
     >>> list(plan_fill(ds)["method"])
     ['clear', 'synthesize', 'interpolate']
     """
+    # Checked here under the fill's own name (pairs() calls it clear_threshold), before the
+    # mask is read.
+    if not 0.0 <= cloud_threshold <= 1.0:
+        raise ParameterError(f"cloud_threshold must be within [0, 1], got {cloud_threshold}")
     return pairs(
         ds,
         rule,

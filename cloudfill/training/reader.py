@@ -180,9 +180,9 @@ class CubeReader:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.path: str | None = None
-        if not isinstance(ds, xr.Dataset):
+        if isinstance(ds, (str, os.PathLike)):
             ds = open_cube(ds)
-        ds = conform(ds)
+        ds = conform(ds)  # refuses anything but a Dataset
         self.mask_var = _mask_name(ds)
         names = [n for n in ("s1", "s2", "dem") if n in ds.data_vars] + [self.mask_var]
         self.names = names if variables is None else [n for n in variables if n in names]

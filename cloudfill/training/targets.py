@@ -126,9 +126,9 @@ def open_checked(
     ...
     cloudfill.errors.ModelMismatchError: variant SD uses the DEM but the cube has no 'dem'
     """
-    if not isinstance(ds, xr.Dataset):
+    if isinstance(ds, (str, os.PathLike)):
         ds = open_cube(ds)
-    ds = conform(ds)
+    ds = conform(ds)  # anything but a Dataset is refused here, before any work
     if "s1" not in ds.data_vars:
         raise ModelMismatchError(f"variant {spec.name} needs S1 SAR but the cube has no 's1'")
     if spec.uses_dem and "dem" not in ds.data_vars:
