@@ -41,6 +41,27 @@ def make_tiny_cube(ny: int = 12, nx: int = 10, n_time: int = 3, n_s1: int = 4) -
     return ds.rio.write_crs("EPSG:32633")
 
 
+def make_patchy_cube(n: int = 20) -> xr.Dataset:
+    """Four dates (10 days apart, each with S1 within 6 days) whose clouds no single date
+    covers: no date is <= 5 % cloudy, yet most cloudy pixels are clear on some other date.
+
+    - 01-01: the top half cloudy (50 %);
+    - 01-11: the bottom half and the first ``q = max(1, n // 10)`` rows cloudy;
+    - 01-21: all but the last column cloudy (clear elsewhere: pairing by date interpolates it,
+      pairing by pixel synthesizes it);
+    - 01-31: the first ``q`` rows but their last pixel cloudy: pixels cloudy on every date,
+      so nothing but an S1-only model can synthesize it.
+    """
+    ds = make_tiny_cube(ny=n, nx=n, n_time=4, n_s1=6)
+    q, half = max(1, n // 10), n // 2
+    cloud = np.zeros((4, n, n), bool)
+    cloud[0, :half] = True
+    cloud[1, half:] = cloud[1, :q] = True
+    cloud[2, :, :-1] = True
+    cloud[3, :q, :-1] = True
+    return ds.assign(cloud=(("time", "y", "x"), cloud))
+
+
 @pytest.fixture
 def tiny_cube() -> xr.Dataset:
     return make_tiny_cube()

@@ -20,7 +20,7 @@ from cloudfill.evaluation.evaluate import (
     split_pixels,
 )
 from cloudfill.metrics import METRICS, all_metrics
-from tests.conftest import make_tiny_model
+from tests.conftest import make_patchy_cube, make_tiny_model
 
 LANDCOVER = LandcoverCheck(n_estimators=10, block=16)
 # Test blocks of 32 px on the 64 x 64 scene: the bottom-right block only.
@@ -271,3 +271,20 @@ def test_accessor_returns_the_table(scene64: xr.Dataset) -> None:
 def test_bad_arguments(scene64: xr.Dataset, kwargs: dict, message: str) -> None:
     with pytest.raises(ParameterError, match=message):
         evaluate(scene64, with_model=False, landcover=False, **kwargs)
+
+
+def test_default_dates_of_a_blend_model_pair_by_pixel() -> None:
+    from cloudfill.core.pairs import PairingRule, cloud_fractions
+    from cloudfill.evaluation.plan import _default_dates
+
+    ds = make_patchy_cube(32)  # no date is <= 5 % cloudy
+    fractions = cloud_fractions(ds)
+
+    def dates(model) -> list[str]:
+        chosen = _default_dates(ds, model, True, fractions, 0.05, PairingRule())
+        return [f"{d:%m-%d}" for d in chosen]
+
+    with pytest.raises(ParameterError, match="reference"):
+        dates(make_tiny_model(ds, "SO"))
+    # Every cloudy date after the first (persistence needs an earlier date) has a reference.
+    assert dates(make_tiny_model(ds, "SO", reference_mode="blend")) == ["01-11", "01-21", "01-31"]

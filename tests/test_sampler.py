@@ -242,6 +242,23 @@ def test_accessor_binding(cube: xr.Dataset) -> None:
     assert data.n_channels == 2 and data.split == "test" and len(data) > 0
 
 
+def test_blend_training_takes_targets_whose_reference_is_per_pixel() -> None:
+    from tests.conftest import make_patchy_cube
+
+    cube = make_patchy_cube(32)  # no date is <= 5 % cloudy: no single reference date
+    patches = PatchSettings(16, overlap=0, block_size=16)
+    with pytest.raises(ModelMismatchError, match="clear reference"):
+        build_index(cube, "SO", patches, despeckle=3)
+    for mode in ("composite", "blend"):
+        index = build_index(cube, "SO", patches, despeckle=3, reference=mode)
+        dates = sorted({f"{d:%m-%d}" for d in index.samples["date"]})
+        # 01-21 is 97 % cloudy: no patch of it is under max_cloud (50 %).
+        assert dates == ["01-01", "01-11", "01-31"]
+        first = index.samples[index.samples["date"] == "2023-01-01"]
+        assert (first["reference_date"] == pd.Timestamp("2023-01-11")).all()
+        assert set(index.references.candidates[0]) == {1, 2, 3}
+
+
 def test_bad_input_is_reported_before_reading(cube: xr.Dataset, tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="patch size"):
         build_index(cube, "S", PatchSettings(30))

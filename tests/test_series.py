@@ -12,7 +12,14 @@ from cloudfill.core.pairs import PairingRule
 from cloudfill.fill.blend import feather_weights
 from cloudfill.fill.series import INTERPOLATION_CONFIDENCE, fill_series
 from cloudfill.infer.settings import InferenceSettings
-from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_strict_chunks
+from tests.conftest import (
+    StrictChunk,
+    copy_to,
+    make_patchy_cube,
+    make_tiny_model,
+    on_cupy,
+    on_strict_chunks,
+)
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +279,22 @@ def test_candidates_pair_with_s1_by_the_fills_gap(scene: xr.Dataset) -> None:
         np.testing.assert_array_equal(got, alone[:, unusable])
         out[gap] = got
     assert np.abs(out[14] - out[6]).max() > 1e-6  # the radar weights took part (else equal)
+
+
+def test_blend_model_synthesizes_dates_no_single_reference_date_serves() -> None:
+    from cloudfill.fill.plan import prepare_fill
+
+    ds = make_patchy_cube(32)  # no date <= 5 % cloudy; 01-21 is 97 % cloudy
+    target = pd.Timestamp("2023-01-21")
+    by_date = fill_series(ds, make_tiny_model(ds, "SO"), dates=[target])
+    assert by_date["method"].values.tolist() == ["interpolate"]
+    blend = fill_series(ds, make_tiny_model(ds, "SO", reference_mode="blend"))
+    assert blend["method"].values.tolist() == ["synthesize"] * 3 + ["interpolate"]
+    assert blend["reference_date"].values[2] == np.datetime64("2023-01-11")
+    # Every cloudy pixel with a clear observation elsewhere is filled (31 * 32 - 3 * 31 =
+    # 899); the first three rows are cloudy on every date and stay NaN.
+    assert int(blend["filled"].sel(time=target).sum()) == 899
+    assert int(blend["unfilled"].sel(time=target)) == 3 * 31
+    # An S1-only model synthesizes every date with S1, whatever its references.
+    _, plan = prepare_fill(ds, make_tiny_model(ds, "S"))
+    assert list(plan["method"]) == ["synthesize"] * 4

@@ -11,7 +11,14 @@ from cloudfill import errors
 from cloudfill.core.pairs import PairingRule
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import plan_tiles, synthesize, synthesize_with_scale
-from tests.conftest import StrictChunk, copy_to, make_tiny_model, on_cupy, on_strict_chunks
+from tests.conftest import (
+    StrictChunk,
+    copy_to,
+    make_patchy_cube,
+    make_tiny_model,
+    on_cupy,
+    on_strict_chunks,
+)
 
 CLOUDY_DATE = 2  # index of a date with a clear earlier reference in the default scene
 
@@ -150,6 +157,26 @@ def test_errors_before_work(scene: xr.Dataset, tiny_model) -> None:
     for bad in (None, "2023-13-45", "soon", [_date(scene), _date(scene)]):
         with pytest.raises(errors.ParameterError, match="date"):
             synthesize(scene, bad, tiny_model)
+
+
+@pytest.mark.parametrize("mode", ["composite", "blend"])
+def test_per_pixel_model_takes_the_dates_its_plan_synthesizes(mode: str) -> None:
+    from cloudfill.fill.plan import plan_fill
+
+    ds = make_patchy_cube(32)  # no date is <= 5 % cloudy
+    target = pd.Timestamp("2023-01-21")
+    with pytest.raises(errors.ParameterError, match="<= 5% cloud"):
+        synthesize(ds, target, make_tiny_model(ds, "SO"))
+    model = make_tiny_model(ds, "SO", reference_mode=mode)
+    out = synthesize(ds, target, model).compute()
+    plan = plan_fill(ds, direction="nearest", per_pixel=True)
+    assert out.attrs["reference_date"] == f"{plan.loc[target, 'reference_date']:%Y-%m-%d}"
+    # A value wherever some date has a clear observation: all but the first three rows.
+    has_value = out.notnull().all("band").values
+    assert has_value[3:].all() and not has_value[:3, :-1].any()
+    # No date with a usable pixel in range: the error says so.
+    with pytest.raises(errors.ParameterError, match="usable pixel within 5 days"):
+        synthesize(ds, target, model, rule=PairingRule(max_ref_age=5))
 
 
 def test_any_date_with_s1(scene: xr.Dataset, tiny_model) -> None:

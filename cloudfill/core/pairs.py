@@ -7,6 +7,9 @@ see the same pairs):
 - **reference**: the nearest *earlier* S2 date whose cloud fraction is at most
   ``max_ref_cloud`` and which is at most ``max_ref_age`` older (the paper's setting: an
   earlier cloud-free image); with ``direction="nearest"`` a later date may be used too.
+  Paired by pixel (``pairs(..., per_pixel=True)``, for models whose reference is a per-pixel
+  composite or blend) no such date is needed: a date qualifies when some of its unusable
+  pixels are clear on some date within ``max_ref_age`` (``reference_share`` says how many).
 - **method**: ``"clear"`` when the target itself needs no filling, ``"synthesize"`` when both
   inputs exist, ``"interpolate"`` (temporal fallback) when they do not but some other date is
   usable, ``"none"`` when nothing is usable; ``reason`` says why in words.
@@ -14,10 +17,13 @@ see the same pairs):
 
 from __future__ import annotations
 
+import functools
 import numbers
+import operator
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -26,6 +32,7 @@ from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ParameterError
 
 __all__ = [
+    "PER_PIXEL_MODES",
     "PairingRule",
     "cloud_fractions",
     "nearest_s1",
@@ -35,6 +42,11 @@ __all__ = [
 ]
 
 Direction = Literal["earlier", "nearest"]
+
+PER_PIXEL_MODES: tuple[str, ...] = ("composite", "blend")
+"""Reference modes built pixel by pixel from every candidate date
+(:attr:`ModelCard.reference_mode <cloudfill.model.card.ModelCard.reference_mode>`): their
+dates are paired by pixel (``pairs(..., per_pixel=True)``), needing no clear reference date."""
 
 
 def _as_days(value: str | pd.Timedelta | float | int, name: str) -> float:
@@ -204,6 +216,31 @@ def _days(delta: pd.Timedelta) -> str:
     return f"{delta / pd.Timedelta(days=1):g}"
 
 
+def _covered_counts(ds: xr.Dataset, jobs: dict[int, list[int]]) -> dict[int, tuple[int, int]]:
+    """Per target date index ``i`` of ``jobs``: how many of its pixels are unusable, and how
+    many of those are usable on at least one of the dates ``jobs[i]`` (indices).
+
+    Lazy up to one compute for every date: a dask-backed mask is read chunk by chunk, each
+    date's plane once however many targets it serves.
+    """
+    if not jobs:
+        return {}
+    mask = cloud_mask(ds).data
+    usable: dict[int, object] = {}  # one "usable" plane per date, shared by every target
+    parts = []
+    for i, sources in jobs.items():
+        for k in sources:
+            if k not in usable:
+                usable[k] = ~mask[k]
+        cover = functools.reduce(operator.or_, (usable[k] for k in sources))
+        bad = mask[i]
+        parts += [bad.sum(), (bad & cover).sum()]
+    if any(dask.is_dask_collection(p) for p in parts):
+        parts = list(dask.compute(*parts))
+    counts = [int(p) for p in parts]  # int() also brings a CuPy scalar to the host
+    return {i: (counts[2 * j], counts[2 * j + 1]) for j, i in enumerate(jobs)}
+
+
 def pairs(
     ds: xr.Dataset,
     rule: PairingRule = PairingRule(),
@@ -213,8 +250,10 @@ def pairs(
     needs_reference: bool = True,
     fractions: pd.Series | None = None,
     chain: bool = False,
+    per_pixel: bool = False,
+    shares: bool = True,
 ) -> pd.DataFrame:
-    """For every S2 date: the S1 date and the clear reference date the fill would use.
+    """For every S2 date: the S1 date and the reference date(s) the fill would use.
 
     Parameters
     ----------
@@ -228,7 +267,7 @@ def pairs(
     direction
         ``"earlier"`` (default) takes only earlier references; ``"nearest"`` also later ones.
     needs_reference
-        Whether the model needs a reference date (SO/SOD variants); an S/SD model can
+        Whether the model needs a reference (SO/SOD variants); an S/SD model can
         synthesize a date that has an S1 acquisition but no reference.
     fractions
         Precomputed :func:`cloud_fractions`, to avoid reading the mask again.
@@ -236,16 +275,32 @@ def pairs(
         Let dates filled by synthesis serve as references for later dates (``fill_series(...,
         chain=True)``): a long cloudy spell is then synthesized date after date from its
         last clear date instead of interpolated. Dates are planned in time order, so a
-        filled date only ever serves later dates.
+        filled date only ever serves later dates; a filled date counts as usable everywhere.
+    per_pixel
+        Pair by pixel, as models whose reference is a per-pixel ``"composite"`` or
+        ``"blend"`` (:attr:`ModelCard.reference_mode
+        <cloudfill.model.card.ModelCard.reference_mode>`) do: a date needs no clear
+        reference *date*; it is synthesized when some of its unusable pixels are usable on
+        one of its :func:`reference_candidates` (every date with a usable pixel within
+        ``max_ref_age``, in ``direction``), and ``reference_date`` is the nearest of them.
+        Default False: the paper's single reference date with at most ``max_ref_cloud``.
+    shares
+        Compute ``reference_share`` (one more pass over the mask, computed once for every
+        date, skipped when the cube has no S1). False leaves it NaN and, with
+        ``per_pixel``, takes any candidate date as enough: for callers that only read the
+        dates (training's target selection).
 
     Returns
     -------
     pandas.DataFrame
         Indexed by S2 date, columns ``cloud_fraction``, ``s1_date``, ``s1_gap_days``,
         ``reference_date``, ``reference_age_days``, ``method``, ``reason``,
-        ``reference_chained`` (the reference date is itself a filled date) and
-        ``chain_source`` (the date's filled image serves later dates as a reference); the
-        last two are only ever True with ``chain``.
+        ``reference_chained`` (the reference date is itself a filled date),
+        ``chain_source`` (the date's filled image serves later dates as a reference; these
+        two are only ever True with ``chain``) and ``reference_share``: the share of the
+        date's unusable pixels with a reference value (usable on ``reference_date``; with
+        ``per_pixel``, on any candidate date). ``reference_share`` is NaN where the date has
+        no unusable pixel, no reference or no S1 date (nothing would be synthesized).
 
     Examples
     --------
@@ -254,6 +309,13 @@ def pairs(
     >>> table = pairs(ds)
     >>> list(table.columns)[:3]
     ['cloud_fraction', 's1_date', 's1_gap_days']
+
+    Pairing by pixel synthesizes every date whose clouds are clear on some neighbour:
+
+    >>> by_date = pairs(ds, direction="nearest")["method"]
+    >>> by_pixel = pairs(ds, direction="nearest", per_pixel=True)["method"]
+    >>> int((by_date == "synthesize").sum()) <= int((by_pixel == "synthesize").sum())
+    True
     """
     if direction not in ("earlier", "nearest"):
         raise ParameterError(f"direction must be 'earlier' or 'nearest', got {direction!r}")
@@ -261,22 +323,51 @@ def pairs(
         raise ParameterError(f"clear_threshold must be within [0, 1], got {clear_threshold}")
     s1_gap, ref_age = rule.s1_gap, rule.ref_age
     frac = cloud_fractions(ds) if fractions is None else fractions
+    fraction = frac.to_numpy()
     dates = pd.DatetimeIndex(ds["time"].values)
     s1_dates = pd.DatetimeIndex(ds["s1_time"].values) if "s1" in ds.data_vars else None
-    usable_ref = frac.to_numpy() <= rule.max_ref_cloud
+    # A reference date: clear enough (<= max_ref_cloud) for one date to serve, or, by pixel,
+    # any date with a usable pixel (the candidates a composite or blend draws on).
+    usable_ref = fraction < 1.0 if per_pixel else fraction <= rule.max_ref_cloud
+    s1_of = [nearest_s1(s1_dates, date, s1_gap) for date in dates]
+
+    def sources(i: int) -> list[int]:
+        """The dates serving date ``i`` as reference, nearest first."""
+        order = _by_distance(dates, usable_ref, dates[i], ref_age, direction)
+        return order if per_pixel else order[:1]
+
+    # Which of each date's unusable pixels have a reference value: one pass over the mask
+    # for every date at once, and only for dates that could be synthesized (S1 and a
+    # reference; never for a cube without S1).
+    jobs = {}
+    for i in range(len(dates)):
+        if shares and fraction[i] > 0 and pd.notna(s1_of[i][0]):
+            jobs[i] = sources(i)
+    counts = _covered_counts(ds, {i: k for i, k in jobs.items() if k})
     synthesized = np.zeros(len(dates), dtype=bool)  # filled dates a chain may reuse
-    any_usable = bool((frac.to_numpy() < 1.0).any())
+    any_usable = bool((fraction < 1.0).any())
+    side = " before" if direction == "earlier" else ""
 
     rows = []
     for i, date in enumerate(dates):
-        row: dict[str, object] = {"cloud_fraction": float(frac.iloc[i])}
-        s1_date, s1_days = nearest_s1(s1_dates, date, s1_gap)
+        row: dict[str, object] = {"cloud_fraction": float(fraction[i])}
+        s1_date, s1_days = s1_of[i]
         ref_date, ref_days = reference_for(dates, usable_ref, date, ref_age, direction)
         row.update(
             s1_date=s1_date,
             s1_gap_days=s1_days,
             reference_date=ref_date,
             reference_age_days=ref_days,
+        )
+        share = np.nan
+        if pd.notna(ref_date) and fraction[i] > 0:
+            # A filled date of the chain among the sources: every pixel has a reference.
+            if chain and any(synthesized[k] for k in sources(i)):
+                share = 1.0
+            elif i in counts and counts[i][0] > 0:
+                share = counts[i][1] / counts[i][0]
+        has_reference = pd.notna(ref_date) and (
+            not per_pixel or not shares or pd.isna(s1_date) or share > 0
         )
         if row["cloud_fraction"] <= clear_threshold:
             method = "clear"
@@ -285,7 +376,7 @@ def pairs(
                 if row["cloud_fraction"] > 0
                 else "no unusable pixels to fill"
             )
-        elif pd.notna(s1_date) and (pd.notna(ref_date) or not needs_reference):
+        elif pd.notna(s1_date) and (has_reference or not needs_reference):
             method, reason = "synthesize", ""
         else:
             missing = []
@@ -293,12 +384,14 @@ def pairs(
                 missing.append("the cube has no s1")
             elif pd.isna(s1_date):
                 missing.append(f"no S1 date within {_days(s1_gap)} days")
-            if pd.isna(ref_date) and needs_reference:
+            if not has_reference and needs_reference:
                 missing.append(
-                    f"no {'earlier ' if direction == 'earlier' else ''}reference date with "
-                    f"<= {100 * rule.max_ref_cloud:g}% cloud within {_days(ref_age)} days"
+                    f"no unusable pixel has a clear observation within {_days(ref_age)} days{side}"
+                    if per_pixel
+                    else f"no {'earlier ' if direction == 'earlier' else ''}reference date "
+                    f"with <= {100 * rule.max_ref_cloud:g}% cloud within {_days(ref_age)} days"
                 )
-            others_usable = any_usable and bool((np.delete(frac.to_numpy(), i) < 1.0).any())
+            others_usable = any_usable and bool((np.delete(fraction, i) < 1.0).any())
             method = "interpolate" if others_usable else "none"
             reason = "; ".join(missing)
             if method == "none":
@@ -308,8 +401,17 @@ def pairs(
             and pd.notna(ref_date)
             and bool(synthesized[dates.get_loc(ref_date)])
         )
-        source = chain and method == "synthesize" and not usable_ref[i]
-        row.update(method=method, reason=reason, reference_chained=chained, chain_source=source)
+        # By pixel every synthesized date serves on as its filled image (it was already a
+        # candidate, but its clouds now have values); by date, only dates too cloudy to
+        # serve as they are.
+        source = chain and method == "synthesize" and (per_pixel or not usable_ref[i])
+        row.update(
+            method=method,
+            reason=reason,
+            reference_chained=chained,
+            chain_source=source,
+            reference_share=share,
+        )
         if source:
             usable_ref[i] = synthesized[i] = True
         rows.append(row)

@@ -32,6 +32,7 @@ from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.errors import ParameterError
 from cloudfill.evaluation.landcover import LandcoverCheck
+from cloudfill.fill.plan import per_pixel_model
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import resolve_model
 
@@ -260,8 +261,17 @@ def _default_dates(
     """Dates every method can predict: truth cubes their cloudy dates, others clear ones."""
     needs_reference = bool(model.variant.uses_reference) if model is not None else True
     direction = model.card.reference_direction if model is not None else "earlier"
+    # A composite or blend model pairs by pixel, as its fills do: any date with a usable
+    # pixel in range serves, not only <= max_ref_cloud ones. Only the dates are read here,
+    # so the reference_share pass over the mask is skipped.
     table = pairs(
-        ds, rule, needs_reference=needs_reference, fractions=fractions, direction=direction
+        ds,
+        rule,
+        needs_reference=needs_reference,
+        fractions=fractions,
+        direction=direction,
+        per_pixel=per_pixel_model(model),
+        shares=False,
     )
     frac = fractions.to_numpy()
     # Persistence needs an earlier date with some clear pixel.

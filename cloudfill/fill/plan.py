@@ -1,6 +1,7 @@
 """What a fill will do before it does it: the model that fills a cube and the per-date plan.
 
-Cheap: only the mask is read (for the cloud fractions); nothing is synthesized.
+Cheap: only the mask is read (the cloud fractions, then in one more pass which unusable
+pixels have a reference value: the ``reference_share`` column); nothing is synthesized.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from cloudfill.core.pairs import PairingRule, cloud_fractions, pairs
+from cloudfill.core.pairs import PER_PIXEL_MODES, PairingRule, cloud_fractions, pairs
 from cloudfill.errors import ParameterError
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import resolve_model
 
-__all__ = ["plan_fill", "prepare_fill"]
+__all__ = ["per_pixel_model", "plan_fill", "prepare_fill"]
 
 
 def plan_fill(
@@ -27,10 +28,12 @@ def plan_fill(
     fractions: pd.Series | None = None,
     direction: str = "earlier",
     chain: bool = False,
+    per_pixel: bool = False,
 ) -> pd.DataFrame:
     """The per-date plan: :func:`~cloudfill.core.pairs.pairs` with the fill's settings
     (cheap; reads the mask). ``direction`` is the model's (:attr:`ModelCard.reference_direction
-    <cloudfill.model.card.ModelCard.reference_direction>`).
+    <cloudfill.model.card.ModelCard.reference_direction>`); ``per_pixel`` pairs by pixel, as
+    a model with a ``"composite"`` or ``"blend"`` reference needs (:func:`per_pixel_model`).
 
     Examples
     --------
@@ -38,6 +41,8 @@ def plan_fill(
     >>> ds = cloudfill.simulate_scene((32, 32), dates=3, seed=0)
     >>> list(plan_fill(ds)["method"])
     ['clear', 'synthesize', 'interpolate']
+    >>> list(plan_fill(ds, direction="nearest", per_pixel=True)["method"])
+    ['clear', 'synthesize', 'synthesize']
     """
     # Checked here under the fill's own name (pairs() calls it clear_threshold), before the
     # mask is read.
@@ -51,7 +56,27 @@ def plan_fill(
         direction=direction,  # type: ignore[arg-type]
         fractions=cloud_fractions(ds) if fractions is None else fractions,
         chain=chain,
+        per_pixel=per_pixel,
     )
+
+
+def per_pixel_model(cf: Any) -> bool:
+    """Whether the model ``cf`` pairs by pixel: an SO/SOD model whose reference is a
+    per-pixel ``"composite"`` or ``"blend"`` (its dates need no single clear reference date).
+
+    Examples
+    --------
+    >>> from cloudfill.model import CloudfillModel, Generator
+    >>> model = CloudfillModel(Generator("SO", base_filters=4, n_blocks=1))
+    >>> per_pixel_model(model), per_pixel_model(None)
+    (False, False)
+    >>> model.card.reference_mode = "blend"
+    >>> per_pixel_model(model)
+    True
+    """
+    if cf is None:
+        return False
+    return bool(cf.variant.uses_reference) and cf.card.reference_mode in PER_PIXEL_MODES
 
 
 def prepare_fill(
@@ -106,6 +131,7 @@ def prepare_fill(
             rule=rule,
             direction=cf.card.reference_direction if cf is not None else "earlier",
             chain=chain,
+            per_pixel=per_pixel_model(cf),
         )
     if "reference_chained" in plan and plan["reference_chained"].any() and not chain:
         raise ParameterError("the plan was made with chain=True; pass chain=True as well")

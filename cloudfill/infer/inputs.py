@@ -17,6 +17,7 @@ import xarray as xr
 
 from cloudfill.core.condition import condition_stack
 from cloudfill.core.pairs import (
+    PER_PIXEL_MODES,
     PairingRule,
     cloud_fractions,
     nearest_s1,
@@ -53,7 +54,11 @@ def _pick_inputs(
     rule: PairingRule,
     fractions: pd.Series,
     direction: str = "earlier",
+    per_pixel: bool = False,
 ) -> tuple[pd.Timestamp, pd.Timestamp | None]:
+    """The S1 date and reference date of ``date`` as :func:`~cloudfill.core.pairs.pairs`
+    pairs them; ``per_pixel`` (a composite or blend model) takes the nearest date with any
+    usable pixel, where a single reference date must be clear (``max_ref_cloud``)."""
     s1_dates = pd.DatetimeIndex(ds["s1_time"].values)
     s1_date, _ = nearest_s1(s1_dates, date, rule.s1_gap)
     if pd.isna(s1_date):
@@ -63,15 +68,25 @@ def _pick_inputs(
         )
     if not needs_reference:
         return s1_date, None
+    # By pixel, the reference_date column of pairs(): the nearest candidate of the composite
+    # or blend (the other candidates join in _composite_dates). Whether the date's clouds
+    # are covered is not asked: synthesize() also predicts clear dates (evaluation), and
+    # pixels no candidate covers come out NaN (the ``valid`` channel), never invented.
+    frac = fractions.to_numpy()
     ref, _ = reference_for(
         pd.DatetimeIndex(ds["time"].values),
-        fractions.to_numpy() <= rule.max_ref_cloud,
+        frac < 1.0 if per_pixel else frac <= rule.max_ref_cloud,
         date,
         rule.ref_age,
         direction,  # type: ignore[arg-type]
     )
     if pd.isna(ref):
         side = "earlier " if direction == "earlier" else ""
+        if per_pixel:
+            raise ParameterError(
+                f"no {side}S2 date with a usable pixel within {rule.max_ref_age:g} days of "
+                f"{date:%Y-%m-%d} to build the reference from"
+            )
         raise ParameterError(
             f"no {side}S2 date with <= {100 * rule.max_ref_cloud:g}% cloud within "
             f"{rule.max_ref_age:g} days of {date:%Y-%m-%d} to use as reference"
@@ -175,13 +190,19 @@ def synthesis_inputs(
     if card.normalisation is None:
         raise ParameterError("the model card has no normalisation statistics; retrain or re-save")
     stats = NormStats.from_dict(card.normalisation)
-    composite = cf.variant.uses_reference and card.reference_mode in ("composite", "blend")
+    composite = cf.variant.uses_reference and card.reference_mode in PER_PIXEL_MODES
     blend = composite and card.reference_mode == "blend"
     if fractions is None and (s1_date is None or composite):
         fractions = cloud_fractions(ds)  # one pass over the mask serves every use below
     if s1_date is None:
         s1_date, picked_ref = _pick_inputs(
-            ds, date, cf.variant.uses_reference, rule, fractions, card.reference_direction
+            ds,
+            date,
+            cf.variant.uses_reference,
+            rule,
+            fractions,
+            card.reference_direction,
+            per_pixel=composite,
         )
         reference_date = picked_ref if reference_date is None else reference_date
     s1_date = pd.Timestamp(s1_date)

@@ -10,7 +10,9 @@ A training sample is one patch of one target S2 date. Dates follow
 with ``reference="blend"`` it is :func:`~cloudfill.core.condition.blend_reference` of the
 same dates, each with the despeckled S1 nearest to it (within ``max_s1_gap``): the
 :class:`ReferenceTables` of the index list those dates per target.
-Target dates are those with an S1 pair (and a reference for SO/SOD) and some clear pixels;
+Target dates are those with an S1 pair (and a reference for SO/SOD: a clear date, or for
+composites and blends any date with a usable pixel within ``max_ref_age``) and some clear
+pixels;
 a patch of a date becomes a sample when its cloud fraction is below ``max_cloud``.
 
 **Patch grid and split**: see :mod:`cloudfill.core.grid` (4-aligned origins, spatial
@@ -35,7 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill.core.grid import ALIGN, SPLITS, PatchGrid, patch_grid, split_blocks
-from cloudfill.core.pairs import PairingRule, pairs
+from cloudfill.core.pairs import PER_PIXEL_MODES, PairingRule, pairs
 from cloudfill.core.variants import get_variant
 from cloudfill.errors import ModelMismatchError, ParameterError
 from cloudfill.model.card import REFERENCE_DIRECTIONS, REFERENCE_MODES
@@ -258,8 +260,9 @@ def build_index(
     reference
         ``"date"`` (one clear reference date, earlier only: the paper's rule),
         ``"composite"`` (each pixel's nearest clear observation among the dates within
-        ``max_ref_age``, earlier or later; the reference date column then holds the nearest
-        clear date, which a target still needs) or ``"blend"`` (the nearest clear
+        ``max_ref_age``, earlier or later; paired by pixel, so any date with a usable pixel
+        in range serves, and the reference date column holds the nearest of them, which a
+        target still needs) or ``"blend"`` (the nearest clear
         observations on both sides, weighted by time and S1 similarity:
         :func:`~cloudfill.core.condition.blend_reference`).
     despeckle
@@ -305,8 +308,19 @@ def build_index(
     wanted = wanted_dates(dates, ds, rule)
     scene_cloud, patch_cloud = cloud_pass(ds, grid, wanted)
     direction = REFERENCE_DIRECTIONS[reference]
-    table = pairs(ds, rule, fractions=scene_cloud, direction=direction)  # type: ignore[arg-type]
-    targets = target_dates(table, spec, wanted, rule)
+    # A composite or blend reference is built per pixel from every candidate date, so its
+    # targets need no clear reference date (as its fills, pairs(per_pixel=True)). Only the
+    # dates are read: the reference_share pass over the mask is skipped.
+    per_pixel = reference in PER_PIXEL_MODES and spec.uses_reference
+    table = pairs(
+        ds,
+        rule,
+        fractions=scene_cloud,
+        direction=direction,  # type: ignore[arg-type]
+        per_pixel=per_pixel,
+        shares=False,
+    )
+    targets = target_dates(table, spec, wanted, rule, per_pixel=per_pixel)
     bounds = reader.chunk_bounds("s2")
     samples = sample_table(ds, table, targets, grid, codes, patch_cloud, bounds, patches.max_cloud)
     if stats is None:

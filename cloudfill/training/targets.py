@@ -2,7 +2,8 @@
 :func:`~cloudfill.training.index.build_index`.
 
 Target dates are those with an S1 pair (and a reference for SO/SOD, by the
-:class:`~cloudfill.core.pairs.PairingRule`) and some clear pixels; a patch of a date becomes a
+:class:`~cloudfill.core.pairs.PairingRule`; for composite and blended references paired by
+pixel, any date with a usable pixel in range) and some clear pixels; a patch of a date becomes a
 sample when its cloud fraction is below ``max_cloud``. For composite and blended references,
 :class:`ReferenceTables` lists the dates each target's reference draws on. Also the scene-wide
 normalisation statistics training uses (:func:`training_stats`).
@@ -215,9 +216,17 @@ def _eligible(table: pd.DataFrame, uses_reference: bool) -> tuple[pd.Series, pd.
 
 
 def target_dates(
-    table: pd.DataFrame, spec: Variant, wanted: pd.DatetimeIndex | None, rule: PairingRule
+    table: pd.DataFrame,
+    spec: Variant,
+    wanted: pd.DatetimeIndex | None,
+    rule: PairingRule,
+    *,
+    per_pixel: bool = False,
 ) -> pd.Series:
     """The target dates (a boolean Series over the pairing table); errors say why none.
+
+    ``per_pixel``: the table pairs by pixel (``pairs(..., per_pixel=True)``, a composite or
+    blend reference), so a reference is any date with a usable pixel, not a clear date.
 
     Examples
     --------
@@ -237,6 +246,12 @@ def target_dates(
         ok = ok & table.index.isin(wanted)
     if not ok.any():
         if spec.uses_reference and table["reference_date"].isna().all():
+            if per_pixel:
+                raise ModelMismatchError(
+                    f"variant {spec.name} needs a reference and no S2 date has another "
+                    f"date with a usable pixel within {rule.max_ref_age:g} days; train an "
+                    "S or SD model"
+                )
             raise ModelMismatchError(
                 f"variant {spec.name} needs a clear reference S2 date (<= "
                 f"{100 * rule.max_ref_cloud:g}% cloud, at most {rule.max_ref_age:g} days "
