@@ -3,23 +3,38 @@
 Every verb that writes asks :func:`check_output` before any work. An existing path is
 replaced only with ``overwrite`` and only when nothing of the user's can be lost there: an
 empty folder, a zarr store (what cloudfill writes), or for a raster output a single GeoTIFF
-file. Anything else is refused with :class:`~cloudfill.errors.OutputError`, untouched.
+file. A folder a verb writes its files into (a report, a training run) is written into only
+when it is new, empty or the verb's own previous output, or with ``overwrite``. Anything
+else is refused with :class:`~cloudfill.errors.OutputError`, untouched.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cloudfill.errors import OutputError
 
-__all__ = ["ZARR_MARKERS", "check_output", "check_writable", "is_zarr_store", "nested"]
+__all__ = [
+    "REPORT_MARKER",
+    "ZARR_MARKERS",
+    "check_output",
+    "check_writable",
+    "is_report",
+    "is_zarr_store",
+    "nested",
+]
 
 ZARR_MARKERS: tuple[str, ...] = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
 """Files whose presence makes a folder a zarr store (v3, v2 group, v2 attrs, consolidated)."""
 
+REPORT_MARKER = ".cloudfill-report"
+"""The file :func:`~cloudfill.evaluation.report.write_report` writes first into a report
+folder: a folder holding it is a previous report, which ``evaluate`` may write into again."""
+
 _RASTER_SUFFIXES = (".tif", ".tiff")
+_LISTED = 3  # a user's files a message names
 
 
 def is_zarr_store(path: str | os.PathLike[str]) -> bool:
@@ -30,6 +45,15 @@ def is_zarr_store(path: str | os.PathLike[str]) -> bool:
     """
     p = Path(path)
     return p.is_dir() and any((p / marker).exists() for marker in ZARR_MARKERS)
+
+
+def is_report(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder holding a report (its :data:`REPORT_MARKER`).
+
+    >>> is_report("/nonexistent")
+    False
+    """
+    return (Path(path) / REPORT_MARKER).is_file()
 
 
 def nested(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -87,6 +111,8 @@ def check_output(
     *,
     overwrite: bool = False,
     exists_ok: bool = False,
+    ours: Callable[[Path], bool] | None = None,
+    kind: str = "output",
 ) -> None:
     """Refuse an output that would write into an input or lose a user's files.
 
@@ -100,8 +126,15 @@ def check_output(
         Allow replacing an existing ``out``, if it is an empty folder, a zarr store or (for
         a ``.tif`` output) a file.
     exists_ok
-        ``out`` is a folder the verb writes into without deleting anything (a report
-        folder): it may exist whatever ``overwrite`` says, but must be a folder.
+        ``out`` is a folder the verb writes into without deleting anything (a fill job's
+        store, which checks its own fingerprint): it may exist whatever ``overwrite`` says,
+        but must be a folder.
+    ours
+        ``out`` is a folder the verb writes its files into (a report, a training run), and
+        ``ours(out)`` recognises the verb's own previous output there (``kind`` names it in
+        the message). An existing folder must be empty or recognised; any other (a user's
+        folder, whose files of the same names would be replaced) needs ``overwrite``, which
+        writes into it and deletes nothing else.
 
     Raises
     ------
@@ -124,8 +157,11 @@ def check_output(
                 "the input; inputs are never written"
             )
     path = Path(out)
-    check_writable(path, into=exists_ok)
+    check_writable(path, into=exists_ok or ours is not None)
     if not path.exists():
+        return
+    if ours is not None:
+        _check_ours(path, ours, kind, overwrite)
         return
     if exists_ok:
         if not path.is_dir():
@@ -139,3 +175,23 @@ def check_output(
             f"refusing to replace {out}: it is {what} and not empty, so it may hold your own "
             "files; choose another output path or remove it yourself"
         )
+
+
+def _check_ours(path: Path, ours: Callable[[Path], bool], kind: str, overwrite: bool) -> None:
+    """Refuse writing into ``path`` unless it is empty, the verb's own (``ours``) or
+    ``overwrite`` says so."""
+    if not path.is_dir():
+        raise OutputError(f"output {path} exists and is not a folder")
+    if overwrite or ours(path):
+        return
+    names = sorted(p.name for p in path.iterdir())
+    if not names:
+        return
+    shown = ", ".join(names[:_LISTED]) + (
+        f" and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    )
+    raise OutputError(
+        f"output {path} is a folder that is not empty ({shown}) and holds no previous {kind}: "
+        f"writing the {kind} would replace your files of the same names; choose a new or "
+        "empty folder, or pass --overwrite (overwrite=True) to write into it anyway"
+    )

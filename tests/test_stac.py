@@ -280,3 +280,23 @@ def test_stac_s1_raster_bands_scale_is_applied(stac_items: dict) -> None:
     plain = cube_from_stac(stac_items["items"], scl_asset=None).s1.values
     scaled = cube_from_stac(items, scl_asset=None).s1.values
     np.testing.assert_allclose(scaled, 2 * plain, rtol=1e-6)
+
+
+def test_stac_s2_no_data_is_masked_before_the_offset(tmp_path: Path) -> None:
+    # Files without a nodata tag: DN 0 (L2A no data: declared, or not) and a declared nodata
+    # are NaN, not -0.1 or 6.45, as the GeoTIFF loader reads DN 0.
+    dn = np.random.default_rng(3).integers(1000, 9000, (4, *SHAPE), dtype="uint16")
+    dn[:, 0, 0] = 0
+    dn[:, 0, 1] = 65535
+    bands = dict(zip(("B02", "B03", "B04", "B08"), dn, strict=True))
+    items = [
+        _item(tmp_path, f"s2_{day}", datetime(2022, 1, day, tzinfo=UTC), bands, 10, None)
+        for day in (1, 2, 3)
+    ]
+    _with_raster_bands(items[0], scale=0.0001, offset=-0.1, nodata=0)
+    _with_raster_bands(items[1], scale=0.0001, offset=-0.1, nodata=65535)
+    got = cube_from_stac(items, scl_asset=None).s2.values
+    assert np.isnan(got[:, :, 0, 0]).all()  # DN 0, declared or not
+    assert np.isnan(got[1, :, 0, 1]).all() and np.allclose(got[2, :, 0, 1], 6.5535)
+    for t, offset in enumerate((-0.1, -0.1, 0.0)):
+        np.testing.assert_allclose(got[t, :, 1:], dn[:, 1:] * 1e-4 + offset, atol=1e-6)

@@ -46,13 +46,22 @@ class LazyModule:
         return f"LazyModule({self._name!r})"
 
 
+class StdoutClosed(BrokenPipeError):
+    """The reader of stdout went away (``cloudfill info CUBE | head -1``): not an error.
+
+    Raised only for stdout, by the console and by :func:`cloudfill.cli.app.main`'s final
+    flush; any other broken pipe (a socket, a subprocess) stays an error. It carries no
+    errno, so typer does not turn it into ``SystemExit(1)`` as it does an ``EPIPE``.
+    """
+
+
 class _Console(Console):
-    """rich's console, but a closed stdout raises :class:`BrokenPipeError` (rich's own
-    answer is ``SystemExit(1)``): :func:`cloudfill.cli.app.main` handles it, once, as exit 0."""
+    """rich's console, but a closed stdout raises :class:`StdoutClosed` (rich's own answer
+    is ``SystemExit(1)``): :func:`cloudfill.cli.app.main` handles it, once, as exit 0."""
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
-        raise BrokenPipeError
+        raise StdoutClosed("stdout was closed by its reader")
 
 
 console = _Console(stderr=False, highlight=False)
@@ -90,11 +99,20 @@ def parse_dated_paths(values: Sequence[str] | None, option: str) -> dict[pd.Time
 
 
 def parse_dates(values: Sequence[str] | None) -> list[pd.Timestamp] | None:
-    """Repeated and/or comma-separated ``--dates`` values; None when none are given.
+    """Repeated and/or comma-separated ``--dates`` values; None when the option is not given.
+
+    Given, it must hold a date: ``--dates ,`` is an error, not "all dates".
 
     >>> parse_dates(["2023-01-05,2023-02-04", "2023-03-06"])[-1]
     Timestamp('2023-03-06 00:00:00')
+    >>> parse_dates([","])
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: --dates ',' holds no date: give YYYY-MM-DD dates, \
+comma-separated, or leave --dates out for the default dates
     """
+    if not values:
+        return None
     out = []
     for value in values or []:
         for text in value.split(","):
@@ -104,7 +122,13 @@ def parse_dates(values: Sequence[str] | None) -> list[pd.Timestamp] | None:
                 out.append(pd.Timestamp(text.strip()))
             except (ValueError, TypeError) as exc:
                 raise ParameterError(f"--dates: {text!r} is not a date") from exc
-    return out or None
+    if not out:
+        given = " ".join(repr(v) for v in values)
+        raise ParameterError(
+            f"--dates {given} holds no date: give YYYY-MM-DD dates, comma-separated, or leave "
+            "--dates out for the default dates"
+        )
+    return out
 
 
 @contextlib.contextmanager

@@ -42,7 +42,8 @@ def info(
     check: bool = typer.Option(
         False,
         "--check",
-        help="Validate the full contract (s2, s1 and dem required); exit 2 if it fails.",
+        help="Validate the full contract (s2, s1 and dem required) and the values (S2 "
+        "reflectance, S1 units), as every verb does; exit 2 if it fails.",
     ),
 ) -> None:
     """Describe a cube or a model checkpoint.
@@ -58,6 +59,8 @@ def info(
 
     ds = zarr_io.open_cube(path)  # looked up at call time: tests replace it
     validate(ds, require=("s2", "s1", "dem") if check else ("s2",), require_crs=check)
+    if check:  # the values too, as every verb checks them before its work
+        check_values(ds)
     console.print(f"[bold]{path}[/bold]")
     console.print("dims: " + ", ".join(f"{k}={v}" for k, v in ds.sizes.items()))
     console.print(f"variables: {', '.join(str(v) for v in ds.data_vars)}")
@@ -92,7 +95,10 @@ def info(
             f" (units {ds['s1'].attrs.get('units', '?')})"
         )
     if check:  # validate() above raised otherwise
-        console.print("check passed: s2, s1, dem and a CRS as the cube contract requires")
+        console.print(
+            "check passed: s2, s1, dem and a CRS as the cube contract requires; S2 in "
+            "reflectance and S1 values matching their units"
+        )
 
 
 def _parse_shape(text: str) -> tuple[int, int]:

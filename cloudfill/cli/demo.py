@@ -8,6 +8,7 @@ import numpy as np
 import typer
 import xarray as xr
 
+from cloudfill._outputs import check_output, is_report
 from cloudfill.cli._common import LazyModule, RichFillProgress, console, fill_summary
 from cloudfill.cube.demo import load_demo
 from cloudfill.cube.zarr_io import write_cube
@@ -30,6 +31,8 @@ def demo(
     `confidence` and provenance) and OUT/report/index.html (before/after pictures, metrics
     against the truth and the baselines), then prints a short summary.
     """
+    # OUT/report: new, empty or an earlier report; a folder of the user's only with --overwrite.
+    check_output(out / "report", overwrite=overwrite, ours=is_report, kind="report")
     out.mkdir(parents=True, exist_ok=True)
     ds = load_demo()
     cube = out / "cube.zarr"

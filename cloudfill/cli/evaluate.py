@@ -8,7 +8,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cloudfill._outputs import check_output
+from cloudfill._outputs import check_output, is_report
 from cloudfill.cli._common import (
     CLUSTER_HELP,
     LazyModule,
@@ -70,6 +70,11 @@ def evaluate(
     max_side: int = typer.Option(512, help="Largest quicklook side in pixels."),
     cluster: str = typer.Option("none", help=CLUSTER_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Write into an existing folder that is not empty and not a previous report "
+        "(its files named like the report's are replaced; nothing else is deleted).",
+    ),
 ) -> None:
     """Score the model against persistence, interpolation and regression baselines on the same
     pixels, run the land-cover check, and write OUT/index.html with OUT/metrics.csv.
@@ -81,7 +86,15 @@ def evaluate(
         raise SourceError(f"no such cube: {cube}")
     if split not in ("test", "all"):
         raise ParameterError(f"--split must be test or all, got {split!r}")
-    check_output(out, [cube, *([model] if model else [])], exists_ok=True)
+    chosen_dates = parse_dates(dates)
+    # A new or empty folder, or a previous report (its marker): else only with --overwrite.
+    check_output(
+        out,
+        [cube, *([model] if model else [])],
+        overwrite=overwrite,
+        ours=is_report,
+        kind="report",
+    )
     chosen = [b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none"]
     ds = open_cube(cube)
     with clusters.open_cluster(cluster):
@@ -89,7 +102,7 @@ def evaluate(
             ds,
             model,
             out,
-            dates=parse_dates(dates),
+            dates=chosen_dates,
             split=split,
             baselines=chosen,
             landcover=landcover,

@@ -8,6 +8,8 @@ import typer
 
 from cloudfill._outputs import check_output
 from cloudfill.cli._common import console, dask_progress
+from cloudfill.cube.sanity import check_values
+from cloudfill.cube.schema import validate
 from cloudfill.cube.zarr_io import open_cube, write_cube
 from cloudfill.errors import SourceError
 from cloudfill.preprocess.pipeline import preprocess
@@ -33,7 +35,8 @@ def preprocess_command(
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
     check_output(out, [cube], overwrite=overwrite)  # before the scene-wide percentiles
-    ds = open_cube(cube)
+    # The contract and the values (S2 digital numbers, S1 against its units) before the work.
+    ds = check_values(validate(open_cube(cube), require=(), require_crs=False))
     with dask_progress(progress):
         result = preprocess(ds, size=size or None, lower=lower, upper=upper, normalise=normalise)
         write_cube(result, out, overwrite=overwrite)

@@ -9,6 +9,7 @@ import xarray as xr
 
 from cloudfill._outputs import check_output
 from cloudfill.cli._common import LazyModule, console
+from cloudfill.core.grid import ALIGN, min_train_size
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.training.config import (
@@ -24,6 +25,7 @@ from cloudfill.training.index import PatchSettings
 torch = LazyModule("torch")
 experiment = LazyModule("cloudfill.training.experiment")
 run = LazyModule("cloudfill.training.run")
+loop = LazyModule("cloudfill.training.loop")
 
 
 def _open(cube: Path) -> xr.Dataset:
@@ -37,6 +39,30 @@ def _threads(threads: int | None) -> None:
         if threads < 1:
             raise ParameterError(f"--threads must be positive, got {threads}")
         torch.set_num_threads(threads)
+
+
+def _check_patch_size(config: TrainConfig) -> None:
+    """Refuse a patch the discriminator cannot score (it would fail mid-run), before any work."""
+    size, least = config.patches.size, min_train_size(config.network.d_layers)
+    if size < least or size % ALIGN:
+        raise ParameterError(
+            f"--patch-size must be a multiple of {ALIGN} and at least {least}, got {size} "
+            f"(the discriminator halves the patch size {config.network.d_layers} times and "
+            "needs 3 pixels left)"
+        )
+
+
+def _training_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a training run's resumable state (as ``run.train`` sees it)."""
+    last = loop.LAST_NAME
+    return (folder / last).exists() or any(folder.glob(f".{last}.old-*"))
+
+
+def _experiment(folder: Path) -> bool:
+    """Whether ``folder`` holds an experiment: its results, or a model's training run."""
+    if (folder / "results.csv").is_file() and (folder / "results.md").is_file():
+        return True
+    return any(_training_run(child) for child in folder.iterdir() if child.is_dir())
 
 
 def _score(value: object, digits: int = 4) -> str:
@@ -53,7 +79,9 @@ def train_command(
     epochs: int = typer.Option(50, help="Epochs (paper: 50)."),
     batch_size: int = typer.Option(2, help="Patches per step (paper: 2)."),
     lr: float = typer.Option(2e-4, help="Adam learning rate (paper: 2e-4)."),
-    patch_size: int = typer.Option(256, help="Patch side in pixels, a multiple of 4 (paper: 256)."),
+    patch_size: int = typer.Option(
+        256, help="Patch side in pixels, a multiple of 4, at least 24 (paper: 256)."
+    ),
     overlap: int = typer.Option(25, help="Minimum overlap of neighbouring patches (paper: 25)."),
     patience: int = typer.Option(20, help="Early-stopping patience in epochs (paper: 20)."),
     max_steps: int | None = typer.Option(None, help="Stop after this many steps in total."),
@@ -86,6 +114,11 @@ def train_command(
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     threads: int | None = typer.Option(None, help="Torch CPU threads (default: torch's)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Train into an existing folder that is not empty and not a training run (its "
+        "files named like the run's are replaced; nothing else is deleted).",
+    ),
 ) -> None:
     """Train a generator on a cube: pix2pix loss, early stopping, resumable checkpoints.
 
@@ -110,8 +143,11 @@ def train_command(
         seed=seed,
         runtime=RuntimeSettings(device=device, num_workers=workers),
     )
+    _check_patch_size(config)
     _threads(threads)
-    check_output(out, [cube], exists_ok=True)  # a run folder resumes; never inside the cube
+    # Never inside the cube; a run folder is resumed (run.train asks for --resume), any other
+    # folder that is not empty only with --overwrite.
+    check_output(out, [cube], overwrite=overwrite, ours=_training_run, kind="training run")
     ds = _open(cube)
     model = run.train(ds, config, out, resume=resume, progress=progress)
     m, t = model.card.metrics, model.card.training
@@ -144,6 +180,11 @@ def experiment_command(
     ),
     threads: int | None = typer.Option(None, help="Torch CPU threads (default: torch's)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Write into an existing folder that is not empty and not an experiment (its "
+        "files named like the experiment's are replaced; nothing else is deleted).",
+    ),
 ) -> None:
     """Train the paper's 8 models (S, SD, SO, SOD x attention off/on) with the same settings.
 
@@ -160,8 +201,9 @@ def experiment_command(
         seed=seed,
         device=device,
     )
+    _check_patch_size(config)
     _threads(threads)
-    check_output(out, [cube], exists_ok=True)
+    check_output(out, [cube], overwrite=overwrite, ours=_experiment, kind="experiment")
     ds = _open(cube)
     table = experiment.run_experiment(ds, out, config, resume=resume, progress=progress)
     console.print(experiment.results_markdown(table, {"cube": str(cube)}))

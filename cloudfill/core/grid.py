@@ -35,9 +35,13 @@ from cloudfill.errors import ParameterError
 
 __all__ = [
     "ALIGN",
+    "D_LAYERS",
+    "MIN_SIZE",
+    "MIN_TRAIN_SIZE",
     "SPLITS",
     "PatchGrid",
     "default_block_size",
+    "min_train_size",
     "patch_grid",
     "patch_step",
     "pixel_splits",
@@ -54,7 +58,34 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 """Split names; a block's split code is the index into this tuple."""
 
 MIN_SIZE = 16
-"""Smallest patch side the generator accepts."""
+"""Smallest patch side the generator accepts (its input sides: multiples of :data:`ALIGN`, at
+least ``4 * ALIGN``); training needs more (:func:`min_train_size`)."""
+
+D_LAYERS = 3
+"""The PatchGAN discriminator's default number of stride-2 layers (``d_layers``)."""
+
+
+def min_train_size(d_layers: int = D_LAYERS) -> int:
+    """Smallest patch side a training run accepts: the discriminator's limit, or the generator's.
+
+    The discriminator's first convolution and its ``d_layers - 1`` stride-2 layers (4 x 4,
+    padding 1) each halve a side (rounding down); its stride-1 layer then takes a pixel off
+    and is instance-normalised, which needs more than one pixel: a side of 2 at least, so 3
+    before it, so ``3 * 2 ** d_layers`` pixels of patch. Rounded up to a multiple of
+    :data:`ALIGN`, and never below :data:`MIN_SIZE`.
+
+    Examples
+    --------
+    >>> min_train_size(), min_train_size(4), min_train_size(1)
+    (24, 48, 16)
+    """
+    need = 3 * 2**d_layers
+    return max(MIN_SIZE, -(-need // ALIGN) * ALIGN)
+
+
+MIN_TRAIN_SIZE = min_train_size()
+"""Smallest training patch side with the default discriminator (24: a 16 or 20 px patch leaves
+the discriminator's last normalised layer a single pixel)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +129,9 @@ def patch_step(size: int, overlap: int) -> int:
     228
     """
     if overlap < 0 or overlap >= size:
-        raise ParameterError(f"overlap must be within [0, size), got {overlap} for size {size}")
+        raise ParameterError(
+            f"overlap must be within [0, patch size), got {overlap} for patch size {size}"
+        )
     return max(ALIGN, (size - overlap) // ALIGN * ALIGN)
 
 

@@ -20,9 +20,17 @@ from typing import Any
 import numpy as np
 from rasterio.warp import transform_bounds
 
-from cloudfill.errors import GridMismatchError
+from cloudfill.errors import GridMismatchError, ParameterError
 
-__all__ = ["MIN_COVERAGE", "check_coverage", "coverage_share", "listed", "union_label"]
+__all__ = [
+    "MIN_COVERAGE",
+    "check_coverage",
+    "check_min_coverage",
+    "coverage_share",
+    "item_footprint",
+    "listed",
+    "union_label",
+]
 
 MIN_COVERAGE: float = 0.5
 """The least share of the S2 grid that an S1 (all its dates together), DEM, cloud, SCL or
@@ -34,6 +42,19 @@ Bounds = tuple[float, float, float, float]  # left, bottom, right, top
 
 _SAMPLES = 100  # per axis: the share is exact to 1 %, for 10 000 point tests
 _LISTED = 4  # names (files, items, footprints) a message lists before "and N more"
+
+
+def check_min_coverage(min_coverage: float) -> float:
+    """``min_coverage`` if it is a share in 0..1 (the loaders' keyword), else a ParameterError.
+
+    >>> check_min_coverage(1.5)
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: min_coverage must be a share in 0..1, got 1.5
+    """
+    if not 0 <= min_coverage <= 1:
+        raise ParameterError(f"min_coverage must be a share in 0..1, got {min_coverage}")
+    return min_coverage
 
 
 def listed(names: Sequence[object], limit: int = _LISTED, sep: str = ", ") -> str:
@@ -117,3 +138,27 @@ def check_coverage(
             "place, or is its CRS wrong?"
         )
     return share
+
+
+def item_footprint(item: dict[str, Any]) -> tuple[Any, tuple[float, float, float, float]] | None:
+    """A STAC item's (crs, bounds): its first asset's ``proj:`` fields (else the item's),
+    else its lon/lat ``bbox``; None when it has neither.
+
+    >>> item_footprint({"assets": {}, "properties": {}, "bbox": [15.0, 45.1, 15.1, 45.2]})
+    ('EPSG:4326', (15.0, 45.1, 15.1, 45.2))
+    """
+    asset = next(iter(item["assets"].values()), {})
+    fields = {**item["properties"], **{k: v for k, v in asset.items() if v is not None}}
+    epsg = fields.get("proj:epsg")
+    if epsg is not None:
+        if fields.get("proj:bbox") and len(fields["proj:bbox"]) == 4:
+            return f"EPSG:{epsg}", tuple(fields["proj:bbox"])
+        transform, shape = fields.get("proj:transform"), fields.get("proj:shape")
+        if transform and shape and len(transform) >= 6 and transform[1] == transform[3] == 0:
+            a, _, c, _, e, f = transform[:6]
+            xs, ys = (c, c + a * shape[1]), (f, f + e * shape[0])
+            return f"EPSG:{epsg}", (min(xs), min(ys), max(xs), max(ys))
+    bbox = item.get("bbox")
+    if bbox and len(bbox) == 4:
+        return "EPSG:4326", tuple(bbox)
+    return None

@@ -30,7 +30,13 @@ from affine import Affine
 from rasterio.enums import Resampling
 from rioxarray.rioxarray import affine_to_coords
 
-from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage, listed, union_label
+from cloudfill.cube.coverage import (
+    MIN_COVERAGE,
+    check_coverage,
+    check_min_coverage,
+    listed,
+    union_label,
+)
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, conform, validate
 from cloudfill.errors import (
     BandError,
@@ -184,8 +190,7 @@ def cube_from_geotiffs(
         raise ParameterError(f"chunks must be a positive pixel count or None, got {chunks}")
     if not s2:
         raise ParameterError("s2 needs at least one date: the S2 grid defines the cube's grid")
-    if not 0 <= min_coverage <= 1:
-        raise ParameterError(f"min_coverage must be a share in 0..1, got {min_coverage}")
+    check_min_coverage(min_coverage)
     chunk = chunks or 1024
 
     s2_dates = _dated(s2, "S2")

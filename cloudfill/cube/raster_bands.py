@@ -5,9 +5,12 @@ reflectance on each band asset: ``reflectance = DN * scale + offset``, with ``sc
 and ``offset`` -0.1 since processing baseline 04.00 (0 before). A series crossing a baseline
 change mixes both, so the values are applied per item and asset, never once for the cube.
 
-stackstac does that itself with ``rescale=True``: each asset's reader scales its own pixels,
-lazily, after masking the file's nodata (so no data stays NaN instead of becoming -0.1). It
-needs every asset to carry a scale and an offset it can cast to the output dtype: it checks
+S2 is read unscaled and scaled here, by :func:`reflectance`, lazily: DN 0 (no data in L2A
+products, as the GeoTIFF loader treats it) and any ``nodata`` an asset declares in
+``raster:bands`` are masked first, so no data stays NaN instead of becoming -0.1, also where
+the file itself declares no nodata (stackstac masks only the file's). S1 and DEM are scaled
+by stackstac's ``rescale=True``, after the file's nodata. stackstac needs every asset to
+carry a scale and an offset it can cast to the output dtype: it checks
 ``np.can_cast(type(value), dtype)``, which NumPy 2 refuses for a Python float or int into
 float32. :func:`with_scaling` therefore gives every asset both, as ``numpy.float32``, on
 copies of the items (the caller's items are never changed).
@@ -24,14 +27,16 @@ Precedence, per asset and per field (``scale``, ``offset``):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dask.array as da
 import numpy as np
+import xarray as xr
 
 from cloudfill.errors import ParameterError, SourceError
 
-__all__ = ["S2_SCALE", "declared_scaling", "with_scaling"]
+__all__ = ["S2_SCALE", "declared_scaling", "in_stack_order", "reflectance", "with_scaling"]
 
 S2_SCALE: float = 1e-4
 """Sentinel-2 digital numbers are reflectance x 10000 (the scale of items that declare none)."""
@@ -160,3 +165,74 @@ def _check_agrees(
                 f"items' own scale and offset are applied per date and asset: leave {name} "
                 "out (or give the value the items declare)"
             )
+
+
+def in_stack_order(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` in the order :func:`stackstac.stack` stacks them (``sortby_date="asc"``: by
+    the ``datetime`` text, ties in the given order), so its time axis can be matched to them.
+
+    >>> [i["id"] for i in in_stack_order([{"id": "b", "properties": {"datetime": "2022-01-02"}},
+    ...                                   {"id": "a", "properties": {"datetime": "2022-01-01"}}])]
+    ['a', 'b']
+    """
+    return sorted(items, key=lambda item: item["properties"].get("datetime", "") or "")
+
+
+def _band_fields(asset: Mapping[str, Any]) -> tuple[float, float, float, bool]:
+    """An asset's (scale, offset, declared nodata or NaN, whether DN 0 is no data)."""
+    band = asset["raster:bands"][0]  # with_scaling gave every asset one
+    try:
+        nodata = float(band.get("nodata"))
+    except (TypeError, ValueError):
+        nodata = math.nan  # none, or "nan"/"inf" (the file's own nodata is NaN already)
+    # Integer digital numbers: 0 is no data; an asset declaring float data holds values.
+    zero = not str(band.get("data_type", "")).startswith("float")
+    return float(band["scale"]), float(band["offset"]), nodata, zero
+
+
+def reflectance(
+    dn: xr.DataArray, items: Sequence[Mapping[str, Any]], bands: Sequence[str]
+) -> xr.DataArray:
+    """``dn * scale + offset`` per item (the time axis) and band asset, no data masked first.
+
+    Parameters
+    ----------
+    dn
+        A stack ``(time, band, y, x)`` read without rescaling, one date per item, as
+        :func:`stackstac.stack` returns it for ``items`` in :func:`in_stack_order`.
+    items
+        The stacked items, as :func:`with_scaling` left them (every asset declares a scale
+        and an offset).
+    bands
+        The stacked asset keys, in the stack's band order.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy float32 reflectance: NaN where the file had no data, where DN is 0 (unless the
+        asset declares float ``data_type``) and where DN is the asset's declared ``nodata``.
+
+    Examples
+    --------
+    >>> item = {"id": "a", "assets": {"B02": {"raster:bands": [
+    ...     {"scale": 1e-4, "offset": -0.1, "nodata": 65535}]}}}
+    >>> dn = xr.DataArray(np.array([[[[0, 2000, 65535]]]], "float32"),
+    ...                   dims=("time", "band", "y", "x"))
+    >>> [round(float(v), 4) for v in reflectance(dn, [item], ["B02"]).values.ravel()]
+    [nan, 0.1, nan]
+    """
+    if dn.sizes["time"] != len(items):
+        raise SourceError(f"stackstac stacked {dn.sizes['time']} dates for {len(items)} S2 items")
+    ids = dn.coords["id"].values.tolist() if "id" in dn.coords else None
+    if ids is not None and ids != [item.get("id") for item in items]:
+        raise SourceError(f"stackstac stacked the S2 items in another order ({ids[:5]})")
+    fields = np.array(
+        [[_band_fields(item["assets"][band]) for band in bands] for item in items],
+        dtype="float64",
+    ).reshape(len(items), len(bands), 4)
+    scale, offset, nodata = (fields[..., k, None, None].astype("float32") for k in range(3))
+    zero = fields[..., 3, None, None].astype(bool)
+    data = dn.data
+    masked = (data == nodata) | ((data == 0) & zero)
+    values = da.where(masked, np.float32(np.nan), data) * scale + offset
+    return dn.copy(data=values.astype("float32"))

@@ -17,9 +17,9 @@ stackstac's per-item metadata coordinates and its attrs are dropped, so the resu
 written with :func:`cloudfill.write_cube`.
 
 S2, S1 and DEM values are scaled by the STAC raster extension (``raster:bands`` ``scale`` and
-``offset``) of each item's asset, by stackstac as it reads (see
-:mod:`cloudfill.cube.raster_bands`); S2 assets that declare none take ``s2_scale`` and
-``s2_offset``.
+``offset``) of each item's asset, lazily (see :mod:`cloudfill.cube.raster_bands`); S2 assets
+that declare none take ``s2_scale`` and ``s2_offset``, and S2's no data (DN 0, a declared
+``nodata``) is masked before the offset.
 """
 
 from __future__ import annotations
@@ -36,8 +36,15 @@ import pandas as pd
 import xarray as xr
 from rasterio.enums import Resampling
 
-from cloudfill.cube.coverage import MIN_COVERAGE, check_coverage, listed, union_label
-from cloudfill.cube.raster_bands import S2_SCALE, with_scaling
+from cloudfill.cube.coverage import (
+    MIN_COVERAGE,
+    check_coverage,
+    check_min_coverage,
+    item_footprint,
+    listed,
+    union_label,
+)
+from cloudfill.cube.raster_bands import S2_SCALE, in_stack_order, reflectance, with_scaling
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, _band_name, conform, validate
 from cloudfill.errors import BandError, GridMismatchError, ParameterError, SourceError
 
@@ -122,7 +129,8 @@ def cube_from_stac(
     """Build a lazy contract cube from STAC items via :func:`stackstac.stack`.
 
     Works offline on local COG hrefs. Reflectance is ``DN * scale + offset``, per item and
-    band asset, lazily (stackstac's ``rescale``, after the file's nodata is masked): the
+    band asset, lazily, after no data is masked (the file's nodata, DN 0 as in L2A products,
+    and a ``nodata`` the asset declares in ``raster:bands``): the
     ``scale`` and ``offset`` an asset declares in the STAC raster extension
     (``raster:bands``, as Planetary Computer and Earth Search L2A items do: 0.0001 and -0.1
     since processing baseline 04.00) win; an asset declaring none takes ``s2_scale`` (default
@@ -203,8 +211,7 @@ def cube_from_stac(
     assets = _asset_settings(assets, asset_keys)
     if s1_units not in S1_UNITS:
         raise ParameterError(f"s1_units must be one of {list(S1_UNITS)}, got {s1_units!r}")
-    if not 0 <= min_coverage <= 1:
-        raise ParameterError(f"min_coverage must be a share in 0..1, got {min_coverage}")
+    check_min_coverage(min_coverage)
     roles = _sort_roles(_plain_items(items), assets)
     if not roles["s2"]:
         raise SourceError(
@@ -213,8 +220,14 @@ def cube_from_stac(
         )
     _check_local_files(roles)
     # Before anything is stacked: an s2_scale / s2_offset contradicting the items.
-    roles["s2"] = with_scaling(
-        roles["s2"], s2_scale, s2_offset, default_scale=S2_SCALE, names=("s2_scale", "s2_offset")
+    roles["s2"] = in_stack_order(
+        with_scaling(
+            roles["s2"],
+            s2_scale,
+            s2_offset,
+            default_scale=S2_SCALE,
+            names=("s2_scale", "s2_offset"),
+        )
     )
     for name in ("s1", "dem"):
         roles[name] = with_scaling(roles[name])
@@ -224,10 +237,11 @@ def cube_from_stac(
         "bounds": bounds,
         "bounds_latlon": bounds_latlon,
     }
-    s2 = _stack(roles["s2"], list(BANDS), Resampling.nearest, chunksize, rescale=True, **grid)
+    # Unscaled: no data (DN 0 too) is masked before each item's scale and offset.
+    s2 = _stack(roles["s2"], list(BANDS), Resampling.nearest, chunksize, **grid)
     spec = s2.attrs["spec"]
     _check_coverage(roles, spec, min_coverage)
-    variables = {"s2": _tidy(s2, "time")}
+    variables = {"s2": _tidy(reflectance(s2, roles["s2"], BANDS), "time")}
     variables.update(_stack_on_s2_grid(roles, spec, chunksize, s1_units))
     return _assemble(variables, spec.epsg)
 
@@ -253,26 +267,6 @@ def _check_local_files(roles: dict[str, list[dict[str, Any]]]) -> None:
                     )
 
 
-def _footprint(item: dict[str, Any]) -> tuple[Any, tuple[float, float, float, float]] | None:
-    """An item's (crs, bounds): its first asset's ``proj:`` fields (else the item's), else
-    its lon/lat ``bbox``; None when it has neither."""
-    asset = next(iter(item["assets"].values()), {})
-    fields = {**item["properties"], **{k: v for k, v in asset.items() if v is not None}}
-    epsg = fields.get("proj:epsg")
-    if epsg is not None:
-        if fields.get("proj:bbox") and len(fields["proj:bbox"]) == 4:
-            return f"EPSG:{epsg}", tuple(fields["proj:bbox"])
-        transform, shape = fields.get("proj:transform"), fields.get("proj:shape")
-        if transform and shape and len(transform) >= 6 and transform[1] == transform[3] == 0:
-            a, _, c, _, e, f = transform[:6]
-            xs, ys = (c, c + a * shape[1]), (f, f + e * shape[0])
-            return f"EPSG:{epsg}", (min(xs), min(ys), max(xs), max(ys))
-    bbox = item.get("bbox")
-    if bbox and len(bbox) == 4:
-        return "EPSG:4326", tuple(bbox)
-    return None
-
-
 def _check_coverage(
     roles: dict[str, list[dict[str, Any]]], spec: Any, min_coverage: float = MIN_COVERAGE
 ) -> None:
@@ -286,7 +280,7 @@ def _check_coverage(
     if roles["dem"]:
         groups["DEM"] = roles["dem"]
     for what, group in groups.items():
-        footprints = [_footprint(item) for item in group]
+        footprints = [item_footprint(item) for item in group]
         if any(f is None for f in footprints):
             continue
         ids = [str(item.get("id")) for item in group]

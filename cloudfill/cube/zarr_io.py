@@ -41,9 +41,16 @@ MARKER_DIR = ".cloudfill-done"
 @contextlib.contextmanager
 def quiet_markers() -> Iterator[None]:
     """Silence zarr's warning that :data:`MARKER_DIR` is not part of the hierarchy (it is
-    cloudfill's own bookkeeping, not data)."""
+    cloudfill's own bookkeeping, not data), and xarray's that a store has no consolidated
+    metadata (a store written by plain xarray or zarr opens as well without; the warning
+    would drown a one-line error)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f"Object at {MARKER_DIR} is not recognized")
+        warnings.filterwarnings(
+            "ignore",
+            message="Failed to open Zarr store with consolidated metadata",
+            category=RuntimeWarning,
+        )
         yield
 
 

@@ -385,7 +385,7 @@ def plan_evaluation(
     if dates is None:
         when = _default_dates(ds, cf, has_truth, fractions, max_cloud, rule)
     else:
-        when = as_dates(dates)
+        when = as_dates(dates).unique().sort_values()  # as fill: each date scored once
         missing = when.difference(pd.DatetimeIndex(ds["time"].values))
         if len(missing):
             raise ParameterError(f"date {missing[0]:%Y-%m-%d} is not an S2 date of the cube")

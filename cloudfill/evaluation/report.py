@@ -5,6 +5,7 @@ The report is a folder::
     out_dir/index.html     the page (inline CSS, no script, no network)
     out_dir/metrics.csv    the tidy table of :func:`cloudfill.evaluation.evaluate.evaluate`
     out_dir/img/*.png      pictures, referenced from the page by relative paths
+    out_dir/.cloudfill-report  marks the folder as a report (``evaluate`` may write it again)
 
 so it can be zipped, served or opened from disk. This module runs the evaluation; the
 page's sections are written by :mod:`cloudfill.evaluation.sections`, which draws with
@@ -27,6 +28,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from cloudfill._outputs import REPORT_MARKER
 from cloudfill._version import __version__
 from cloudfill.core.pairs import PairingRule
 from cloudfill.errors import OutputError, ParameterError
@@ -279,6 +281,8 @@ def write_report(
     table, looks = run_evaluation(plan, extras, progress)
     # Only now: an evaluation that fails leaves no empty report folder behind.
     img_dir.mkdir(parents=True, exist_ok=True)
+    # First: a report cut short is still recognised as one (``evaluate`` writes into it again).
+    (out / REPORT_MARKER).write_text(f"cloudfill {__version__} report\n", encoding="utf-8")
     pics = sections.open_pictures(img_dir, looks)
     dated, pixels = sections.date_sections(
         plan, looks, inputs_used, pics, _filled_caption(settings)

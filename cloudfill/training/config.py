@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from cloudfill._dates import as_dates
+from cloudfill.core.grid import min_train_size
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.variants import get_variant
 from cloudfill.errors import ParameterError
@@ -320,6 +321,14 @@ class TrainConfig:
                 f"reference must be one of {list(REFERENCE_MODES)}, got {self.reference!r}"
             )
         object.__setattr__(self, "despeckle", check_despeckle(self.despeckle))
+        # The discriminator halves the patch d_layers times and needs 3 pixels left: a smaller
+        # patch would fail mid-run (and leave a checkpoint behind), so it is refused here.
+        least = min_train_size(self.network.d_layers)
+        if self.patches.size < least:
+            raise ParameterError(
+                f"patch_size must be at least {least} for a discriminator of "
+                f"{self.network.d_layers} layers, got {self.patches.size}"
+            )
         if self.dates is not None:
             # A tuple of Timestamps: the configuration stays hashable and compares by value.
             object.__setattr__(self, "dates", tuple(as_dates(self.dates)))
