@@ -134,6 +134,12 @@ class Case:
     check: Callable[[Inputs, Path, str], None] | None = None
     avoid: tuple[str, ...] = field(default=())  # phrases the message must not contain
     leaves: tuple[str, ...] = field(default=())  # what a failed job may leave (resumable)
+    slow: bool = False  # over 3 s: run by .ci/run's slow pass, not the default suite
+
+
+def params(cases: list[Case]) -> list[Any]:
+    """``cases`` for ``pytest.mark.parametrize``, the slow ones marked ``slow``."""
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else []) for c in cases]
 
 
 def _user_folder(folder: Path, name: str = "proj") -> Path:
@@ -324,10 +330,10 @@ CASES: list[Case] = [
     Case("scene-smaller-than-the-halo", "7", lambda i, f: run(
         ["make-cube", str(f / "s.zarr"), "--simulate", "--shape", "8x8", "--dates", "4"]
     ) == 0 and ["fill-series", str(f / "s.zarr"), "--out", str(f / "f.zarr"), "--no-progress"],
-         0, check=_check_small_scene),
+         0, check=_check_small_scene, slow=True),
     # 8: a changed input is not resumed
     Case("changed-input-not-resumed", "8", _changed_under_a_finished_job,
-         2, "different job.*--overwrite", avoid=("overwrite=True",)),
+         2, "different job.*--overwrite", avoid=("overwrite=True",), slow=True),
     # 9: bad input, not internal errors
     Case("output-under-a-file", "9", lambda i, f: _fill(i, _file(f) / "f.zarr"),
          2, "is a file, not a folder"),
@@ -449,7 +455,7 @@ def check_case(
     assert _tree(inputs.root) == guarded, "an input was changed"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", params(CASES))
 def test_bad_input(
     case: Case, inputs: Inputs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

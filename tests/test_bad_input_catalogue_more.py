@@ -37,6 +37,7 @@ from tests.test_bad_input_catalogue import (
     _user_folder,
     check_case,
     inputs,  # noqa: F401  (the shared inputs fixture)
+    params,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -130,7 +131,7 @@ MORE: list[Case] = [
 # fmt: on
 
 
-@pytest.mark.parametrize("case", MORE, ids=[c.id for c in MORE])
+@pytest.mark.parametrize("case", params(MORE))
 def test_more_bad_input(
     case: Case,
     inputs: Inputs,  # noqa: F811
@@ -183,6 +184,7 @@ def _cloudfill(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # a fresh process; tests/test_cli_first_hour.py covers it in the suite
 def test_broken_pipe_is_not_an_error(inputs: Inputs) -> None:  # noqa: F811
     # `cloudfill info CUBE | head -1` must exit 0: the reader leaving is not a failure.
     exe = Path(sys.executable).parent / "cloudfill"
@@ -208,6 +210,7 @@ def test_another_broken_pipe_is_an_internal_error(
     assert "internal error: BrokenPipeError" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # three fresh processes, about 11 s
 def test_a_failure_mid_read_prints_one_line(
     inputs: Inputs,  # noqa: F811
     tmp_path: Path,

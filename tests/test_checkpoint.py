@@ -166,7 +166,7 @@ def _write_raw(path: Path, tensors: dict[str, torch.Tensor], card_json: str | No
 
 def test_card_with_other_channel_count_than_weights(tmp_path: Path) -> None:
     weights = _trained_like("S").state_dict()  # 2 input channels
-    card = ModelCard("SOD", base_filters=4, n_blocks=1)  # 7 input channels
+    card = ModelCard("SOD", base_filters=4, n_blocks=1, skip="add", pixel_features=32)  # 7 inputs
     path = tmp_path / "m.safetensors"
     _write_raw(path, weights, card.to_json())
     with pytest.raises(CheckpointError, match=r"'trunk\.1\.weight' has shape \(4, 2, 7, 7\)"):

@@ -179,7 +179,8 @@ def test_weight_average_is_scored_kept_and_resumed(
 
     torch.manual_seed(2)
     previous = Generator("SO", base_filters=8, n_blocks=1, attention=True).state_dict()
-    # One step at a time (resume is exact): each average is 0.9 old + 0.1 new weights.
+    # One step at a time (resume is exact): each average is 0.9 old + 0.1 new weights (and
+    # batch-norm statistics).
     for steps in (1, 2, 3):
         model = train(cube, config(steps), tmp_path / "a", resume=steps > 1, **settings)
         state = _tensors(tmp_path / "a" / "last" / "state.safetensors")
@@ -187,9 +188,9 @@ def test_weight_average_is_scored_kept_and_resumed(
         trained = {k[2:]: v for k, v in state.items() if k.startswith("G.")}
         assert averaged.keys() == trained.keys() == previous.keys()
         for key, value in averaged.items():
-            if "running" in key or "num_batches" in key:  # batch-norm statistics: copied
+            if "num_batches" in key:  # an integer counter: copied
                 assert torch.equal(value, trained[key]), key
-            else:
+            else:  # weights and batch-norm running statistics alike
                 want = previous[key] + 0.1 * (trained[key] - previous[key])
                 torch.testing.assert_close(value, want, rtol=0, atol=1e-6)
         assert not all(torch.equal(averaged[k], trained[k]) for k in averaged)

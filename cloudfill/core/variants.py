@@ -30,6 +30,7 @@ __all__ = [
     "OUTPUT_BANDS",
     "REFERENCE_CHANNELS",
     "S1_CHANNELS",
+    "SKIPS",
     "VARIANTS",
     "Variant",
     "attention_kind",
@@ -135,6 +136,10 @@ def get_variant(name: str | Variant) -> Variant:
 ATTENTION_KINDS: tuple[str, ...] = ("cbam", "self", "none")
 """Attention types of the generator (``True`` means ``"cbam"``, ``False`` means ``"none"``);
 see :mod:`cloudfill.model.attention`."""
+
+SKIPS: tuple[str, ...] = ("add", "atanh")
+"""How a generator's reference enters its mean: ``reference + head`` or
+``tanh(head + atanh(reference))`` (see :mod:`cloudfill.model.generator`)."""
 
 NORMS: tuple[str, ...] = ("batch", "none", "instance")
 """Normalisation layers of the generator; only ``batch`` (eval mode) and ``none`` are

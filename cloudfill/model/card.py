@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloudfill._version import __version__
-from cloudfill.core.variants import NORMS, attention_kind, get_variant
+from cloudfill.core.variants import NORMS, SKIPS, attention_kind, get_variant
 from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import CheckpointError, ParameterError
 
@@ -56,6 +56,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "norm": (str,),
     "confidence": (bool,),
     "reference_skip": (bool,),
+    "skip": (str,),
+    "pixel_features": (int,),
     "reference_mode": (str,),
     "input_channels": (list,),
     "bands": (list,),
@@ -80,7 +82,7 @@ class ModelCard:
         ``"S"``, ``"SD"``, ``"SO"`` or ``"SOD"``.
     attention
         ``"cbam"``, ``"self"`` or ``"none"`` (``True``/``False`` are accepted and normalised).
-    base_filters, n_blocks, norm, confidence, reference_skip
+    base_filters, n_blocks, norm, confidence, reference_skip, skip, pixel_features
         The rest of the generator's architecture (see
         :class:`~cloudfill.model.generator.Generator`).
     reference_mode
@@ -131,6 +133,10 @@ class ModelCard:
     confidence: bool = False
     # Cards written before the skip existed lack the key: their generators have none.
     reference_skip: bool = False
+    # Cards from before the additive skip and the per-pixel path lack these keys: their
+    # generators used tanh(head + atanh(reference)) and no per-pixel path.
+    skip: str = "atanh"
+    pixel_features: int = 0
     # Cards written before composites existed lack the key: they used one reference date.
     reference_mode: str = "date"
     input_channels: list[str] = field(default_factory=list)
@@ -156,6 +162,8 @@ class ModelCard:
                 f"base_filters must be >= 1 and n_blocks >= 0, got {self.base_filters}, "
                 f"{self.n_blocks}"
             )
+        if self.skip not in SKIPS:
+            raise ParameterError(f"unknown skip {self.skip!r}; expected one of {list(SKIPS)}")
         if self.reference_mode not in REFERENCE_MODES:
             raise ParameterError(
                 f"unknown reference_mode {self.reference_mode!r}; expected one of "
@@ -200,6 +208,8 @@ class ModelCard:
             "norm": self.norm,
             "confidence": self.confidence,
             "reference_skip": self.reference_skip,
+            "skip": self.skip,
+            "pixel_features": self.pixel_features,
         }
 
     @classmethod

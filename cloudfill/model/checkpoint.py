@@ -270,7 +270,7 @@ def load_state(weights: Path, card: ModelCard, generator: Generator) -> dict[str
     arch = (
         f"variant {card.variant}, {card.n_inputs} input channels, attention={card.attention}, "
         f"base_filters={card.base_filters}, n_blocks={card.n_blocks}, norm={card.norm}, "
-        f"confidence={card.confidence}"
+        f"confidence={card.confidence}, pixel_features={card.pixel_features}"
     )
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(weights), framework="pt", device="cpu") as fh:

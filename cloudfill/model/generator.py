@@ -8,7 +8,9 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
     blocks n_blocks x [pad, conv 3x3, norm, ReLU, pad, conv 3x3, norm, attention] + skip
     up     nearest x2, pad, conv 3x3 -> 2f,       norm, ReLU
     up     nearest x2, pad, conv 3x3 -> f,        norm, ReLU
-    head   reflect-pad 3, conv 7x7 -> 4 bands, tanh            (the mean)
+    pixel  1x1 conv -> p, ReLU, 1x1 conv -> p, ReLU  (optional; on the input, beside the trunk)
+    head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
+           reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
 
 Choices the paper leaves open, and why:
@@ -26,6 +28,16 @@ Choices the paper leaves open, and why:
   by :func:`cloudfill.model.receptive.receptive_field`.
 - **Reflection padding** everywhere (also in the strided convolutions), so a tile border looks
   like image interior rather than a black frame.
+- **A per-pixel path** (``pixel_features``, 32 by default): the head sees two 1x1
+  convolutions of the condition stack beside the trunk's features. Without it the trunk's
+  strided convolutions and normalisations had to carry a pixel's own values (its reference,
+  its S1) to the head, and in practice did not: a per-pixel MLP on the same channels learned
+  the residual the generator never did (``benchmarks/probe_learning.py``, RESULTS "Why the
+  generator did not learn").
+- **The additive skip** (``skip="add"``, the default): ``mean = reference + head`` in
+  normalised units. The earlier ``tanh(head + atanh(reference))`` (``skip="atanh"``, what
+  checkpoints without the field use) saturates: at reflectances near the ends of the
+  normalisation range ``tanh'`` is 0.002-0.2, so the head could barely move those pixels.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
   per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
@@ -47,6 +59,7 @@ from cloudfill.core.variants import (
     NORMS,
     OUTPUT_BANDS,
     REFERENCE_CHANNELS,
+    SKIPS,
     Variant,
     attention_kind,
     get_variant,
@@ -54,7 +67,15 @@ from cloudfill.core.variants import (
 from cloudfill.errors import ParameterError
 from cloudfill.model.attention import make_attention
 
-__all__ = ["NORMS", "SCALE_EPS", "Generator", "GeneratorOutput", "ResidualBlock", "make_norm"]
+__all__ = [
+    "NORMS",
+    "SCALE_EPS",
+    "SKIPS",
+    "Generator",
+    "GeneratorOutput",
+    "ResidualBlock",
+    "make_norm",
+]
 
 SCALE_EPS: float = 1e-3
 """Floor of the predicted Laplace scale, in normalised units (keeps the NLL finite)."""
@@ -66,7 +87,8 @@ class GeneratorOutput(NamedTuple):
     Attributes
     ----------
     mean
-        (N, 4, H, W) predicted bands in [-1, 1] (normalised units), order B02, B03, B04, B08.
+        (N, 4, H, W) predicted bands in normalised units (within [-1, 1] except where an
+        additive skip carries them out), order B02, B03, B04, B08.
     scale
         (N, 4, H, W) Laplace scale ``b > 0`` per pixel and band, or None when the generator
         has no confidence head.
@@ -159,6 +181,11 @@ class Generator(nn.Module):
         the reference (persistence) and training only has to learn what changed; cloudy
         reference pixels (0 after normalisation) leave the head to predict alone. Default:
         on for variants with a reference.
+    skip
+        How the reference enters the mean: ``"add"`` (default) ``reference + head``, or
+        ``"atanh"`` ``tanh(head + atanh(reference))`` (checkpoints from before the field).
+    pixel_features
+        Width of the per-pixel path into the head (0: none, as checkpoints from before it).
 
     Examples
     --------
@@ -178,6 +205,8 @@ class Generator(nn.Module):
         norm: str = "batch",
         confidence: bool = False,
         reference_skip: bool | None = None,
+        skip: str = "add",
+        pixel_features: int = 32,
     ) -> None:
         super().__init__()
         self.variant = get_variant(variant)
@@ -195,6 +224,12 @@ class Generator(nn.Module):
             )
         if norm not in NORMS:
             raise ParameterError(f"unknown norm {norm!r}; expected one of {list(NORMS)}")
+        if skip not in SKIPS:
+            raise ParameterError(f"unknown skip {skip!r}; expected one of {list(SKIPS)}")
+        if pixel_features < 0:
+            raise ParameterError(f"pixel_features must be >= 0, got {pixel_features}")
+        self.skip = skip
+        self.pixel_features = int(pixel_features)
         self.attention = attention_kind(attention)
         self.base_filters = int(base_filters)
         self.n_blocks = int(n_blocks)
@@ -212,14 +247,20 @@ class Generator(nn.Module):
             nn.Upsample(scale_factor=2, mode="nearest"),
             *_conv_block(2 * f, f, 3, norm),
         )
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7))
+        p = self.pixel_features
+        self.pixel = (
+            nn.Sequential(nn.Conv2d(cin, p, 1), nn.ReLU(inplace=True), nn.Conv2d(p, p, 1),
+                          nn.ReLU(inplace=True))
+            if p else None
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
         if self.reference_skip:
             # Start from the identity (output = reference), as residual nets zero their last
             # layer: training then only learns the change, and never starts below persistence.
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
         self.scale_head = (
-            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f, cout, 7)) if confidence else None
+            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7)) if confidence else None
         )
 
     def config(self) -> dict[str, Any]:
@@ -238,6 +279,8 @@ class Generator(nn.Module):
             "norm": self.norm,
             "confidence": self.confidence,
             "reference_skip": self.reference_skip,
+            "skip": self.skip,
+            "pixel_features": self.pixel_features,
         }
 
     def rf_path(self) -> list[nn.Module]:
@@ -262,12 +305,20 @@ class Generator(nn.Module):
                 f"got {h} x {w} (CloudfillModel.predict pads automatically)"
             )
         features = self.trunk(x)
+        if self.pixel is not None:
+            features = torch.cat([features, self.pixel(x)], 1)
         logits = self.head(features)
-        if self.reference_skip:
+        if self.reference_skip and self.skip == "add":
+            mean = x[:, self._reference_index] + logits
+        elif self.reference_skip:
             reference = x[:, self._reference_index].clamp(-_SKIP_LIMIT, _SKIP_LIMIT)
-            logits = logits + torch.atanh(reference)
-        mean = torch.tanh(logits)
+            mean = torch.tanh(logits + torch.atanh(reference))
+        else:
+            mean = torch.tanh(logits)
         scale = None
         if self.scale_head is not None:
-            scale = F.softplus(self.scale_head(features)) + SCALE_EPS
+            # The scale head reads the features but does not shape them: its Laplace NLL,
+            # weighted like the L1 term, otherwise pulled the shared features towards
+            # predicting the error's size and the mean learned nothing (issue 21).
+            scale = F.softplus(self.scale_head(features.detach())) + SCALE_EPS
         return GeneratorOutput(mean, scale)

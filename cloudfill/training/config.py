@@ -53,6 +53,8 @@ FIXED: tuple[str, ...] = (
     "norm",
     "confidence",
     "reference_skip",
+    "skip",
+    "pixel_features",
     "reference_mode",
     "ema",
     "d_filters",
@@ -76,8 +78,14 @@ FIXED: tuple[str, ...] = (
 """Keys of the training record that define a run: a resumed run must have the same ones."""
 
 # What a record saved without a key meant: references were single dates before composites
-# existed, and the pairing rule was always the default one before it could be chosen.
-_SAVED_DEFAULTS: dict[str, Any] = {"reference_mode": "date", **PairingRule().to_dict()}
+# existed, the pairing rule was always the default one before it could be chosen, and the
+# generator had the atanh skip and no per-pixel path.
+_SAVED_DEFAULTS: dict[str, Any] = {
+    "reference_mode": "date",
+    "skip": "atanh",  # before the additive skip and the per-pixel path
+    "pixel_features": 0,
+    **PairingRule().to_dict(),
+}
 
 
 def _positive(owner: object, *names: str) -> None:
@@ -102,6 +110,9 @@ class NetworkSettings:
     reference_skip
         Predict SO/SOD targets as the reference plus a learned change (see
         :class:`~cloudfill.model.generator.Generator`; default: on where there is a reference).
+    skip, pixel_features
+        The reference skip's form (``"add"``: reference + head) and the width of the
+        generator's per-pixel path (see :class:`~cloudfill.model.generator.Generator`).
     d_filters, d_layers
         PatchGAN discriminator width and strided layers.
 
@@ -121,6 +132,8 @@ class NetworkSettings:
     norm: str = "batch"
     confidence: bool = False
     reference_skip: bool | None = None
+    skip: str = "add"
+    pixel_features: int = 32
     d_filters: int = 64
     d_layers: int = 3
 
@@ -364,6 +377,8 @@ def training_record(config: TrainConfig, index: PatchIndex) -> dict[str, Any]:
         "norm": net.norm,
         "confidence": bool(net.confidence),
         "reference_skip": spec.uses_reference if reference_skip is None else bool(reference_skip),
+        "skip": net.skip,
+        "pixel_features": int(net.pixel_features),
         "reference_mode": index.config.get("reference", "date") if spec.uses_reference else "date",
         "d_filters": net.d_filters,
         "d_layers": net.d_layers,

@@ -159,6 +159,8 @@ class Networks:
             norm=net.norm,
             confidence=net.confidence,
             reference_skip=net.reference_skip,
+            skip=net.skip,
+            pixel_features=net.pixel_features,
         ).to(device)
         discriminator = PatchDiscriminator(
             config.variant, base_filters=net.d_filters, n_layers=net.d_layers
@@ -205,6 +207,11 @@ class Networks:
                 self.average.parameters(), self.generator.parameters(), strict=True
             ):
                 mine.lerp_(theirs, weight)
-            # Batch-norm statistics are already running averages: copied as they are.
+            # Batch-norm running statistics are averaged like the weights they normalise for
+            # (a copy of the live ones would pair the average's weights with the last steps'
+            # statistics); integer counters are copied.
             for mine, theirs in zip(self.average.buffers(), self.generator.buffers(), strict=True):
-                mine.copy_(theirs)
+                if mine.is_floating_point():
+                    mine.lerp_(theirs, weight)
+                else:
+                    mine.copy_(theirs)

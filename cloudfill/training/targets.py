@@ -14,6 +14,7 @@ No torch here: the index is built and inspected without it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -30,13 +31,13 @@ from cloudfill.core.pairs import PairingRule, nearest_s1, reference_candidates
 from cloudfill.core.variants import Variant
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.sanity import check_values
-from cloudfill.cube.schema import conform, validate
+from cloudfill.cube.schema import BANDS, conform, validate
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ModelMismatchError, ParameterError
 from cloudfill.model.card import REFERENCE_DIRECTIONS
 from cloudfill.preprocess.despeckle import SIZES
 from cloudfill.preprocess.despeckle import despeckle as despeckle_cube
-from cloudfill.preprocess.normalise import NormStats, scene_stats
+from cloudfill.preprocess.normalise import NormStats, VariableRange, scene_stats
 
 __all__ = [
     "ReferenceTables",
@@ -78,7 +79,10 @@ def training_stats(
 
     Percentile clip ranges (:func:`cloudfill.preprocess.normalise.scene_stats`) of ``s1``
     (despeckled with ``despeckle``, over ``s1_dates`` only when given: the dates training
-    pairs with its targets), ``s2`` (clear pixels of all dates) and ``dem``.
+    pairs with its targets) and ``dem``; ``s2`` gets the physical reflectance range
+    :data:`S2_RANGE` instead of the scene's percentiles. The training scene's 0.1 and 99.9
+    percentiles clipped 10-18 % of other scenes' values (dark water, bright snow), which the
+    model could then neither see nor predict (``benchmarks/probe_learning.py``).
 
     Examples
     --------
@@ -94,7 +98,15 @@ def training_stats(
         sub = sub.sel(s1_time=pd.DatetimeIndex(list(s1_dates)).unique().sort_values())
     if despeckle and "s1" in sub.data_vars:
         sub = despeckle_cube(sub, despeckle)
-    return scene_stats(sub, [n for n in ("s1", "s2", "dem") if n in sub.data_vars])
+    stats = scene_stats(sub, [n for n in ("s1", "dem") if n in sub.data_vars])
+    low, high = S2_RANGE
+    bands = VariableRange(BANDS, (low,) * len(BANDS), (high,) * len(BANDS))
+    return dataclasses.replace(stats, variables={**stats.variables, "s2": bands})
+
+
+S2_RANGE: tuple[float, float] = (0.0, 1.0)
+"""The S2 reflectance range a training run normalises to the target range (fixed, not
+the scene's)."""
 
 
 def check_despeckle(size: int | None) -> int | None:
