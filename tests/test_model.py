@@ -173,6 +173,7 @@ def _measured_interval(g: Generator, size: int, index: int, seeds: int = 2) -> t
     return min(rows), max(rows), min(cols), max(cols)
 
 
+@pytest.mark.slow  # about 7 s each; .ci/run runs the slow tests too
 @pytest.mark.parametrize("attention", ["none", "cbam"])
 def test_receptive_field_matches_gradient_measurement(attention: str) -> None:
     torch.manual_seed(0)

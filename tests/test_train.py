@@ -210,6 +210,7 @@ def test_weight_average_is_scored_kept_and_resumed(
         train(cube, config(1, ema=1.0), **settings)
 
 
+@pytest.mark.slow  # over 5 s; .ci/run runs the slow tests too
 def test_experiment_writes_the_table(cube: xr.Dataset, tmp_path: Path) -> None:
     config = TrainConfig(
         network=NET,
