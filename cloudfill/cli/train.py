@@ -9,7 +9,6 @@ import xarray as xr
 
 from cloudfill._outputs import check_output
 from cloudfill.cli._common import LazyModule, console
-from cloudfill.core.grid import ALIGN, min_train_size
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.training.config import (
@@ -39,17 +38,6 @@ def _threads(threads: int | None) -> None:
         if threads < 1:
             raise ParameterError(f"--threads must be positive, got {threads}")
         torch.set_num_threads(threads)
-
-
-def _check_patch_size(config: TrainConfig) -> None:
-    """Refuse a patch the discriminator cannot score (it would fail mid-run), before any work."""
-    size, least = config.patches.size, min_train_size(config.network.d_layers)
-    if size < least or size % ALIGN:
-        raise ParameterError(
-            f"--patch-size must be a multiple of {ALIGN} and at least {least}, got {size} "
-            f"(the discriminator halves the patch size {config.network.d_layers} times and "
-            "needs 3 pixels left)"
-        )
 
 
 def _training_run(folder: Path) -> bool:
@@ -143,7 +131,6 @@ def train_command(
         seed=seed,
         runtime=RuntimeSettings(device=device, num_workers=workers),
     )
-    _check_patch_size(config)
     _threads(threads)
     # Never inside the cube; a run folder is resumed (run.train asks for --resume), any other
     # folder that is not empty only with --overwrite.
@@ -201,7 +188,6 @@ def experiment_command(
         seed=seed,
         device=device,
     )
-    _check_patch_size(config)
     _threads(threads)
     check_output(out, [cube], overwrite=overwrite, ours=_experiment, kind="experiment")
     ds = _open(cube)

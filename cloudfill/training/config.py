@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from cloudfill._dates import as_dates
-from cloudfill.core.grid import min_train_size
+from cloudfill.core.grid import ALIGN, min_train_size
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.variants import get_variant
 from cloudfill.errors import ParameterError
@@ -336,11 +336,13 @@ class TrainConfig:
         object.__setattr__(self, "despeckle", check_despeckle(self.despeckle))
         # The discriminator halves the patch d_layers times and needs 3 pixels left: a smaller
         # patch would fail mid-run (and leave a checkpoint behind), so it is refused here.
+        # The generator's two stride-2 stages need a multiple of ALIGN.
         least = min_train_size(self.network.d_layers)
-        if self.patches.size < least:
+        if self.patches.size < least or self.patches.size % ALIGN:
             raise ParameterError(
-                f"patch_size must be at least {least} for a discriminator of "
-                f"{self.network.d_layers} layers, got {self.patches.size}"
+                f"patch_size must be at least {least} and a multiple of {ALIGN}, got "
+                f"{self.patches.size} (the discriminator halves the patch size "
+                f"{self.network.d_layers} times and needs 3 pixels left)"
             )
         if self.dates is not None:
             # A tuple of Timestamps: the configuration stays hashable and compares by value.
