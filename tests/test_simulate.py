@@ -138,6 +138,8 @@ def test_explicit_dates_and_fractions() -> None:
         {"chunks": 0},
         {"chunks": {"band": 2, "z": 3}},
         {"resolution": -10.0},
+        {"surface_change": 1.5},
+        {"surface_change": "some"},
     ],
 )
 def test_bad_arguments_raise_parameter_error(kwargs: dict) -> None:
@@ -362,3 +364,107 @@ def test_terrain_illumination(big_scene: xr.Dataset) -> None:
     sunny = forest & (facing > np.percentile(facing[forest], 80))
     shaded = forest & (facing < np.percentile(facing[forest], 20))
     assert nir[sunny].mean() > 1.2 * nir[shaded].mean()
+
+
+# --- surface change ----------------------------------------------------------------------------
+def _event_scene(change: float, shape=(192, 192), seed=5):
+    """The scene, its _Scene and its static layers (event type, onset, duration)."""
+    ds = simulate_scene(shape, dates=16, seed=seed, surface_change=change, cloud_fraction=0.0)
+    sc = scene._scene(
+        shape,
+        pd.DatetimeIndex(ds.time.values),
+        pd.DatetimeIndex(ds.s1_time.values),
+        [0.0] * 16,
+        seed,
+        10.0,
+        change,
+    )
+    static = blocks._static_block(sc, np.arange(shape[0]), np.arange(shape[1]))
+    return ds, sc, static
+
+
+@pytest.fixture(scope="module")
+def changing() -> tuple:
+    return _event_scene(0.5)
+
+
+def test_surface_change_off_is_the_old_scene() -> None:
+    a = simulate_scene((40, 40), dates=4, seed=3)
+    b = simulate_scene((40, 40), dates=4, seed=3, surface_change=0.0)
+    xr.testing.assert_identical(a, b)
+    assert "surface_change" not in a.attrs
+    c = simulate_scene((40, 40), dates=4, seed=3, surface_change=0.4)
+    assert c.attrs["surface_change"] == 0.4
+    np.testing.assert_array_equal(a.dem.values, c.dem.values)  # the land stays the same
+
+
+def test_surface_change_independent_of_chunking() -> None:
+    kwargs = {"dates": 8, "seed": 4, "surface_change": 0.6}
+    whole = simulate_scene((70, 90), **kwargs)
+    lazy = simulate_scene((70, 90), chunks=25, **kwargs).compute()
+    for name in whole.data_vars:
+        np.testing.assert_array_equal(lazy[name].values, whole[name].values, err_msg=name)
+
+
+def test_surface_change_share_of_eligible_land(changing) -> None:
+    from cloudfill.cube.simulate.constants import _L_ETYPE, _L_LULC, CROP, FOREST, GRASS, NO_EVENT
+
+    _, _, static = changing
+    eligible = np.isin(static[_L_LULC], [CROP, GRASS, FOREST])
+    changed = static[_L_ETYPE] != NO_EVENT
+    assert not (changed & ~eligible).any()  # no event on water, towns or rock
+    assert abs(changed[eligible].mean() - 0.5) < 0.15
+
+
+def _before_during(static, days, etype):
+    """Per date index: pixels of ``etype`` whose event has not begun / fully holds."""
+    from cloudfill.cube.simulate.constants import _L_EDUR, _L_ETYPE, _L_ONSET
+
+    kind = static[_L_ETYPE] == etype
+    onset, dur = static[_L_ONSET], static[_L_EDUR]
+    before = [kind & (d < onset - 1) for d in days]
+    during = [kind & (d > onset + 3) & (d < onset + dur - 1) for d in days]
+    return before, during
+
+
+def _mean_change(values, before, during) -> float:
+    """Mean over pixels seen both before and during their event of (during - before)."""
+    n = len(values)
+    first_before = np.full(before[0].shape, -1)
+    for t in range(n):
+        first_before = np.where(before[t], t, first_before)  # the last date before onset
+    diffs = []
+    for t in range(n):
+        ok = during[t] & (first_before >= 0)
+        if ok.any():
+            diffs.append(values[t][ok] - values[first_before[ok], ok])
+    return float(np.concatenate(diffs).mean())
+
+
+@pytest.mark.parametrize(
+    ("etype", "pol", "low", "high"),
+    [("FLOOD", "VV", -12.0, -4.0), ("FLOOD", "VH", -12.0, -3.0), ("CLEARING", "VH", -7.0, -2.5)],
+)
+def test_backscatter_follows_the_change(changing, etype, pol, low, high) -> None:
+    """Floods darken VV by several dB (specular water), clearing darkens VH (no volume)."""
+    from cloudfill.cube.simulate import constants
+    from cloudfill.cube.simulate.scene import _Scene
+
+    ds, sc, static = changing
+    assert isinstance(sc, _Scene)
+    before, during = _before_during(static, sc.s1_days, getattr(constants, etype))
+    values = ds.s1.sel(pol=pol).values.astype(np.float64)
+    change = _mean_change(values, before, during)
+    assert low < change < high, change
+
+
+def test_optical_follows_the_change(changing) -> None:
+    """Tilled fields and floods lose their green cover: NDVI low during the event."""
+    from cloudfill.cube.simulate.constants import FLOOD, TILLAGE
+
+    ds, sc, static = changing
+    ndvi = _ndvi(ds)
+    for etype, top in ((TILLAGE, 0.35), (FLOOD, 0.05)):
+        _, during = _before_during(static, sc.s2_days, etype)
+        values = np.concatenate([ndvi[t][during[t]] for t in range(len(sc.s2_days))])
+        assert values.size > 50 and np.median(values) < top, (etype, np.median(values))

@@ -14,6 +14,10 @@ benchmarks use this simulator. The scene is built so that the paper's ordering o
   the SAR lacks;
 - SAR backscatter (dB) depends on class, local incidence angle, a per-date soil moisture / wind
   field and crop growth, with multiplicative gamma speckle and a thermal noise floor;
+- optionally (``surface_change``), patches of forest are cleared and fields tilled or flooded at
+  their own dates, changing reflectance and backscatter together, and wet snow darkens the
+  radar in the melt season -- so SAR at the target date shows change the optical references
+  cannot;
 - clouds are thresholded fractal fields (bright, soft-edged) with shadows offset along the sun
   direction; the threshold is a quantile so each date gets the cloud fraction asked for.
 

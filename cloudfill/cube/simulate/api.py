@@ -24,13 +24,13 @@ from cloudfill.cube.simulate.args import (
     _grid_shape,
     _s1_dates,
     _s2_dates,
+    _surface_change,
 )
-from cloudfill.cube.simulate.blocks import _optical_task, _sar_task, _static_task
+from cloudfill.cube.simulate.blocks import _optical_task, _sar_task, _static_task, n_static
 from cloudfill.cube.simulate.constants import (
     _L_DEM,
     _L_LULC,
     _N_OPTICAL,
-    _N_STATIC,
     LULC_CLASSES,
     S1_LOOKS,
 )
@@ -66,7 +66,7 @@ def _lazy_arrays(sc: _Scene, cy: int, cx: int) -> dict[str, da.Array]:
         warnings.simplefilter("ignore", PerformanceWarning)
         static = da.blockwise(
             _static_task, "lyx", ys, "y", xs, "x",
-            new_axes={"l": _N_STATIC}, dtype=np.float32, meta=meta3,
+            new_axes={"l": n_static(sc)}, dtype=np.float32, meta=meta3,
             name=f"simulate-static-{token}", sc=sc,
         )  # fmt: skip
         optical = da.blockwise(
@@ -111,6 +111,7 @@ def simulate_scene(
     crs: str = "EPSG:32645",
     resolution: float = 10.0,
     origin: tuple[float, float] = (300000.0, 3100000.0),
+    surface_change: float = 0.0,
 ) -> xr.Dataset:
     """Simulate a Sentinel-1 / Sentinel-2 / DEM cube with clouds and its cloud-free truth.
 
@@ -145,6 +146,14 @@ def simulate_scene(
         demand (default chunks 1024); otherwise they are numpy arrays.
     crs, resolution, origin
         The grid: CRS, pixel size in CRS units (metres) and the top-left corner ``(x, y)``.
+    surface_change
+        Share (0..1) of the eligible land whose surface changes during the series, in
+        irregular patches of about 300 m, each with its own onset between the first and last
+        S2 date: forest is cleared for good; crops and grass are tilled (bare for 40-100 days)
+        or, on low flat ground, flooded (6-30 days). Optical reflectance and backscatter both
+        follow the change, with magnitudes from the literature (``docs/method.md``), and wet
+        snow darkens the radar in the melt season. 0 (the default) leaves the scene as it was
+        before this option existed, bit for bit.
 
     Returns
     -------
@@ -153,7 +162,8 @@ def simulate_scene(
         x) float32 dB; ``dem`` (y, x) float32 metres; ``cloud`` (time, y, x) bool, True on
         cloud or shadow; ``scl`` (time, y, x) uint8 Sen2Cor classes; ``lulc`` (y, x) uint8
         classes (see ``attrs["classes"]``); CRS in the ``spatial_ref`` coordinate. Attrs:
-        ``seed``, ``cloud_fraction`` (asked, per date), ``description``.
+        ``seed``, ``cloud_fraction`` (asked, per date), ``description`` and, with
+        ``surface_change``, ``surface_change``.
 
     Raises
     ------
@@ -176,7 +186,8 @@ def simulate_scene(
     fractions = _cloud_fractions(cloud_fraction, len(s2), seed)
     lazy = chunks is not None or ny * nx > LAZY_PIXELS
     cy, cx = _chunk_sizes(chunks, (ny, nx))
-    sc = _scene((ny, nx), s2, s1, fractions, seed, float(resolution))
+    change = _surface_change(surface_change)
+    sc = _scene((ny, nx), s2, s1, fractions, seed, float(resolution), change)
 
     attrs = {
         "description": _DESCRIPTION,
@@ -184,6 +195,8 @@ def simulate_scene(
         "cloud_fraction": fractions,
         "simulator": "cloudfill.simulate_scene",
     }
+    if change > 0:
+        attrs["surface_change"] = change
     ds = _dataset(_lazy_arrays(sc, cy, cx), s2, s1, resolution, origin, attrs)
     # Georeference while still lazy: rioxarray deep-copies the Dataset it writes to.
     ds = ds.rio.write_crs(crs)

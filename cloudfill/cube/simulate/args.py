@@ -85,6 +85,18 @@ def _cloud_fractions(cloud_fraction: Any, n: int, seed: int) -> list[float]:
     return values
 
 
+def _surface_change(value: Any) -> float:
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"surface_change: expected a number in [0, 1], got {value!r}"
+        ) from None
+    if not 0.0 <= share <= 1.0:
+        raise ParameterError(f"surface_change: {share} is outside [0, 1]")
+    return share
+
+
 def _chunk_sizes(chunks: Any, shape: tuple[int, int]) -> tuple[int, int]:
     if chunks is None:
         sizes = (DEFAULT_CHUNK, DEFAULT_CHUNK)

@@ -21,11 +21,21 @@ from cloudfill.cube.simulate.constants import (
     _CLOUD_GAIN,
     _COVER,
     _DEM_CELLS,
+    _EVENT_CELL_M,
+    _EVENT_RAMP_DAYS,
+    _EVENT_SM,
+    _EVENT_SPECTRA,
+    _EVENT_TERRAIN,
+    _EVENT_VH,
+    _EVENT_VV,
+    _EVENT_WARP_CELLS,
+    _EVENT_WARP_M,
     _F_BLOCK,
     _F_CANOPY,
     _F_CLASS,
     _F_CLOUD,
     _F_DEM,
+    _F_EVENT,
     _F_MOISTURE,
     _F_PARCEL,
     _F_RIVER,
@@ -33,13 +43,21 @@ from cloudfill.cube.simulate.constants import (
     _F_SOIL,
     _F_SPECKLE,
     _F_URBAN,
+    _FLOOD_DAYS,
+    _FLOOD_SHARE,
     _L_COVER,
     _L_DEM,
+    _L_EDUR,
+    _L_ESM,
+    _L_ETYPE,
+    _L_EVH,
+    _L_EVV,
     _L_GREEN,
     _L_LULC,
     _L_NX,
     _L_NY,
     _L_NZ,
+    _L_ONSET,
     _L_SEASON,
     _L_SM,
     _L_SNOWH,
@@ -52,6 +70,7 @@ from cloudfill.cube.simulate.constants import (
     _MOISTURE_CELLS,
     _N_OPTICAL,
     _N_STATIC,
+    _N_STATIC_CHANGE,
     _NESZ_DB,
     _PARCEL_M,
     _RIVER_CELLS,
@@ -60,17 +79,23 @@ from cloudfill.cube.simulate.constants import (
     _SM_DB,
     _SNOW,
     _SOIL,
+    _TILLAGE_DAYS,
     _URBAN_CELLS,
     _VEG_DB,
     _VH_BASE,
     _VH_GAIN,
     _VV_BASE,
+    _WET_SNOW_DB,
     _WIND_DB,
     BARE,
+    CLEARING,
     CROP,
+    FLOOD,
     FOREST,
     GRASS,
+    NO_EVENT,
     S1_LOOKS,
+    TILLAGE,
     URBAN,
     WATER,
 )
@@ -81,8 +106,10 @@ from cloudfill.cube.simulate.noise import (
     _key,
     _smoothstep,
     _speckle_table,
+    _to_unit,
 )
 from cloudfill.cube.simulate.scene import (
+    _melt,
     _Scene,
     _season,
     _snowline,
@@ -107,9 +134,9 @@ def _elevation(sc: _Scene, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _static_block(sc: _Scene, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """All date-independent layers of one block, shape (_N_STATIC, len(ys), len(xs))."""
+    """All date-independent layers of one block, shape (n_static(sc), len(ys), len(xs))."""
     ny, nx = len(ys), len(xs)
-    out = np.empty((_N_STATIC, ny, nx), dtype=np.float32)
+    out = np.empty((n_static(sc), ny, nx), dtype=np.float32)
     # Slopes from the elevation function one pixel beyond the block, so that a pixel's slope
     # never depends on which block it falls in.
     ye = np.arange(ys[0] - 1, ys[-1] + 2)
@@ -192,7 +219,76 @@ def _static_block(sc: _Scene, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     out[_L_SM] = _SM_DB[classes]
     out[_L_VEG] = _VEG_DB[classes]
     out[_L_WIND] = _WIND_DB[classes]
+    if sc.surface_change > 0:
+        _event_layers(sc, ys, xs, out, lowland=(h < 0.4) & (tan2 < tan_deg[8]), terrain=terrain)
     return out
+
+
+def n_static(sc: _Scene) -> int:
+    """How many static layers a block of ``sc`` has (the event layers only with change)."""
+    return _N_STATIC_CHANGE if sc.surface_change > 0 else _N_STATIC
+
+
+def _patch_values(sc: _Scene, ys: np.ndarray, xs: np.ndarray, field: int) -> np.ndarray:
+    """A uniform [0, 1) value per irregular patch: square cells of _EVENT_CELL_M whose
+    boundaries are warped by a smooth field, so patches look like parcels and stands, not tiles.
+    """
+    cells = sc.cells(_EVENT_WARP_CELLS)
+    warp = np.float32(_EVENT_WARP_M / sc.resolution)
+    wy = ys[:, None] + warp * _fbm(ys, xs, cells, _key(sc.seed, _F_EVENT, 1))
+    wx = xs[None, :] + warp * _fbm(ys, xs, cells, _key(sc.seed, _F_EVENT, 2))
+    size = max(1.0, _EVENT_CELL_M / sc.resolution)
+    cy = np.floor(wy / size).astype(np.int64)
+    cx = np.floor(wx / size).astype(np.int64)
+    y0, x0 = int(cy.min()), int(cx.min())
+    grid = _to_unit(
+        _hash2d(
+            np.arange(y0, int(cy.max()) + 1),
+            np.arange(x0, int(cx.max()) + 1),
+            _key(sc.seed, _F_EVENT, 10 + field),
+        )
+    )
+    return grid[cy - y0, cx - x0]
+
+
+def _event_layers(
+    sc: _Scene,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    out: np.ndarray,
+    lowland: np.ndarray,
+    terrain: np.ndarray,
+) -> None:
+    """Fill the event layers of ``out``: which patches change, how, when and for how long."""
+    lulc = out[_L_LULC]
+    chosen = _patch_values(sc, ys, xs, 0) < np.float32(sc.surface_change)
+    kind = _patch_values(sc, ys, xs, 1)
+    when = _patch_values(sc, ys, xs, 2)
+    span = _patch_values(sc, ys, xs, 3)
+    field = (lulc == CROP) | (lulc == GRASS)
+    flood = field & lowland & (kind < np.float32(_FLOOD_SHARE))
+    etype = np.full(lulc.shape, NO_EVENT, dtype=np.intp)
+    etype[chosen & field] = TILLAGE
+    etype[chosen & flood] = FLOOD
+    etype[chosen & (lulc == FOREST)] = CLEARING
+    out[_L_ETYPE] = etype
+    first, last = min(sc.s2_days), max(sc.s2_days)
+    out[_L_ONSET] = np.float32(first) + when * np.float32(max(1, last - first))
+    lo = np.where(etype == FLOOD, np.float32(_FLOOD_DAYS[0]), np.float32(_TILLAGE_DAYS[0]))
+    hi = np.where(etype == FLOOD, np.float32(_FLOOD_DAYS[1]), np.float32(_TILLAGE_DAYS[1]))
+    out[_L_EDUR] = np.where(etype == CLEARING, np.float32(1e6), lo + span * (hi - lo))
+    out[_L_EVV] = _EVENT_VV[etype] + _EVENT_TERRAIN[etype] * terrain
+    out[_L_EVH] = _EVENT_VH[etype] + _EVENT_TERRAIN[etype] * terrain
+    out[_L_ESM] = _EVENT_SM[etype]
+
+
+def _event_weight(st: np.ndarray, day: int) -> np.ndarray:
+    """0..1: how far each pixel's event has taken hold on ``day`` (0 where none)."""
+    since = np.float32(day) - st[_L_ONSET]
+    w = _smoothstep(since * np.float32(1 / _EVENT_RAMP_DAYS[0]))
+    w *= np.float32(1) - _smoothstep((since - st[_L_EDUR]) * np.float32(1 / _EVENT_RAMP_DAYS[1]))
+    w[st[_L_ETYPE] == NO_EVENT] = 0
+    return w
 
 
 def _pixel_cell(sc: _Scene, metres: tuple[float, float]) -> tuple[float, float]:
@@ -235,9 +331,14 @@ def _optical_block(
     illum += (st[_L_NZ] + np.float32(1)) * np.float32(0.11)
     snow = _smoothstep((st[_L_SNOWH] - np.float32(_snowline(doy))) * np.float32(1 / 0.05))
     snow[water] = 0
+    event = _event_weight(st, sc.s2_days[t]) if sc.surface_change > 0 else None
+    if event is not None:
+        spectra = _EVENT_SPECTRA[st[_L_ETYPE].astype(np.intp)]
     for b in range(4):
         refl = st[_L_GREEN + b] * fc
         refl += st[_L_SOIL + b]
+        if event is not None:
+            refl += event * (spectra[..., b] - refl)
         refl += snow * (_SNOW[b] - refl)
         refl *= illum
         np.clip(refl, np.float32(0), np.float32(1), out=refl)
@@ -246,6 +347,8 @@ def _optical_block(
     ndvi = (out[3] - out[2]) / (out[3] + out[2] + np.float32(1e-6))
     scl = np.where(water, np.float32(6), np.float32(5))
     scl[(ndvi > 0.35) & ~water] = 4
+    if event is not None:
+        scl[(event > 0.5) & (st[_L_ETYPE] == FLOOD)] = 6
     scl[snow > 0.5] = 11
 
     out[4:8] = out[0:4]
@@ -304,20 +407,33 @@ def _sar_block(sc: _Scene, t: int, st: np.ndarray, ys: np.ndarray, xs: np.ndarra
     sm_db = st[_L_SM] * moisture
     veg_db = st[_L_VEG] * fc
     wind_db = st[_L_WIND] * wind
+    event = wet = None
+    if sc.surface_change > 0:
+        event = _event_weight(st, sc.s1_days[t])
+        # Wet snow in the melt season darkens both polarisations.
+        wet = _smoothstep((st[_L_SNOWH] - np.float32(_snowline(sc.s1_doy[t]))) * np.float32(20))
+        wet[st[_L_LULC] == WATER] = 0
+        wet *= np.float32(_WET_SNOW_DB * _melt(sc.s1_doy[t]))
 
     h = _hash2d(ys, xs, _key(sc.seed, _F_SPECKLE, sc.s1_days[t]))
     table = _speckle_table(S1_LOOKS)
     out = np.empty((2, len(ys), len(xs)), dtype=np.float32)
-    for p, (layer, gains, shift) in enumerate(
+    for p, (layer, event_layer, gains, shift) in enumerate(
         (
-            (_L_VV, (1.0, 1.0, 1.0), 48),
-            (_L_VH, (_VH_GAIN["moisture"], _VH_GAIN["veg"], _VH_GAIN["wind"]), 32),
+            (_L_VV, _L_EVV, (1.0, 1.0, 1.0), 48),
+            (_L_VH, _L_EVH, (_VH_GAIN["moisture"], _VH_GAIN["veg"], _VH_GAIN["wind"]), 32),
         )
     ):
         db = sm_db * np.float32(gains[0])
         db += veg_db * np.float32(gains[1])
         db += wind_db * np.float32(gains[2])
         db += st[layer]
+        if event is not None and wet is not None:
+            changed = st[_L_ESM] * moisture
+            changed *= np.float32(gains[0])
+            changed += st[event_layer]
+            db += event * (changed - db)
+            db += wet
         # Speckle multiplies power, and the thermal noise floor adds to it.
         power = np.exp(db * np.float32(math.log(10) / 10))
         power += np.float32(10 ** (_NESZ_DB / 10))

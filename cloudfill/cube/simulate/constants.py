@@ -68,6 +68,40 @@ _COVER = np.array(
     dtype=np.float32,
 )
 
+# --- surface change (``simulate_scene(surface_change=...)``) -----------------------------
+# Events by land cover: forest is cleared (for good); crops and grass are tilled (harvest and
+# ploughing; bare for 40-100 days, then their phenology resumes) or, on low flat ground,
+# flooded (6-30 days). Magnitudes and their sources: docs/method.md, "Simulated surface change".
+NO_EVENT, FLOOD, CLEARING, TILLAGE = range(4)
+EVENT_NAMES: tuple[str, ...] = ("none", "flood", "clearing", "tillage")
+_EVENT_SPECTRA = np.array(
+    [
+        [0.0, 0.0, 0.0, 0.0],  # (no event)
+        [0.085, 0.095, 0.080, 0.045],  # turbid flood water: brighter than a lake, dark in NIR
+        [0.075, 0.095, 0.115, 0.200],  # slash and bare soil after clear-cutting
+        [0.070, 0.090, 0.110, 0.170],  # fresh, moist tilled soil (darker than dry bare soil)
+    ],
+    dtype=np.float32,
+)
+# Backscatter of the changed surface (dB): specular open water for floods (no terrain term,
+# flood plains are flat); bare soil with slash after clearing (VH 4-5 dB under forest); rough
+# ploughed soil (VV 3-4 dB over smooth bare soil); soil-moisture sensitivity as _SM_DB.
+_EVENT_VV = np.array([0.0, -20.0, -11.0, -9.5], dtype=np.float32)
+_EVENT_VH = np.array([0.0, -27.0, -18.0, -17.0], dtype=np.float32)
+_EVENT_SM = np.array([0.0, 0.0, 5.0, 6.0], dtype=np.float32)
+_EVENT_TERRAIN = np.array([0.0, 0.0, 1.0, 1.0], dtype=np.float32)
+_EVENT_CELL_M = 300.0  # size of the (warped) patches that change together
+_EVENT_WARP_CELLS = (640.0, 320.0, 160.0)
+_EVENT_WARP_M = 90.0  # how far patch boundaries wander from the square lattice
+_FLOOD_DAYS = (6.0, 30.0)
+_TILLAGE_DAYS = (40.0, 100.0)
+_EVENT_RAMP_DAYS = (2.0, 5.0)  # onset and recovery ramps (floods recede over days)
+_FLOOD_SHARE = 0.4  # of crop and grass events on low, flat ground
+# Wet snow absorbs C band: backscatter drops by 3 dB or more in the melt season (Nagler and
+# Rott 2000); dry winter snow is nearly transparent.
+_WET_SNOW_DB = -4.0
+_MELT_DOY, _MELT_WIDTH = 110.0, 30.0
+
 # --- geometry ----------------------------------------------------------------------------------
 _LATITUDE = 28.0  # central Nepal, where the paper's data come from
 _OVERPASS_HOUR_ANGLE = -22.5  # degrees; Sentinel-2 crosses the equator at 10:30 local time
@@ -102,7 +136,8 @@ _BLOCK_M = 60.0  # urban block size
     _F_MOISTURE,
     _F_SPECKLE,
     _F_DATE,
-) = range(1, 14)
+    _F_EVENT,
+) = range(1, 15)
 
 # Static layers computed once per block and shared by every date. Per-class coefficients are
 # spread into layers here because gathering from class tables costs more than the arithmetic.
@@ -112,4 +147,8 @@ _L_GREEN = 12  # 4 bands: canopy minus background, canopy brightness field inclu
 _L_COVER = 16  # 3 phenology coefficients, see _COVER
 _L_VV, _L_VH, _L_SM, _L_VEG, _L_WIND = range(19, 24)
 _N_STATIC = 24
+# With surface change: the event type, its onset (days since 1970-01-01) and duration, and the
+# changed surface's VV and VH base (terrain included) and soil-moisture sensitivity.
+_L_ETYPE, _L_ONSET, _L_EDUR, _L_EVV, _L_EVH, _L_ESM = range(24, 30)
+_N_STATIC_CHANGE = 30
 _N_OPTICAL = 10  # truth (4), s2 (4), unusable mask, scl

@@ -18,6 +18,8 @@ from cloudfill.cube.simulate.constants import (
     _F_CLOUD,
     _F_DATE,
     _LATITUDE,
+    _MELT_DOY,
+    _MELT_WIDTH,
     _OVERPASS_HOUR_ANGLE,
 )
 from cloudfill.cube.simulate.noise import _fbm, _key, _unit
@@ -40,6 +42,7 @@ class _Scene:
     s1_doy: tuple[int, ...]
     moisture: tuple[float, ...]  # mean soil moisture 0..1 per S1 date
     wind: tuple[float, ...]  # mean water roughness 0..1 per S1 date
+    surface_change: float = 0.0  # share of eligible land changed by an event (0 = none)
 
     def cells(self, metres: Sequence[float]) -> list[float]:
         """Octave cell sizes in pixels, dropping octaves finer than two pixels."""
@@ -73,6 +76,11 @@ def _snowline(doy: float) -> float:
     return 1.15 - 0.5 * _winter(doy)
 
 
+def _melt(doy: float) -> float:
+    """0..1: how much of the snow cover is wet (melting), peaking in April."""
+    return math.exp(-(((doy - _MELT_DOY) / _MELT_WIDTH) ** 2))
+
+
 def _sample_axis(n: int) -> np.ndarray:
     # Every pixel of small scenes (exact fractions); 256 spread samples per axis beyond that,
     # plenty for a quantile and cheap even for scenes of 10^9 pixels.
@@ -87,6 +95,7 @@ def _scene(
     fractions: list[float],
     seed: int,
     resolution: float,
+    surface_change: float = 0.0,
 ) -> _Scene:
     epoch = pd.Timestamp("1970-01-01")
     s2_days = tuple(int((d.normalize() - epoch).days) for d in s2)
@@ -119,6 +128,7 @@ def _scene(
         s1_doy=tuple(int(d.dayofyear) for d in s1),
         moisture=tuple(moisture),
         wind=tuple(wind),
+        surface_change=float(surface_change),
     )
     return _with_thresholds(sc)
 
