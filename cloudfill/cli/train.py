@@ -60,7 +60,12 @@ def _score(value: object, digits: int = 4) -> str:
 def train_command(
     cube: Path = typer.Argument(..., help="Training cube (zarr store), read patch by patch."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints and logs."),
-    variant: str = typer.Option("SOD", "--variant", help="Inputs: S, SD, SO or SOD."),
+    variant: str = typer.Option(
+        "SOD",
+        "--variant",
+        help="Inputs: S, SD, SO, SOD, or SODC (SOD plus each side's nearest clear value, "
+        "its S1 and age, so the network sees change; needs --reference blend).",
+    ),
     attention: bool = typer.Option(
         True, "--attention/--no-attention", help="Attention (CBAM) in the residual blocks."
     ),

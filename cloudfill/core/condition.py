@@ -17,26 +17,32 @@ Rules, applied per channel with the model's scene-wide :class:`NormStats` (never
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cloudfill.core.variants import DEM_CHANNEL, REFERENCE_CHANNELS, get_variant
+from cloudfill.core.variants import DEM_CHANNEL, REFERENCE_CHANNELS, SIDES, get_variant
 from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import ModelMismatchError, ParameterError
 from cloudfill.preprocess.normalise import NormStats
 
 __all__ = [
+    "AGE_SCALE_DAYS",
     "BLEND_TAU_DB",
+    "Side",
     "assemble_condition",
     "blend_reference",
+    "blend_with_sides",
     "composite_reference",
     "condition_stack",
     "denormalise_bands",
     "normalise_bands",
+    "reference_sides",
     "s1_to_units",
+    "side_channels",
 ]
 
 
@@ -199,6 +205,52 @@ def blend_reference(
     >>> out.astype(float).round(2).tolist()  # left: same radar, an even mix; right: looks "before"
     [[[0.2, 0.1]]]
     """
+    return blend_with_sides(images, unusable, offsets, s1, s1_target, tau=tau)[0]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a target date, per pixel: the nearest clear S2 ``value`` (band, y, x), its
+    ``age`` in days (y, x) and the despeckled S1 in dB at its date, ``radar`` (pol, y, x); NaN
+    where the side has no clear value (or no S1 near it)."""
+
+    value: Any
+    age: Any
+    radar: Any
+
+
+def reference_sides(
+    images: Sequence[Any],
+    unusable: Sequence[Any],
+    offsets: Sequence[float],
+    s1: Sequence[Any | None],
+    like: Any,
+) -> tuple[Side | None, Side | None]:
+    """The sides before and after the target (:class:`Side`), None for a side without
+    candidates; arguments as :func:`blend_reference` (``like``: a (pol, y, x) array to take
+    the shape and array type of missing S1 from)."""
+    nan_radar = like * np.float32(np.nan)
+    radar = [nan_radar if r is None else r for r in s1]
+    sides: list[Side | None] = []
+    for sign in (-1, 1):
+        order = sorted((k for k in range(len(images)) if np.sign(offsets[k]) == sign),
+                       key=lambda k: abs(offsets[k]))  # fmt: skip
+        side = _nearest_side(images, unusable, radar, [abs(o) for o in offsets], order)
+        sides.append(None if side is None else Side(*side))
+    return sides[0], sides[1]
+
+
+def blend_with_sides(
+    images: Sequence[Any],
+    unusable: Sequence[Any],
+    offsets: Sequence[float],
+    s1: Sequence[Any | None],
+    s1_target: Any,
+    *,
+    tau: float = BLEND_TAU_DB,
+) -> tuple[Any, tuple[Side | None, Side | None]]:
+    """:func:`blend_reference` and the two sides it blended (:func:`reference_sides`), for
+    the change-aware variant, which sees both."""
     n = len(images)
     if n == 0 or not (len(unusable) == len(offsets) == len(s1) == n):
         raise ParameterError("blend_reference needs one mask, offset and S1 per image (>= 1)")
@@ -206,18 +258,13 @@ def blend_reference(
         raise ParameterError("blend_reference: a candidate lies on the target date")
     if not tau > 0:
         raise ParameterError(f"blend_reference: tau must be positive, got {tau}")
-    nan_radar = s1_target * np.float32(np.nan)
-    radar = [nan_radar if r is None else r for r in s1]
-    sides = []
-    for sign in (-1, 1):
-        order = sorted((k for k in range(n) if np.sign(offsets[k]) == sign),
-                       key=lambda k: abs(offsets[k]))  # fmt: skip
-        side = _nearest_side(images, unusable, radar, [abs(o) for o in offsets], order)
-        if side is not None:
-            sides.append(side)
-    if len(sides) == 1:
-        return sides[0][0].astype("float32")
-    (before, days_b, s1_b), (after, days_a, s1_a) = sides
+    pair = reference_sides(images, unusable, offsets, s1, s1_target)
+    present = [side for side in pair if side is not None]
+    if len(present) == 1:
+        return present[0].value.astype("float32"), pair
+    (before, days_b, s1_b), (after, days_a, s1_a) = (
+        (side.value, side.age, side.radar) for side in present
+    )
     dist_b = ((s1_target - s1_b) ** 2).sum(axis=0)
     dist_a = ((s1_target - s1_a) ** 2).sum(axis=0)
     # Log-odds of "before": time prior plus the S1 likelihood ratio (0 where S1 is missing).
@@ -227,7 +274,45 @@ def blend_reference(
     weight = 1 / (1 + np.exp(-np.clip(logit, -30, 30)))
     mixed = after + (before - after) * weight[None]
     out = np.where(np.isnan(before), after, np.where(np.isnan(after), before, mixed))
-    return out.astype("float32")
+    return out.astype("float32"), pair
+
+
+AGE_SCALE_DAYS = 120.0
+"""Days that map to 1 in a side's ``age`` channel (the default reference age limit)."""
+
+
+def side_channels(sides: tuple[Side | None, Side | None], stats: NormStats, like: Any) -> Any:
+    """The :data:`~cloudfill.core.variants.SIDE_CHANNELS` of both sides (16, y, x), float32:
+    per side its S2 bands and S1 normalised as the model's ``s2`` and ``s1``, its age in
+    units of :data:`AGE_SCALE_DAYS` and a 0/1 validity flag; all 0 where the side has no
+    clear value. ``like``: a (y, x) array giving the shape and array type.
+
+    >>> from cloudfill.preprocess.normalise import VariableRange
+    >>> stats = NormStats({"s2": VariableRange(("B02", "B03", "B04", "B08"), (0.0,) * 4,
+    ...                                        (1.0,) * 4),
+    ...                    "s1": VariableRange(("VV", "VH"), (-25.0, -30.0), (0.0, -5.0))},
+    ...                   s1_units="dB")
+    >>> side = Side(np.full((4, 1, 2), 0.5, "float32"), np.array([[60.0, np.nan]], "float32"),
+    ...             np.full((2, 1, 2), -12.5, "float32"))
+    >>> x = side_channels((side, None), stats, np.zeros((1, 2), "float32"))
+    >>> x.shape, x[6:8, 0].tolist(), float(x[8:].sum())
+    ((16, 1, 2), [[0.5, 0.0], [1.0, 0.0]], 0.0)
+    """
+    zero = like.astype("float32") * np.float32(0)
+    parts = []
+    for side in sides:
+        if side is None:
+            parts.append(np.stack([zero] * 8))
+            continue
+        valid = ~np.isnan(side.age)
+        radar = s1_to_units(side.radar, "dB", stats.s1_units)
+        parts += [
+            normalise_bands(side.value, stats, "s2", BANDS),
+            normalise_bands(radar, stats, "s1", POLS),
+            np.where(valid, side.age / np.float32(AGE_SCALE_DAYS), np.float32(0))[None],
+            valid.astype("float32")[None],
+        ]
+    return np.concatenate(parts, axis=0).astype("float32")
 
 
 def assemble_condition(
@@ -238,6 +323,7 @@ def assemble_condition(
     s1_units: str | None = None,
     reference: Any | None = None,
     dem: Any | None = None,
+    sides: tuple[Side | None, Side | None] | None = None,
 ) -> Any:
     """Stack the normalised input channels of ``variant`` (channels, y, x), float32.
 
@@ -253,6 +339,9 @@ def assemble_condition(
         (4, y, x) B02, B03, B04, B08 reflectance of the reference date, NaN where unusable.
     dem
         (y, x) elevation in metres.
+    sides
+        The two sides the blend reference came from (:func:`blend_with_sides`); the
+        change-aware variant (SODC) only.
 
     Examples
     --------
@@ -278,6 +367,12 @@ def assemble_condition(
         if dem is None:
             raise ModelMismatchError(f"variant {spec.name} needs a DEM")
         parts.append(normalise_bands(dem[None], stats, "dem", _labels(stats, "dem")[:1]))
+    if spec.uses_sides:
+        if sides is None or len(sides) != len(SIDES):
+            raise ModelMismatchError(
+                f"variant {spec.name} needs both sides of the target (a blend-reference model)"
+            )
+        parts.append(side_channels(sides, stats, s1[0]))
     return np.concatenate(parts, axis=0)
 
 
@@ -302,12 +397,18 @@ def condition_stack(
     ``"composite"`` model) the reference is instead :func:`composite_reference` of those
     dates, most preferred first, masked by ``mask`` (time, y, x). With
     ``reference_s1_dates`` too (a ``"blend"`` model: per reference date, its S1 date in
-    ``ds`` or None) it is :func:`blend_reference` of those dates.
+    ``ds`` or None) it is :func:`blend_reference` of those dates, and the change-aware
+    variant (SODC) also gets both sides it blended (:func:`side_channels`).
     """
     spec = get_variant(variant)
+    if spec.uses_sides and reference_s1_dates is None:
+        raise ModelMismatchError(
+            f"variant {spec.name} needs the blend reference's dates and their S1 "
+            "(reference_dates and reference_s1_dates)"
+        )
     s1 = ds["s1"].sel(s1_time=pd.Timestamp(s1_date)).transpose("pol", "y", "x")
     s1 = s1.sel(pol=list(POLS))
-    reference = None
+    reference = sides = None
     if any(c in spec.channels for c in REFERENCE_CHANNELS):
         if reference_date is None or pd.isna(reference_date):
             raise ModelMismatchError(
@@ -330,7 +431,7 @@ def condition_stack(
                     one = ds["s1"].sel(s1_time=pd.Timestamp(when), pol=list(POLS))
                     return s1_to_units(one.transpose("pol", "y", "x").data, units, "dB")
 
-                reference = blend_reference(
+                reference, sides = blend_with_sides(
                     images,
                     unusable,
                     [(d - pd.Timestamp(date)) / pd.Timedelta(days=1) for d in stamps],
@@ -350,6 +451,7 @@ def condition_stack(
         s1_units=ds["s1"].attrs.get("units"),
         reference=reference,
         dem=dem,
+        sides=sides,
     )
     coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
     return xr.DataArray(

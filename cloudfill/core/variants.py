@@ -10,6 +10,16 @@ A variant keeps the channels it uses in that order (S = ``VV, VH``; SD = ``VV, V
 SO = ``VV, VH, ref_B02 .. ref_B08``; SOD = all seven). ``ref_*`` is the cloud-free reference
 S2 image of an earlier date. Every variant predicts :data:`OUTPUT_BANDS` at the target date.
 
+Beyond the paper, the change-aware ``SODC`` (issue 21) appends :data:`SIDE_CHANNELS`: for
+each side of the target (``before``, ``after``), the nearest clear S2 value per pixel, the
+despeckled S1 at that value's date, its age and a validity flag, so the network sees what
+changed in the radar between each reference and the target, where the blend reference
+(``ref_*``, kept for the additive skip) has already mixed the two sides::
+
+    VV, VH, ref_B02 .. ref_B08, DEM,
+    before_B02 .. before_B08, before_VV, before_VH, before_age, before_valid,
+    after_B02 .. after_B08, after_VV, after_VH, after_age, after_valid
+
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
 torch.
@@ -30,6 +40,8 @@ __all__ = [
     "OUTPUT_BANDS",
     "REFERENCE_CHANNELS",
     "S1_CHANNELS",
+    "SIDES",
+    "SIDE_CHANNELS",
     "SKIPS",
     "VARIANTS",
     "Variant",
@@ -47,10 +59,20 @@ DEM_CHANNEL: str = "DEM"
 """The elevation channel, last in the stack."""
 
 ALL_CHANNELS: tuple[str, ...] = (*S1_CHANNELS, *REFERENCE_CHANNELS, DEM_CHANNEL)
-"""The canonical channel order; every variant is a sub-sequence of it."""
+"""The paper's channel order; each of its variants is a sub-sequence of it (SODC appends
+:data:`SIDE_CHANNELS`)."""
 
 OUTPUT_BANDS: tuple[str, ...] = BANDS
 """Bands every generator predicts, in order."""
+
+SIDES: tuple[str, ...] = ("before", "after")
+"""The two sides of a target date, in :data:`SIDE_CHANNELS` order."""
+
+SIDE_CHANNELS: tuple[str, ...] = tuple(
+    f"{side}_{name}" for side in SIDES for name in (*BANDS, *POLS, "age", "valid")
+)
+"""Per side: its nearest clear S2 bands, the S1 at their date, their age and a validity flag
+(the change-aware ``SODC`` variant; see :func:`cloudfill.core.condition.side_channels`)."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +107,13 @@ class Variant:
 
     @property
     def uses_dem(self) -> bool:
-        """True when the stack holds the DEM (SD, SOD)."""
+        """True when the stack holds the DEM (SD, SOD, SODC)."""
         return DEM_CHANNEL in self.channels
+
+    @property
+    def uses_sides(self) -> bool:
+        """True when the stack holds each side's reference, S1, age and flag (SODC)."""
+        return SIDE_CHANNELS[0] in self.channels
 
 
 VARIANTS: dict[str, Variant] = {
@@ -94,8 +121,9 @@ VARIANTS: dict[str, Variant] = {
     "SD": Variant("SD", (*S1_CHANNELS, DEM_CHANNEL)),
     "SO": Variant("SO", (*S1_CHANNELS, *REFERENCE_CHANNELS)),
     "SOD": Variant("SOD", ALL_CHANNELS),
+    "SODC": Variant("SODC", (*ALL_CHANNELS, *SIDE_CHANNELS)),
 }
-"""The four variants of the paper, by name."""
+"""The four variants of the paper and the change-aware SODC, by name."""
 
 
 def get_variant(name: str | Variant) -> Variant:
@@ -104,7 +132,8 @@ def get_variant(name: str | Variant) -> Variant:
     Parameters
     ----------
     name
-        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"`` or a :class:`Variant` (returned as is).
+        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"`` or a :class:`Variant` (returned
+        as is).
 
     Returns
     -------

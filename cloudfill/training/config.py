@@ -333,6 +333,11 @@ class TrainConfig:
             raise ParameterError(
                 f"reference must be one of {list(REFERENCE_MODES)}, got {self.reference!r}"
             )
+        if get_variant(self.variant).uses_sides and self.reference != "blend":
+            raise ParameterError(
+                f"variant {self.variant} sees both sides of the target: it needs "
+                f"reference='blend' (--reference blend), got {self.reference!r}"
+            )
         object.__setattr__(self, "despeckle", check_despeckle(self.despeckle))
         # The discriminator halves the patch d_layers times and needs 3 pixels left: a smaller
         # patch would fail mid-run (and leave a checkpoint behind), so it is refused here.

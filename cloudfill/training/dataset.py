@@ -43,8 +43,9 @@ import xarray as xr
 
 from cloudfill._hashing import splitmix64
 from cloudfill.core.condition import (
+    Side,
     assemble_condition,
-    blend_reference,
+    blend_with_sides,
     composite_reference,
     normalise_bands,
     s1_to_units,
@@ -212,12 +213,14 @@ class PatchDataset(torch.utils.data.Dataset):
         valid = ~self.reader.unusable(t, y0, y0 + s, x0, x0 + s) & np.isfinite(image).all(0)
         return np.where(valid, image, np.float32(np.nan)), valid
 
-    def _reference(self, t: int, ref_t: int, y0: int, x0: int, s1_target: np.ndarray) -> np.ndarray:
+    def _reference(
+        self, t: int, ref_t: int, y0: int, x0: int, s1_target: np.ndarray
+    ) -> tuple[np.ndarray, tuple[Side | None, Side | None] | None]:
         """The reference window: one date, or the composite (or blend) of the target's
-        candidates."""
+        candidates; with a blend, also the two sides it blended (None otherwise)."""
         order = self.references.candidates.get(t)
         if not order:
-            return self._s2(ref_t, y0, x0)[0]
+            return self._s2(ref_t, y0, x0)[0], None
         if t in self.references.blend:
             return self._blend(t, order, y0, x0, s1_target)
         images, unusable = [], []
@@ -229,11 +232,11 @@ class PatchDataset(torch.utils.data.Dataset):
             covered |= valid
             if covered.all():
                 break  # every pixel has its nearest clear value: farther dates add nothing
-        return composite_reference(images, unusable)
+        return composite_reference(images, unusable), None
 
     def _blend(
         self, t: int, order: Sequence[int], y0: int, x0: int, s1_target: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, tuple[Side | None, Side | None]]:
         offsets, s1_index = self.references.blend[t]
         images, unusable, days, radar = [], [], [], []
         units = self.reader.s1_units
@@ -250,14 +253,16 @@ class PatchDataset(torch.utils.data.Dataset):
                 j = s1_index[rank]
                 radar.append(None if j < 0 else s1_to_units(self._s1(j, y0, x0), units, "dB"))
                 covered |= valid
-        return blend_reference(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
+        return blend_with_sides(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``index`` as NumPy arrays, before augmentation."""
         t, s1_t, ref_t, y0, x0 = (int(v) for v in self._rows[index])
         s = self.size
         s1 = self._s1(s1_t, y0, x0)
-        reference = self._reference(t, ref_t, y0, x0, s1) if self._uses_reference else None
+        reference, sides = (
+            self._reference(t, ref_t, y0, x0, s1) if self._uses_reference else (None, None)
+        )
         dem = self.reader.read("dem", None, y0, y0 + s, x0, x0 + s) if self._uses_dem else None
         condition = assemble_condition(
             self.stats,
@@ -266,6 +271,7 @@ class PatchDataset(torch.utils.data.Dataset):
             s1_units=self.reader.s1_units,
             reference=reference,
             dem=dem,
+            sides=sides,
         )
         image, valid = self._s2(t, y0, x0)
         target = normalise_bands(image, self.stats, "s2", BANDS, fill=True)

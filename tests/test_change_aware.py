@@ -1,0 +1,171 @@
+"""The change-aware variant (SODC): each side's reference, S1, age and flag as channels, built
+by one function for training patches and inference, and a model that trains and fills."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+import cloudfill
+from cloudfill.core.condition import (
+    AGE_SCALE_DAYS,
+    _nearest_side,
+    blend_reference,
+    blend_with_sides,
+    condition_stack,
+    side_channels,
+)
+from cloudfill.core.pairs import reference_candidates
+from cloudfill.core.variants import ALL_CHANNELS, SIDE_CHANNELS, get_variant
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.errors import ModelMismatchError, ParameterError
+from cloudfill.training import TrainConfig
+from cloudfill.training.dataset import PatchDataset
+from cloudfill.training.index import PatchSettings, build_index
+
+SIZE = 32
+PATCHES = PatchSettings(SIZE, 8, block_size=SIZE * 2)
+
+
+@pytest.fixture(scope="module")
+def cube() -> xr.Dataset:
+    return cloudfill.simulate_scene(
+        (96, 96), dates=8, seed=4, surface_change=0.4,
+        cloud_fraction=[0.0, 0.3, 0.5, 0.1, 0.6, 0.2, 0.4, 0.0],
+    )  # fmt: skip
+
+
+def _sides_inputs(rng: np.random.Generator):
+    shape = (4, 6, 5)
+    images = [rng.uniform(0, 0.5, shape).astype("float32") for _ in range(4)]
+    unusable = [rng.random(shape[1:]) < 0.4 for _ in range(4)]
+    radar = [rng.normal(-12, 3, (2, *shape[1:])).astype("float32") for _ in range(4)]
+    radar[3] = None  # a candidate without S1 near it
+    target = rng.normal(-12, 3, (2, *shape[1:])).astype("float32")
+    return images, unusable, [-30.0, -10.0, 12.0, 40.0], radar, target
+
+
+def test_channels_and_variant() -> None:
+    spec = get_variant("sodc")
+    assert spec.channels == (*ALL_CHANNELS, *SIDE_CHANNELS)
+    assert spec.uses_reference and spec.uses_dem and spec.uses_sides
+    assert not get_variant("SOD").uses_sides
+    assert len(SIDE_CHANNELS) == 16 and SIDE_CHANNELS[6:8] == ("before_age", "before_valid")
+
+
+def test_blend_with_sides_is_the_blend_and_its_nearest_sides() -> None:
+    rng = np.random.default_rng(0)
+    images, unusable, offsets, radar, target = _sides_inputs(rng)
+    blend, (before, after) = blend_with_sides(images, unusable, offsets, radar, target)
+    np.testing.assert_array_equal(blend, blend_reference(images, unusable, offsets, radar, target))
+    nan = target * np.float32(np.nan)
+    filled = [nan if r is None else r for r in radar]
+    for side, order in ((before, [1, 0]), (after, [2, 3])):
+        value, age, s1 = _nearest_side(images, unusable, filled, [abs(o) for o in offsets], order)
+        np.testing.assert_array_equal(side.value, value)
+        np.testing.assert_array_equal(side.age, age)
+        np.testing.assert_array_equal(side.radar, s1)
+    # Where the nearest clear "after" value is the one without S1, its radar is NaN.
+    only_far = unusable[2] & ~unusable[3]
+    assert only_far.any() and np.isnan(after.radar[:, only_far]).all()
+    # One side only: the blend is that side, the other is None.
+    blend, (none, after) = blend_with_sides(images[2:], unusable[2:], offsets[2:], radar[2:],
+                                            target)  # fmt: skip
+    assert none is None
+    np.testing.assert_array_equal(blend, after.value)
+
+
+def test_side_channels_numpy_and_dask_agree(cube: xr.Dataset) -> None:
+    from cloudfill.preprocess.normalise import scene_stats
+
+    stats = scene_stats(cube)
+    rng = np.random.default_rng(1)
+    images, unusable, offsets, radar, target = _sides_inputs(rng)
+    _, sides = blend_with_sides(images, unusable, offsets, radar, target)
+    out = side_channels(sides, stats, target[0])
+    assert out.shape == (16, 6, 5) and out.dtype == np.float32 and np.isfinite(out).all()
+    before = sides[0]
+    valid = np.isfinite(before.age)
+    np.testing.assert_array_equal(out[7], valid.astype("float32"))
+    np.testing.assert_allclose(out[6][valid], before.age[valid] / AGE_SCALE_DAYS, rtol=1e-6)
+    assert (out[:7, ~valid] == 0).all()
+    lazy = [da.from_array(a, chunks=3) for a in images]
+    lazy_radar = [None if r is None else da.from_array(r, chunks=3) for r in radar]
+    _, lazy_sides = blend_with_sides(lazy, unusable, offsets, lazy_radar, da.from_array(target))
+    lazy_out = side_channels(lazy_sides, stats, da.from_array(target[0], chunks=3))
+    assert isinstance(lazy_out, da.Array)
+    np.testing.assert_array_equal(lazy_out.compute(), out)
+
+
+def test_training_patches_equal_the_inference_condition(cube: xr.Dataset) -> None:
+    """The sampler's SODC condition is, window for window, the inference stack's."""
+    data = build_index(cube, "SODC", PATCHES, seed=3, reference="blend")
+    dataset = PatchDataset.from_index(data, "train", augment=False)
+    despeckled = cube.cloudfill.despeckle(5)
+    mask = cloud_mask(cube)
+    times = pd.DatetimeIndex(cube.time.values)
+    s1_times = pd.DatetimeIndex(cube.s1_time.values)
+    fractions = mask.mean(("y", "x")).values
+    checked = 0
+    for i in sorted({0, len(dataset) // 2, len(dataset) - 1}):
+        row = dataset.samples.iloc[i]
+        wanted = reference_candidates(times, fractions, times[row.t], pd.Timedelta(days=120))
+        full = condition_stack(
+            despeckled,
+            times[row.t],
+            data.stats,
+            "SODC",
+            s1_date=row.s1_date,
+            reference_date=row.reference_date,
+            reference_dates=wanted,
+            mask=mask,
+            reference_s1_dates=[s1_times[np.argmin(np.abs(s1_times - d))] for d in wanted],
+        )
+        assert list(full.channel.values) == list(get_variant("SODC").channels)
+        window = full.isel(y=slice(row.y0, row.y0 + SIZE), x=slice(row.x0, row.x0 + SIZE))
+        np.testing.assert_array_equal(dataset[i][0].numpy(), window.values)
+        checked += 1
+    assert checked >= 2
+    with pytest.raises(ModelMismatchError, match="needs the blend"):
+        condition_stack(despeckled, times[3], data.stats, "SODC", s1_date=row.s1_date,
+                        reference_date=times[0])  # fmt: skip
+
+
+def test_needs_the_blend_reference() -> None:
+    with pytest.raises(ParameterError, match="reference='blend'"):
+        TrainConfig("SODC")
+    with pytest.raises(ParameterError, match="reference='blend'"):
+        TrainConfig("SODC", reference="composite")
+    assert TrainConfig("SODC", reference="blend").variant == "SODC"
+
+
+@pytest.mark.slow
+def test_trains_and_fills(cube: xr.Dataset, tmp_path) -> None:
+    from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig(
+            "SODC",
+            network=NetworkSettings(base_filters=8, n_blocks=1, d_filters=8),
+            optim=OptimSettings(lr=2e-4),
+            schedule=Schedule(epochs=1, max_steps=3),
+            patches=PATCHES,
+            reference="blend",
+        )
+        model = cloudfill.train(cube, config, tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert model.variant.name == "SODC" and model.card.reference_mode == "blend"
+    assert model.card.input_channels == list(get_variant("SODC").channels)
+    out = cube.cloudfill.fill_series(model=model)
+    synthesized = out.method.values == "synthesize"
+    assert synthesized.any()
+    values = out.s2.isel(time=np.flatnonzero(synthesized)).values
+    filled = out.filled.isel(time=np.flatnonzero(synthesized)).values
+    assert np.isfinite(values.transpose(1, 0, 2, 3)[:, filled]).all()
