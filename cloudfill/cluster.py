@@ -4,7 +4,10 @@
 - ``local``: a ``distributed.LocalCluster`` of worker processes (``workers`` x ``threads``),
   each with a nanny that restarts it if it dies;
 - ``cuda``: ``dask_cuda.LocalCUDACluster``, one worker per GPU (optional extra ``gpu``), with
-  an RMM pool shared by CuPy and torch when ``rmm`` is installed;
+  an RMM pool shared by CuPy and torch when ``rmm`` is installed; the scheduler spreads the
+  inference blocks of a date (and its windows' fill tasks) over the workers. No GPU is an
+  error; a single GPU is said in a warning (one worker: no parallelism over
+  ``--device cuda`` alone, only a nanny that restarts it and the shared pool);
 - anything else: the address of a running scheduler (``tcp://host:8786``); an existing
   ``distributed.Client`` is accepted too from Python.
 
@@ -22,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
+import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +37,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from cloudfill.errors import ParameterError, SourceError
 
-__all__ = ["KINDS", "compute", "describe", "open_cluster"]
+__all__ = ["KINDS", "compute", "describe", "gpu_count", "open_cluster"]
 
 KINDS = ("none", "local", "cuda")
 """The named cluster kinds; any other value is taken as a scheduler address."""
@@ -90,7 +95,7 @@ def open_cluster(
     ------
     ParameterError
         An unknown ``spec``, a non-positive size, sizes given with an address, or
-        ``"cuda"`` without dask-cuda.
+        ``"cuda"`` without a GPU (or more ``workers`` than GPUs) or without dask-cuda.
     SourceError
         No scheduler answers at the address.
 
@@ -157,6 +162,44 @@ def _local_cluster(
         yield client
 
 
+def gpu_count() -> int:
+    """The GPUs a ``cuda`` cluster starts workers for: those listed in
+    ``CUDA_VISIBLE_DEVICES`` where it is set, else NVML's count (0 without a driver).
+
+    >>> gpu_count() >= 0
+    True
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    from distributed.diagnostics import nvml  # NVML through distributed: no CUDA import
+
+    return int(nvml.device_get_count())
+
+
+def _cuda_workers(workers: int | None) -> int:
+    """How many GPU workers a ``cuda`` cluster gets: checked against the GPUs there are,
+    with a warning where that is one (nothing to spread the blocks over)."""
+    count = gpu_count()
+    if count == 0:
+        raise ParameterError(
+            "--cluster cuda found no GPU (CUDA_VISIBLE_DEVICES, NVML): use --cluster local, "
+            "or none with --device cuda where torch sees a GPU"
+        )
+    if workers is not None and workers > count:
+        raise ParameterError(f"--workers {workers} asks for more GPUs than the {count} visible")
+    used = count if workers is None else workers
+    if used == 1:
+        warnings.warn(
+            f"--cluster cuda uses 1 GPU ({count} visible): one worker computes every block, "
+            "so the cluster adds no parallelism over --device cuda alone (only a nanny that "
+            "restarts the worker, and the shared RMM pool)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return used
+
+
 @contextlib.contextmanager
 def _cuda_cluster(
     workers: int | None, threads: int | None, memory_limit: str | float | None
@@ -165,15 +208,15 @@ def _cuda_cluster(
         raise ParameterError(
             "--cluster cuda needs dask-cuda (pip install 'cloudfill[gpu]') and a GPU"
         )
+    n_gpus = _cuda_workers(workers)  # dask-cuda brings NVML's bindings, which count them
     from dask_cuda import LocalCUDACluster  # optional (the gpu extra): imported when asked for
 
     kwargs: dict[str, Any] = {
         "dashboard_address": None,
         "threads_per_worker": threads or 1,
         "memory_limit": memory_limit,
+        "n_workers": n_gpus,
     }
-    if workers is not None:
-        kwargs["n_workers"] = workers
     share_rmm = importlib.util.find_spec("rmm") is not None
     plugin = False
     if share_rmm:

@@ -8,7 +8,17 @@ import xarray as xr
 from scipy import ndimage
 
 from cloudfill.errors import ParameterError
-from cloudfill.fill.adjust import ADJUST_FLOOR, adjust_to_date, gaussian_smooth
+from cloudfill.fill.adjust import (
+    ADJUST_FLOOR,
+    AUTO_MIN_HOLDOUT,
+    AUTO_SIGMAS,
+    adjust_to_date,
+    check_adjust,
+    choose_sigma,
+    gaussian_smooth,
+    holdout_mask,
+    sample_window,
+)
 from cloudfill.fill.blend import feather_weights
 from cloudfill.fill.series import fill_series
 from cloudfill.infer.settings import InferenceSettings
@@ -134,3 +144,118 @@ def test_fill_series_adjusts_and_keeps_real_pixels(scene: xr.Dataset, tiny_model
         for name, result in (("raw", raw), ("adjusted", out))
     }
     assert error["adjusted"] < error["raw"]
+
+
+# adjust="auto": the sigma chosen per date from held-out clear pixels (issue 18, item 3).
+
+
+def _speckled_case() -> tuple[xr.DataArray, xr.DataArray, xr.DataArray, np.ndarray]:
+    """A fill that is right everywhere, and clear pixels of which 3 % carry a bright speck
+    the mask missed (+0.4): smoothing their residual into the gaps only adds error."""
+    fill, _, clear, truth = _case()
+    fill = xr.DataArray(truth.copy(), dims=fill.dims)
+    specks = np.random.default_rng(1).random(truth.shape[1:]) < 0.03
+    real = np.where(specks[None] & clear.values[None], truth + np.float32(0.4), truth)
+    return fill, xr.DataArray(real.astype("float32"), dims=fill.dims), clear, truth
+
+
+def _gap_mae(pred: np.ndarray, truth: np.ndarray, clear: xr.DataArray) -> float:
+    return float(np.nanmean(np.abs(pred - truth)[:, ~clear.values]))
+
+
+def test_auto_leaves_the_fill_alone_where_the_adjustment_hurts() -> None:
+    fill, real, clear, truth = _speckled_case()
+    choice = choose_sigma(fill, real, clear)
+    assert choice.sigma == 0.0
+    assert all(choice.scores[s][0] > choice.scores[0.0][0] for s in AUTO_SIGMAS)
+    # The held-out pixels told the truth: every sigma would have hurt the gap.
+    for sigma in AUTO_SIGMAS:
+        adjusted = adjust_to_date(fill, real, clear, sigma).values
+        assert _gap_mae(adjusted, truth, clear) > _gap_mae(fill.values, truth, clear)
+
+
+def test_auto_picks_a_sigma_where_the_adjustment_helps() -> None:
+    fill, real, clear, truth = _case()
+    choice = choose_sigma(fill, real, clear)
+    assert choice.sigma in AUTO_SIGMAS
+    assert choice.scores[choice.sigma][0] < 0.5 * choice.scores[0.0][0]
+    assert choice.n_holdout >= 100
+    adjusted = adjust_to_date(fill, real, clear, choice.sigma).values
+    assert _gap_mae(adjusted, truth, clear) < 0.5 * _gap_mae(fill.values, truth, clear)
+
+
+def test_a_near_tie_or_too_few_held_out_pixels_means_off() -> None:
+    fill, real, clear, _ = _case()
+    # A perfect fill: every candidate ties with off.
+    assert choose_sigma(real.fillna(0.2), real.fillna(0.2), clear).sigma == 0.0
+    # No gap to copy (only the two no-data pixels): too little is held out to judge.
+    choice = choose_sigma(fill, real, xr.ones_like(clear))
+    assert (choice.sigma, choice.scores) == (0.0, {})
+    assert 0 < choice.n_holdout < AUTO_MIN_HOLDOUT
+    # Unreachable margin: off.
+    assert choose_sigma(fill, real, clear, margin=1.0).sigma == 0.0
+
+
+@pytest.mark.parametrize("chunks", [{"y": 23, "x": 40}, {"y": 64, "x": 16}])
+def test_auto_chooses_the_same_on_numpy_and_dask(chunks: dict[str, int]) -> None:
+    for case in (_case(), _speckled_case()):
+        fill, real, clear, _ = case
+        whole = choose_sigma(fill, real, clear)
+        lazy = choose_sigma(*(a.chunk({k: chunks[k] for k in ("y", "x")}) for a in case[:3]))
+        assert lazy.sigma == whole.sigma and lazy.n_holdout == whole.n_holdout
+        for sigma, (mae, rmse) in whole.scores.items():
+            np.testing.assert_allclose(lazy.scores[sigma], (mae, rmse), rtol=1e-5)
+
+
+def test_auto_is_seeded() -> None:
+    fill, real, clear, _ = _case()
+    gaps = ~clear.values
+    assert choose_sigma(fill, real, clear, seed=3) == choose_sigma(fill, real, clear, seed=3)
+    # The held-out pixels: the date's own gaps moved onto clear pixels, by the seed.
+    one, again, other = holdout_mask(gaps, 3), holdout_mask(gaps, 3), holdout_mask(gaps, 4)
+    np.testing.assert_array_equal(one, again)
+    assert (one != other).any()
+    assert not (one & gaps).any() and one.sum() > 0.5 * gaps.sum()
+
+
+def test_auto_reads_one_mixed_window_of_a_large_date() -> None:
+    fill, real, clear, _ = _case()  # the cloud: rows 15..55, columns 25..65
+    cut = sample_window(~clear, 32)
+    tiles = [(~clear).values[y : y + 32, x : x + 32] for y in (0, 32) for x in (0, 32)]
+    most_mixed = max(min(t.sum(), (~t).sum()) for t in tiles)
+    inside = (~clear).isel(cut).values
+    assert inside.shape == (32, 32) and min(inside.sum(), (~inside).sum()) == most_mixed
+    assert sample_window(~clear, 100) == {}  # the whole date when it fits
+    assert choose_sigma(fill, real, clear, window=32).sigma in (0.0, *AUTO_SIGMAS)
+
+
+def test_the_adjust_setting_is_checked() -> None:
+    check_adjust("auto")
+    check_adjust(12)
+    for bad in ("on", "Auto", -1.0, float("nan")):
+        with pytest.raises(ParameterError, match="adjust"):
+            check_adjust(bad)
+
+
+@pytest.mark.parametrize("adjust", ["auto", 8.0, 0.0])
+def test_fill_series_records_the_sigma_of_each_date(scene: xr.Dataset, adjust) -> None:
+    cube = scene.drop_vars("s1")  # no S1: every date interpolated, no model needed
+    out = fill_series(cube, None, feather=4, adjust=adjust)
+    sigma = out["adjust_sigma"]
+    assert sigma.dims == ("time",) and sigma.dtype == np.float32
+    assert isinstance(sigma.data, np.ndarray)  # known once the fill is built
+    assert sigma.attrs["units"] == "pixel"
+    assert out.attrs["cloudfill_adjust"] == adjust
+    frac = cube.cloudfill.cloud_mask().mean(("y", "x")).values
+    if adjust == "auto":
+        assert set(sigma.values) <= {0.0, *AUTO_SIGMAS}
+        assert (sigma.values[frac == 1] == 0).all()  # nothing to adjust to
+        lazy = fill_series(cube.chunk({"time": 1, "y": 40, "x": 56}), None, feather=4)
+        np.testing.assert_array_equal(lazy["adjust_sigma"].values, sigma.values)
+        np.testing.assert_allclose(lazy["s2"].values, out["s2"].values, atol=1e-6)
+        # Each date as its own sigma would fill it.
+        for i, value in enumerate(sigma.values):
+            fixed = fill_series(cube, None, dates=[cube.time.values[i]], feather=4, adjust=value)
+            np.testing.assert_array_equal(fixed["s2"].values[0], out["s2"].values[i])
+    else:
+        assert (sigma.values == adjust).all()

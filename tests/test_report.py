@@ -154,7 +154,7 @@ def test_filled_quicklook_is_what_fill_series_writes(report: Report, scene64: xr
         png = imread(img / f"d{i:02d}_{date:%Y-%m-%d}_filled.png")
         np.testing.assert_array_equal((png[..., :3] * 255).round().astype(np.uint8), expected)
     page = report.index.read_text(encoding="utf-8")
-    assert "8 px feather, same-date adjustment σ = 12 px" in page
+    assert "8 px feather, same-date adjustment σ chosen per date" in page
 
 
 def test_page_escapes_every_value() -> None:

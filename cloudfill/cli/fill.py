@@ -21,12 +21,22 @@ from cloudfill.cli._common import (
     parse_dates,
 )
 from cloudfill.core.pairs import PairingRule
-from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
+from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST
 from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.infer.settings import InferenceSettings
 
 # Bound lazily (they import torch): loaded when a command runs, so --help stays fast.
 job = LazyModule("cloudfill.fill.job")
+
+
+def _adjust(text: str) -> float | str:
+    """``--adjust``: 'auto' or a sigma in pixels (checked by FillSettings)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"expected 'auto' or a sigma in pixels, got {text!r}") from None
 
 
 def fill_series_command(
@@ -42,11 +52,14 @@ def fill_series_command(
     feather: int = typer.Option(
         DEFAULT_FEATHER, help="Width in pixels of the blend band at mask edges."
     ),
-    adjust: float = typer.Option(
-        DEFAULT_ADJUST_SIGMA,
-        min=0,
-        help="Sigma in pixels of the same-date adjustment: each date's fill is corrected by "
-        "the smoothed residual of that date's clear pixels (sun angle, snow line). 0: off.",
+    adjust: str = typer.Option(
+        str(DEFAULT_ADJUST),
+        metavar="auto|SIGMA",
+        callback=lambda text: _adjust(text),
+        help="The same-date adjustment: each date's fill is corrected by the smoothed "
+        "residual of that date's clear pixels (sun angle, snow line). 'auto': per date, a "
+        "sigma or none, whichever predicts held-out clear pixels best (recorded in "
+        "adjust_sigma); a number: that sigma in pixels for every date; 0: off.",
     ),
     max_s1_gap: float = typer.Option(6, help="Largest S1-target gap in days."),
     max_ref_age: float = typer.Option(120, help="Oldest usable reference, days."),

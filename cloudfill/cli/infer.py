@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
+from cloudfill._device import on_host
 from cloudfill._outputs import check_output
 from cloudfill.cli._common import (
     CLUSTER_HELP,
@@ -75,8 +76,8 @@ def synthesize(
             with dask_progress(progress and client is None):
                 write_cube(result.to_dataset(), tmp)
         else:
-            # GDAL's COG driver writes from a whole in-memory raster.
-            data = clusters.compute(result, progress=progress, client=client)
+            # GDAL's COG driver writes from a whole in-memory (host) raster.
+            data = clusters.compute(on_host(result), progress=progress, client=client)
             tmp.parent.mkdir(parents=True, exist_ok=True)  # as write_cube does for zarr
             data.rio.to_raster(tmp, driver="COG")
     if out.exists():

@@ -30,6 +30,7 @@ __all__ = [
     "colorbar",
     "colour_map",
     "f1_chart",
+    "reliability",
     "rgb",
     "scatter",
     "scored_map",
@@ -198,6 +199,24 @@ def f1_chart(path: Path, frame: pd.DataFrame, date: str) -> None:
         fontsize=8, ncols=min(len(methods), 5), loc="upper center", bbox_to_anchor=(0.5, -0.2)
     )
     ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path)
+
+
+def reliability(path: Path, nominal: np.ndarray, empirical: np.ndarray, n: int) -> None:
+    """Write the reliability diagram of the error bars to ``path`` (PNG): the share of the
+    filled values' errors inside each nominal ``q``-interval (``b ln(1/(1-q))``) against
+    ``q``, with the diagonal and a band of +-0.05 around it."""
+    fig = _figure(4.6, 4.4)
+    ax = fig.add_subplot()
+    ax.fill_between([0, 1], [-0.05, 0.95], [0.05, 1.05], color="0.9", label="±0.05")
+    ax.plot([0, 1], [0, 1], "--", color="0.3", lw=1, label="calibrated")
+    ax.plot(nominal, empirical, "o-", color="tab:blue", ms=4, label="filled pixels")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("nominal coverage q")
+    ax.set_ylabel("share of errors within b ln(1/(1−q))")
+    ax.set_title(f"Reliability of error_scale ({n} pixel-bands)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
     fig.savefig(path)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "FigureView",
     "LandcoverView",
     "Page",
+    "ReliabilityView",
     "TableView",
     "cell",
     "render_page",
@@ -105,6 +106,14 @@ class ConfidenceView:
 
 
 @dataclass(frozen=True)
+class ReliabilityView:
+    """The error bars' check: the reliability diagram and the coverage table."""
+
+    diagram: FigureView
+    coverage: TableView
+
+
+@dataclass(frozen=True)
 class Page:
     """Everything the template shows.
 
@@ -131,6 +140,8 @@ class Page:
         One section of quicklooks per date.
     landcover, confidence
         The two checks, or None when they did not run.
+    reliability
+        The error bars' coverage, or None (no truth under the fills, no error scale).
     """
 
     title: str
@@ -147,6 +158,7 @@ class Page:
     dates: tuple[DateSection, ...]
     landcover: LandcoverView | None
     confidence: ConfidenceView | None
+    reliability: ReliabilityView | None = None
 
 
 def cell(value: Any, fmt: str | None = None) -> str:

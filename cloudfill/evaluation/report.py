@@ -45,11 +45,12 @@ from cloudfill.evaluation.page import (
 )
 from cloudfill.evaluation.plan import BASELINES, REGIONS, EvaluationPlan, plan_evaluation
 from cloudfill.evaluation.scoring import DateCase, run_evaluation
-from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, check_sigma
+from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust, check_adjust
 from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.fill.progress import FillProgress
 from cloudfill.fill.series import fill_date
 from cloudfill.infer.settings import InferenceSettings
+from cloudfill.model.calibration import interval_factor
 
 __all__ = ["Report", "ReportSettings", "filled_image", "write_report"]
 
@@ -93,20 +94,21 @@ class ReportSettings:
     feather
         Blend width in pixels of the filled quicklook (``fill_series``'s ``feather``).
     adjust
-        Sigma in pixels of the filled quicklook's same-date adjustment (``fill_series``'s
-        ``adjust``, same default; 0 turns it off).
+        The filled quicklook's same-date adjustment (``fill_series``'s ``adjust``, same
+        default: ``"auto"``, a sigma per date chosen on held-out clear pixels; a sigma in
+        pixels; 0 turns it off).
     title
         Page title.
 
     Examples
     --------
-    >>> ReportSettings(max_side=256).adjust == DEFAULT_ADJUST_SIGMA
+    >>> ReportSettings(max_side=256).adjust == DEFAULT_ADJUST
     True
     """
 
     max_side: int = 512
     feather: int = DEFAULT_FEATHER
-    adjust: float = DEFAULT_ADJUST_SIGMA
+    adjust: Adjust = DEFAULT_ADJUST
     title: str = "cloudfill evaluation report"
 
     def __post_init__(self) -> None:
@@ -115,13 +117,15 @@ class ReportSettings:
             raise ParameterError(f"max_side must be at least 16 pixels, got {self.max_side}")
         if self.feather < 0:
             raise ParameterError(f"feather must be >= 0 pixels, got {self.feather}")
-        check_sigma(self.adjust)
+        check_adjust(self.adjust)
 
 
 # --- lazy picture inputs -----------------------------------------------------------------------
 
 
-def filled_image(plan: EvaluationPlan, case: DateCase, feather: int, adjust: float) -> xr.DataArray:
+def filled_image(
+    plan: EvaluationPlan, case: DateCase, feather: int, adjust: Adjust
+) -> xr.DataArray:
     """The date as ``fill_series`` fills it with the evaluated synthesis, lazily.
 
     :func:`cloudfill.fill.series.fill_date` itself (the function ``fill_series`` runs per
@@ -143,6 +147,12 @@ def filled_image(plan: EvaluationPlan, case: DateCase, feather: int, adjust: flo
     xarray.DataArray
         (band, y, x).
     """
+    return _filled_part(plan, case, feather, adjust)["s2"].transpose("band", "y", "x")
+
+
+def _filled_part(plan: EvaluationPlan, case: DateCase, feather: int, adjust: Adjust) -> xr.Dataset:
+    """:func:`filled_image`'s whole :func:`~cloudfill.fill.series.fill_date` result: ``s2``,
+    ``filled``, ``confidence`` and ``error_scale``."""
     # No S1 or reference date in the plan row: fill_date's synthesis then picks them as the
     # evaluation's did (same cube, fractions, rule and settings), so it is the same image.
     row = pd.Series({"method": "synthesize", "s1_date": None, "reference_date": None})
@@ -151,7 +161,7 @@ def filled_image(plan: EvaluationPlan, case: DateCase, feather: int, adjust: flo
         # The evaluation's own graph: the model runs once per date for metrics and pictures.
         return replace(syn, mean=case.predictions["model"], scale=case.scale)
 
-    part = fill_date(
+    return fill_date(
         plan.ds,
         case.date,
         row,
@@ -164,7 +174,6 @@ def filled_image(plan: EvaluationPlan, case: DateCase, feather: int, adjust: flo
         inference=plan.inference,
         synthesis_hook=evaluated,
     )
-    return part["s2"].transpose("band", "y", "x")
 
 
 def _quicklook_inputs(
@@ -174,7 +183,8 @@ def _quicklook_inputs(
     strided = {"y": slice(None, None, step), "x": slice(None, None, step)}
     rgb = list(figures.RGB_BANDS)
     synth = case.predictions["model"]
-    filled = filled_image(plan, case, settings.feather, settings.adjust)
+    part = _filled_part(plan, case, settings.feather, settings.adjust)
+    filled = part["s2"].transpose("band", "y", "x")
     out: dict[str, Any] = {
         "real": case.real.sel(band=rgb).isel(strided),
         "truth": case.truth.sel(band=rgb).isel(strided),
@@ -186,6 +196,15 @@ def _quicklook_inputs(
         out[f"scored:{region}"] = where.isel(strided)
     if case.scale is not None:
         out["scale"] = case.scale.mean("band", skipna=False).isel(strided)
+        out["confidence"] = part["confidence"].isel(strided)
+    if plan.truth_source == "truth variable" and "cloud" in case.regions:
+        # The error bars against the truth, at full resolution: counts, summed over dates.
+        scale = part["error_scale"]
+        ratio = abs(filled - case.truth) / scale.where(scale > 0)  # no 0/0 on real pixels
+        counted = part["filled"] & case.regions["cloud"] & ratio.notnull()
+        out["coverage:n"] = counted.sum()
+        for q in sections.RELIABILITY_QUANTILES:
+            out[f"coverage:{q}"] = ((ratio <= interval_factor(q)) & counted).sum()
     return out
 
 
@@ -289,9 +308,11 @@ def write_report(
     )
     # Confidence check over every date's scored pixels (none without a confidence head).
     confidence, rho = sections.confidence_view(pics, pixels) if pixels.per_date else (None, None)
+    reliability = sections.reliability_view(pics, looks)
     lc = table.attrs.get("landcover")
     landcover_view = sections.landcover_view(pics, lc) if lc else None
     page = _page(ds, table, step, settings.title, dated, landcover_view, confidence)
+    page = replace(page, reliability=reliability)
     index = out / "index.html"
     index.write_text(render_page(page), encoding="utf-8")
     csv = out / "metrics.csv"
@@ -301,7 +322,10 @@ def write_report(
 
 def _filled_caption(settings: ReportSettings) -> str:
     """The filled quicklook's caption: how :func:`filled_image` made it."""
-    adjusted = f", same-date adjustment σ = {settings.adjust:g} px" if settings.adjust else ""
+    if settings.adjust == AUTO:
+        adjusted = ", same-date adjustment σ chosen per date"
+    else:
+        adjusted = f", same-date adjustment σ = {settings.adjust:g} px" if settings.adjust else ""
     return f"filled: unusable pixels replaced, {settings.feather} px feather{adjusted}"
 
 

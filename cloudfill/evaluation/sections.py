@@ -26,12 +26,20 @@ from cloudfill.evaluation.page import (
     DateSection,
     FigureView,
     LandcoverView,
+    ReliabilityView,
     cell,
     table_view,
 )
-from cloudfill.fill.series import CONFIDENCE_SCALE
+from cloudfill.model.calibration import CONFIDENCE_TOLERANCE, COVERAGE_QUANTILES
+
+RELIABILITY_QUANTILES: tuple[float, ...] = tuple(
+    sorted({*(round(0.05 * k, 2) for k in range(1, 20)), *COVERAGE_QUANTILES, 0.99})
+)
+"""The nominal shares the reliability diagram is drawn at (the coverage table: those of
+:data:`~cloudfill.model.calibration.COVERAGE_QUANTILES`)."""
 
 __all__ = [
+    "RELIABILITY_QUANTILES",
     "SCATTER_MAX_POINTS",
     "ConfidencePixels",
     "Pictures",
@@ -40,6 +48,7 @@ __all__ = [
     "landcover_view",
     "open_pictures",
     "quicklooks",
+    "reliability_view",
     "scored_regions",
 ]
 
@@ -126,14 +135,14 @@ def quicklooks(
             f"|synthesized − truth|, band mean ({cmap}, 0 – {error_max:.3f}; grey = no truth)",
         ),
     ]
-    if "scale" in look:
-        confidence = np.exp(-np.asarray(look["scale"], dtype="float64") / CONFIDENCE_SCALE)
+    if "scale" in look and "confidence" in look:
+        confidence = np.asarray(look["confidence"], dtype="float64")
         conf_cmap = figures.CONFIDENCE_CMAP
         figs.append(
             FigureView(
                 pics.save(f"{tag}_confidence.png", figures.colour_map(confidence, conf_cmap, 1.0)),
-                f"confidence exp(−b / {CONFIDENCE_SCALE}) from the predicted Laplace scale b "
-                f"({conf_cmap}, 0 – 1)",
+                f"confidence of the filled date, P(|error| ≤ {CONFIDENCE_TOLERANCE}) under its "
+                f"error_scale ({conf_cmap}, 0 – 1; 1 = real observation)",
             )
         )
     shape = np.asarray(look["error"]).shape
@@ -177,6 +186,35 @@ def confidence_view(
         "equal to the predicted scale."
     )
     return ConfidenceView(FigureView(src, caption, quick=False), table_view(rho_table)), rho
+
+
+def reliability_view(
+    pics: Pictures, looks: Mapping[pd.Timestamp, Mapping[str, Any]]
+) -> ReliabilityView | None:
+    """Draw the reliability diagram of the filled pixels' error bars, pooled over dates from
+    each look's ``coverage:n`` and ``coverage:<q>`` counts; None without any such pixel."""
+    counted = [look for look in looks.values() if "coverage:n" in look]
+    n = int(sum(int(look["coverage:n"]) for look in counted))
+    if not n:
+        return None
+    qs = np.array(RELIABILITY_QUANTILES)
+    inside = np.array([sum(int(look[f"coverage:{q}"]) for look in counted) for q in qs])
+    share = inside / n
+    src = pics.add("reliability.png", lambda path: figures.reliability(path, qs, share, n))
+    table = pd.DataFrame(
+        {
+            "q": [f"{q:g}" for q in COVERAGE_QUANTILES],
+            "interval": [f"|error| ≤ {-np.log1p(-q):.3f} b" for q in COVERAGE_QUANTILES],
+            "empirical coverage": [f"{share[list(qs).index(q)]:.3f}" for q in COVERAGE_QUANTILES],
+            "pixel-bands": [n] * len(COVERAGE_QUANTILES),
+        }
+    )
+    caption = (
+        "Each filled pixel of the cloud region with a known error scale b (every band, "
+        "full resolution, against the truth): the share whose error lies within "
+        "b ln(1/(1−q)), against q. On the diagonal the error bars are calibrated."
+    )
+    return ReliabilityView(FigureView(src, caption, quick=False), table_view(table))
 
 
 def landcover_view(pics: Pictures, lc: Mapping[str, Any]) -> LandcoverView:

@@ -18,25 +18,53 @@ model's training cube (benchmarks/RESULTS.md, "Blend reference and same-date adj
 The Gaussian runs block by block with a halo of its radius (:func:`dask.array.map_overlap`),
 so the result is the same whatever the chunking, and on CuPy blocks with
 ``cupyx.scipy.ndimage``.
+
+A sigma that helps one date can hurt another (on real series the residual of the clear
+pixels also carries thin cloud, shadow and haze the mask missed). ``adjust="auto"``
+(:func:`choose_sigma`) therefore decides per date from the date's own clear pixels: some of
+them are held out, shaped like the date's real gaps (its own unusable mask, shifted), each
+candidate in :data:`AUTO_SIGMAS` (and off) predicts them from the rest, and a sigma is kept
+only if it beats off on both the held-out MAE and RMSE by :data:`AUTO_MARGIN`; otherwise
+the date is left unadjusted. The choice reads one window of the date (:data:`AUTO_WINDOW`
+px a side, the most mixed clear/cloudy one), so its cost does not grow with the scene.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import dask
 import numpy as np
 import xarray as xr
 
-from cloudfill._backend import map_with_halo, ndimage
+from cloudfill._backend import map_with_halo, namespace, ndimage, to_numpy
 from cloudfill.errors import ParameterError
 
 __all__ = [
     "ADJUST_FLOOR",
+    "ADJUST_SIGMA_ATTRS",
+    "AUTO",
+    "AUTO_MARGIN",
+    "AUTO_MIN_HOLDOUT",
+    "AUTO_SEED",
+    "AUTO_SHIFTS",
+    "AUTO_SIGMAS",
+    "AUTO_WINDOW",
+    "DEFAULT_ADJUST",
     "DEFAULT_ADJUST_SIGMA",
+    "Adjust",
+    "AdjustChoice",
     "adjust_to_date",
+    "check_adjust",
     "check_sigma",
+    "choose_sigma",
     "gaussian_smooth",
+    "holdout_mask",
+    "resolve_sigma",
+    "sample_window",
 ]
 
 DEFAULT_ADJUST_SIGMA = 12.0
@@ -45,6 +73,42 @@ DEFAULT_ADJUST_SIGMA = 12.0
 ADJUST_FLOOR = 0.0025
 """Added to the smoothed clear-pixel weight: the correction is halved where the clear pixels
 within reach weigh this much (about 3 sigma inside a large cloud)."""
+
+AUTO = "auto"
+"""``adjust=AUTO``: each date's sigma chosen from its own clear pixels (:func:`choose_sigma`)."""
+
+Adjust = float | Literal["auto"]
+"""The ``adjust`` setting: a sigma in pixels (0 = off) or :data:`AUTO`."""
+
+DEFAULT_ADJUST: Adjust = AUTO
+"""What ``fill_series`` does by default: a sigma per date, or none where none helps."""
+
+AUTO_SIGMAS = (6.0, 12.0, 24.0)
+"""The sigmas (pixels) ``adjust="auto"`` tries besides off: half, once and twice the
+simulator-tuned :data:`DEFAULT_ADJUST_SIGMA`."""
+
+AUTO_MARGIN = 0.02
+"""A sigma must cut both the held-out MAE and RMSE of off by this fraction to be used: a
+near-tie leaves the date unadjusted."""
+
+AUTO_WINDOW = 256
+"""Side in pixels of the window the choice reads (the whole date when it is smaller)."""
+
+AUTO_MIN_HOLDOUT = 64
+"""Fewer held-out clear pixels than this: too few to judge, the date is left unadjusted."""
+
+AUTO_SHIFTS = 4
+"""How many shifted copies of a date's gaps are held out, one after the other."""
+
+AUTO_SEED = 0
+"""Seed of the held-out pixels' shifts: the same cube gives the same choice."""
+
+ADJUST_SIGMA_ATTRS = {
+    "long_name": "sigma of the same-date adjustment applied to the date's fill",
+    "units": "pixel",
+    "comment": "0 = not adjusted; with adjust='auto' chosen per date on held-out clear pixels",
+}
+"""Attributes of the per-date ``adjust_sigma`` provenance of ``fill_series``."""
 
 _TRUNCATE = 4.0  # scipy's default: the kernel reaches int(4 * sigma + 0.5) pixels
 
@@ -78,6 +142,23 @@ def check_sigma(sigma: float) -> None:
     """
     if not (sigma >= 0 and math.isfinite(sigma)):
         raise ParameterError(f"adjust: sigma must be >= 0 pixels, got {sigma}")
+
+
+def check_adjust(adjust: Adjust) -> None:
+    """Raise :class:`~cloudfill.errors.ParameterError` unless ``adjust`` is :data:`AUTO` or
+    a sigma accepted by :func:`check_sigma`.
+
+    >>> check_adjust("auto"); check_adjust(0)
+    >>> check_adjust("on")
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: adjust: 'auto' or a sigma >= 0 pixels, got 'on'
+    """
+    if isinstance(adjust, str):
+        if adjust != AUTO:
+            raise ParameterError(f"adjust: 'auto' or a sigma >= 0 pixels, got {adjust!r}")
+        return
+    check_sigma(adjust)
 
 
 def adjust_to_date(
@@ -132,3 +213,192 @@ def adjust_to_date(
     )
     out = (fill + correction.astype("float32")).astype(fill.dtype)
     return out.transpose(*fill.dims).assign_attrs(fill.attrs)
+
+
+@dataclass(frozen=True)
+class AdjustChoice:
+    """What :func:`choose_sigma` decided for one date, and on what.
+
+    Attributes
+    ----------
+    sigma
+        The sigma to apply, in pixels; 0 = leave the fill as it is.
+    scores
+        Per candidate sigma (0 = off): held-out (MAE, RMSE) of the adjusted fill.
+    n_holdout
+        Held-out clear pixels the scores rest on.
+    """
+
+    sigma: float
+    scores: dict[float, tuple[float, float]] = field(default_factory=dict)
+    n_holdout: int = 0
+
+
+def sample_window(unusable: xr.DataArray, size: int = AUTO_WINDOW) -> dict[str, slice]:
+    """The ``size`` x ``size`` tile of ``unusable`` (y, x) with the most even mix of clear
+    and unusable pixels (``{}``: the whole image, when it is no larger than that).
+
+    One small reduction of the mask (a count per tile); the first tile wins a tie.
+
+    >>> m = xr.DataArray(np.zeros((8, 8), bool), dims=("y", "x"))
+    >>> m[4:, 4:6] = True
+    >>> sample_window(m, 4)
+    {'y': slice(4, 8, None), 'x': slice(4, 8, None)}
+    """
+    ny, nx = unusable.sizes["y"], unusable.sizes["x"]
+    if ny <= size and nx <= size:
+        return {}
+    sy, sx = min(size, ny), min(size, nx)
+    counts = unusable.astype("int32").coarsen(y=sy, x=sx, boundary="trim").sum()
+    bad = to_numpy(counts.transpose("y", "x").compute().data)
+    mixed = np.minimum(bad, sy * sx - bad)
+    iy, ix = (int(i) for i in np.unravel_index(int(np.argmax(mixed)), mixed.shape))
+    return {"y": slice(iy * sy, (iy + 1) * sy), "x": slice(ix * sx, (ix + 1) * sx)}
+
+
+def holdout_mask(unusable: Any, seed: int = AUTO_SEED, shift: int = 0) -> Any:
+    """Clear pixels to hold out, shaped like the date's real gaps: its own ``unusable``
+    (y, x) bool array (NumPy or CuPy), shifted by a seeded offset of a quarter to three
+    quarters of each side (wrapping around), where it falls on clear pixels.
+
+    ``shift`` numbers the offsets drawn from one ``seed``.
+
+    >>> gaps = np.zeros((8, 8), bool); gaps[:2, :2] = True
+    >>> int(holdout_mask(gaps).sum())  # the 2 x 2 gap, moved onto clear pixels
+    4
+    """
+    rng = np.random.default_rng([seed, shift])
+    ny, nx = unusable.shape
+    dy = int(rng.integers(ny // 4, max(3 * ny // 4, ny // 4 + 1)))
+    dx = int(rng.integers(nx // 4, max(3 * nx // 4, nx // 4 + 1)))
+    xp = namespace(unusable)
+    return xp.roll(unusable, (dy, dx), axis=(0, 1)) & ~unusable
+
+
+def _held_out_errors(
+    fill: xr.DataArray,
+    real: xr.DataArray,
+    usable: xr.DataArray,
+    hold: xr.DataArray,
+    sigma: float,
+    floor: float,
+) -> tuple[float, float, int]:
+    """Sum of |error|, sum of error^2 and count, over the held-out (band, pixel) values of
+    ``fill`` adjusted with ``sigma`` from the usable pixels not held out."""
+    pred = adjust_to_date(fill, real, usable & ~hold, sigma, floor=floor)
+    err = (pred - real).where(hold).data
+    xp = namespace(err)
+    err = err[xp.isfinite(err)].astype("float64")
+    return float(xp.abs(err).sum()), float((err * err).sum()), int(err.size)
+
+
+def choose_sigma(
+    fill: xr.DataArray,
+    real: xr.DataArray,
+    clear: xr.DataArray,
+    candidates: Sequence[float] = AUTO_SIGMAS,
+    *,
+    margin: float = AUTO_MARGIN,
+    window: int = AUTO_WINDOW,
+    seed: int = AUTO_SEED,
+    shifts: int = AUTO_SHIFTS,
+    floor: float = ADJUST_FLOOR,
+) -> AdjustChoice:
+    """The sigma of the same-date adjustment for one date, from its own clear pixels.
+
+    In one window of the date (:func:`sample_window`), clear pixels shaped like the date's
+    gaps are held out (:func:`holdout_mask`, ``shifts`` seeded offsets pooled); off and
+    each candidate sigma predict them from the other clear pixels. The candidate with the
+    lowest held-out MAE is chosen if, pooled over the held-out sets, it beats off by
+    ``margin`` (a fraction) on both MAE and RMSE (so on PSNR too), and on no single set does
+    worse than off; otherwise 0 (off), which is also the answer when fewer than
+    :data:`AUTO_MIN_HOLDOUT` pixels can be held out.
+
+    Parameters
+    ----------
+    fill, real, clear
+        As in :func:`adjust_to_date` (lazy or in memory, NumPy or CuPy); only the window
+        is computed.
+    candidates
+        Sigmas in pixels to try besides off.
+    margin
+        The least relative gain over off, on both MAE and RMSE.
+    window
+        The window's side in pixels.
+    seed
+        Seed of the held-out pixels: the same inputs give the same choice.
+    shifts
+        How many shifted copies of the gaps are held out (each scored on its own).
+    floor
+        As in :func:`adjust_to_date`.
+
+    Returns
+    -------
+    AdjustChoice
+        The sigma, the held-out scores and how many pixels they rest on.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[0:64, 0:64]
+    >>> real = xr.DataArray(np.broadcast_to(0.3 + 0.001 * xx, (1, 64, 64)).astype("float32"),
+    ...                     dims=("band", "y", "x"))
+    >>> clear = xr.DataArray((yy - 32) ** 2 + (xx - 32) ** 2 > 100, dims=("y", "x"))
+    >>> choose_sigma(real - 0.05, real, clear).sigma  # a fill 0.05 too dark everywhere
+    24.0
+    >>> choose_sigma(real, real, clear).sigma  # a perfect fill: left alone
+    0.0
+    """
+    for sigma in candidates:
+        check_sigma(sigma)
+    cut = sample_window(~clear, window)
+    parts = xr.Dataset({"fill": fill, "real": real, "clear": clear}).isel(cut)
+    (parts,) = dask.compute(parts)
+    parts = parts.drop_vars(list(parts.coords))  # no index to align: the scoring is per pixel
+    fill_w, real_w = parts["fill"].transpose(..., "y", "x"), parts["real"].transpose(..., "y", "x")
+    usable = parts["clear"] & real_w.notnull().all("band") & fill_w.notnull().all("band")
+    sigmas = (0.0, *candidates)
+    # errors[k][sigma]: (sum |e|, sum e^2, count) on the k-th held-out set
+    errors: list[dict[float, tuple[float, float, int]]] = []
+    for k in range(shifts):
+        hold = usable.copy(data=holdout_mask(~usable.data, seed, k))
+        errors.append({s: _held_out_errors(fill_w, real_w, usable, hold, s, floor) for s in sigmas})
+    n_holdout = sum(e[0.0][2] for e in errors) // max(real_w.sizes["band"], 1)
+    if n_holdout < AUTO_MIN_HOLDOUT:
+        return AdjustChoice(0.0, {}, n_holdout)
+    scores = {s: _pooled([e[s] for e in errors]) for s in sigmas}
+    off_mae, off_rmse = scores[0.0]
+    best = min(candidates, key=lambda s: scores[s][0])
+    mae, rmse = scores[best]
+    # A real gain: by the margin over all held-out sets, and no set where it does worse.
+    better = mae < (1 - margin) * off_mae and rmse < (1 - margin) * off_rmse
+    steady = all(
+        _pooled([e[best]])[0] <= _pooled([e[0.0]])[0]
+        and _pooled([e[best]])[1] <= _pooled([e[0.0]])[1]
+        for e in errors
+        if e[0.0][2]
+    )
+    return AdjustChoice(float(best) if better and steady else 0.0, scores, n_holdout)
+
+
+def _pooled(parts: Sequence[tuple[float, float, int]]) -> tuple[float, float]:
+    """(MAE, RMSE) from (sum |e|, sum e^2, count) parts; NaN for no values."""
+    total, squares, n = (sum(p[i] for p in parts) for i in range(3))
+    if not n:
+        return math.nan, math.nan
+    return total / n, math.sqrt(squares / n)
+
+
+def resolve_sigma(
+    adjust: Adjust, fill: xr.DataArray, real: xr.DataArray, clear: xr.DataArray
+) -> float:
+    """The sigma ``adjust`` means for this date: itself, or with :data:`AUTO` the choice of
+    :func:`choose_sigma`.
+
+    >>> one = xr.DataArray(np.ones((1, 4, 4), "float32"), dims=("band", "y", "x"))
+    >>> resolve_sigma(8, one, one, one[0] > 0)
+    8.0
+    """
+    check_adjust(adjust)
+    if adjust == AUTO:
+        return choose_sigma(fill, real, clear).sigma
+    return float(adjust)

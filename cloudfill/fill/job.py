@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from cloudfill._device import place
 from cloudfill._outputs import check_output
 from cloudfill.cluster import compute, describe, open_cluster
 from cloudfill.core.pairs import PairingRule
@@ -40,7 +41,7 @@ from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers, store_digest
 from cloudfill.errors import ParameterError, SourceError
-from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA
+from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust, check_adjust
 from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.fill.progress import FillProgress
@@ -66,8 +67,10 @@ class FillSettings:
     feather
         Width in pixels of the blend band at mask edges.
     adjust
-        Sigma in pixels of the same-date adjustment
-        (:func:`~cloudfill.fill.adjust.adjust_to_date`); 0 turns it off.
+        The same-date adjustment (:func:`~cloudfill.fill.adjust.adjust_to_date`):
+        ``"auto"`` (default) a sigma or none per date, chosen on held-out clear pixels
+        (:func:`~cloudfill.fill.adjust.choose_sigma`); a number, a fixed sigma in pixels;
+        0 turns it off.
     chain
         Let synthesized dates serve as references for later dates (see
         :func:`~cloudfill.fill.series.fill_series`).
@@ -95,13 +98,14 @@ class FillSettings:
 
     cloud_threshold: float = 0.0
     feather: int = DEFAULT_FEATHER
-    adjust: float = DEFAULT_ADJUST_SIGMA
+    adjust: Adjust = DEFAULT_ADJUST
     chain: bool = False
     rule: PairingRule = field(default_factory=PairingRule)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     window: int | None = 2048
 
     def __post_init__(self) -> None:
+        check_adjust(self.adjust)
         if self.window is not None and self.window < 1:
             raise ParameterError(f"window must be positive or None, got {self.window}")
 
@@ -137,7 +141,7 @@ class JobIdentity:
     dates: tuple[str, ...]
     cloud_threshold: float
     feather: int
-    adjust: float
+    adjust: Adjust
     chain: bool
     rule: PairingRule
     tile: int | None
@@ -156,7 +160,7 @@ class JobIdentity:
             dates=tuple(f"{d:%Y-%m-%d}" for d in dates),
             cloud_threshold=float(settings.cloud_threshold),
             feather=int(settings.feather),
-            adjust=float(settings.adjust),
+            adjust=settings.adjust if settings.adjust == AUTO else float(settings.adjust),
             chain=bool(settings.chain),
             rule=settings.rule,
             tile=settings.inference.tile,
@@ -249,8 +253,9 @@ def _open_job(cube: Path, model: Any, settings: FillSettings, dates: Any) -> _Jo
     if not cube.exists():
         raise SourceError(f"no such cube: {cube}")
     # The stored chunks (one date, ~1024 px), not dask's "auto" merge of them into ~128 MiB
-    # blocks spanning dates: task memory then stays the same whatever the cube's area.
-    ds = open_cube(cube, chunks={})
+    # blocks spanning dates: task memory then stays the same whatever the cube's area. Each
+    # chunk moves to the device once, as it is read (CuPy chunks for a CUDA device).
+    ds = place(open_cube(cube, chunks={}), settings.inference.device)
     # The values too (S2 digital numbers, S1 units) before the plan's pass over the mask.
     check_values(validate(ds, require=("s2",)))
     # Once for the job: each date's fill then reuses the loaded model and the plan.
@@ -272,11 +277,12 @@ class _WrittenDates:
 
     A chained date reads the earlier dates' filled images from here, so each date is
     computed once, killed runs resume mid-chain, and the values are the ones written
-    (float32 both ways: identical to an uninterrupted run).
+    (float32 both ways: identical to an uninterrupted run). They are read onto ``device``
+    (:func:`cloudfill._device.place`), where the cube's own chunks are.
     """
 
-    def __init__(self, writer: DateWriter, times: pd.DatetimeIndex) -> None:
-        self.writer, self.times = writer, times
+    def __init__(self, writer: DateWriter, times: pd.DatetimeIndex, device: str = "cpu") -> None:
+        self.writer, self.times, self.device = writer, times, device
         self._s2: xr.DataArray | None = None  # opened once, lazily: reads happen at compute
 
     def __call__(self, date: pd.Timestamp) -> xr.DataArray | None:
@@ -285,7 +291,8 @@ class _WrittenDates:
             return None
         if self._s2 is None:
             with quiet_markers():
-                self._s2 = xr.open_zarr(self.writer.path, consolidated=False)["s2"]
+                stored = xr.open_zarr(self.writer.path, consolidated=False)["s2"]
+                self._s2 = place(stored, self.device)
         return self._s2.isel(time=i, drop=True)
 
 
@@ -305,7 +312,7 @@ def _write_date(
     # (the same-date adjustment reads a halo across window edges, which would otherwise run
     # the model on a neighbouring block again for each window).
     chain = job.settings.chain
-    store = job.settings.adjust > 0 and method == "synthesize" and len(writer.windows(part)) > 1
+    store = job.settings.adjust != 0 and method == "synthesize" and len(writer.windows(part)) > 1
     if chain or store:
         part = job.fill(
             [date],
@@ -406,9 +413,10 @@ def fill_to_zarr(
                 sums={"unfilled": count_unfilled},
             )
             pending = writer.pending()
-            scratch = SynthesisStore(writer.path / MARKER_DIR / "work")
+            device = settings.inference.device
+            scratch = SynthesisStore(writer.path / MARKER_DIR / "work", device=device)
             scratch.clear()  # left over by a run killed between recording a date and clearing it
-            written = _WrittenDates(writer, job.times)
+            written = _WrittenDates(writer, job.times, device=device)
             report = progress if progress is not None else FillProgress()
             run = partial(compute, progress=False, client=client)
             where = describe(client) if client is not None else None

@@ -3,7 +3,8 @@
 The same-date adjustment reads a halo across window edges, so without a stored copy a
 windowed write would run the model on a neighbouring block once more for each window.
 :class:`SynthesisStore` computes the synthesis once into a scratch zarr store and hands back
-a lazy copy read from it, chunked as it was computed.
+a lazy copy read from it, chunked as it was computed and placed where the device computes
+(:func:`cloudfill._device.place`: CuPy chunks for a CUDA device, as the synthesis was).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from cloudfill._device import place
 from cloudfill.cube.zarr_io import prepare_for_zarr
 from cloudfill.infer.synthesize import Synthesis
 
@@ -34,6 +36,9 @@ class SynthesisStore:
     ----------
     folder
         Where the scratch stores go (created on first use).
+    device
+        The inference device: the chunks read back are placed there
+        (:func:`cloudfill._device.place`), so the fill of the date stays on it.
 
     Examples
     --------
@@ -44,8 +49,9 @@ class SynthesisStore:
     False
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, device: str = "cpu") -> None:
         self.folder = folder
+        self.device = device
 
     def keep(self, date: pd.Timestamp, syn: Synthesis, compute: Callable[[Any], Any]) -> Synthesis:
         """Compute ``syn`` into the folder with ``compute`` and return it read back lazily.
@@ -63,7 +69,7 @@ class SynthesisStore:
         -------
         Synthesis
             ``syn`` with ``mean`` (and ``scale``) read from the scratch store, chunked as
-            the model's blocks.
+            the model's blocks, on the device.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{date:%Y%m%dT%H%M%S}.zarr"  # two passes a day stay apart
@@ -74,7 +80,7 @@ class SynthesisStore:
         layout = {"band": -1, "y": blocks["y"][0], "x": blocks["x"][0]}
         data = prepare_for_zarr(data, layout)
         compute(data.to_zarr(path, mode="w", compute=False, consolidated=False))
-        back = xr.open_zarr(path, consolidated=False).chunk(blocks)
+        back = place(xr.open_zarr(path, consolidated=False).chunk(blocks), self.device)
 
         def like(new: xr.DataArray, old: xr.DataArray) -> xr.DataArray:
             return old.copy(data=new.transpose(*old.dims).data)

@@ -17,16 +17,25 @@ With ``chain=True`` a date filled by synthesis serves as reference for later dat
 
 Before blending, the fill of a date is adjusted to the date's own clear pixels
 (:func:`cloudfill.fill.adjust.adjust_to_date`, ``adjust`` = Gaussian sigma in pixels, 0 =
-off): their smoothed residual corrects what no other date shows (sun angle, snow line).
+off, or ``"auto"``, the default: a sigma or off chosen per date on held-out clear pixels,
+:func:`cloudfill.fill.adjust.choose_sigma`): their smoothed residual corrects what no other
+date shows (sun angle, snow line). The sigma applied is recorded per date (``adjust_sigma``).
 Filled values are blended into the real image across a feathered band of ``feather`` pixels
 outside the mask (weight 1 inside the mask, falling linearly to 0), so there is no hard seam.
 
-``confidence`` is 1 for real pixels; for synthesized ones ``exp(-E|err| / 0.05)`` where
-``E|err|`` is the band-mean Laplace scale the model predicts (the expected absolute error in
-reflectance, so 0.05 reflectance of expected error gives 0.37); a model without a confidence
-head gives :data:`NO_HEAD_CONFIDENCE`; interpolated pixels get :data:`INTERPOLATION_CONFIDENCE`
-(a fixed low value: interpolation has no per-pixel uncertainty); unfilled pixels 0. In the
-feathered band the confidence is blended like the values.
+``error_scale`` (band, y, x) is the Laplace scale ``b`` of each filled value's error, in
+reflectance, after the adjustment: ``P(|error| <= b ln(1/(1-q))) = q``. With a calibrated
+model (``ModelCard.calibration``, :mod:`cloudfill.model.calibration`) synthesized pixels get
+the calibrated map of the confidence head's scale (a model without a head: the calibration's
+per-band constant) and interpolated ones the calibration's per-band interpolation scale.
+Uncalibrated, synthesized pixels get the head's raw scale (NaN without a head) and
+interpolated ones NaN. Real pixels get 0, unfilled ones NaN; in the feathered band the
+fill's scale times its blend weight. ``confidence`` (y, x) is defined from it:
+``1 - exp(-0.01 / b̄)`` (:func:`~cloudfill.model.calibration.confidence_from_error_scale`,
+``b̄`` the band mean): the probability that the value is within 0.01 reflectance of the
+truth, 1 for real pixels, 0 for unfilled ones; where ``b`` is unknown it is a fixed value:
+:data:`INTERPOLATION_CONFIDENCE` for interpolated pixels, :data:`NO_HEAD_CONFIDENCE` for
+synthesized ones, blended in the feathered band like the values.
 """
 
 from __future__ import annotations
@@ -41,20 +50,33 @@ import xarray as xr
 
 from cloudfill._backend import full_like
 from cloudfill._dates import as_dates
+from cloudfill._device import place
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.temporal import linear_interpolation
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.errors import ParameterError
-from cloudfill.fill.adjust import DEFAULT_ADJUST_SIGMA, adjust_to_date, check_sigma
+from cloudfill.fill.adjust import (
+    ADJUST_SIGMA_ATTRS,
+    AUTO,
+    DEFAULT_ADJUST,
+    Adjust,
+    adjust_to_date,
+    check_adjust,
+    resolve_sigma,
+)
 from cloudfill.fill.blend import DEFAULT_FEATHER, feather_weights
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import synthesize_with_scale
+from cloudfill.model.calibration import (
+    CONFIDENCE_TOLERANCE,
+    Calibration,
+    confidence_from_error_scale,
+)
 
 __all__ = [
-    "CONFIDENCE_SCALE",
     "INTERPOLATION_CONFIDENCE",
     "NO_HEAD_CONFIDENCE",
     "chained_cube",
@@ -63,7 +85,6 @@ __all__ = [
     "fill_series",
 ]
 
-CONFIDENCE_SCALE = 0.05
 INTERPOLATION_CONFIDENCE = 0.25
 NO_HEAD_CONFIDENCE = 0.5
 
@@ -125,8 +146,29 @@ def chained_cube(
     )
 
 
-def _confidence_from_scale(scale: xr.DataArray) -> xr.DataArray:
-    return np.exp(-scale.mean("band") / CONFIDENCE_SCALE).astype("float32")
+def _calibration(model: Any) -> Calibration | None:
+    """The calibration in the model's card, or None (no model, or an uncalibrated one)."""
+    data = getattr(getattr(model, "card", None), "calibration", None)
+    return None if data is None else Calibration.from_dict(data)
+
+
+def _synthesized_scale(
+    raw: xr.DataArray | None, calibration: Calibration | None, like: xr.DataArray
+) -> xr.DataArray:
+    """Error scale (band, y, x) of synthesized values: the calibrated raw scale; without a
+    calibration the raw scale itself; NaN without either."""
+    if calibration is not None:
+        return calibration.synthesized_scale(raw, like)
+    if raw is not None:
+        return raw.astype("float32")
+    return full_like(like, np.nan, dtype="float32")
+
+
+def _interpolated_scale(calibration: Calibration | None, like: xr.DataArray) -> xr.DataArray:
+    """Error scale (band, y, x) of interpolated values: the calibration's, else NaN."""
+    if calibration is not None:
+        return calibration.interpolated_scale(like)
+    return full_like(like, np.nan, dtype="float32")
 
 
 def fill_date(
@@ -137,7 +179,7 @@ def fill_date(
     *,
     mask: xr.DataArray | None = None,
     feather: int = DEFAULT_FEATHER,
-    adjust: float = DEFAULT_ADJUST_SIGMA,
+    adjust: Adjust = DEFAULT_ADJUST,
     fractions: pd.Series | None = None,
     rule: PairingRule = PairingRule(),
     inference: InferenceSettings = InferenceSettings(),
@@ -145,7 +187,9 @@ def fill_date(
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
 ) -> xr.Dataset:
     """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
-    lazily. ``fractions``: the cube's cloud fraction per date, if known (the plan's
+    lazily, and ``adjust_sigma`` (the sigma applied; with ``adjust="auto"`` chosen on one
+    computed window of the date, :func:`~cloudfill.fill.adjust.choose_sigma`).
+    ``fractions``: the cube's cloud fraction per date, if known (the plan's
     ``cloud_fraction`` column); ``sources``: filled images of earlier dates a chained fill
     reads as references (:func:`chained_cube`); the other parameters: see
     :func:`fill_series`. The evaluation report draws its "filled" pictures with this
@@ -156,6 +200,8 @@ def fill_date(
     method = plan_row["method"]
     interp = linear_interpolation(ds, date, mask=full_mask)
     interp_conf = full_like(unusable, INTERPOLATION_CONFIDENCE, dtype="float32")
+    calibration = _calibration(model)
+    interp_scale = _interpolated_scale(calibration, real.drop_vars("time", errors="ignore"))
     blocks = None
     if method == "synthesize":
         source = ds
@@ -179,22 +225,27 @@ def fill_date(
             syn = synthesis_hook(date, syn)
         candidate = syn.mean.drop_vars("time", errors="ignore")
         blocks = {d: candidate.chunksizes[d] for d in ("y", "x")} if candidate.chunks else None
-        if syn.scale is not None:
-            conf = _confidence_from_scale(syn.scale.drop_vars("time", errors="ignore"))
-        else:
-            conf = full_like(interp_conf, NO_HEAD_CONFIDENCE)
+        raw = None if syn.scale is None else syn.scale.drop_vars("time", errors="ignore")
+        scale = _synthesized_scale(raw, calibration, candidate)
+        # The confidence where the error scale is unknown (no head and no calibration).
+        conf = full_like(interp_conf, NO_HEAD_CONFIDENCE)
         has_synth = candidate.notnull().all("band")
         candidate = candidate.where(has_synth, interp.drop_vars("time", errors="ignore"))
         conf = conf.where(has_synth, interp_conf)
+        scale = scale.where(has_synth, interp_scale)
     elif method in ("interpolate", "clear"):
         candidate = interp.drop_vars("time", errors="ignore")
         conf = interp_conf
+        scale = interp_scale
     else:  # "none": nothing to fill with
         candidate = full_like(real, np.nan)
         conf = full_like(interp_conf, 0)
+        scale = full_like(interp_scale, np.nan)
     candidate = candidate.transpose("band", "y", "x")
+    sigma = 0.0
     if method != "none":
-        candidate = adjust_to_date(candidate, real, ~unusable, adjust)
+        sigma = resolve_sigma(adjust, candidate, real, ~unusable)
+        candidate = adjust_to_date(candidate, real, ~unusable, sigma)
     available = candidate.notnull().all("band")
     conf = conf.where(available, np.float32(0))
     w = feather_weights(unusable, feather)
@@ -205,8 +256,13 @@ def fill_date(
     blend_w = w.where(available & ~unusable, zero).where(~unusable, one)
     s2 = (blend_w * candidate.fillna(zero) + (1 - blend_w) * real.fillna(zero)).astype("float32")
     s2 = s2.where(~unusable | available)
-    confidence = (blend_w * conf + (1 - blend_w) * one).astype("float32")
-    confidence = confidence.where(~unusable | available, zero)
+    # The fill's error scale weighted like its value: 0 on real pixels, NaN where unfilled.
+    error_scale = (blend_w * scale).where(blend_w > zero, zero).where(~unusable | available)
+    error_scale = error_scale.transpose("band", "y", "x").astype("float32")
+    error_scale.attrs["calibrated"] = int(calibration is not None)
+    fallback = (blend_w * conf + (1 - blend_w) * one).astype("float32")
+    fallback = fallback.where(~unusable | available, zero)
+    confidence = confidence_from_error_scale(error_scale).fillna(fallback)
     filled = unusable & available
     drop = [c for c in ("time",) if c in s2.coords]
     out = xr.Dataset(
@@ -214,6 +270,7 @@ def fill_date(
             "s2": s2.drop_vars(drop).transpose("band", "y", "x"),
             "filled": filled.drop_vars(drop, errors="ignore"),
             "confidence": confidence.drop_vars(drop, errors="ignore"),
+            "error_scale": error_scale.drop_vars(drop, errors="ignore"),
         }
     )
     if blocks:
@@ -221,6 +278,8 @@ def fill_date(
         # chunks): a writer cutting between chunks then never splits a block, which would
         # run the model on it once per piece.
         out = out.chunk(blocks)
+    # Per-date provenance, in memory (never chunked: the writer writes it with each window).
+    out["adjust_sigma"] = xr.DataArray(np.float32(sigma), attrs=ADJUST_SIGMA_ATTRS)
     return out
 
 
@@ -231,7 +290,7 @@ def fill_series(
     dates: Iterable[Any] | None = None,
     cloud_threshold: float = 0.0,
     feather: int = DEFAULT_FEATHER,
-    adjust: float = DEFAULT_ADJUST_SIGMA,
+    adjust: Adjust = DEFAULT_ADJUST,
     rule: PairingRule = PairingRule(),
     inference: InferenceSettings = InferenceSettings(),
     plan: pd.DataFrame | None = None,
@@ -257,9 +316,11 @@ def fill_series(
     feather
         Width in pixels of the blend band outside the mask.
     adjust
-        Sigma in pixels of the same-date adjustment (the fill corrected by the smoothed
-        residual of the date's clear pixels, :func:`cloudfill.fill.adjust.adjust_to_date`);
-        0 turns it off.
+        The same-date adjustment (the fill corrected by the smoothed residual of the date's
+        clear pixels, :func:`cloudfill.fill.adjust.adjust_to_date`): ``"auto"`` (default)
+        chooses per date a sigma, or none, from held-out clear pixels of the date
+        (:func:`cloudfill.fill.adjust.choose_sigma`: a sigma only where it beats no
+        adjustment); a number is a fixed sigma in pixels for every date; 0 turns it off.
     rule
         The pairing rule (:class:`~cloudfill.core.pairs.PairingRule`; default the paper's).
     inference
@@ -288,9 +349,11 @@ def fill_series(
     -------
     xarray.Dataset
         ``s2`` (time, band, y, x) filled; ``filled`` (time, y, x) bool; ``confidence``
-        (time, y, x) float32; per-date provenance ``method``, ``reason`` (why a date was
-        not synthesized, "" if it was), ``s1_date``, ``reference_date``,
-        ``reference_chained``, ``cloud_fraction`` and ``unfilled`` (pixels left NaN).
+        (time, y, x) float32; ``error_scale`` (time, band, y, x) float32, the Laplace scale
+        of each value's error (see the module notes); per-date provenance ``method``,
+        ``reason`` (why a date was not synthesized, "" if it was), ``s1_date``, ``reference_date``,
+        ``reference_chained``, ``cloud_fraction``, ``unfilled`` (pixels left NaN) and
+        ``adjust_sigma`` (the same-date adjustment's sigma, 0 = none).
         Coords, CRS and the cube's attrs are kept.
 
     Raises
@@ -308,7 +371,8 @@ def fill_series(
     >>> sorted(out.data_vars)[:3]  # doctest: +SKIP
     ['cloud_fraction', 'confidence', 'filled']
     """
-    check_sigma(adjust)  # before any work
+    check_adjust(adjust)  # before any work
+    ds = place(ds, inference.device)  # CuPy chunks for a CUDA device (cloudfill._device)
     # The CLI's checks in Python too (the contract, then values against units and scale);
     # not the CRS, which an in-memory analysis cube may go without.
     check_values(validate(ds, require=("s2",), require_crs=False))
@@ -339,7 +403,7 @@ def fill_series(
     parts = _fill_dates(ds, chosen, plan, fill_one, chain=chain, chain_from=chain_from)
     attrs = {
         "cloudfill_feather": feather,
-        "cloudfill_adjust": float(adjust),
+        "cloudfill_adjust": adjust if adjust == AUTO else float(adjust),
         "cloudfill_threshold": cloud_threshold,
     }
     if cf is not None:
@@ -418,7 +482,17 @@ def _assemble(
     out["filled"].attrs = {"long_name": "pixel replaced by a synthesized or interpolated value"}
     out["confidence"].attrs = {
         "long_name": "confidence of the pixel value (1 = real observation)",
-        "definition": f"exp(-mean Laplace scale / {CONFIDENCE_SCALE}) for synthesized pixels",
+        "definition": f"P(|error| <= {CONFIDENCE_TOLERANCE}) = 1 - exp(-{CONFIDENCE_TOLERANCE}"
+        " / band-mean error_scale); where error_scale is unknown, a fixed value",
+    }
+    calibrated = out["error_scale"].attrs.get("calibrated", 0)  # each part's, the same
+    out["error_scale"] = out["error_scale"].transpose("time", "band", "y", "x")
+    out["error_scale"].attrs = {
+        "long_name": "Laplace scale b of the filled value's error",
+        "units": "reflectance",
+        "definition": "P(|error| <= b ln(1/(1-q))) = q; 0 = real observation, NaN = unknown "
+        "or unfilled; in the feather band b times the fill's blend weight",
+        "calibrated": int(calibrated),
     }
     sub = plan.loc[chosen]
     out["method"] = ("time", sub["method"].astype(str).to_numpy())

@@ -25,7 +25,8 @@ class InferenceSettings:
         Smallest block side in pixels (default None: four tiles; blocks follow larger input
         chunks). 0 lets blocks be as small as one tile.
     device
-        Torch device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        Torch device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"`` or ``"auto"``. A CUDA
+        device also keeps the cube's chunks on the GPU (:func:`cloudfill._device.place`).
     fast
         bf16 autocast and the channels-last layout.
 

@@ -25,6 +25,7 @@ import xarray as xr
 
 from cloudfill._backend import namespace
 from cloudfill._dates import as_date
+from cloudfill._device import place
 from cloudfill.core.condition import denormalise_bands
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.pairs import PairingRule
@@ -314,6 +315,7 @@ def synthesize(
     >>> out.dims
     ('band', 'y', 'x')
     """
+    ds = place(ds, inference.device)  # before any work: CuPy chunks for a CUDA device
     # Before the model loads; not the CRS, which an in-memory cube may go without.
     check_values(validate(ds, require=("s1",), require_crs=False))
     return synthesize_with_scale(

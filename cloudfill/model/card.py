@@ -22,6 +22,7 @@ from cloudfill._version import __version__
 from cloudfill.core.variants import NORMS, SKIPS, attention_kind, get_variant
 from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import CheckpointError, ParameterError
+from cloudfill.model.calibration import Calibration
 
 __all__ = ["FORMAT_VERSION", "REFERENCE_DIRECTIONS", "REFERENCE_MODES", "ModelCard"]
 
@@ -67,6 +68,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "training": (dict,),
     "split": (dict,),
     "metrics": (dict,),
+    "calibration": (dict, type(None)),
     "cloudfill_version": (str,),
     "created": (str,),
 }
@@ -109,6 +111,11 @@ class ModelCard:
         How train/validation/test were split (e.g. spatial blocks, seed).
     metrics
         Metrics at save time (e.g. validation MAE).
+    calibration
+        How the error scale of a filled value follows from the confidence head's raw scale
+        (:class:`~cloudfill.model.calibration.Calibration` as a JSON dict, fitted by
+        :func:`~cloudfill.fill.calibrate.calibrate` on scenes the model never saw), or None
+        (uncalibrated: ``fill_series`` then reports the raw scale).
     cloudfill_version
         Version of cloudfill that wrote the card.
     created
@@ -147,6 +154,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     split: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Cards written before calibration existed lack the key: uncalibrated.
+    calibration: dict[str, Any] | None = None
     cloudfill_version: str = __version__
     created: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
@@ -169,6 +178,8 @@ class ModelCard:
                 f"unknown reference_mode {self.reference_mode!r}; expected one of "
                 f"{list(REFERENCE_MODES)}"
             )
+        if self.calibration is not None:
+            Calibration.from_dict(self.calibration)  # a ParameterError names what is wrong
         if not self.input_channels:
             self.input_channels = list(variant.channels)
         self.input_channels = [str(c) for c in self.input_channels]
