@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 import xarray as xr
 
-from cloudfill._outputs import check_output
+from cloudfill._outputs import check_output, nested
 from cloudfill.cli._common import LazyModule, console
 from cloudfill.cube.zarr_io import open_cube
-from cloudfill.errors import ParameterError, SourceError
+from cloudfill.errors import OutputError, ParameterError, SourceError
 from cloudfill.training.config import (
     NetworkSettings,
     OptimSettings,
@@ -25,6 +25,7 @@ torch = LazyModule("torch")
 experiment = LazyModule("cloudfill.training.experiment")
 run = LazyModule("cloudfill.training.run")
 loop = LazyModule("cloudfill.training.loop")
+cache = LazyModule("cloudfill.training.cache")
 
 
 def _open(cube: Path) -> xr.Dataset:
@@ -41,9 +42,11 @@ def _threads(threads: int | None) -> None:
 
 
 def _training_run(folder: Path) -> bool:
-    """Whether ``folder`` holds a training run's resumable state (as ``run.train`` sees it)."""
+    """Whether ``folder`` holds a training run's resumable state (as ``run.train`` sees it),
+    or the patch cache of one stopped before its first checkpoint."""
     last = loop.LAST_NAME
-    return (folder / last).exists() or any(folder.glob(f".{last}.old-*"))
+    started = (folder / cache.CACHE_NAME).is_dir()
+    return started or (folder / last).exists() or any(folder.glob(f".{last}.old-*"))
 
 
 def _experiment(folder: Path) -> bool:
@@ -106,6 +109,18 @@ def train_command(
     seed: int = typer.Option(0, help="Seed of weights, split, order and augmentation."),
     workers: int = typer.Option(0, help="DataLoader worker processes."),
     threads: int | None = typer.Option(None, help="Torch CPU threads (default: torch's)."),
+    patch_cache: str = typer.Option(
+        "auto",
+        help="Keep every sample's tensors once made and train from them: 'auto' (OUT/"
+        "patch-cache on a CUDA device, none on the CPU), 'on' (OUT/patch-cache), 'off', or a "
+        "folder shared between runs (reused by --resume and by runs with the same cube and "
+        "sample settings, rebuilt when either changes).",
+    ),
+    precision: str = typer.Option(
+        "fp32",
+        help="Training arithmetic: fp32, or bf16 (bfloat16 autocast, for GPUs and CPUs with "
+        "AMX; slower on CPUs without AMX: benchmarks/RESULTS.md).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     overwrite: bool = typer.Option(
         False,
@@ -116,7 +131,8 @@ def train_command(
     """Train a generator on a cube: pix2pix loss, early stopping, resumable checkpoints.
 
     Writes OUT/best.safetensors (the best model by validation MAE, with its card),
-    OUT/last/ (the resumable state) and OUT/metrics.csv.
+    OUT/last/ (the resumable state) and OUT/metrics.csv (and OUT/patch-cache/ with the
+    patch cache in the run's folder).
     """
     # Built first: bad settings (a typo in --variant too) fail before the cube is opened.
     config = TrainConfig(
@@ -134,9 +150,16 @@ def train_command(
         reference=reference,
         despeckle=despeckle or None,
         seed=seed,
-        runtime=RuntimeSettings(device=device, num_workers=workers),
+        runtime=RuntimeSettings(
+            device=device, num_workers=workers, patch_cache=patch_cache, precision=precision
+        ),
     )
     _threads(threads)
+    if patch_cache not in ("auto", "on", "off") and nested(patch_cache, cube):
+        raise OutputError(
+            f"--patch-cache {patch_cache} lies inside or around the cube {cube}: choose a folder "
+            "outside it; inputs are never written"
+        )
     # Never inside the cube; a run folder is resumed (run.train asks for --resume), any other
     # folder that is not empty only with --overwrite.
     check_output(out, [cube], overwrite=overwrite, ours=_training_run, kind="training run")

@@ -1,4 +1,5 @@
-"""Training: patch sampler, GAN loop, checkpoints of the training state, ablation runner.
+"""Training: patch sampler, patch cache, GAN loop, checkpoints of the training state,
+ablation runner.
 
 The package is ``cloudfill.training`` (not ``cloudfill.train``, the design sketch's name) so
 that ``cloudfill.train`` stays the training *function*: importing a subpackage binds its name
@@ -10,6 +11,7 @@ Names resolve lazily (the dataset, step and loop import torch):
 :func:`~cloudfill.training.dataset.sample_patches`,
 :class:`~cloudfill.training.dataset.PatchDataset`,
 :func:`~cloudfill.training.index.build_index`,
+:func:`~cloudfill.training.cache.open_patch_cache` (the patch cache),
 :func:`~cloudfill.training.experiment.run_experiment`.
 """
 
@@ -19,6 +21,8 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
+    "CachedPatches": "cache",
+    "open_patch_cache": "cache",
     "CubeReader": "reader",
     "ChunkSampler": "dataset",
     "PatchDataset": "dataset",

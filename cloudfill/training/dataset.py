@@ -63,6 +63,7 @@ __all__ = [
     "ChunkSampler",
     "PatchDataset",
     "augment",
+    "augment_batch",
     "augmentation_code",
     "sample_patches",
 ]
@@ -94,6 +95,38 @@ def augment(array: np.ndarray, code: int) -> np.ndarray:
     if code >= 4:
         out = out[..., ::-1]
     return np.ascontiguousarray(out)
+
+
+def augment_batch(batch: torch.Tensor, codes: Sequence[int]) -> torch.Tensor:
+    """:func:`augment` of each item of a batch ``(n, ..., h, w)`` by its code, on its device.
+
+    The items sharing a code are transformed together (at most 8 tensor operations a batch,
+    wherever the batch lives: on a GPU the augmentation runs there). Square patches only
+    (a quarter turn swaps ``h`` and ``w``).
+
+    Examples
+    --------
+    >>> batch = torch.arange(8).reshape(2, 1, 2, 2)
+    >>> out = augment_batch(batch, [1, 4])
+    >>> [out[i].numpy().tolist() == augment(batch[i].numpy(), c).tolist()
+    ...  for i, c in enumerate([1, 4])]
+    [True, True]
+    """
+    codes_t = torch.as_tensor(list(codes), dtype=torch.int64)
+    if len(codes_t) != len(batch):
+        raise ValueError(f"{len(codes_t)} codes for a batch of {len(batch)}")
+    if not bool(codes_t.any()):
+        return batch
+    parts, order = [], []
+    for code in torch.unique(codes_t).tolist():
+        members = torch.nonzero(codes_t == code).flatten()
+        part = batch.index_select(0, members.to(batch.device))
+        part = torch.rot90(part, code % 4, dims=(-2, -1)) if code % 4 else part
+        parts.append(torch.flip(part, dims=(-1,)) if code >= 4 else part)
+        order.append(members)
+    # Gathered back into batch order (a gather, not a scatter: deterministic on any device).
+    inverse = torch.argsort(torch.cat(order)).to(batch.device)
+    return torch.cat(parts).index_select(0, inverse)
 
 
 class PatchDataset(torch.utils.data.Dataset):

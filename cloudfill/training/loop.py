@@ -8,6 +8,11 @@ improvement. The complete state goes to ``out/last/`` after every validation
 (:mod:`cloudfill.training.state`), so :meth:`Run.restore` continues exactly where an
 interrupted run stopped, mid-epoch included. At the end the best generator is scored on the
 test split and those metrics are added to its card.
+
+Batches come from a DataLoader over the training split's
+:class:`~cloudfill.training.dataset.PatchDataset`, or, when the split is a patch cache's
+(:class:`~cloudfill.training.cache.CachedPatches`), gathered from the cache onto the device
+and augmented there: the same batches in the same order either way.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,6 +40,7 @@ from cloudfill.errors import ParameterError
 from cloudfill.model.card import ModelCard
 from cloudfill.model.checkpoint import save_model
 from cloudfill.model.runtime import CloudfillModel, load_model
+from cloudfill.training.cache import CachedPatches
 from cloudfill.training.config import TrainConfig
 from cloudfill.training.dataset import ChunkSampler, PatchDataset
 from cloudfill.training.index import PatchIndex
@@ -55,11 +61,12 @@ METRICS_NAME = "metrics.csv"
 
 
 class Splits(NamedTuple):
-    """The datasets of the three splits of an index."""
+    """The datasets of the three splits of an index (read from the cube or from a patch
+    cache: :class:`~cloudfill.training.cache.CachedPatches`)."""
 
-    train: PatchDataset
-    val: PatchDataset
-    test: PatchDataset
+    train: PatchDataset | CachedPatches
+    val: PatchDataset | CachedPatches
+    test: PatchDataset | CachedPatches
 
 
 @dataclass
@@ -202,6 +209,8 @@ class Run:
             "stop_reason": c.stop_reason,
             "seconds": round(c.seconds, 1),
             "reader": self.index.config.get("reader"),
+            "patch_cache": getattr(self.data.train, "key", None),
+            "precision": self.config.runtime.precision,
         }
         best = self.selection.best
         if best is not None:
@@ -217,11 +226,15 @@ class Run:
         )
 
     # --- steps -----------------------------------------------------------------------
-    def _loader(self) -> torch.utils.data.DataLoader:
+    def _batches(self) -> Iterable[Sequence[torch.Tensor]]:
+        """The rest of the current epoch's batches: from the patch cache (on the device,
+        augmented there) or through a DataLoader; the same batches either way."""
         seed, batch_size = self.config.seed, self.config.optim.batch_size
         sampler = ChunkSampler(self.data.train.groups, seed=seed)
         sampler.set_epoch(self.counters.epoch, self.counters.step_in_epoch * batch_size)
         self.data.train.set_epoch(self.counters.epoch)
+        if isinstance(self.data.train, CachedPatches):
+            return self.data.train.batches(sampler, batch_size, self.device)
         workers = int(self.config.runtime.num_workers)
         return torch.utils.data.DataLoader(
             self.data.train,
@@ -329,7 +342,7 @@ class Run:
             self.nets.train()
             started = time.perf_counter()
             hit_limit = False
-            for batch in self._loader():
+            for batch in self._batches():
                 self._log(self._step(batch), bar, task, writer)
                 if schedule.max_steps is not None and c.global_step >= schedule.max_steps:
                     hit_limit = True

@@ -12,6 +12,10 @@ order and augmentation that depend only on (seed, epoch, sample), and a complete
 safetensors + JSON, see :mod:`cloudfill.training.state`) make ``resume=True`` continue exactly
 where an interrupted run stopped, mid-epoch included: on the CPU, N steps then M resumed steps
 give bit-identical weights to N + M steps in one go.
+
+The samples are read from the cube every epoch, or once into a patch cache
+(:mod:`cloudfill.training.cache`, ``RuntimeSettings.patch_cache``) and from it afterwards:
+the batches, and so the weights, are the same.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import xarray as xr
 from cloudfill.errors import OutputError, ParameterError
 from cloudfill.model.runtime import CloudfillModel, resolve_device
 from cloudfill.preprocess.normalise import NormStats
+from cloudfill.training.cache import cache_folder, open_patch_cache
 from cloudfill.training.config import TrainConfig, check_resumable, training_record
 from cloudfill.training.dataset import PatchDataset
 from cloudfill.training.index import PatchIndex, build_index
@@ -110,6 +115,26 @@ def _splits(
     return index, data
 
 
+def _cached(
+    data: Splits, config: TrainConfig, out: Path | None, device: torch.device, progress: bool
+) -> Splits:
+    """The splits read from the patch cache the runtime settings ask for (or as they are)."""
+    folder, own = cache_folder(config.runtime.patch_cache, out, device)
+    if folder is None:
+        return data
+    cached = Splits(
+        *open_patch_cache(
+            data,
+            folder,
+            workers=int(config.runtime.num_workers),
+            progress=progress,
+            prune=own,
+        )
+    )
+    cached.train.place(device)
+    return cached
+
+
 def train(
     ds: xr.Dataset | str | os.PathLike[str],
     config: TrainConfig | None = None,
@@ -132,11 +157,14 @@ def train(
         validation MAE).
     out
         Output folder: ``best.safetensors`` (best model + card), ``last/`` (resumable
-        state), ``metrics.csv`` (and ``tensorboard/`` when installed). None keeps everything
-        in memory.
+        state), ``metrics.csv`` (and ``tensorboard/`` when installed; ``patch-cache/`` with
+        the patch cache, see :mod:`cloudfill.training.cache`). None keeps everything in
+        memory.
     resume
         Continue the run in ``out/last/`` exactly (same settings required; the schedule and
         the runtime settings may change). Starts afresh, with a warning, if there is none.
+        A patch cache (``config.runtime.patch_cache``) of the same cube and samples is
+        reused, not rebuilt.
     progress
         Show a progress bar with the losses.
     index
@@ -188,6 +216,7 @@ def train(
     record = training_record(config, index)
     if saved is not None:
         check_resumable(saved[1]["config"], record)
+    data = _cached(data, config, out_dir, device, progress)
 
     with _deterministic(device):
         nets = Networks.build(config, device)

@@ -19,12 +19,18 @@ besides the trained ones (:attr:`Networks.average`); it is what is scored, saved
 returned. Averaging over the last ~``1 / (1 - ema)`` steps removes most of the step-to-step
 noise of Adam and the adversarial term, which otherwise shows as grain on pixels that did
 not change.
+
+With ``precision="bf16"`` the networks' forward passes run under bfloat16 autocast
+(:func:`torch.autocast`: convolutions in bfloat16, normalisation and reductions in float32);
+the losses are computed in float32 from the float32-cast outputs, and weights, gradients and
+Adam's moments stay float32, so no loss scaling is needed.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -34,10 +40,23 @@ from cloudfill.model.generator import Generator
 from cloudfill.model.losses import adversarial_loss, laplace_nll, masked_l1
 from cloudfill.training.config import TrainConfig
 
-__all__ = ["LOSSES", "Networks", "train_step"]
+__all__ = ["LOSSES", "Networks", "autocast", "train_step"]
 
 LOSSES: tuple[str, ...] = ("loss_g", "loss_d", "loss_adv", "loss_rec")
 """The losses :func:`train_step` reports, in its order."""
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context of ``precision`` on ``device`` (a no-op for ``"fp32"``).
+
+    Examples
+    --------
+    >>> with autocast(torch.device("cpu"), "bf16"):
+    ...     y = torch.nn.functional.conv2d(torch.ones(1, 1, 3, 3), torch.ones(1, 1, 1, 1))
+    >>> y.dtype
+    torch.bfloat16
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def train_step(
@@ -49,6 +68,7 @@ def train_step(
     *,
     lambda_l1: float = 100.0,
     confidence: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """One discriminator and one generator update on a batch (see the module docstring).
 
@@ -66,6 +86,8 @@ def train_step(
     confidence
         Also train the scale head by the Laplace NLL of the detached mean (the generator
         needs the confidence head).
+    precision
+        ``"fp32"``, or ``"bf16"`` for bfloat16 autocast of the forward passes.
 
     Returns
     -------
@@ -81,16 +103,19 @@ def train_step(
     ['loss_adv', 'loss_d', 'loss_g', 'loss_rec']
     """
     cond, target, valid = batch
-    out = generator(cond)
-    fake = out.mean
+    cast = autocast(cond.device, precision)
+    with cast:
+        out = generator(cond)
+    fake = out.mean.float()
     real = torch.where(valid, target, fake.detach())
 
     for p in discriminator.parameters():
         p.requires_grad_(True)
     opt_d.zero_grad(set_to_none=True)
+    with cast:
+        logits_real, logits_fake = discriminator(cond, real), discriminator(cond, fake.detach())
     loss_d = 0.5 * (
-        adversarial_loss(discriminator(cond, real), True)
-        + adversarial_loss(discriminator(cond, fake.detach()), False)
+        adversarial_loss(logits_real.float(), True) + adversarial_loss(logits_fake.float(), False)
     )
     loss_d.backward()
     opt_d.step()
@@ -99,10 +124,12 @@ def train_step(
     for p in discriminator.parameters():
         p.requires_grad_(False)
     opt_g.zero_grad(set_to_none=True)
-    loss_adv = adversarial_loss(discriminator(cond, fake), True)
+    with cast:
+        logits = discriminator(cond, fake)
+    loss_adv = adversarial_loss(logits.float(), True)
     loss_rec = masked_l1(fake, target, valid)
     if confidence:
-        loss_rec = loss_rec + laplace_nll(fake.detach(), out.scale, target, valid)
+        loss_rec = loss_rec + laplace_nll(fake.detach(), out.scale.float(), target, valid)
     loss_g = loss_adv + lambda_l1 * loss_rec
     loss_g.backward()
     opt_g.step()
@@ -194,6 +221,7 @@ class Networks:
             batch,
             lambda_l1=float(config.optim.lambda_l1),
             confidence=bool(config.network.confidence),
+            precision=config.runtime.precision,
         )
         self._update_average(config.optim.ema)
         return losses

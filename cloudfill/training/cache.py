@@ -1,0 +1,628 @@
+"""The patch cache: every sample's tensors made once, then read back by index.
+
+Making a training sample (reading windows, despeckling S1 with its halo, masking, building a
+composite or blended reference, normalising) costs milliseconds per patch on the CPU; on a
+GPU that bounds the step rate (an H200 waited on the sampler at 2.5 steps/s). The cache
+makes each sample of the three splits once, before augmentation, and writes it to a folder
+of fixed-shape arrays; every epoch, every resumed run and every other run with the same cube
+and the same sample settings then reads batches straight from them.
+
+**Layout**: ``FOLDER/<key>/`` holds ``manifest.json`` and, per split, ``<split>-condition.npy``
+(float32, (n, C, s, s)), ``<split>-target.npy`` (float32, (n, 4, s, s)) and
+``<split>-valid.npy`` (bool, (n, 1, s, s)): plain ``.npy`` files (no pickle), opened as
+memory maps, or read whole into memory when small (:data:`IN_MEMORY_BYTES`). float32 keeps
+the values bit for bit, so a run from the cache trains exactly the weights a run from the
+cube trains (float16 would change them by up to 2.4e-4 in normalised units: see
+``benchmarks/bench_patch_cache.py``).
+
+**The key** is a digest of what the samples are made from: the cube's content
+(:func:`cube_digest`), the cloudfill version and cache format, and every sample's
+description (variant, patch size, despeckling window, normalisation statistics, the rows of
+each split: target, S1 and reference dates, origin; the reference tables). Any setting that
+changes a sample (patch size or overlap, split seed or fractions, cloud limit, pairing rule,
+reference mode, dates, despeckling, statistics) therefore changes the key, and one that does
+not (learning rate, batch size, epochs, network) does not. A changed cube or setting finds
+no folder of its key and builds one: a cache is never reused for other samples.
+
+**Atomic**: a cache is written into a sibling ``.<key>.tmp-<host>-<pid>-<tag>/``, synced,
+its manifest written last, and the folder renamed to ``<key>`` in one step: a folder named
+by a key is complete. A killed build leaves only a temporary folder, which is never read
+and is removed by a later build once its process is gone.
+
+**Batches** (:meth:`CachedPatches.batches`) are gathered by index from the arrays, moved to
+the training device (pinned and ``non_blocking`` on CUDA, the next batch gathered in a
+background thread meanwhile; a cache small enough is moved to the GPU whole), and augmented
+there (:func:`~cloudfill.training.dataset.augment_batch`) with the codes
+:class:`~cloudfill.training.dataset.PatchDataset` uses: the same batches as the cube's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import shutil
+import socket
+import threading
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from dask.base import tokenize
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from cloudfill._outputs import check_writable, nested
+from cloudfill._version import __version__
+from cloudfill.cube.zarr_io import store_digest
+from cloudfill.errors import OutputError
+from cloudfill.training.dataset import PatchDataset, augment, augment_batch, augmentation_code
+from cloudfill.training.reader import CubeReader
+
+__all__ = [
+    "CACHE_NAME",
+    "DEVICE_BYTES",
+    "IN_MEMORY_BYTES",
+    "CachedPatches",
+    "cache_folder",
+    "cache_key",
+    "cube_digest",
+    "open_patch_cache",
+    "write_cache",
+]
+
+CACHE_NAME = "patch-cache"
+"""The cache's folder inside a run's output folder (``patch_cache="on"`` / ``"auto"``)."""
+
+IN_MEMORY_BYTES = 2 * 2**30
+"""A split's arrays up to this size are read into memory; larger ones are memory-mapped."""
+
+DEVICE_BYTES = 4 * 2**30
+"""On CUDA, a training split up to this size (and a quarter of the free GPU memory) is moved
+to the GPU whole: a batch is then an on-device gather."""
+
+FORMAT = "cloudfill-patch-cache"
+VERSION = 1
+MANIFEST = "manifest.json"
+ARRAYS = ("condition", "target", "valid")
+
+
+# --- identity -----------------------------------------------------------------------------
+def cube_digest(reader: CubeReader) -> str:
+    """A digest of the cube a reader reads: what the cache's samples are made from.
+
+    A zarr store (the reader reads it directly) is named by
+    :func:`~cloudfill.cube.zarr_io.store_digest` (its metadata and its chunk files' names and
+    sizes; no chunk is read); an in-memory cube by a hash of its arrays; a dask-backed one by
+    its graph's name (the same file opened the same way, the same operations: the same name).
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> a = cube_digest(CubeReader(cloudfill.simulate_scene((32, 32), seed=0)))
+    >>> b = cube_digest(CubeReader(cloudfill.simulate_scene((32, 32), seed=1)))
+    >>> len(a), a == b
+    (16, False)
+    """
+    if reader.mode == "zarr" and reader.path is not None:
+        return store_digest(reader.path)
+    parts = [reader.mode, reader.shape, reader.s1_units, reader.mask_var]
+    for name in reader.names:
+        var = reader.vars[name]
+        parts += [name, var.order, tokenize(var.data)]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _sample_description(data: PatchDataset) -> dict[str, Any]:
+    """What makes the samples of one split (JSON-safe, rows as a digest)."""
+    refs = data.references
+    rows = data.samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy()
+    return {
+        "split": data.split,
+        "variant": data.variant,
+        "size": data.size,
+        "despeckle": data.despeckle,
+        "samples": len(data),
+        "rows": hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest(),
+        "references": repr((sorted(refs.candidates.items()), sorted(refs.blend.items()))),
+    }
+
+
+def cache_key(splits: Sequence[PatchDataset]) -> tuple[str, dict[str, Any]]:
+    """The cache key of ``splits`` (datasets of one index) and the description it hashes.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> from cloudfill.training.index import PatchSettings, build_index
+    >>> ds = cloudfill.simulate_scene((96, 96), seed=0)
+    >>> def key(size):
+    ...     index = build_index(ds, "S", PatchSettings(size, overlap=0, block_size=48),
+    ...                         despeckle=3)
+    ...     return cache_key([PatchDataset.from_index(index, s) for s in ("train", "val")])[0]
+    >>> key(32) == key(32), key(32) == key(48)
+    (True, False)
+    """
+    if not splits:
+        raise ValueError("no datasets to cache")
+    first = splits[0]
+    description = {
+        "format": FORMAT,
+        "version": VERSION,
+        "cloudfill": __version__,
+        "cube": cube_digest(first.reader),
+        "s1_units": first.reader.s1_units,
+        "stats": first.stats.to_dict(),
+        "dtype": {"condition": "float32", "target": "float32", "valid": "bool"},
+        "splits": [_sample_description(d) for d in splits],
+    }
+    text = json.dumps(description, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], description
+
+
+# --- writing ------------------------------------------------------------------------------
+def _shapes(data: PatchDataset) -> dict[str, tuple[tuple[int, ...], str]]:
+    n, s = len(data), data.size
+    return {
+        "condition": ((n, data.n_channels, s, s), "float32"),
+        "target": ((n, 4, s, s), "float32"),
+        "valid": ((n, 1, s, s), "bool"),
+    }
+
+
+class _Raw(torch.utils.data.Dataset):
+    """A split's samples before augmentation, with their numbers (for worker processes)."""
+
+    def __init__(self, data: PatchDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        return (index, *self.data.arrays(index))
+
+
+def _as_made(item: Any) -> Any:
+    """The DataLoader's collate function: the sample as made (NumPy arrays)."""
+    return item
+
+
+def _samples(data: PatchDataset, workers: int) -> Iterator[tuple[int, np.ndarray, ...]]:
+    """Every sample of a split, made in chunk-group order (the reader's cache hits)."""
+    order = np.argsort(data.groups, kind="stable").tolist()
+    if workers <= 0:
+        for i in order:
+            yield (i, *data.arrays(i))
+        return
+    loader = torch.utils.data.DataLoader(
+        _Raw(data),
+        batch_size=None,
+        sampler=order,
+        num_workers=workers,
+        multiprocessing_context="forkserver",
+        collate_fn=_as_made,
+    )
+    yield from loader
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(key: str) -> str:
+    return f".{key}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _remove_stale(folder: Path, key: str) -> None:
+    """Remove temporary folders of ``key`` left by builds on this host that are gone."""
+    host = socket.gethostname()
+    for tmp in folder.glob(f".{key}.tmp-*"):
+        rest = tmp.name[len(f".{key}.tmp-") :]
+        head, _, _tag = rest.rpartition("-")
+        owner, _, pid = head.rpartition("-")
+        if owner != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
+def write_cache(
+    splits: Sequence[PatchDataset],
+    folder: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    workers: int = 0,
+    progress: bool = False,
+) -> Path:
+    """Make every sample of ``splits`` and write them as the cache ``folder/<key>``, atomically.
+
+    Returns the cache's folder. When another process finished the same key first, its
+    folder is kept and this one discarded.
+
+    Examples
+    --------
+    >>> import tempfile, cloudfill
+    >>> from cloudfill.training.index import PatchSettings, build_index
+    >>> index = build_index(cloudfill.simulate_scene((96, 96), seed=0), "S",
+    ...                     PatchSettings(32, overlap=0, block_size=48), despeckle=3)
+    >>> splits = [PatchDataset.from_index(index, s) for s in ("train", "val", "test")]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     where = write_cache(splits, tmp)
+    ...     sorted(p.name for p in where.iterdir())[:3]
+    ['manifest.json', 'test-condition.npy', 'test-target.npy']
+    """
+    key_, description = cache_key(splits)
+    key = key or key_
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root, key)
+    target = root / key
+    tmp = root / _tmp_name(key)
+    tmp.mkdir()
+    total = sum(len(d) for d in splits)
+    bar = _progress(progress, total)
+    try:
+        arrays: dict[str, dict[str, list[int]]] = {}
+        for data in splits:
+            shapes = _shapes(data)
+            arrays[data.split] = {name: list(shape) for name, (shape, _) in shapes.items()}
+            out = {}
+            for name, (shape, dtype) in shapes.items():
+                path = tmp / f"{data.split}-{name}.npy"
+                if shape[0] == 0:
+                    np.save(path, np.zeros(shape, dtype), allow_pickle=False)
+                else:
+                    out[name] = np.lib.format.open_memmap(path, "w+", np.dtype(dtype), shape)
+            if out:
+                for i, condition, target_, valid in _samples(data, workers):
+                    out["condition"][i] = condition
+                    out["target"][i] = target_
+                    out["valid"][i] = valid
+                    if bar is not None:
+                        bar.advance(0)
+                for array in out.values():
+                    array.flush()
+                del out
+        for path in tmp.iterdir():
+            _fsync(path)
+        manifest = {
+            **description,
+            "key": key,
+            "arrays": arrays,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        text = json.dumps(manifest, indent=1, default=str)
+        (tmp / MANIFEST).write_text(text)
+        _fsync(tmp / MANIFEST)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not _complete(target, key):
+                raise
+            # Another build of the same key won the race: its cache serves.
+        else:
+            _fsync(root)
+    finally:
+        if bar is not None:
+            bar.stop()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _progress(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    bar = Progress(TextColumn("patch cache"), BarColumn(), MofNCompleteColumn())
+    bar.add_task("patch cache", total=total)
+    bar.start()
+    return bar
+
+
+# --- reading ------------------------------------------------------------------------------
+def _manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _complete(path: Path, key: str) -> bool:
+    """Whether ``path`` holds the complete cache of ``key`` (manifest and every array)."""
+    manifest = _manifest(path)
+    if not manifest or manifest.get("format") != FORMAT or manifest.get("key") != key:
+        return False
+    for split, shapes in manifest.get("arrays", {}).items():
+        for name, shape in shapes.items():
+            try:
+                array = np.load(path / f"{split}-{name}.npy", mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError):
+                return False
+            if list(array.shape) != list(shape):
+                return False
+    return True
+
+
+def _load(path: Path, in_memory: int) -> np.ndarray:
+    """An array of the cache: memory-mapped, or read whole when small (or empty)."""
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    if array.nbytes <= in_memory or array.size == 0:
+        return np.load(path, allow_pickle=False)
+    return array
+
+
+class CachedPatches(torch.utils.data.Dataset):
+    """One split of a patch cache: a :class:`PatchDataset`'s samples, read back by index.
+
+    Items are what the dataset gives (augmentation included, with the same codes);
+    :meth:`batches` yields whole batches on a device, augmented there.
+
+    Attributes
+    ----------
+    condition, target, valid
+        The split's arrays (memory maps or in memory), sample first.
+    key, folder
+        The cache's key and folder.
+    variant, size, split, augment, seed, epoch, samples, groups, stats
+        As the :class:`PatchDataset` it caches.
+
+    Examples
+    --------
+    >>> import tempfile, cloudfill
+    >>> from cloudfill.training.index import PatchSettings, build_index
+    >>> index = build_index(cloudfill.simulate_scene((96, 96), seed=0), "S",
+    ...                     PatchSettings(32, overlap=0, block_size=48), despeckle=3)
+    >>> data = PatchDataset.from_index(index, "train")
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     cached = open_patch_cache([data], tmp)[0]
+    ...     same = all(torch.equal(a, b) for a, b in zip(cached[1], data[1]))
+    >>> same
+    True
+    """
+
+    def __init__(
+        self, source: PatchDataset, folder: Path, key: str, *, in_memory: int = IN_MEMORY_BYTES
+    ) -> None:
+        self.folder, self.key = folder, key
+        self.stats = source.stats
+        self.variant, self.size, self.split = source.variant, source.size, source.split
+        self.augment, self.seed, self.epoch = source.augment, source.seed, source.epoch
+        self.samples, self.groups = source.samples, source.groups
+        self.condition, self.target, self.valid = (
+            _load(folder / f"{self.split}-{name}.npy", in_memory) for name in ARRAYS
+        )
+        self._resident: tuple[torch.Tensor, ...] | None = None
+
+    @property
+    def n_channels(self) -> int:
+        """Condition channels of the variant."""
+        return int(self.condition.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the split's arrays."""
+        return sum(int(a.nbytes) for a in (self.condition, self.target, self.valid))
+
+    def __len__(self) -> int:
+        return len(self.condition)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation of ``epoch`` (call before iterating)."""
+        self.epoch = int(epoch)
+
+    def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``index`` as NumPy arrays, before augmentation."""
+        return self.condition[index], self.target[index], self.valid[index]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        arrays = self.arrays(index)
+        if self.augment:
+            code = augmentation_code(self.seed, self.epoch, index)
+            arrays = tuple(augment(a, code) for a in arrays)
+        return tuple(torch.from_numpy(np.array(a)) for a in arrays)  # type: ignore[return-value]
+
+    def codes(self, indices: Sequence[int]) -> list[int]:
+        """The augmentation codes of samples ``indices`` in the current epoch (0: none)."""
+        if not self.augment:
+            return [0] * len(indices)
+        return [augmentation_code(self.seed, self.epoch, int(i)) for i in indices]
+
+    def place(self, device: torch.device, max_bytes: int = DEVICE_BYTES) -> bool:
+        """Move the split to ``device`` whole when it is a GPU with room for it.
+
+        Returns whether it did. Batches are then gathered on the device.
+        """
+        if device.type != "cuda":
+            return False
+        free = torch.cuda.mem_get_info(device)[0]
+        if self.nbytes > min(max_bytes, free // 4):
+            return False
+        self._resident = tuple(
+            torch.from_numpy(np.ascontiguousarray(a)).to(device)
+            for a in (self.condition, self.target, self.valid)
+        )
+        return True
+
+    def batch(self, indices: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+        """Samples ``indices`` stacked, on ``device``, augmented there."""
+        index = np.asarray(indices, dtype=np.int64)
+        if self._resident is not None:
+            picked = torch.from_numpy(index).to(self._resident[0].device)
+            tensors = [t.index_select(0, picked) for t in self._resident]
+        else:
+            arrays = (self.condition, self.target, self.valid)
+            tensors = [torch.from_numpy(np.asarray(a[index])) for a in arrays]
+            if device.type == "cuda":
+                tensors = [t.pin_memory() for t in tensors]
+            tensors = [t.to(device, non_blocking=True) for t in tensors]
+        codes = self.codes(index.tolist())
+        return [augment_batch(t, codes) for t in tensors]
+
+    def batches(
+        self, order: Iterable[int], batch_size: int, device: torch.device
+    ) -> Iterator[list[torch.Tensor]]:
+        """Batches of ``batch_size`` samples in ``order`` (the last may be short), on
+        ``device`` and augmented; on CUDA the next batch is gathered while one trains."""
+        chosen = list(order)
+        groups = [chosen[i : i + batch_size] for i in range(0, len(chosen), batch_size)]
+        if self._resident is not None or device.type != "cuda":
+            return (self.batch(g, device) for g in groups)
+        return _prefetched(self.batch(g, device) for g in groups)
+
+    def __repr__(self) -> str:
+        return (
+            f"CachedPatches(variant={self.variant!r}, split={self.split!r}, samples={len(self)}, "
+            f"size={self.size}, key={self.key!r}, augment={self.augment})"
+        )
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, made up to ``depth`` ahead in a background thread (its errors re-raised
+    here); the thread stops when the consumer does."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            offer(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name="patch-cache-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# --- opening ------------------------------------------------------------------------------
+def cache_folder(
+    setting: str | None, out: Path | None, device: torch.device
+) -> tuple[Path | None, bool]:
+    """Where a run's cache lives (None: no cache) and whether it is the run's own folder.
+
+    ``setting`` is :attr:`RuntimeSettings.patch_cache
+    <cloudfill.training.config.RuntimeSettings.patch_cache>`.
+
+    Examples
+    --------
+    >>> cache_folder("auto", Path("run"), torch.device("cpu"))
+    (None, False)
+    >>> cache_folder("on", Path("run"), torch.device("cpu"))
+    (PosixPath('run/patch-cache'), True)
+    >>> cache_folder("/tmp/shared-cache", Path("run"), torch.device("cpu"))
+    (PosixPath('/tmp/shared-cache'), False)
+    """
+    value = "off" if setting is None else str(setting)
+    if value == "off" or (value == "auto" and (device.type != "cuda" or out is None)):
+        return None, False
+    if value in ("auto", "on"):
+        if out is None:
+            raise OutputError(
+                "patch_cache='on' needs an output folder (out=...); or give the cache a "
+                "folder of its own (patch_cache='DIR')"
+            )
+        return out / CACHE_NAME, True
+    return Path(value).expanduser(), False
+
+
+def _prune(folder: Path, keep: str) -> None:
+    """Remove the other caches of a run's own cache folder (superseded settings or cube)."""
+    for path in folder.iterdir():
+        if path.is_dir() and path.name != keep and not path.name.startswith("."):
+            if _manifest(path) is not None or not any(path.iterdir()):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def open_patch_cache(
+    splits: Sequence[PatchDataset],
+    folder: str | os.PathLike[str],
+    *,
+    workers: int = 0,
+    progress: bool = False,
+    prune: bool = False,
+    in_memory: int = IN_MEMORY_BYTES,
+) -> list[CachedPatches]:
+    """The cached datasets of ``splits``: the cache of their key in ``folder``, built first
+    when there is none (:func:`write_cache`).
+
+    Parameters
+    ----------
+    splits
+        Datasets of one index (e.g. its train, val and test splits).
+    folder
+        The cache folder (one sub-folder per key; shareable between runs).
+    workers
+        Processes making the samples of a build.
+    progress
+        Show a progress bar while building.
+    prune
+        Remove the folder's caches of other keys (a run's own folder).
+    in_memory
+        Read arrays up to this size into memory instead of memory-mapping them.
+
+    Raises
+    ------
+    OutputError
+        ``folder`` is, or lies inside or around, the cube's zarr store (inputs are never
+        written), or cannot be written.
+
+    See :class:`CachedPatches` for an example.
+    """
+    reader = splits[0].reader
+    if reader.path is not None and nested(folder, reader.path):
+        raise OutputError(
+            f"the patch cache {folder} would be written into the cube {reader.path}: choose a "
+            "folder outside it; inputs are never written"
+        )
+    check_writable(folder, into=True)
+    key, _ = cache_key(splits)
+    root = Path(folder)
+    path = root / key
+    if path.exists() and not _complete(path, key):
+        warnings.warn(f"the patch cache {path} is incomplete: rebuilding it", stacklevel=2)
+        shutil.rmtree(path, ignore_errors=True)
+    if not path.exists():
+        path = write_cache(splits, root, key=key, workers=workers, progress=progress)
+    if prune:
+        _prune(root, key)
+    return [CachedPatches(d, path, key, in_memory=in_memory) for d in splits]
