@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, from the repository root of a machine with a CUDA GPU, CuPy and a CUDA
-# build of torch: `bash benchmarks/run_on_gpu.sh OUT [all|tests|bench|fill]`. Writes to OUT:
+# build of torch: `bash benchmarks/run_on_gpu.sh OUT [all|tests|bench|fill|train]`. Writes to OUT:
 # - machine.txt: the card(s), driver, CPUs and the versions of torch, CUDA, cuDNN, CuPy,
 #   dask-cuda and the array stack;
 # - gpu_tests.txt: `pytest -m gpu` (tests, or all);
@@ -9,7 +9,11 @@
 # - fill_cuda_fp32.txt, fill_cuda_bf16.txt: bench_fill_device.py, `fill-series --device cuda`
 #   from a zarr store on disk, 4096 px, paper-size generator: (a) forward only, (b) end to
 #   end per date, (b)/(a), tiles/s and the share of the card's dense TF32/bf16 peak (fill, or
-#   all; the bar: (b)/(a) >= 0.8, one date under 2 s, inference >= 40 % of peak).
+#   all; the bar: (b)/(a) >= 0.8, one date under 2 s, inference >= 40 % of peak);
+# - train_cuda.txt: bench_patch_cache.py on the GPU, steps/s at batch 16 of the default
+#   model's training fed from the patch cache (resident on the device) and from the sampler,
+#   fp32 and bf16 (train, or all; the bar: >= 20 steps/s at batch 16).
+# Each mode fits in one 10-minute call; `all` may not.
 # Figures go to benchmarks/RESULTS.md by hand.
 # A machine without cloudfill's dependencies needs them first (e.g. wheels installed with
 # `pip install --no-deps --target DIR` and DIR on PYTHONPATH; pystac needs its pystac-core and
@@ -47,4 +51,8 @@ if [ "$what" = all ] || [ "$what" = fill ]; then
         tee "$out/fill_cuda_fp32.txt"
     python3 benchmarks/bench_fill_device.py --device cuda --size 4096 --fast 2>&1 |
         tee "$out/fill_cuda_bf16.txt"
+fi
+if [ "$what" = all ] || [ "$what" = train ]; then
+    python3 benchmarks/bench_patch_cache.py --device cuda --batches 16 --precision-batches 16 \
+        --repeats 20 --shape 1024 --resident 2>&1 | tee "$out/train_cuda.txt"
 fi
