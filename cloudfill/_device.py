@@ -41,9 +41,7 @@ def _cupy_converter(device: str) -> Converter | None:
     """``cupy.asarray``, once CuPy is known to be installed and to see a GPU; None (chunks
     stay on the host, with a warning) where torch has a GPU but CuPy is not installed.
 
-    The device index of ``"cuda:N"`` is not applied here: CuPy places chunks on its current
-    device (pick GPUs with ``CUDA_VISIBLE_DEVICES`` or ``--cluster cuda``, whose workers each
-    see one GPU as device 0).
+    With ``"cuda:N"`` chunks go to GPU ``N``, where torch runs the model.
     """
     if importlib.util.find_spec("cupy") is None:
         import torch  # already loaded wherever a model runs
@@ -73,7 +71,16 @@ def _cupy_converter(device: str) -> Converter | None:
         raise ParameterError(
             f"device {device!r} requested but CuPy sees no CUDA device (use device='cpu' or 'auto')"
         )
-    return cupy.asarray
+    _, _, index = str(device).partition(":")
+    if not index:
+        return cupy.asarray
+    gpu = cupy.cuda.Device(int(index))  # where torch runs "cuda:N": inputs and outputs meet
+
+    def on_gpu(block: Any) -> Any:
+        with gpu:
+            return cupy.asarray(block)
+
+    return on_gpu
 
 
 PLACEMENTS: dict[str, Callable[[str], Converter | None]] = {"cuda": _cupy_converter}

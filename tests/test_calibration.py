@@ -154,3 +154,36 @@ def test_unfilled_pixels_have_no_error_scale(scene: xr.Dataset, calibrated) -> N
     out = fill_series(ds, calibrated, feather=0, inference=InferenceSettings(tile=32)).compute()
     assert np.isnan(out["error_scale"].values[:, :, :, :5]).all()
     assert (out["confidence"].values[:, :, :5] == 0).all()
+
+
+def test_bands_chunked_apart_are_calibrated_like_one_chunk(scene: xr.Dataset, calibrated) -> None:
+    """A store written elsewhere may hold one chunk per band: the per-band map needs all."""
+    settings = InferenceSettings(tile=32)
+    apart = fill_series(scene.chunk({"band": 1, "y": 48, "x": 48}), calibrated, inference=settings)
+    whole = fill_series(scene, calibrated, inference=settings)
+    np.testing.assert_array_equal(apart["error_scale"].values, whole["error_scale"].values)
+
+
+@pytest.mark.slow  # six small fills per case
+@pytest.mark.parametrize("head", [True, False], ids=["head", "no-head"])
+def test_calibrate_fits_a_model_with_and_without_a_head(head: bool) -> None:
+    """calibrate() with its defaults (the fill's own adjust="auto") gives finite scales for
+    synthesized and interpolated pixels, also for a model without a confidence head."""
+    import cloudfill
+    from cloudfill.fill.calibrate import calibrate
+    from tests.conftest import make_tiny_model
+
+    scenes = [
+        cloudfill.simulate_scene((64, 64), dates=6, seed=seed, cloud_fraction=0.5)
+        for seed in (81, 82, 83)
+    ]
+    # Blend pairing: every cloudy date with S1 is synthesized (no clear date is needed).
+    model = make_tiny_model(scenes[0], confidence=head, reference_mode="blend")
+    cal = calibrate(model, scenes, bins=2)
+    assert cal.fitted_on["adjust"] == "auto" and cal.fitted_on["seeds"] == [81, 82, 83]
+    assert np.isfinite(cal.interpolated).all()
+    if head:  # the head's raw scale is mapped
+        assert all(len(knots) >= 1 for knots in cal.raw)
+        assert np.isfinite(cal.map_raw(np.full((1, 4), 0.01), band_axis=1)).all()
+    else:  # one fitted constant per band
+        assert np.isfinite(cal.synthesized).all() and not any(cal.raw)

@@ -32,7 +32,10 @@ from cloudfill.infer.synthesize import synthesize
 from tests.conftest import StrictChunk, make_tiny_model
 
 CHUNKS = {"time": 1, "s1_time": 1, "y": 48, "x": 48}
-OUTPUTS = ("s2", "filled", "confidence", "method", "s1_date", "reference_date", "unfilled")
+OUTPUTS = (
+    "s2", "filled", "confidence", "error_scale", "adjust_sigma", "method", "s1_date",
+    "reference_date", "unfilled",
+)  # fmt: skip
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 NO_GPU = not __import__("torch").cuda.is_available()
 

@@ -3,6 +3,7 @@ a run from it equal to a run from the cube; augmentation on the batch's device; 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -19,6 +20,7 @@ from safetensors import safe_open
 
 import cloudfill
 from cloudfill.cli import run
+from cloudfill.cli.train import _training_run
 from cloudfill.errors import OutputError, ParameterError
 from cloudfill.training import cache as cache_module
 from cloudfill.training.cache import cache_key, open_patch_cache
@@ -206,6 +208,51 @@ def test_training_reuses_the_cache_across_resume_and_learning_rates(
     assert len(builds) == 3
 
 
+def _folder(path: Path, manifest: dict | None = None) -> Path:
+    """A folder holding a file of the user's and, given one, a ``manifest.json``."""
+    path.mkdir(parents=True)
+    (path / "notes.txt").write_text("mine")
+    if manifest is not None:
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_pruning_removes_only_this_caches_superseded_folders(
+    index: PatchIndex, tmp_path: Path
+) -> None:
+    own = tmp_path / "patch-cache"
+    fmt = cache_module.FORMAT
+    superseded = _folder(own / "0123456789abcdef", {"format": fmt, "key": "0123456789abcdef"})
+    (own / "fedcba9876543210").mkdir()  # empty, named by a key: a husk of a cache
+    kept = [
+        _folder(own / "results", {"format": fmt, "key": "results"}),  # not named by a key
+        _folder(own / "1111111111111111", {"format": "mine", "key": "1111111111111111"}),
+        _folder(own / "2222222222222222", {"format": fmt, "key": "3333333333333333"}),
+        _folder(own / "4444444444444444", ["not", "a", "manifest"]),
+        _folder(own / "data", {"anything": 1}),
+    ]
+    (own / "empty").mkdir()
+    kept.append(own / "empty")
+    elsewhere = _folder(tmp_path / "elsewhere", {"format": fmt, "key": "5555555555555555"})
+    (own / "5555555555555555").symlink_to(elsewhere)
+    kept.append(own / "5555555555555555")
+    cached = open_patch_cache(_splits(index), own, prune=True)
+    left = sorted(p.name for p in own.iterdir())
+    assert left == sorted([cached[0].key, *(p.name for p in kept)])
+    assert not superseded.exists() and (elsewhere / "notes.txt").exists()
+    assert all((p / "notes.txt").exists() for p in kept if p.name != "empty")
+
+
+def test_a_folder_named_like_the_key_that_is_no_cache_is_left_alone(
+    index: PatchIndex, tmp_path: Path
+) -> None:
+    key = cache_key(_splits(index))[0]
+    mine = _folder(tmp_path / key)
+    with pytest.raises(OutputError, match="not one"):
+        open_patch_cache(_splits(index), tmp_path)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 # --- atomicity ------------------------------------------------------------------------------
 def test_a_failed_build_leaves_no_cache(
     index: PatchIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -333,6 +380,41 @@ def test_cli_patch_cache_and_precision(
     assert "inputs are never written" in capsys.readouterr().err
     assert run([*args[:-2], "--precision", "fp8", "--out", str(tmp_path / "n")]) == 2
     assert "precision" in capsys.readouterr().err
+
+
+def test_patch_cache_keywords_are_read_in_any_case(
+    cube: xr.Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert [RuntimeSettings(patch_cache=v).patch_cache for v in ("On", "OFF", "Auto")] == [
+        "on",
+        "off",
+        "auto",
+    ]
+    assert RuntimeSettings(patch_cache="./On").patch_cache == "./On"  # a folder
+    path = tmp_path / "cube.zarr"
+    cloudfill.write_cube(cube, path)
+    monkeypatch.chdir(tmp_path)
+    args = ["train", str(path), "--variant", "S", "--patch-size", "32", "--max-steps", "1"]
+    args += ["--base-filters", "4", "--n-blocks", "1", "--no-progress", "--despeckle", "3"]
+    assert run([*args, "--patch-cache", "On", "--out", "m"]) == 0
+    assert cache_module.is_patch_cache(tmp_path / "m" / "patch-cache")
+    assert not (tmp_path / "On").exists()
+
+
+def test_a_users_patch_cache_folder_does_not_make_a_training_run(
+    index: PatchIndex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine"
+    _folder(out / "patch-cache" / "0123456789abcdef", {"format": "mine"})
+    args = ["train", str(tmp_path / "cube.zarr"), "--out", str(out), "--no-progress"]
+    assert run(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "patch-cache" / "0123456789abcdef" / "notes.txt").exists()
+    assert not _training_run(out)
+    # The cache of a run stopped before its first checkpoint: the run's folder.
+    started = tmp_path / "started"
+    open_patch_cache(_splits(index), started / "patch-cache")
+    assert _training_run(started)
 
 
 @pytest.mark.gpu

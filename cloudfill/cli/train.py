@@ -12,6 +12,7 @@ from cloudfill.cli._common import LazyModule, console
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import OutputError, ParameterError, SourceError
 from cloudfill.training.config import (
+    PATCH_CACHE_KEYWORDS,
     NetworkSettings,
     OptimSettings,
     RuntimeSettings,
@@ -43,9 +44,10 @@ def _threads(threads: int | None) -> None:
 
 def _training_run(folder: Path) -> bool:
     """Whether ``folder`` holds a training run's resumable state (as ``run.train`` sees it),
-    or the patch cache of one stopped before its first checkpoint."""
+    or the patch cache of one stopped before its first checkpoint (a ``patch-cache/`` that
+    holds this cache's manifests, not any folder of that name)."""
     last = loop.LAST_NAME
-    started = (folder / cache.CACHE_NAME).is_dir()
+    started = cache.is_patch_cache(folder / cache.CACHE_NAME)
     return started or (folder / last).exists() or any(folder.glob(f".{last}.old-*"))
 
 
@@ -155,7 +157,8 @@ def train_command(
         ),
     )
     _threads(threads)
-    if patch_cache not in ("auto", "on", "off") and nested(patch_cache, cube):
+    patch_cache = str(config.runtime.patch_cache)  # its keywords in any case
+    if patch_cache not in PATCH_CACHE_KEYWORDS and nested(patch_cache, cube):
         raise OutputError(
             f"--patch-cache {patch_cache} lies inside or around the cube {cube}: choose a folder "
             "outside it; inputs are never written"

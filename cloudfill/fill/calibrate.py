@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from cloudfill.errors import MissingVariableError
-from cloudfill.fill.adjust import DEFAULT_ADJUST, Adjust
+from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust
 from cloudfill.fill.plan import resolve_model
 from cloudfill.fill.series import fill_series
 from cloudfill.infer.settings import InferenceSettings
@@ -48,11 +48,19 @@ def uncalibrated(model: Any) -> Any:
 
 
 def filled_errors(
-    out: xr.Dataset, truth: xr.DataArray, *, seed: int = 0, limit: int = MAX_PIXELS_PER_SCENE
+    out: xr.Dataset,
+    truth: xr.DataArray,
+    *,
+    seed: int = 0,
+    limit: int = MAX_PIXELS_PER_SCENE,
+    synthesized: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, band) errors (fill minus truth) and error scales of the filled pixels of a
-    computed ``fill_series`` output, at most ``limit`` of them (a seeded random draw)."""
+    computed ``fill_series`` output, at most ``limit`` of them (a seeded random draw); with
+    ``synthesized``, only the pixels of dates the plan synthesized."""
     filled = np.asarray(out["filled"].values, bool)
+    if synthesized:
+        filled &= (np.asarray(out["method"].values) == "synthesize")[:, None, None]
     s2 = np.moveaxis(np.asarray(out["s2"].values, "float64"), 1, -1)[filled]
     scale = np.moveaxis(np.asarray(out["error_scale"].values, "float64"), 1, -1)[filled]
     true = np.moveaxis(np.asarray(truth.transpose(*out["s2"].dims).values, "float64"), 1, -1)
@@ -111,11 +119,20 @@ def calibrate(
             raise MissingVariableError("calibrate needs scenes with a 'truth' variable")
         seeds.append(ds.attrs.get("seed"))
         synth = fill_series(ds, cf, adjust=adjust, inference=inference).compute()
-        error, raw = filled_errors(synth, ds["truth"], seed=i)
-        has_raw = np.isfinite(raw).all(axis=1)
-        errors.append(error[has_raw])
-        raws.append(raw[has_raw])
-        kinds.append(np.full(int(has_raw.sum()), "synthesized"))
+        if cf.card.confidence:
+            # A raw scale marks the pixels the model filled (the rest fell back to
+            # interpolation, which the second fill below measures).
+            error, raw = filled_errors(synth, ds["truth"], seed=i)
+            keep = np.isfinite(raw).all(axis=1)
+            error, raw = error[keep], raw[keep]
+        else:
+            # No head, no raw scale: the synthesized dates' filled pixels, which get the
+            # calibration's per-band constant.
+            error, _ = filled_errors(synth, ds["truth"], seed=i, synthesized=True)
+            raw = np.full(error.shape, np.nan)
+        errors.append(error)
+        raws.append(raw)
+        kinds.append(np.full(len(error), "synthesized"))
         interp = fill_series(ds.drop_vars("s1"), None, adjust=adjust).compute()
         error, _ = filled_errors(interp, ds["truth"], seed=i)
         errors.append(error)
@@ -129,5 +146,5 @@ def calibrate(
         np.concatenate(kinds),
         quantiles=quantiles,
         bins=bins,
-        fitted_on={"seeds": seeds, "adjust": float(adjust)},
+        fitted_on={"seeds": seeds, "adjust": adjust if adjust == AUTO else float(adjust)},
     )

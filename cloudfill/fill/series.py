@@ -243,7 +243,8 @@ def fill_date(
         scale = full_like(interp_scale, np.nan)
     candidate = candidate.transpose("band", "y", "x")
     sigma = 0.0
-    if method != "none":
+    nothing_to_fill = method == "clear" and not plan_row.get("cloud_fraction", 1.0) > 0
+    if method != "none" and not nothing_to_fill:  # no unusable pixel: nothing to adjust
         sigma = resolve_sigma(adjust, candidate, real, ~unusable)
         candidate = adjust_to_date(candidate, real, ~unusable, sigma)
     available = candidate.notnull().all("band")

@@ -4,7 +4,9 @@ The store is laid out once (coordinates, attrs, empty arrays), then each date is
 zarr *region* write and recorded by an atomically renamed marker file. A killed run leaves
 dates without markers; the next run rewrites exactly those, so the result equals an
 uninterrupted run. A fingerprint of the job (inputs and parameters) is stored in the output's
-attrs: an existing output made by a different job is never touched unless ``overwrite``.
+attrs, with the description it hashes: an existing output made by a different job is never
+touched unless ``overwrite``, and the refusal names what differs (the job's fields, and the
+variables, which must be the same for a store to be resumed).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class DateWriter:
     job
         Fingerprint of the job (see :func:`fingerprint`); stored in attrs and compared on
         resume.
+    identity
+        The description ``job`` hashes (JSON-serialisable fields by name); stored in attrs
+        beside it, so that refusing an output of a different job names the fields that
+        differ.
     inputs
         Paths the job reads; the output may not be, or be inside, any of them.
     overwrite
@@ -98,6 +104,7 @@ class DateWriter:
         template: xr.Dataset,
         job: str,
         *,
+        identity: Mapping[str, Any] | None = None,
         inputs: Iterable[str | os.PathLike[str]] = (),
         overwrite: bool = False,
         resume: bool = True,
@@ -111,30 +118,69 @@ class DateWriter:
         self.window = window
         self.sums = dict(sums or {})
         self.job = job
+        self.identity = _plain(identity) if identity is not None else None
         self.chunks = {**DEFAULT_WRITE_CHUNKS, **(chunks or {}), dim: 1}
         self.n = template.sizes[dim]
         check_output(self.path, inputs, exists_ok=True)  # never into (or around) an input
         if self.path.exists():
-            existing = self._existing_job()
-            if existing == job and resume:
+            stored = self._stored()
+            existing = stored.attrs.get("cloudfill_job") if stored is not None else None
+            layout = _layout_difference(stored, template) if stored is not None else []
+            if existing == job and resume and not layout:
                 return
             if not overwrite:
-                why = "was made by a different job" if existing != job else "exists"
-                raise OutputError(
-                    f"output {self.path} {why} (its fingerprint {existing}, this job {job}); "
-                    "pass overwrite=True to replace it"
-                )
+                raise OutputError(self._refusal(stored, job, layout))
             check_output(self.path, overwrite=True)  # a user's own folder is never deleted
             shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
         self._lay_out(template)
 
-    def _existing_job(self) -> str | None:
+    def _stored(self) -> xr.Dataset | None:
+        """The existing output, opened lazily (None: not a readable zarr store)."""
         try:
             with quiet_markers():
-                attrs = xr.open_zarr(self.path, consolidated=False).attrs
+                return xr.open_zarr(self.path, consolidated=False)
         except Exception:
             return None
-        return attrs.get("cloudfill_job")
+
+    def _refusal(self, stored: xr.Dataset | None, job: str, layout: list[str]) -> str:
+        """Why the existing output is not resumed, and what the user can do instead."""
+        existing = stored.attrs.get("cloudfill_job") if stored is not None else None
+        finished = len(self.done())
+        lose = f"discarding its {finished} finished date{'s' * (finished != 1)}"
+        if existing == job and not layout:  # the same job, but resume=False
+            return (
+                f"output {self.path} exists (made by this job, {finished} of {self.n} dates "
+                f"finished); pass resume=True to finish it, or overwrite=True to replace it "
+                f"({lose})"
+            )
+        reasons = []
+        if stored is None or existing is None:
+            reasons.append("it records no cloudfill job")
+        elif _stored_identity(stored) is None and self.identity is not None:
+            reasons.append(
+                f"an earlier cloudfill wrote it (it records its job's fingerprint, {existing}, "
+                f"not what the job was; this job's is {job})"
+            )
+        elif existing != job:
+            differs = _identity_difference(stored, self.identity)
+            reasons.append(
+                f"its job differs in {differs}"
+                if differs
+                else f"its job's fingerprint is {existing}, this job's {job}"
+            )
+        if layout:
+            reasons.append(f"its variables are not this job's ({'; '.join(layout)})")
+        what = "was made by a different job" if existing != job else "has other variables"
+        advice = (
+            "it cannot be resumed: pass overwrite=True to fill it again"
+            if layout or existing is None
+            else "rerun with its inputs and settings to resume it, "
+            "or pass overwrite=True to replace it"
+        )
+        return (
+            f"output {self.path} {what}: {'; '.join(reasons)}. "
+            f"{advice[0].upper()}{advice[1:]} ({lose}), or write to another path"
+        )
 
     def _lay_out(self, template: xr.Dataset) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp-layout")
@@ -143,6 +189,8 @@ class DateWriter:
         # One zarr chunk per date, so region writes of different dates never share a chunk.
         skeleton = prepare_for_zarr(template, self.chunks)
         skeleton.attrs = {**skeleton.attrs, "cloudfill_job": self.job}
+        if self.identity is not None:
+            skeleton.attrs[IDENTITY_ATTR] = json.dumps(self.identity, sort_keys=True)
         # compute=False writes coordinates, attrs and array metadata, no pixel data.
         skeleton.to_zarr(tmp, mode="w", compute=False, consolidated=False, zarr_format=3)
         (tmp / MARKER_DIR).mkdir()
@@ -282,6 +330,87 @@ class DateWriter:
         """The records written with each date, as a table."""
         rows = [json.loads(self._marker(i).read_text()) for i in self.done()]
         return pd.DataFrame(rows)
+
+
+IDENTITY_ATTR = "cloudfill_job_identity"
+"""The output attr holding the job's description (JSON), beside its fingerprint."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists, other objects as text)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _stored_identity(stored: xr.Dataset | None) -> dict[str, Any] | None:
+    text = stored.attrs.get(IDENTITY_ATTR) if stored is not None else None
+    try:
+        return json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _identity_difference(stored: xr.Dataset | None, identity: Mapping[str, Any] | None) -> str:
+    """The fields in which two job descriptions differ, each with both values ("" if unknown).
+
+    >>> ds = xr.Dataset(attrs={IDENTITY_ATTR: '{"adjust": 12.0, "rule": {"age": 40}}'})
+    >>> _identity_difference(ds, {"adjust": "auto", "rule": {"age": 400}, "layout": 2})
+    "adjust (12.0 there, 'auto' here), layout (absent there, 2 here), rule.age (40 there, 400 here)"
+    """
+    old = _stored_identity(stored)
+    if old is None or identity is None:
+        return ""
+    old, new = _flat(old), _flat(_plain(identity))
+    return ", ".join(
+        f"{key} ({_show(old, key)} there, {_show(new, key)} here)"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+    )
+
+
+_ABSENT = object()
+
+
+def _flat(fields: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in fields.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _show(fields: Mapping[str, Any], key: str) -> str:
+    if key not in fields:
+        return "absent"
+    value = fields[key]
+    if isinstance(value, list) and len(value) > 3:
+        return f"{len(value)} values, {value[0]!r} to {value[-1]!r}"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _layout_difference(stored: xr.Dataset, template: xr.Dataset) -> list[str]:
+    """How the stored variables differ from the ``template``'s, by name and dims.
+
+    >>> a = xr.Dataset({"s2": (("time", "y"), [[1.0]]), "old": ("time", [1])})
+    >>> _layout_difference(a, xr.Dataset({"s2": ("time", [1.0]), "new": ("time", [1])}))
+    ["lacks 'new'", "has 'old'", "'s2' has dims (time, y), not (time)"]
+    """
+    wanted = {str(n): tuple(map(str, v.dims)) for n, v in template.data_vars.items()}
+    found = {str(n): tuple(map(str, v.dims)) for n, v in stored.variables.items()}
+    extra = [str(n) for n in stored.data_vars if n not in wanted and n not in template.coords]
+    out = []
+    if missing := [n for n in wanted if n not in found]:
+        out.append(f"lacks {', '.join(map(repr, missing))}")
+    if extra:
+        out.append(f"has {', '.join(map(repr, extra))}")
+    out += [
+        f"{name!r} has dims ({', '.join(found[name])}), not ({', '.join(dims)})"
+        for name, dims in wanted.items()
+        if name in found and found[name] != dims
+    ]
+    return out
 
 
 def _after_write(_written: Any, values: dict[str, Any]) -> dict[str, Any]:

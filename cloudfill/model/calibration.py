@@ -283,8 +283,12 @@ def _apply_per_band(array: xr.DataArray, func: Callable[[Any], Any]) -> xr.DataA
         output_core_dims=[["band"]],
         dask="parallelized",
         output_dtypes=["float32"],
+        # A store written elsewhere may chunk bands apart; each block needs all of them.
+        dask_gufunc_kwargs={"allow_rechunk": True},
         keep_attrs=False,
     )
+    if array.chunks is not None:  # back to the input's band chunks, as the other outputs
+        out = out.chunk({"band": array.chunksizes["band"]})
     return out.transpose(*array.dims).astype("float32")
 
 

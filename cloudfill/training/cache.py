@@ -38,10 +38,12 @@ there (:func:`~cloudfill.training.dataset.augment_batch`) with the codes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import threading
@@ -72,6 +74,7 @@ __all__ = [
     "cache_folder",
     "cache_key",
     "cube_digest",
+    "is_patch_cache",
     "open_patch_cache",
     "write_cache",
 ]
@@ -90,6 +93,8 @@ FORMAT = "cloudfill-patch-cache"
 VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = ("condition", "target", "valid")
+KEY_SHAPE = re.compile(r"[0-9a-f]{16}")
+"""A cache's folder name: a key (16 hex digits of a SHA-256, :func:`cache_key`)."""
 
 
 # --- identity -----------------------------------------------------------------------------
@@ -336,9 +341,48 @@ def _progress(enabled: bool, total: int) -> Any:
 # --- reading ------------------------------------------------------------------------------
 def _manifest(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _keyed(path: Path) -> bool:
+    """Whether ``path`` is a folder (not a link) named by a key."""
+    return not path.is_symlink() and path.is_dir() and KEY_SHAPE.fullmatch(path.name) is not None
+
+
+def _entry(path: Path) -> bool:
+    """Whether ``path`` is certainly a cache of this format (complete or damaged): a folder
+    named by a key whose manifest names this format and that key."""
+    manifest = _manifest(path) if _keyed(path) else None
+    return manifest is not None and (manifest.get("format"), manifest.get("key")) == (
+        FORMAT,
+        path.name,
+    )
+
+
+def _empty_entry(path: Path) -> bool:
+    """Whether ``path`` is an empty folder named by a key (nothing in it to lose)."""
+    return _keyed(path) and not any(path.iterdir())
+
+
+def is_patch_cache(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds a patch cache: a folder named by a key whose manifest is
+    this cache's (a training run's ``OUT/patch-cache`` once its cache is built).
+
+    A folder that merely has that name, or sub-folders with other manifests, is not one.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / "0123456789abcdef").mkdir()
+    ...     is_patch_cache(tmp)
+    False
+    """
+    root = Path(folder)
+    return root.is_dir() and not root.is_symlink() and any(_entry(p) for p in root.iterdir())
 
 
 def _complete(path: Path, key: str) -> bool:
@@ -566,11 +610,19 @@ def cache_folder(
 
 
 def _prune(folder: Path, keep: str) -> None:
-    """Remove the other caches of a run's own cache folder (superseded settings or cube)."""
+    """Remove the other caches of a run's own cache folder (superseded settings or cube).
+
+    Only what is certainly a cache is removed (:func:`_entry`), and empty folders named by
+    a key; anything else there (a user's folder, a file, a link) stays.
+    """
     for path in folder.iterdir():
-        if path.is_dir() and path.name != keep and not path.name.startswith("."):
-            if _manifest(path) is not None or not any(path.iterdir()):
-                shutil.rmtree(path, ignore_errors=True)
+        if path.name == keep:
+            continue
+        if _entry(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif _empty_entry(path):
+            with contextlib.suppress(OSError):  # filled meanwhile: not ours to delete
+                path.rmdir()
 
 
 def open_patch_cache(
@@ -618,7 +670,12 @@ def open_patch_cache(
     key, _ = cache_key(splits)
     root = Path(folder)
     path = root / key
-    if path.exists() and not _complete(path, key):
+    if (path.exists() or path.is_symlink()) and not _complete(path, key):
+        if not (_entry(path) or _empty_entry(path)):
+            raise OutputError(
+                f"{path} is named like the patch cache but is not one: remove it yourself or "
+                "choose another cache folder"
+            )
         warnings.warn(f"the patch cache {path} is incomplete: rebuilding it", stacklevel=2)
         shutil.rmtree(path, ignore_errors=True)
     if not path.exists():

@@ -38,6 +38,7 @@ from cloudfill.training.targets import check_despeckle
 
 __all__ = [
     "FIXED",
+    "PATCH_CACHE_KEYWORDS",
     "PRECISIONS",
     "NetworkSettings",
     "OptimSettings",
@@ -229,6 +230,9 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 """Arithmetic of the training step: float32, or bfloat16 autocast (weights, optimiser state
 and losses stay float32)."""
 
+PATCH_CACHE_KEYWORDS: tuple[str, ...] = ("auto", "on", "off")
+"""The patch-cache settings that are not a folder (read in any case)."""
+
 
 @dataclass(frozen=True)
 class RuntimeSettings:
@@ -250,8 +254,9 @@ class RuntimeSettings:
         Where the samples' tensors are kept once made (:mod:`cloudfill.training.cache`):
         ``"auto"`` (``OUT/patch-cache`` on a CUDA device, where reading patches bounds the
         step rate, none on the CPU), ``"on"`` (``OUT/patch-cache``), ``"off"`` (read every
-        epoch from the cube) or a folder (shareable between runs). Cached or not, a run trains
-        the same weights.
+        epoch from the cube) or a folder (shareable between runs). The keywords are read in any
+        case (``"On"`` is ``"on"``); a folder named like one is written ``"./on"``. Cached or
+        not, a run trains the same weights.
     precision
         ``"fp32"`` or ``"bf16"`` (bfloat16 autocast of the networks' forward passes, for
         GPUs and CPUs with AMX: on a CPU with AVX-512 BF16 but no AMX it measured 0.7-0.8x
@@ -261,6 +266,8 @@ class RuntimeSettings:
     --------
     >>> RuntimeSettings(log_every=0).log_every
     1
+    >>> [RuntimeSettings(patch_cache=v).patch_cache for v in ("On", "./On")]
+    ['on', './On']
     >>> RuntimeSettings(precision="fp16")
     Traceback (most recent call last):
     ...
@@ -276,10 +283,12 @@ class RuntimeSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "log_every", max(1, int(self.log_every)))
-        cache = "off" if self.patch_cache is None else os.fspath(self.patch_cache)
-        if not str(cache).strip():
+        cache = "off" if self.patch_cache is None else str(os.fspath(self.patch_cache))
+        if not cache.strip():
             raise ParameterError("patch_cache must be 'auto', 'on', 'off' or a folder, got ''")
-        object.__setattr__(self, "patch_cache", str(cache))
+        if cache.lower() in PATCH_CACHE_KEYWORDS:
+            cache = cache.lower()
+        object.__setattr__(self, "patch_cache", cache)
         if self.precision not in PRECISIONS:
             raise ParameterError(
                 f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
