@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dask
+import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
@@ -229,6 +231,59 @@ def test_auto_reads_one_mixed_window_of_a_large_date() -> None:
     assert choose_sigma(fill, real, clear, window=32).sigma in (0.0, *AUTO_SIGMAS)
 
 
+def _large_case(chunk: int) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray, list]:
+    """A 160 px date in chunks of ``chunk`` px (4 x 4 of 40 px), a fill 0.05 too dark, a round
+    cloud across chunk borders; the fill's chunks are computed by a block function that
+    records which chunk it computed."""
+    n = 160
+    yy, xx = np.mgrid[0:n, 0:n]
+    truth = np.broadcast_to(0.3 + 0.001 * xx, (2, n, n)).astype("float32")
+    cloud = (yy - 70) ** 2 + (xx - 70) ** 2 < 22**2
+    computed: list[tuple[int, ...]] = []
+
+    def darker(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        computed.append(tuple(block_info[0]["chunk-location"]))
+        return block - np.float32(0.05)
+
+    base = da.from_array(truth, chunks=(2, chunk, chunk))
+    fill = da.map_blocks(darker, base, dtype="float32", meta=np.empty((0, 0, 0), "float32"))
+    dims = ("band", "y", "x")
+    real = np.where(cloud[None], np.float32(0.9), truth)
+    return (
+        xr.DataArray(fill, dims=dims),
+        xr.DataArray(real, dims=dims).chunk({"y": chunk, "x": chunk}),
+        xr.DataArray(~cloud, dims=("y", "x")).chunk(chunk),
+        computed,
+    )
+
+
+def test_auto_computes_one_chunk_of_the_fill() -> None:
+    # 32 px windows on 40 px chunks: a window of the grid from the corner (32..64) would
+    # straddle the chunk border at 40 and compute up to four chunks of the fill.
+    fill, real, clear, computed = _large_case(40)
+    with dask.config.set(scheduler="sync"):
+        choice = choose_sigma(fill, real, clear, window=32)
+    assert choice.sigma in AUTO_SIGMAS  # the window saw the cloud and the bias
+    assert len(computed) == 1, computed  # of the fill's 16 chunks
+    cut = sample_window(~clear, 32, {"y": (40,) * 4, "x": (40,) * 4})
+    assert all(s.start // 40 == (s.stop - 1) // 40 for s in cut.values())
+    # Chunks smaller than the window: the fewest neighbouring ones (2 x 2 of 20 px).
+    fill, real, clear, computed = _large_case(20)
+    with dask.config.set(scheduler="sync"):
+        choose_sigma(fill, real, clear, window=32)
+    assert len(set(computed)) <= 4 and len(computed) == len(set(computed))
+
+
+def test_the_window_is_the_same_on_chunks_that_are_multiples_of_it() -> None:
+    clear = _large_case(40)[2]
+    unusable = (~clear).compute()
+    free = sample_window(unusable, 20)
+    assert sample_window(unusable.chunk(40), 20, {"y": (40,) * 4, "x": (40,) * 4}) == free
+    assert sample_window(unusable, 20, {"y": (80, 80), "x": (60, 60, 40)}) == free
+    with pytest.raises(ParameterError, match="add up"):
+        sample_window(unusable, 20, {"y": (80, 70)})
+
+
 def test_the_adjust_setting_is_checked() -> None:
     check_adjust("auto")
     check_adjust(12)
@@ -258,4 +313,5 @@ def test_fill_series_records_the_sigma_of_each_date(scene: xr.Dataset, adjust) -
             fixed = fill_series(cube, None, dates=[cube.time.values[i]], feather=4, adjust=value)
             np.testing.assert_array_equal(fixed["s2"].values[0], out["s2"].values[i])
     else:
-        assert (sigma.values == adjust).all()
+        # A date with no unusable pixel has nothing to adjust (fill_date records 0).
+        assert (sigma.values[frac > 0] == adjust).all() and (sigma.values[frac == 0] == 0).all()

@@ -147,10 +147,13 @@ def test_chain_reads_the_written_dates_and_resumes_mid_chain(
     assert run(fill_series_argv(cube, path, out, "--max-ref-age", "40")) == 2
 
 
-def _settings(window: int | None) -> FillSettings:
+def _settings(window: int | None, adjust: float | str = "auto") -> FillSettings:
     """16 px tiles, references up to 400 days old, dates cut in windows of ``window`` px."""
     return FillSettings(
-        rule=PairingRule(max_ref_age=400), inference=InferenceSettings(tile=16), window=window
+        rule=PairingRule(max_ref_age=400),
+        inference=InferenceSettings(tile=16),
+        window=window,
+        adjust=adjust,
     )
 
 
@@ -168,24 +171,29 @@ def test_windows_run_the_model_once_per_block(
     # 32 px chunks: inference blocks of 4 tiles (64 px), four per date.
     cube = cloudfill.write_cube(ds, tmp_path / "cube.zarr", chunks={"y": 32, "x": 32})
     model = make_tiny_model(ds).save(tmp_path / "model.safetensors")
-    outs, counts = {}, {}
-    for window in (None, 64):
-        calls.clear()
-        out = tmp_path / f"{window}.zarr"
-        fill_to_zarr(cube, out, model, _settings(window))
-        counts[window] = len(calls)
-        outs[window] = _load(out)
-        # The scratch copies of the syntheses are gone once their dates are written.
-        assert not (out / ".cloudfill-done" / "work").exists()
-    assert counts[64] == counts[None] == 4  # one synthesized date of four blocks
-    for name in ("s2", "filled", "confidence"):
-        np.testing.assert_array_equal(outs[64][name].values, outs[None][name].values)
-    assert outs[64].attrs["cloudfill_adjust"] > 0
+    # "auto" chooses the date's sigma on a window of its synthesis (stored first, so the
+    # model runs once per block there too); 12: a fixed adjustment, whose halo crosses the
+    # window edges.
+    for adjust in ("auto", 12.0):
+        outs, counts = {}, {}
+        for window in (None, 64):
+            calls.clear()
+            out = tmp_path / f"{window}-{adjust}.zarr"
+            fill_to_zarr(cube, out, model, _settings(window, adjust))
+            counts[window] = len(calls)
+            outs[window] = _load(out)
+            # The scratch copies of the syntheses are gone once their dates are written.
+            assert not (out / ".cloudfill-done" / "work").exists()
+        assert counts[64] == counts[None] == 4, adjust  # one synthesized date, four blocks
+        for name in ("s2", "filled", "confidence", "error_scale", "adjust_sigma"):
+            np.testing.assert_array_equal(outs[64][name].values, outs[None][name].values)
+        assert outs[64].attrs["cloudfill_adjust"] == adjust
+    assert outs[64]["adjust_sigma"].values.tolist() == [0.0, 12.0, 0.0]
     # A scratch copy left by a run killed between recording a date and removing it goes
     # with the next run, even one with nothing left to do.
-    stale = tmp_path / "64.zarr" / ".cloudfill-done" / "work" / "20230101T000000.zarr"
+    stale = tmp_path / "64-12.0.zarr" / ".cloudfill-done" / "work" / "20230101T000000.zarr"
     stale.mkdir(parents=True)
-    fill_to_zarr(cube, tmp_path / "64.zarr", model, _settings(64))
+    fill_to_zarr(cube, tmp_path / "64-12.0.zarr", model, _settings(64, 12.0))
     assert not stale.parent.exists()
 
 

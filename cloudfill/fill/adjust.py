@@ -26,17 +26,22 @@ them are held out, shaped like the date's real gaps (its own unusable mask, shif
 candidate in :data:`AUTO_SIGMAS` (and off) predicts them from the rest, and a sigma is kept
 only if it beats off on both the held-out MAE and RMSE by :data:`AUTO_MARGIN`; otherwise
 the date is left unadjusted. The choice reads one window of the date (:data:`AUTO_WINDOW`
-px a side, the most mixed clear/cloudy one), so its cost does not grow with the scene.
+px a side, the most mixed clear/cloudy one) lying inside one chunk of the fill (or of the
+fewest neighbouring chunks, where chunks are smaller than the window), so it computes one
+chunk of the fill's graph whatever the scene's size, and needs no halo (the window is
+adjusted on its own). A synthesized fill's chunk is a whole inference block (at least four
+model tiles a side), so on a scene of one block the choice synthesizes the whole date.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -234,26 +239,105 @@ class AdjustChoice:
     n_holdout: int = 0
 
 
-def sample_window(unusable: xr.DataArray, size: int = AUTO_WINDOW) -> dict[str, slice]:
+def sample_window(
+    unusable: xr.DataArray,
+    size: int = AUTO_WINDOW,
+    chunks: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, slice]:
     """The ``size`` x ``size`` tile of ``unusable`` (y, x) with the most even mix of clear
     and unusable pixels (``{}``: the whole image, when it is no larger than that).
 
-    One small reduction of the mask (a count per tile); the first tile wins a tie.
+    Tiles lie inside one chunk of the grid ``chunks`` (chunk sizes along ``y`` and ``x``,
+    e.g. those of the fill a window is computed from), so reading a tile computes one chunk,
+    or the fewest neighbouring ones where chunks are smaller than a tile: along each axis the
+    chunks are taken in runs of at least ``size`` pixels and each run is cut into tiles
+    from its start. Without ``chunks`` (or on chunks that are multiples of ``size``) the
+    tiles are those of one grid from the top-left corner. One small reduction of the mask (a
+    count per tile); the first tile wins a tie.
 
     >>> m = xr.DataArray(np.zeros((8, 8), bool), dims=("y", "x"))
     >>> m[4:, 4:6] = True
     >>> sample_window(m, 4)
     {'y': slice(4, 8, None), 'x': slice(4, 8, None)}
+    >>> m = xr.DataArray(np.zeros((10, 10), bool), dims=("y", "x"))
+    >>> sample_window(m, 4, chunks={"y": (5, 5), "x": (5, 5)})  # inside one 5 x 5 chunk
+    {'y': slice(0, 4, None), 'x': slice(0, 4, None)}
     """
     ny, nx = unusable.sizes["y"], unusable.sizes["x"]
     if ny <= size and nx <= size:
         return {}
-    sy, sx = min(size, ny), min(size, nx)
-    counts = unusable.astype("int32").coarsen(y=sy, x=sx, boundary="trim").sum()
-    bad = to_numpy(counts.transpose("y", "x").compute().data)
-    mixed = np.minimum(bad, sy * sx - bad)
+    chunks = chunks or {}
+    sides = {"y": min(size, ny), "x": min(size, nx)}
+    runs = {d: _runs(unusable.sizes[d], chunks.get(d, ()), sides[d]) for d in ("y", "x")}
+    bad = to_numpy(_tile_counts(unusable.transpose("y", "x").data, runs, sides))
+    mixed = np.minimum(bad, sides["y"] * sides["x"] - bad)
     iy, ix = (int(i) for i in np.unravel_index(int(np.argmax(mixed)), mixed.shape))
-    return {"y": slice(iy * sy, (iy + 1) * sy), "x": slice(ix * sx, (ix + 1) * sx)}
+    y0 = _tile_starts(runs["y"], sides["y"])[iy]
+    x0 = _tile_starts(runs["x"], sides["x"])[ix]
+    return {"y": slice(y0, y0 + sides["y"]), "x": slice(x0, x0 + sides["x"])}
+
+
+def _tile_starts(runs: Sequence[tuple[int, int]], side: int) -> list[int]:
+    """Where the tiles of ``side`` pixels start along an axis: from the start of each run."""
+    return [start + k * side for start, stop in runs for k in range((stop - start) // side)]
+
+
+def _runs(n: int, chunks: Sequence[int], side: int) -> list[tuple[int, int]]:
+    """(start, stop) of runs of consecutive ``chunks`` along an axis of ``n`` pixels, each
+    at least ``side`` long (a short remainder joins the run before it; no chunks: one run)."""
+    if chunks and sum(chunks) != n:
+        raise ParameterError(f"sample_window: chunks {tuple(chunks)} do not add up to {n} px")
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for edge in (*(int(e) for e in np.cumsum(chunks)[:-1]), n):
+        if edge - start >= side:
+            runs.append((start, edge))
+            start = edge
+    if start < n:
+        runs[-1] = (runs[-1][0], n)
+    return runs
+
+
+def _tile_counts(
+    mask: Any, runs: Mapping[str, list[tuple[int, int]]], sides: Mapping[str, int]
+) -> Any:
+    """Unusable pixels per tile (tiles of ``sides`` from the start of each run), lazily on a
+    dask ``mask`` (one block per pair of runs), else in memory."""
+    sy, sx = sides["y"], sides["x"]
+
+    def count(block: Any) -> Any:
+        ky, kx = block.shape[0] // sy, block.shape[1] // sx
+        tiles = block[: ky * sy, : kx * sx].reshape(ky, sy, kx, sx)
+        return tiles.sum(axis=(1, 3), dtype="int64")
+
+    spans = {d: tuple(e - s for s, e in runs[d]) for d in ("y", "x")}
+    if isinstance(mask, da.Array):
+        blocks = mask.rechunk((spans["y"], spans["x"]))
+        out_chunks = (
+            tuple(n // sy for n in spans["y"]),
+            tuple(n // sx for n in spans["x"]),
+        )
+        return blocks.map_blocks(count, dtype="int64", chunks=out_chunks).compute()
+    xp = namespace(mask)
+    rows = [
+        xp.concatenate([count(mask[ys:ye, xs:xe]) for xs, xe in runs["x"]], axis=1)
+        for ys, ye in runs["y"]
+    ]
+    return xp.concatenate(rows, axis=0)
+
+
+def _chunk_grid(*arrays: xr.DataArray) -> dict[str, tuple[int, ...]]:
+    """Chunk sizes along ``y`` and ``x`` whose borders are those of every dask-backed array
+    (a chunk of this grid lies inside one chunk of each); none where all are in memory."""
+    grid = {}
+    for dim in ("y", "x"):
+        borders: set[int] = set()
+        for array in arrays:
+            if array.chunks and dim in array.dims:
+                borders.update(np.cumsum(array.chunksizes[dim]).tolist())
+        if len(borders) > 1:
+            grid[dim] = tuple(int(n) for n in np.diff(sorted({0, *borders})))
+    return grid
 
 
 def holdout_mask(unusable: Any, seed: int = AUTO_SEED, shift: int = 0) -> Any:
@@ -318,7 +402,7 @@ def choose_sigma(
     ----------
     fill, real, clear
         As in :func:`adjust_to_date` (lazy or in memory, NumPy or CuPy); only the window
-        is computed.
+        is computed, and it lies inside one chunk of each (:func:`sample_window`).
     candidates
         Sigmas in pixels to try besides off.
     margin
@@ -350,7 +434,7 @@ def choose_sigma(
     """
     for sigma in candidates:
         check_sigma(sigma)
-    cut = sample_window(~clear, window)
+    cut = sample_window(~clear, window, _chunk_grid(fill, real, clear))
     parts = xr.Dataset({"fill": fill, "real": real, "clear": clear}).isel(cut)
     (parts,) = dask.compute(parts)
     parts = parts.drop_vars(list(parts.coords))  # no index to align: the scoring is per pixel

@@ -253,6 +253,7 @@ class _Job:
         dates: Iterable[Any] | None,
         chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None = None,
         synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
+        adjust: Adjust | None = None,
     ) -> xr.Dataset:
         s = self.settings
         return fill_series(
@@ -261,7 +262,7 @@ class _Job:
             dates=dates,
             cloud_threshold=s.cloud_threshold,
             feather=s.feather,
-            adjust=s.adjust,
+            adjust=s.adjust if adjust is None else adjust,
             rule=s.rule,
             inference=s.inference,
             plan=self.plan,
@@ -290,7 +291,14 @@ def _open_job(cube: Path, model: Any, settings: FillSettings, dates: Any) -> _Jo
         chain=settings.chain,
     )
     job = _Job(ds, cf, plan, settings)
-    job.filled = job.fill(dates)
+    if settings.adjust == AUTO:
+        # The job's layout, plan and dates, without choosing each date's sigma here: the
+        # choice computes a window of the date's fill (for a synthesized date, the model's
+        # blocks there), so it is made when the date is written, from its stored synthesis.
+        job.filled = job.fill(dates, adjust=0)
+        job.filled.attrs["cloudfill_adjust"] = AUTO
+    else:
+        job.filled = job.fill(dates)
     return job
 
 
@@ -333,9 +341,13 @@ def _write_date(
     # read from the output, and with the synthesis stored before the windows are written
     # (the same-date adjustment reads a halo across window edges, which would otherwise run
     # the model on a neighbouring block again for each window).
-    chain = job.settings.chain
-    store = job.settings.adjust != 0 and method == "synthesize" and len(writer.windows(part)) > 1
-    if chain or store:
+    chain, adjust = job.settings.chain, job.settings.adjust
+    # With "auto" the date's sigma is chosen on a window of its fill: from the stored
+    # synthesis, so that the model runs once on each block of the date.
+    auto = adjust == AUTO and method != "none"
+    windowed = adjust != 0 and len(writer.windows(part)) > 1
+    store = method == "synthesize" and (auto or windowed)
+    if chain or store or auto:
         part = job.fill(
             [date],
             chain_from=written if chain else None,
