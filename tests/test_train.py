@@ -243,6 +243,26 @@ def test_cli_train(zarr_path: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run([*args, "--resume", "--max-steps", "3"]) == 0
 
 
+def test_cli_recipe_options_reach_the_card(
+    zarr_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The small-real-set recipe's settings (benchmarks/RESULTS.md) are CLI options."""
+    base = ["train", str(zarr_path), "--variant", "S", "--patch-size", "32", "--no-progress"]
+    args = [*base, "--out", str(tmp_path / "m"), "--max-steps", "1", "--base-filters", "4"]
+    args += ["--n-blocks", "1", "--lambda-l1", "1e4", "--d-filters", "8", "--d-layers", "2"]
+    args += ["--pixel-features", "16", "--val-fraction", "0.25", "--test-fraction", "0"]
+    assert run([*args, "--block-size", "32"]) == 0
+    training = load_model(tmp_path / "m" / "best.safetensors").card.training
+    assert training["lambda_l1"] == 1e4 and training["pixel_features"] == 16
+    assert (training["d_filters"], training["d_layers"]) == (8, 2)
+    assert training["fractions"] == [0.75, 0.25, 0.0] and training["block_size"] == 32
+    capsys.readouterr()
+    bad = [*base, "--out", str(tmp_path / "b"), "--val-fraction", "0.7", "--test-fraction", "0.6"]
+    assert run(bad) == 2
+    assert "fractions" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
 def test_cli_bad_input_exits_2(
     zarr_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -105,6 +105,24 @@ def train_command(
         help="Keep an exponential moving average of the generator's weights with this decay "
         "(e.g. 0.999) and score, save and return it (default: the trained weights).",
     ),
+    lambda_l1: float = typer.Option(
+        100.0,
+        help="Weight of the masked L1 term against the adversarial term (paper: 100). On a "
+        "small real set, 1e4 (the GAN term nearly off) with --ema 0.99, --lr 1e-3 and a small "
+        "network trained best (benchmarks/RESULTS.md, real S1 -> S2).",
+    ),
+    d_filters: int = typer.Option(64, help="Discriminator width (paper: 64)."),
+    d_layers: int = typer.Option(3, help="Discriminator stride-2 layers (paper: 3)."),
+    pixel_features: int = typer.Option(
+        32, help="Width of the generator's per-pixel (1x1) path into its head (0: none)."
+    ),
+    block_size: int | None = typer.Option(
+        None, help="Side in pixels of the blocks split into train/validation/test."
+    ),
+    val_fraction: float = typer.Option(
+        0.1, help="Share of the blocks held out for validation (model selection)."
+    ),
+    test_fraction: float = typer.Option(0.1, help="Share of the blocks held out for testing."),
     despeckle: int = typer.Option(5, help="S1 median window (0 = none)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
@@ -145,10 +163,18 @@ def train_command(
             n_blocks=n_blocks,
             confidence=confidence,
             reference_skip=reference_skip,
+            pixel_features=pixel_features,
+            d_filters=d_filters,
+            d_layers=d_layers,
         ),
-        optim=OptimSettings(batch_size=batch_size, lr=lr, ema=ema),
+        optim=OptimSettings(batch_size=batch_size, lr=lr, ema=ema, lambda_l1=lambda_l1),
         schedule=Schedule(epochs=epochs, max_steps=max_steps, patience=patience),
-        patches=PatchSettings(size=patch_size, overlap=overlap),
+        patches=PatchSettings(
+            size=patch_size,
+            overlap=overlap,
+            block_size=block_size,
+            fractions=(round(1.0 - val_fraction - test_fraction, 12), val_fraction, test_fraction),
+        ),
         reference=reference,
         despeckle=despeckle or None,
         seed=seed,
