@@ -17,8 +17,14 @@ differs from linear interpolation by more than 0.05 in some band.
 
     python benchmarks/bench_learned_gain.py --steps 1500 --out /tmp/learned   # ~25 min, 2 cores
     python benchmarks/bench_learned_gain.py --score-only --out /tmp/learned    # rescore
+    python benchmarks/bench_learned_gain.py --variant SODC --surface-change 0.3 --out DIR
 
-Training resumes from ``OUT/model`` when it exists.
+``--variant SODC`` trains the change-aware variant instead; ``--surface-change`` simulates
+the training and the held-out scenes with surface change (floods, clearing, tillage, wet
+snow: ``simulate_scene(surface_change=...)``). Every run also scores the trained model on
+the held-out scenes with their S1 replaced by its scene mean per polarisation ("trained, no
+S1": the radar then carries no information, in the blend reference or the network), which
+shows what SAR adds. Training resumes from ``OUT/model`` when it exists.
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ NETWORK = NetworkSettings(
 )
 
 
-def _config(steps: int) -> TrainConfig:
+def _config(steps: int, variant: str = "SOD") -> TrainConfig:
     return TrainConfig(
-        "SOD",
+        variant,
         network=NETWORK,
         optim=OptimSettings(batch_size=8, lr=2e-4, lambda_l1=1e4, ema=0.99),
         schedule=Schedule(epochs=100, max_steps=steps, patience=None),
@@ -82,10 +88,16 @@ def _psnr(err: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean(err**2)))
 
 
-def _score(models: dict[str, CloudfillModel]) -> pd.DataFrame:
+def _without_s1(ds):
+    """``ds`` with S1 replaced by its scene mean per polarisation: no radar information."""
+    mean = ds["s1"].mean(("s1_time", "y", "x"))
+    return ds.assign(s1=(ds["s1"] * 0 + mean).astype("float32").assign_attrs(ds["s1"].attrs))
+
+
+def _score(models: dict[str, CloudfillModel], change: float = 0.0) -> pd.DataFrame:
     rows = []
     for seed in TEST_SEEDS:
-        ds = cloudfill.simulate_scene((256, 256), dates=16, seed=seed)
+        ds = cloudfill.simulate_scene((256, 256), dates=16, seed=seed, surface_change=change)
         truth = ds["truth"].values
         mask = cloud_mask(ds).values
         dates = ds.indexes["time"]
@@ -99,6 +111,10 @@ def _score(models: dict[str, CloudfillModel]) -> pd.DataFrame:
             out = cloudfill.fill_series(ds, model, adjust=0)
             preds[name] = out["s2"].values
             plan = out["method"].values
+        trained = models["trained"]
+        preds["trained, no S1"] = cloudfill.fill_series(_without_s1(ds), trained, adjust=0)[
+            "s2"
+        ].values
         synth = np.asarray(plan) == "synthesize"
         pixels = mask & synth[:, None, None]
         pixels &= np.isfinite(np.stack([p for p in preds.values()])).all(axis=(0, 2))
@@ -120,6 +136,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--score-only", action="store_true")
+    parser.add_argument("--variant", default="SOD", choices=["SOD", "SODC"])
+    parser.add_argument("--surface-change", type=float, default=0.0)
+    parser.add_argument("--train-size", type=int, default=384)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
@@ -127,14 +146,22 @@ def main() -> None:
     if not args.score_only:
         t0 = time.time()
         scene = cloudfill.simulate_scene(
-            (384, 384), dates=16, seed=TRAIN_SEED, cloud_fraction=list(CLOUD)
+            (args.train_size, args.train_size),
+            dates=16,
+            seed=TRAIN_SEED,
+            cloud_fraction=list(CLOUD),
+            surface_change=args.surface_change,
         )
-        cloudfill.train(scene, _config(args.steps), run, resume=(run / "last").exists())
+        config = _config(args.steps, args.variant)
+        cloudfill.train(scene, config, run, resume=(run / "last").exists())
         print(f"trained {args.steps} steps in {time.time() - t0:.0f} s")
     trained = load_model(run / "best.safetensors")
-    table = _score({"trained": trained, "untrained": _untrained(trained)})
+    table = _score({"trained": trained, "untrained": _untrained(trained)}, args.surface_change)
     table.to_csv(args.out / "learned_gain.csv", index=False)
-    print(f"{cpu_model()}, load {load()}; test seeds {TEST_SEEDS}, adjust=0, synthesized dates")
+    print(
+        f"{cpu_model()}, load {load()}; {trained.variant.name}, surface_change "
+        f"{args.surface_change}; test seeds {TEST_SEEDS}, adjust=0, synthesized dates"
+    )
     pivot = table.groupby(["pixels", "method"]).apply(
         lambda g: pd.Series({"n": g["n"].sum(), "mae": np.average(g["mae"], weights=g["n"])})
     )
@@ -142,6 +169,7 @@ def main() -> None:
     by_scene = table[table["pixels"] == "all"].pivot(index="seed", columns="method", values="mae")
     by_scene["trained / untrained"] = by_scene["trained"] / by_scene["untrained"]
     by_scene["trained / interpolation"] = by_scene["trained"] / by_scene["interpolation"]
+    by_scene["no S1 / trained"] = by_scene["trained, no S1"] / by_scene["trained"]
     print(by_scene.round(5).to_string())
 
 

@@ -72,10 +72,13 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 
 # --------------------------------------------------------------------------- samples
-def scene_samples(seed: int, shape: int, dates: int, n_clear: int) -> dict[str, np.ndarray]:
+def scene_samples(
+    seed: int, shape: int, dates: int, n_clear: int, **scene: object
+) -> dict[str, np.ndarray]:
     """Per-pixel samples of one simulated scene (cloudy pixels, and a subsample of clear
-    ones), both with a clear value on each side of the target."""
-    ds = cloudfill.simulate_scene((shape, shape), dates=dates, seed=seed)
+    ones), both with a clear value on each side of the target; ``scene``: more arguments of
+    ``simulate_scene`` (e.g. ``surface_change``)."""
+    ds = cloudfill.simulate_scene((shape, shape), dates=dates, seed=seed, **scene)
     mask = cloud_mask(ds).values.astype(bool)  # True = unusable
     s2 = ds["s2"].sel(band=list(BANDS)).values
     truth = ds["truth"].sel(band=list(BANDS)).values
@@ -142,10 +145,12 @@ def scene_samples(seed: int, shape: int, dates: int, n_clear: int) -> dict[str, 
     return {k: np.concatenate(v) for k, v in rows.items()}
 
 
-def gather(seeds: list[int], shape: int, dates: int, n_clear: int) -> dict[str, np.ndarray]:
+def gather(
+    seeds: list[int], shape: int, dates: int, n_clear: int, **scene: object
+) -> dict[str, np.ndarray]:
     parts = []
     for seed in seeds:
-        part = scene_samples(seed, shape, dates, n_clear)
+        part = scene_samples(seed, shape, dates, n_clear, **scene)
         for kind in ("cloudy", "clear"):
             part[f"{kind}/seed"] = np.full(len(part[f"{kind}/date"]), seed)
         parts.append(part)
@@ -181,6 +186,16 @@ def features(d: dict[str, np.ndarray], kind: str, which: str) -> np.ndarray:
             g("s1"),
             g("s1_before"),
             g("s1_after"),
+            g("dem"),
+        ]
+    elif which == "full-diffS1":  # S1 as changes since each side, not as levels
+        cols = [
+            g("blend"),
+            g("before"),
+            g("after"),
+            g("ages"),
+            g("s1") - g("s1_before"),
+            g("s1") - g("s1_after"),
             g("dem"),
         ]
     elif which == "full-noS1":
