@@ -111,7 +111,7 @@ def confidence_from_error_scale(error_scale: xr.DataArray) -> xr.DataArray:
     Examples
     --------
     >>> b = xr.DataArray(np.array([[[0.0, 0.01]]] * 4, "float32"), dims=("band", "y", "x"))
-    >>> confidence_from_error_scale(b).round(3).values.tolist()
+    >>> confidence_from_error_scale(b).values.astype(float).round(3).tolist()
     [[1.0, 0.632]]
     """
     mean = error_scale.mean("band", skipna=False)
