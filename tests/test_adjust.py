@@ -292,7 +292,7 @@ def test_the_adjust_setting_is_checked() -> None:
             check_adjust(bad)
 
 
-@pytest.mark.parametrize("adjust", ["auto", 8.0, 0.0])
+@pytest.mark.parametrize("adjust", [pytest.param("auto", marks=pytest.mark.slow), 8.0, 0.0])
 def test_fill_series_records_the_sigma_of_each_date(scene: xr.Dataset, adjust) -> None:
     cube = scene.drop_vars("s1")  # no S1: every date interpolated, no model needed
     out = fill_series(cube, None, feather=4, adjust=adjust)

@@ -113,6 +113,7 @@ def calibrated(tiny_model):
     return model
 
 
+@pytest.mark.slow  # two fills of the scene, 8 s
 def test_error_scale_in_fill_series(scene: xr.Dataset, tiny_model, calibrated) -> None:
     settings = InferenceSettings(tile=32)
     lazy = fill_series(scene.chunk({"time": 1, "y": 48, "x": 48}), calibrated, inference=settings)
@@ -156,6 +157,7 @@ def test_unfilled_pixels_have_no_error_scale(scene: xr.Dataset, calibrated) -> N
     assert (out["confidence"].values[:, :, :5] == 0).all()
 
 
+@pytest.mark.slow  # two fills, 10 s
 def test_bands_chunked_apart_are_calibrated_like_one_chunk(scene: xr.Dataset, calibrated) -> None:
     """A store written elsewhere may hold one chunk per band: the per-band map needs all."""
     settings = InferenceSettings(tile=32)
