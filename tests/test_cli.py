@@ -148,6 +148,7 @@ def _fresh(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch, 6 s
 def test_fresh_process_describes_the_default_model(tmp_path: Path) -> None:
     path = Path(cloudfill.__file__).parent / "data" / "default_model.safetensors"
     done = _fresh(["info", str(path)], tmp_path)

@@ -204,6 +204,7 @@ def test_chain_result_does_not_depend_on_the_dates_asked(spell_scene: xr.Dataset
         )
 
 
+@pytest.mark.slow  # a whole fill on StrictChunk chunks, 5 s
 def test_the_chunk_type_is_kept(scene: xr.Dataset, tiny_model) -> None:
     # CuPy chunks in, CuPy chunks out: checked on the CPU with a stand-in chunk type that,
     # like CuPy, refuses NumPy operands (an xarray-made NumPy fill or a Python scalar made
