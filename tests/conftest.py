@@ -195,6 +195,19 @@ def count_model_blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    convolutions gain nothing from threads, and on a busy machine OpenMP threads waiting for
+    each other make them many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_tiny_model(
     ds: xr.Dataset,
     variant: str = "SOD",

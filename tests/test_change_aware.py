@@ -7,7 +7,6 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import xarray as xr
 
 import cloudfill
@@ -144,23 +143,19 @@ def test_needs_the_blend_reference() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_trains_and_fills(cube: xr.Dataset, tmp_path) -> None:
     from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = TrainConfig(
-            "SODC",
-            network=NetworkSettings(base_filters=8, n_blocks=1, d_filters=8),
-            optim=OptimSettings(lr=2e-4),
-            schedule=Schedule(epochs=1, max_steps=3),
-            patches=PATCHES,
-            reference="blend",
-        )
-        model = cloudfill.train(cube, config, tmp_path / "run")
-    finally:
-        torch.set_num_threads(threads)
+    config = TrainConfig(
+        "SODC",
+        network=NetworkSettings(base_filters=8, n_blocks=1, d_filters=8),
+        optim=OptimSettings(lr=2e-4),
+        schedule=Schedule(epochs=1, max_steps=3),
+        patches=PATCHES,
+        reference="blend",
+    )
+    model = cloudfill.train(cube, config, tmp_path / "run")
     assert model.variant.name == "SODC" and model.card.reference_mode == "blend"
     assert model.card.input_channels == list(get_variant("SODC").channels)
     out = cube.cloudfill.fill_series(model=model)

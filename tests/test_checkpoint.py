@@ -6,7 +6,6 @@ import dataclasses
 import io
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,13 +30,7 @@ from cloudfill.model import (
 )
 from cloudfill.model.checkpoint import CARD_NAME, FORMAT_TAG, WEIGHTS_NAME
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trained_like(variant: str = "SOD", **kwargs: object) -> Generator:

@@ -6,7 +6,6 @@ Small widths (base_filters 4-8, 1-2 residual blocks) and 64 px tiles keep the mo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -29,14 +28,7 @@ from cloudfill.model import (
 )
 from cloudfill.model.attention import ChannelAttention
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The test machine is shared; one thread avoids oversubscription on tiny convolutions.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _with_running_stats(g: Generator, seed: int = 0) -> Generator:

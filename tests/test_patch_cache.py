@@ -40,12 +40,7 @@ PATCHES = PatchSettings(32, overlap=0, block_size=32)
 SPLITS = ("train", "val", "test")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

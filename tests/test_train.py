@@ -53,14 +53,7 @@ def tiny(
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> None:
-    # Tiny convolutions gain nothing from threads, and on a busy machine OpenMP threads
-    # waiting for each other make them many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
