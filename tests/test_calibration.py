@@ -29,53 +29,81 @@ from cloudfill.model.checkpoint import read_card
 BANDS = ("B02", "B03", "B04", "B08")
 
 
-def _synthetic(seed: int, n: int = 40_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Raw scales 3x too wide in B02, 5x in the others, with a floor; interpolated half."""
+def _synthetic(seed: int, n: int = 40_000) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Laplace errors whose scale grows with the level and the gap, smaller where synthesized;
+    returns the errors, the features and the true scales (n, band)."""
     rng = np.random.default_rng(seed)
-    raw = rng.lognormal(np.log(0.03), 0.6, (n, 4))
-    true = np.maximum(raw / np.array([3.0, 5.0, 5.0, 5.0]), 0.002)
-    kind = np.where(np.arange(n) % 2 == 0, "synthesized", "interpolated")
-    true[kind == "interpolated"] = np.array([0.01, 0.012, 0.015, 0.03])
-    raw[kind == "interpolated"] = np.nan
-    return rng.laplace(0.0, true), raw, kind
+    level = rng.uniform(0.0, 0.5, (n, 4))
+    gap = rng.uniform(np.log1p(10), np.log1p(200), (n, 1))
+    synthesized = (np.arange(n) % 2 == 0).astype(float)[:, None]
+    true = (0.002 + 0.04 * level) * np.exp(0.5 * (gap - 3.0)) * np.where(synthesized, 0.6, 1.0)
+    features = {"level": level, "age_gap": gap, "synthesized": synthesized}
+    return rng.laplace(0.0, true), features, true
+
+
+def _scale(cal: Calibration, features: dict[str, np.ndarray]) -> np.ndarray:
+    """The calibration's scale of (n, band) features, as (n, band)."""
+    arrays = {
+        k: xr.DataArray(np.broadcast_to(v, (len(v), 4)).T[:, :, None], dims=("band", "y", "x"))
+        for k, v in features.items()
+    }
+    return cal.scale(arrays).values[:, :, 0].T
 
 
 def test_fitted_intervals_cover_a_new_laplace_sample() -> None:
-    error, raw, kind = _synthetic(0)
-    cal = fit_calibration(BANDS, error, raw, kind)
-    error, raw, kind = _synthetic(1)  # a fresh sample: no pixel of the fit
-    synth = kind == "synthesized"
-    scale = np.empty_like(error)
-    scale[synth] = cal.map_raw(raw[synth], band_axis=1)
-    scale[~synth] = np.array(cal.interpolated)
+    error, features, _ = _synthetic(0)
+    cal = fit_calibration(BANDS, error, features)
+    error, features, true = _synthetic(1)  # a fresh sample: no value of the fit
+    scale = _scale(cal, features)
     got = coverage(error, scale)
     assert all(abs(got[q] - q) < 0.02 for q in got), got
-    # Per kind too, and the raw scale was far off.
-    for pick in (synth, ~synth):
+    synth = features["synthesized"][:, 0] == 1
+    for pick in (synth, ~synth):  # per kind too
         assert all(abs(c - q) < 0.03 for q, c in coverage(error[pick], scale[pick]).items())
-    assert coverage(error[synth], raw[synth])[0.5] > 0.85
+    # The fitted scale follows the true one (float64 reference), not just its mean.
+    ratio = scale / true
+    assert (
+        0.9 < np.median(ratio) < 1.1 and np.quantile(ratio, 0.95) / np.quantile(ratio, 0.05) < 1.6
+    )
+    # One scale for every value would miss: the features carry the ranking.
+    flat = coverage(error, np.full(error.shape, np.abs(error).mean()))
+    assert abs(flat[0.5] - 0.5) > 0.05
 
 
 def test_calibration_round_trips_through_the_card(tmp_path) -> None:
-    error, raw, kind = _synthetic(0, 5_000)
-    cal = fit_calibration(BANDS, error, raw, kind, fitted_on={"seeds": [81]})
+    error, features, _ = _synthetic(0, 5_000)
+    cal = fit_calibration(BANDS, error, features, fitted_on={"seeds": [81]})
     card = ModelCard("S", base_filters=4, n_blocks=1, calibration=cal.to_dict())
     back = ModelCard.from_json(card.to_json())
     assert back == card and Calibration.from_dict(back.calibration) == cal
     assert Calibration.from_dict(back.calibration).fitted_on["seeds"] == [81]
     # Cards written before the field existed still read (uncalibrated).
     assert ModelCard.from_json('{"format_version": 1, "variant": "S"}').calibration is None
-    bad = {**cal.to_dict(), "scale": [list(reversed(k)) for k in cal.to_dict()["scale"]]}
-    with pytest.raises(errors.CheckpointError, match="non-decreasing"):
+    data = cal.to_dict()
+    bad = {
+        **data,
+        "curves": {
+            "level": [list(reversed(data["curves"]["level"][0])), data["curves"]["level"][1]]
+        },
+    }
+    with pytest.raises(errors.CheckpointError, match="increasing"):
         ModelCard.from_dict({**card.to_dict(), "calibration": bad})
+    unknown = {**data, "flags": {"snow": 1.0}}
+    with pytest.raises(errors.CheckpointError, match="snow"):
+        ModelCard.from_dict({**card.to_dict(), "calibration": unknown})
+    # A calibration of the older form (a map of the raw scale) is ignored, with a warning.
+    older = {"bands": list(BANDS), "raw": [[0.01]] * 4, "scale": [[0.02]] * 4}
+    older |= {"synthesized": [0.01] * 4, "interpolated": [0.02] * 4, "fitted_on": {}}
+    with pytest.warns(UserWarning, match="older form"):
+        assert ModelCard.from_dict({**card.to_dict(), "calibration": older}).calibration is None
 
 
 def test_write_calibration_keeps_the_weights_byte_identical(tmp_path) -> None:
     src = resources.files("cloudfill") / "data" / "default_model.safetensors"
     path = tmp_path / "m.safetensors"
     shutil.copy(src, path)
-    error, raw, kind = _synthetic(0, 5_000)
-    cal = fit_calibration(BANDS, error, raw, kind)
+    error, features, _ = _synthetic(0, 5_000)
+    cal = fit_calibration(BANDS, error, features)
     write_calibration(path, cal)
     assert Calibration.from_dict(read_card(path).calibration) == cal
     with safe_open(str(src), "np") as a, safe_open(str(path), "np") as b:
@@ -100,13 +128,13 @@ def test_confidence_from_error_scale() -> None:
 
 @pytest.fixture(scope="module")
 def calibrated(tiny_model):
-    """The tiny model with a calibration: raw scales halved, interpolation 0.02 per band."""
+    """The tiny model with a calibration: interpolated values 0.02, 0.02, 0.03, 0.04 per
+    band, synthesized ones half that."""
     cal = Calibration(
         BANDS,
-        raw=((1e-4, 10.0),) * 4,
-        scale=((0.5e-4, 5.0),) * 4,
-        synthesized=(0.01,) * 4,
-        interpolated=(0.02, 0.02, 0.03, 0.04),
+        intercept=tuple(np.log([0.02, 0.02, 0.03, 0.04])),
+        flags={"synthesized": float(np.log(0.5))},
+        curves={},
     )
     model = copy.copy(tiny_model)
     model.card = replace(tiny_model.card, calibration=cal.to_dict())
@@ -133,18 +161,18 @@ def test_error_scale_in_fill_series(scene: xr.Dataset, tiny_model, calibrated) -
     synth = np.isfinite(es_raw).all(axis=1) & filled  # uncalibrated: raw b where synthesized
     interp = filled & ~synth
     assert synth.any() and interp.any()
+    per_band = np.array([0.02, 0.02, 0.03, 0.04])
     np.testing.assert_allclose(
-        np.moveaxis(es, 1, -1)[synth], np.moveaxis(es_raw, 1, -1)[synth] / 2, rtol=1e-4
+        np.moveaxis(es, 1, -1)[synth], [per_band / 2] * int(synth.sum()), rtol=1e-5
     )
     # Interpolated pixels: the calibration's per-band scale; uncalibrated: NaN.
     np.testing.assert_allclose(
-        np.moveaxis(es, 1, -1)[interp], [[0.02, 0.02, 0.03, 0.04]] * int(interp.sum()), rtol=1e-6
+        np.moveaxis(es, 1, -1)[interp], [per_band] * int(interp.sum()), rtol=1e-5
     )
     assert np.isnan(np.moveaxis(es_raw, 1, -1)[interp]).all()
     assert (raw["confidence"].values[interp] == INTERPOLATION_CONFIDENCE).all()
     conf = out["confidence"].values
-    expected = 1 - np.exp(-0.01 / np.mean([0.02, 0.02, 0.03, 0.04]))
-    np.testing.assert_allclose(conf[interp], expected, rtol=1e-5)
+    np.testing.assert_allclose(conf[interp], 1 - np.exp(-0.01 / per_band.mean()), rtol=1e-5)
     # The values do not depend on the calibration.
     np.testing.assert_array_equal(out["s2"].values, raw["s2"].values)
 
@@ -181,11 +209,13 @@ def test_calibrate_fits_a_model_with_and_without_a_head(head: bool) -> None:
     ]
     # Blend pairing: every cloudy date with S1 is synthesized (no clear date is needed).
     model = make_tiny_model(scenes[0], confidence=head, reference_mode="blend")
-    cal = calibrate(model, scenes, bins=2)
+    cal = calibrate(model, scenes, knots=3)
     assert cal.fitted_on["adjust"] == "auto" and cal.fitted_on["seeds"] == [81, 82, 83]
-    assert np.isfinite(cal.interpolated).all()
-    if head:  # the head's raw scale is mapped
-        assert all(len(knots) >= 1 for knots in cal.raw)
-        assert np.isfinite(cal.map_raw(np.full((1, 4), 0.01), band_axis=1)).all()
-    else:  # one fitted constant per band
-        assert np.isfinite(cal.synthesized).all() and not any(cal.raw)
+    assert ("raw" in cal.curves) == head  # without a head the raw feature is constant
+    assert {"level", "age_gap", "departure"} <= set(cal.curves) and "synthesized" in cal.flags
+    # Applied in a fill, every filled value gets a finite scale.
+    calibrated = copy.copy(model)
+    calibrated.card = replace(model.card, calibration=cal.to_dict())
+    out = fill_series(scenes[0], calibrated).compute()
+    es = np.moveaxis(out["error_scale"].values, 1, -1)[out["filled"].values]
+    assert es.size and np.isfinite(es).all() and (es > 0).all()

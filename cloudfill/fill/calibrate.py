@@ -3,17 +3,17 @@
 The scenes must be ones the model never trained on (for the shipped default model: simulated
 scenes with seeds other than its training seed, see ``benchmarks/bench_calibration.py``).
 Each scene is filled as :func:`~cloudfill.fill.series.fill_series` fills it (same-date
-adjustment and all) twice: with the model, uncalibrated, whose filled pixels with a raw
-scale are the *synthesized* sample; and without S1, so that every filled pixel is
-*interpolated*, the sample of the interpolation's scale. Only pixels inside the masks
-(``filled``) are used, against the scene's ``truth``; the fit is
+adjustment and all) twice: with the model, uncalibrated, and without S1, so that every
+filled pixel is interpolated; both kinds of value are then well sampled. Only pixels inside
+the masks (``filled``) are used, against the scene's ``truth``, with the features the fill
+reports (``error_features=True``, :mod:`cloudfill.fill.error_scale`); the fit is
 :func:`cloudfill.model.calibration.fit_calibration`.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -25,11 +25,7 @@ from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust
 from cloudfill.fill.plan import resolve_model
 from cloudfill.fill.series import fill_series
 from cloudfill.infer.settings import InferenceSettings
-from cloudfill.model.calibration import (
-    COVERAGE_QUANTILES,
-    Calibration,
-    fit_calibration,
-)
+from cloudfill.model.calibration import Calibration, fit_calibration
 
 __all__ = ["MAX_PIXELS_PER_SCENE", "calibrate", "filled_errors", "uncalibrated"]
 
@@ -54,31 +50,38 @@ def filled_errors(
     seed: int = 0,
     limit: int = MAX_PIXELS_PER_SCENE,
     synthesized: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(n, band) errors (fill minus truth) and error scales of the filled pixels of a
-    computed ``fill_series`` output, at most ``limit`` of them (a seeded random draw); with
+    computed ``fill_series`` output, at most ``limit`` of them (a seeded random draw), and,
+    when the output has ``error_features``, their (n, band) values per feature; with
     ``synthesized``, only the pixels of dates the plan synthesized."""
     filled = np.asarray(out["filled"].values, bool)
     if synthesized:
         filled &= (np.asarray(out["method"].values) == "synthesize")[:, None, None]
-    s2 = np.moveaxis(np.asarray(out["s2"].values, "float64"), 1, -1)[filled]
-    scale = np.moveaxis(np.asarray(out["error_scale"].values, "float64"), 1, -1)[filled]
-    true = np.moveaxis(np.asarray(truth.transpose(*out["s2"].dims).values, "float64"), 1, -1)
-    error = s2 - true[filled]
-    if len(error) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(error), limit, replace=False))
-        error, scale = error[keep], scale[keep]
-    return error, scale
+    keep = np.flatnonzero(filled.ravel())
+    if len(keep) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, limit, replace=False))
+
+    def pixels(array: xr.DataArray) -> np.ndarray:  # (time, band, y, x) -> (n, band)
+        values = np.moveaxis(np.asarray(array.transpose("time", "band", "y", "x").values), 1, -1)
+        return values.reshape(-1, values.shape[-1])[keep].astype("float64")
+
+    error = pixels(out["s2"]) - pixels(truth)
+    scale = pixels(out["error_scale"])
+    features = {}
+    if "error_features" in out:
+        for name in out["feature"].values:
+            features[str(name)] = pixels(out["error_features"].sel(feature=name))
+    return error, scale, features
 
 
 def calibrate(
     model: Any,
     scenes: Iterable[xr.Dataset],
     *,
-    quantiles: Sequence[float] = COVERAGE_QUANTILES,
     adjust: Adjust = DEFAULT_ADJUST,
     inference: InferenceSettings = InferenceSettings(),
-    bins: int = 12,
+    knots: int = 6,
 ) -> Calibration:
     """Fit the :class:`~cloudfill.model.calibration.Calibration` of ``model``'s fills.
 
@@ -90,14 +93,12 @@ def calibrate(
     scenes
         Cubes with a ``truth`` variable (e.g. :func:`cloudfill.simulate_scene`) that the
         model never trained on.
-    quantiles
-        The interval shares to match.
     adjust
         The same-date adjustment the fills use (``fill_series``'s default).
     inference
         Tiling, batching and device.
-    bins
-        Most bins of raw scale per band.
+    knots
+        Knots per feature curve (:func:`~cloudfill.model.calibration.fit_calibration`).
 
     Returns
     -------
@@ -113,38 +114,26 @@ def calibrate(
     ('B02', 'B03', 'B04', 'B08')
     """
     cf = uncalibrated(resolve_model(model, device=inference.device, fast=inference.fast))
-    errors, raws, kinds, seeds = [], [], [], []
+    errors: list[np.ndarray] = []
+    features: dict[str, list[np.ndarray]] = {}
+    seeds = []
     for i, ds in enumerate(scenes):
         if "truth" not in ds:
             raise MissingVariableError("calibrate needs scenes with a 'truth' variable")
         seeds.append(ds.attrs.get("seed"))
-        synth = fill_series(ds, cf, adjust=adjust, inference=inference).compute()
-        if cf.card.confidence:
-            # A raw scale marks the pixels the model filled (the rest fell back to
-            # interpolation, which the second fill below measures).
-            error, raw = filled_errors(synth, ds["truth"], seed=i)
-            keep = np.isfinite(raw).all(axis=1)
-            error, raw = error[keep], raw[keep]
-        else:
-            # No head, no raw scale: the synthesized dates' filled pixels, which get the
-            # calibration's per-band constant.
-            error, _ = filled_errors(synth, ds["truth"], seed=i, synthesized=True)
-            raw = np.full(error.shape, np.nan)
-        errors.append(error)
-        raws.append(raw)
-        kinds.append(np.full(len(error), "synthesized"))
-        interp = fill_series(ds.drop_vars("s1"), None, adjust=adjust).compute()
-        error, _ = filled_errors(interp, ds["truth"], seed=i)
-        errors.append(error)
-        raws.append(np.full(error.shape, np.nan))
-        kinds.append(np.full(len(error), "interpolated"))
+        # The model's fill (synthesized values, and interpolated ones where it had no input)
+        # and the fill without S1, every value interpolated: both kinds well sampled.
+        for cube, m in ((ds, cf), (ds.drop_vars("s1"), None)):
+            out = fill_series(cube, m, adjust=adjust, inference=inference, error_features=True)
+            error, _, feats = filled_errors(out.compute(), ds["truth"], seed=i)
+            errors.append(error)
+            for name, values in feats.items():
+                features.setdefault(name, []).append(values)
     bands = [str(b) for b in cf.card.bands]
     return fit_calibration(
         bands,
         np.concatenate(errors),
-        np.concatenate(raws),
-        np.concatenate(kinds),
-        quantiles=quantiles,
-        bins=bins,
+        {name: np.concatenate(parts) for name, parts in features.items()},
+        knots=knots,
         fitted_on={"seeds": seeds, "adjust": adjust if adjust == AUTO else float(adjust)},
     )

@@ -25,12 +25,13 @@ outside the mask (weight 1 inside the mask, falling linearly to 0), so there is 
 
 ``error_scale`` (band, y, x) is the Laplace scale ``b`` of each filled value's error, in
 reflectance, after the adjustment: ``P(|error| <= b ln(1/(1-q))) = q``. With a calibrated
-model (``ModelCard.calibration``, :mod:`cloudfill.model.calibration`) synthesized pixels get
-the calibrated map of the confidence head's scale (a model without a head: the calibration's
-per-band constant) and interpolated ones the calibration's per-band interpolation scale.
-Uncalibrated, synthesized pixels get the head's raw scale (NaN without a head) and
-interpolated ones NaN. Real pixels get 0, unfilled ones NaN; in the feathered band the
-fill's scale times its blend weight. ``confidence`` (y, x) is defined from it:
+model (``ModelCard.calibration``, :mod:`cloudfill.model.calibration`) every filled value,
+synthesized or interpolated, gets the calibration's scale from what the fill knew about it
+(:mod:`cloudfill.fill.error_scale`: the ages and disagreement of the clear observations
+around it, its departure from interpolation, its level, the head's scale, how interpolation
+did on the date's clear pixels). Uncalibrated, synthesized pixels get the head's raw scale
+(NaN without a head) and interpolated ones NaN. Real pixels get 0, unfilled ones NaN; in the
+feathered band the fill's scale times its blend weight. ``confidence`` (y, x) is defined from it:
 ``1 - exp(-0.01 / b̄)`` (:func:`~cloudfill.model.calibration.confidence_from_error_scale`,
 ``b̄`` the band mean): the probability that the value is within 0.01 reflectance of the
 truth, 1 for real pixels, 0 for unfilled ones; where ``b`` is unknown it is a fixed value:
@@ -52,7 +53,7 @@ from cloudfill._backend import full_like
 from cloudfill._dates import as_dates
 from cloudfill._device import place
 from cloudfill.core.pairs import PairingRule
-from cloudfill.core.temporal import linear_interpolation
+from cloudfill.core.temporal import clear_sides, linear_interpolation
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
@@ -67,12 +68,18 @@ from cloudfill.fill.adjust import (
     resolve_sigma,
 )
 from cloudfill.fill.blend import DEFAULT_FEATHER, feather_weights
+from cloudfill.fill.error_scale import (
+    date_residual,
+    error_features,
+    fill_error_scale,
+    model_calibration,
+)
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import synthesize_with_scale
 from cloudfill.model.calibration import (
     CONFIDENCE_TOLERANCE,
-    Calibration,
+    ERROR_FEATURES,
     confidence_from_error_scale,
 )
 
@@ -146,29 +153,10 @@ def chained_cube(
     )
 
 
-def _calibration(model: Any) -> Calibration | None:
-    """The calibration in the model's card, or None (no model, or an uncalibrated one)."""
-    data = getattr(getattr(model, "card", None), "calibration", None)
-    return None if data is None else Calibration.from_dict(data)
-
-
-def _synthesized_scale(
-    raw: xr.DataArray | None, calibration: Calibration | None, like: xr.DataArray
-) -> xr.DataArray:
-    """Error scale (band, y, x) of synthesized values: the calibrated raw scale; without a
-    calibration the raw scale itself; NaN without either."""
-    if calibration is not None:
-        return calibration.synthesized_scale(raw, like)
-    if raw is not None:
-        return raw.astype("float32")
-    return full_like(like, np.nan, dtype="float32")
-
-
-def _interpolated_scale(calibration: Calibration | None, like: xr.DataArray) -> xr.DataArray:
-    """Error scale (band, y, x) of interpolated values: the calibration's, else NaN."""
-    if calibration is not None:
-        return calibration.interpolated_scale(like)
-    return full_like(like, np.nan, dtype="float32")
+def _cloud_fraction(plan_row: pd.Series, unusable: xr.DataArray) -> float:
+    """The date's cloud fraction: the plan's, else counted (one reduction of the mask)."""
+    value = plan_row.get("cloud_fraction")
+    return float(unusable.mean()) if value is None or pd.isna(value) else float(value)
 
 
 def fill_date(
@@ -185,6 +173,7 @@ def fill_date(
     inference: InferenceSettings = InferenceSettings(),
     sources: Mapping[pd.Timestamp, xr.DataArray] | None = None,
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
+    with_features: bool = False,
 ) -> xr.Dataset:
     """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
     lazily, and ``adjust_sigma`` (the sigma applied; with ``adjust="auto"`` chosen on one
@@ -198,11 +187,13 @@ def fill_date(
     unusable = full_mask.sel(time=date)
     real = ds["s2"].sel(time=date)
     method = plan_row["method"]
-    interp = linear_interpolation(ds, date, mask=full_mask)
+    sides = clear_sides(ds, date, full_mask)
+    interp = linear_interpolation(ds, date, mask=full_mask, sides=sides)
+    interp = interp.drop_vars("time", errors="ignore").transpose("band", "y", "x")
     interp_conf = full_like(unusable, INTERPOLATION_CONFIDENCE, dtype="float32")
-    calibration = _calibration(model)
-    interp_scale = _interpolated_scale(calibration, real.drop_vars("time", errors="ignore"))
+    calibration = model_calibration(model)
     blocks = None
+    raw = synthesized = None
     if method == "synthesize":
         source = ds
         if sources:
@@ -226,27 +217,37 @@ def fill_date(
         candidate = syn.mean.drop_vars("time", errors="ignore")
         blocks = {d: candidate.chunksizes[d] for d in ("y", "x")} if candidate.chunks else None
         raw = None if syn.scale is None else syn.scale.drop_vars("time", errors="ignore")
-        scale = _synthesized_scale(raw, calibration, candidate)
         # The confidence where the error scale is unknown (no head and no calibration).
         conf = full_like(interp_conf, NO_HEAD_CONFIDENCE)
-        has_synth = candidate.notnull().all("band")
-        candidate = candidate.where(has_synth, interp.drop_vars("time", errors="ignore"))
-        conf = conf.where(has_synth, interp_conf)
-        scale = scale.where(has_synth, interp_scale)
+        synthesized = candidate.notnull().all("band")
+        candidate = candidate.where(synthesized, interp)
+        conf = conf.where(synthesized, interp_conf)
     elif method in ("interpolate", "clear"):
-        candidate = interp.drop_vars("time", errors="ignore")
+        candidate = interp
         conf = interp_conf
-        scale = interp_scale
     else:  # "none": nothing to fill with
         candidate = full_like(real, np.nan)
         conf = full_like(interp_conf, 0)
-        scale = full_like(interp_scale, np.nan)
     candidate = candidate.transpose("band", "y", "x")
     sigma = 0.0
     nothing_to_fill = method == "clear" and not plan_row.get("cloud_fraction", 1.0) > 0
     if method != "none" and not nothing_to_fill:  # no unusable pixel: nothing to adjust
         sigma = resolve_sigma(adjust, candidate, real, ~unusable)
         candidate = adjust_to_date(candidate, real, ~unusable, sigma)
+    features = None
+    if (calibration is not None or with_features) and method != "none" and not nothing_to_fill:
+        residual, _ = date_residual(interp, real.transpose("band", "y", "x"), ~unusable)
+        features = error_features(
+            sides=sides,
+            interp=interp,
+            fill=candidate,
+            raw=raw,
+            synthesized=synthesized,
+            sigma=sigma,
+            cloud_fraction=_cloud_fraction(plan_row, unusable),
+            residual=residual,
+        )
+    scale = fill_error_scale(calibration, features, raw, synthesized, candidate)
     available = candidate.notnull().all("band")
     conf = conf.where(available, np.float32(0))
     w = feather_weights(unusable, feather)
@@ -274,6 +275,10 @@ def fill_date(
             "error_scale": error_scale.drop_vars(drop, errors="ignore"),
         }
     )
+    if with_features:
+        like = full_like(out["error_scale"], np.nan)
+        stack = [like if features is None else features[n] for n in ERROR_FEATURES]
+        out["error_features"] = xr.concat(stack, pd.Index(list(ERROR_FEATURES), name="feature"))
     if blocks:
         # Chunked like the inference blocks (the blend above refines them to the input's
         # chunks): a writer cutting between chunks then never splits a block, which would
@@ -298,6 +303,7 @@ def fill_series(
     chain: bool = False,
     chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None = None,
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
+    error_features: bool = False,
 ) -> xr.Dataset:
     """Fill the unusable pixels of every S2 date (or of ``dates``), lazily.
 
@@ -345,6 +351,10 @@ def fill_series(
         values): :func:`~cloudfill.fill.job.fill_to_zarr` stores it first, so that a date
         written in windows (its adjustment reads a halo across them) runs the model once
         per block.
+    error_features
+        Also return ``error_features`` (time, feature, band, y, x): what the calibration of
+        ``error_scale`` reads (:mod:`cloudfill.fill.error_scale`; NaN on dates with nothing
+        to fill). For fitting a calibration (:func:`cloudfill.fill.calibrate.calibrate`).
 
     Returns
     -------
@@ -400,6 +410,7 @@ def fill_series(
         rule=rule,
         inference=inference,
         synthesis_hook=synthesis_hook,
+        with_features=error_features,
     )
     parts = _fill_dates(ds, chosen, plan, fill_one, chain=chain, chain_from=chain_from)
     attrs = {

@@ -6,24 +6,26 @@ the errors is::
 
     |e| <= b * ln(1 / (1 - q))        (q = 0.5: 0.69 b, q = 0.8: 1.61 b, q = 0.95: 3.00 b)
 
-The model's confidence head predicts a scale (``raw`` here), but on the fill it is far from
-calibrated: the fill is adjusted to the date's clear pixels after the model ran, and the head
-was trained on a few thousand steps of one scene (on held-out scenes the raw 50 % interval
-held 93 % of the errors). A :class:`Calibration` maps what is known of a filled pixel to the
-scale of its error, per band:
+The model's confidence head predicts a scale (``raw``), but on the fill it is far from
+calibrated and ranks the errors poorly (Spearman 0.02-0.27 with ``|e|`` on held-out scenes):
+the fill is adjusted to the date's clear pixels after the model ran, falls back to temporal
+interpolation where the model has no input, and its errors are heavy-tailed (the 95th
+percentile of ``|e|`` 15-18 times the median; a Laplace's is 4.3). What ranks them better is
+what the fill knew about each value (benchmarks/RESULTS.md, "Calibrated error bars"): how
+old and how far apart the clear observations around it are, how much they disagree, how far
+the fill departs from interpolation, the reflectance level, and how well interpolation did
+on the date's own clear pixels. A :class:`Calibration` is an additive model of ``ln b`` in
+these :data:`ERROR_FEATURES` (computed by :func:`cloudfill.fill.error_scale.error_features`,
+for synthesized and interpolated values alike)::
 
-- synthesized pixels with a raw scale: a non-decreasing piecewise-linear map of ``log raw``
-  to ``log b`` through per-band knots (constant beyond the end knots);
-- synthesized pixels without one (a model without a confidence head): one scale per band;
-- interpolated pixels (a date, or pixels, the model could not synthesize): one scale per band.
+    ln b = intercept[band] + sum(flag weight * flag) + sum(curve_f(feature f))
 
-Each scale is fitted on pixels the model did not train on (see
-:func:`cloudfill.fill.calibrate.calibrate`) by quantile matching: in each bin of raw scales,
-the scale whose intervals hold the closest shares to ``quantiles`` (smallest largest miss), then the
-bins made non-decreasing (pool-adjacent-violators). A kind with too few pixels to fit gets
-NaN (its error scale is then unknown). The calibration travels in the model card
-(``ModelCard.calibration``, a JSON dict); :func:`write_calibration` stores one into a
-checkpoint without touching its weights.
+each curve piecewise-linear through knots at quantiles of its feature (constant beyond the
+end knots). It is fitted by maximum likelihood, the Laplace negative log-likelihood
+``ln b + |e| / b`` with a small ridge, on pixels the model did not train on
+(:func:`cloudfill.fill.calibrate.calibrate`): ``b`` is then the expected ``|e|`` of values
+like this one. The calibration travels in the model card (``ModelCard.calibration``, a JSON
+dict); :func:`write_calibration` stores one into a checkpoint without touching its weights.
 
 This module does not import torch.
 """
@@ -34,7 +36,8 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +49,12 @@ from cloudfill._backend import namespace
 from cloudfill.errors import CheckpointError, ParameterError
 
 __all__ = [
+    "CALIBRATION_FORM",
     "CONFIDENCE_TOLERANCE",
     "COVERAGE_QUANTILES",
+    "ERROR_CURVES",
+    "ERROR_FEATURES",
+    "ERROR_FLAGS",
     "Calibration",
     "confidence_from_error_scale",
     "coverage",
@@ -66,7 +73,31 @@ CONFIDENCE_TOLERANCE = 0.01
 MIN_PIXELS = 200
 """Fewest (pixel, band) errors a scale is fitted from; a kind with fewer gets NaN."""
 
-_KINDS = ("synthesized", "interpolated")
+CALIBRATION_FORM = 2
+"""The form of :class:`Calibration` this version writes and reads; form 1 (a map of the
+confidence head's scale alone, before 0.x of 2026-12-06) is ignored with a warning."""
+
+ERROR_CURVES: tuple[str, ...] = (
+    "raw",
+    "age_near",
+    "age_gap",
+    "disagreement",
+    "departure",
+    "level",
+    "cloud_fraction",
+    "date_residual",
+)
+"""The continuous features of the error model, each with a piecewise-linear curve (defined
+in :mod:`cloudfill.fill.error_scale`)."""
+
+ERROR_FLAGS: tuple[str, ...] = ("synthesized", "one_side", "adjusted", "no_clear")
+"""The 0/1 features of the error model, each with one weight."""
+
+ERROR_FEATURES: tuple[str, ...] = ERROR_CURVES + ERROR_FLAGS
+"""Every feature :meth:`Calibration.scale` reads."""
+
+RIDGE = 1e-4
+"""Ridge penalty on the weights (not the intercepts) of :func:`fit_calibration`."""
 
 
 def interval_factor(q: float | np.ndarray) -> float | np.ndarray:
@@ -106,7 +137,7 @@ def confidence_from_error_scale(error_scale: xr.DataArray) -> xr.DataArray:
     """``confidence`` (y, x) from ``error_scale`` (band, y, x): the probability that the value
     is within :data:`CONFIDENCE_TOLERANCE` of the truth under a Laplace error of the bands'
     mean scale ``b``, ``1 - exp(-0.01 / b)``: 1 where ``b`` is 0 (a real observation), NaN
-    where ``b`` is.
+    where ``b`` is; a filled value's is at most the float32 just below 1.
 
     Examples
     --------
@@ -118,127 +149,109 @@ def confidence_from_error_scale(error_scale: xr.DataArray) -> xr.DataArray:
     zero, one = np.float32(0), np.float32(1)
     # exp(-tol / b) with b = 0 replaced by a harmless 1 (then overwritten): no 1/0 warnings.
     safe = mean.where(mean > zero, one)
-    out = (one - np.exp(-np.float32(CONFIDENCE_TOLERANCE) / safe)).where(mean > zero, one)
+    out = one - np.exp(-np.float32(CONFIDENCE_TOLERANCE) / safe)
+    # A filled value stays below 1 (1 means a real observation), however small its b:
+    # below b = 0.0006 the float32 result would round to 1.
+    out = np.minimum(out, np.nextafter(one, zero)).where(mean > zero, one)
     return out.where(mean.notnull()).astype("float32")
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """How the error scale of a filled value follows from what is known of it, per band.
+    """An additive model of the log error scale of a filled value, from :data:`ERROR_FEATURES`.
 
     Attributes
     ----------
     bands
-        The bands, in the order of the per-band fields.
-    raw
-        Per band, the knots' raw scales (the confidence head's Laplace scale), increasing.
-    scale
-        Per band, the calibrated scale at each knot (non-decreasing); between knots the map
-        is linear in log-log, beyond the end knots constant.
-    synthesized
-        Per band, the scale of a synthesized value without a raw scale (a model without a
-        confidence head); NaN if not fitted.
-    interpolated
-        Per band, the scale of a temporally interpolated value; NaN if not fitted.
+        The bands, in the order of :attr:`intercept`.
+    intercept
+        Per band, the log scale at the first knot of every curve with every flag 0.
+    flags
+        Per 0/1 feature (:data:`ERROR_FLAGS`), its weight on the log scale.
+    curves
+        Per continuous feature (:data:`ERROR_CURVES`), ``(knots, values)``: the log-scale
+        term at each knot (increasing knots, the first value 0); linear between knots,
+        constant beyond the end ones.
     fitted_on
-        Provenance: the scenes (seeds), pixel counts, the quantiles fitted, the coverage
-        reached.
+        Provenance: the scenes (seeds), pixel counts, the coverage reached on the fit.
 
     Examples
     --------
-    >>> cal = Calibration(("B02",), raw=((0.01, 0.1),), scale=((0.002, 0.01),),
-    ...                   synthesized=(0.005,), interpolated=(0.02,))
-    >>> float(cal.map_raw(np.array([[0.01, 0.1, 1.0]]), band_axis=0).round(4)[0, 2])
-    0.01
+    >>> cal = Calibration(("B02",), intercept=(np.log(0.01),), flags={"synthesized": 0.0},
+    ...                   curves={"level": ((0.0, 0.5), (0.0, np.log(2.0)))})
+    >>> f = {"level": xr.DataArray([[[0.0, 0.25, 1.0]]], dims=("band", "y", "x"))}
+    >>> f["synthesized"] = xr.zeros_like(f["level"])
+    >>> cal.scale(f).values.astype(float).round(4).tolist()
+    [[[0.01, 0.0141, 0.02]]]
     >>> Calibration.from_dict(cal.to_dict()) == cal
     True
     """
 
     bands: tuple[str, ...]
-    raw: tuple[tuple[float, ...], ...]
-    scale: tuple[tuple[float, ...], ...]
-    synthesized: tuple[float, ...]
-    interpolated: tuple[float, ...]
+    intercept: tuple[float, ...]
+    flags: Mapping[str, float]
+    curves: Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]]
     fitted_on: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        n = len(self.bands)
-        for name in ("raw", "scale", "synthesized", "interpolated"):
-            if len(getattr(self, name)) != n:
-                raise ParameterError(f"calibration {name} needs one entry per band ({n})")
-        for band, raw, scale in zip(self.bands, self.raw, self.scale, strict=True):
-            r, s = np.asarray(raw, "float64"), np.asarray(scale, "float64")
-            if r.shape != s.shape:
-                raise ParameterError(f"calibration of {band}: raw and scale knots differ")
-            if r.size and (
-                not (np.isfinite(r).all() and np.isfinite(s).all())
-                or (r <= 0).any()
-                or (s <= 0).any()
-                or (np.diff(r) <= 0).any()
-                or (np.diff(s) < 0).any()
-            ):
+        if len(self.intercept) != len(self.bands):
+            raise ParameterError(
+                f"calibration intercept needs one entry per band ({len(self.bands)})"
+            )
+        unknown = (set(self.flags) - set(ERROR_FLAGS)) | (set(self.curves) - set(ERROR_CURVES))
+        if unknown:
+            raise ParameterError(
+                f"calibration features {sorted(unknown)} unknown; expected {list(ERROR_FEATURES)}"
+            )
+        numbers = [*self.intercept, *self.flags.values()]
+        for name, (knots, values) in self.curves.items():
+            k, v = np.asarray(knots, "float64"), np.asarray(values, "float64")
+            if k.shape != v.shape or k.ndim != 1 or not k.size or (np.diff(k) <= 0).any():
                 raise ParameterError(
-                    f"calibration of {band}: knots must be positive, finite, raw increasing "
-                    "and scale non-decreasing"
+                    f"calibration curve {name!r}: knots must be increasing, one value each"
                 )
-        for name in ("synthesized", "interpolated"):
-            values = np.asarray(getattr(self, name), "float64")
-            if (values[np.isfinite(values)] <= 0).any() or np.isinf(values).any():
-                raise ParameterError(f"calibration {name} scales must be positive or NaN")
+            numbers += [*k, *v]
+        if not np.isfinite(np.asarray(numbers, "float64")).all():
+            raise ParameterError("calibration numbers must be finite")
 
     # --- applying ----------------------------------------------------------------------
-    def map_raw(self, raw: Any, band_axis: int) -> Any:
-        """Calibrated scales of an array of raw scales (NumPy or CuPy), bands along
-        ``band_axis``; NaN stays NaN, as does a band without knots."""
-        xp = namespace(raw)
-        out = xp.full(raw.shape, xp.nan, dtype=raw.dtype)
-        for i, (knots, values) in enumerate(zip(self.raw, self.scale, strict=True)):
-            index = [slice(None)] * raw.ndim
-            index[band_axis] = i
-            if not knots:
-                continue
-            x = xp.log(xp.maximum(raw[tuple(index)], raw.dtype.type(1e-12)))
-            log_knots = xp.asarray(np.log(knots), dtype=raw.dtype)
-            log_values = xp.asarray(np.log(values), dtype=raw.dtype)
-            mapped = xp.exp(xp.interp(x, log_knots, log_values))
-            out[tuple(index)] = xp.where(xp.isnan(raw[tuple(index)]), xp.nan, mapped)
-        return out
-
-    def synthesized_scale(self, raw: xr.DataArray | None, like: xr.DataArray) -> xr.DataArray:
-        """The error scale (band, y, x) of synthesized values: ``raw`` mapped, or, without a
-        raw scale, the per-band :attr:`synthesized` scale; shaped and chunked like ``like``."""
-        if raw is None:
-            return self._per_band(like, self.synthesized)
-        return _apply_per_band(raw, lambda block: self.map_raw(block, band_axis=-1))
-
-    def interpolated_scale(self, like: xr.DataArray) -> xr.DataArray:
-        """The error scale (band, y, x) of interpolated values, shaped and chunked like
-        ``like``."""
-        return self._per_band(like, self.interpolated)
-
-    def _per_band(self, like: xr.DataArray, values: Sequence[float]) -> xr.DataArray:
-        by_band = dict(zip(self.bands, values, strict=True))
-        column = np.array([by_band.get(str(b), np.nan) for b in like["band"].values], "float32")
-
-        def fill(block: Any) -> Any:
-            xp = namespace(block)
-            return xp.broadcast_to(xp.asarray(column), block.shape).astype("float32")
-
-        return _apply_per_band(like.astype("float32"), fill)
+    def scale(self, features: Mapping[str, xr.DataArray]) -> xr.DataArray:
+        """The error scale ``b`` from ``features`` (each (band, y, x) or broadcastable to it,
+        NumPy, CuPy or dask), lazily; bands outside the calibration get NaN."""
+        missing = [f for f in (*self.flags, *self.curves) if f not in features]
+        if missing:
+            raise ParameterError(f"error features {missing} missing")
+        like = next(iter(features.values()))
+        by_band = dict(zip(self.bands, self.intercept, strict=True))
+        log_b: xr.DataArray | None = None
+        for name, weight in self.flags.items():
+            term = features[name].astype("float32") * np.float32(weight)
+            log_b = term if log_b is None else log_b + term
+        for name, (knots, values) in self.curves.items():
+            term = _curve(features[name], knots, values)
+            log_b = term if log_b is None else log_b + term
+        if log_b is None:
+            log_b = xr.zeros_like(like, dtype="float32")
+        if "band" in log_b.coords:
+            values = [by_band.get(str(b), np.nan) for b in log_b["band"].values]
+            intercept = xr.DataArray(np.array(values, "float32"), dims="band")
+            intercept = intercept.assign_coords(band=log_b["band"].values)
+        else:  # unlabelled bands: in the calibration's order
+            intercept = xr.DataArray(np.array(self.intercept, "float32"), dims="band")
+        return np.exp(log_b + intercept).astype("float32")
 
     # --- card ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (NaN as null), as stored in the model card."""
-
-        def num(v: float) -> float | None:
-            return None if not math.isfinite(v) else float(v)
-
+        """A JSON-ready dict, as stored in the model card."""
         return {
+            "form": CALIBRATION_FORM,
             "bands": list(self.bands),
-            "raw": [[float(v) for v in k] for k in self.raw],
-            "scale": [[float(v) for v in k] for k in self.scale],
-            "synthesized": [num(v) for v in self.synthesized],
-            "interpolated": [num(v) for v in self.interpolated],
+            "intercept": [float(v) for v in self.intercept],
+            "flags": {k: float(v) for k, v in self.flags.items()},
+            "curves": {
+                k: [[float(x) for x in knots], [float(x) for x in values]]
+                for k, (knots, values) in self.curves.items()
+            },
             "fitted_on": json.loads(json.dumps(dict(self.fitted_on))),
         }
 
@@ -247,15 +260,17 @@ class Calibration:
         """Read :meth:`to_dict`'s form, strictly (a ParameterError names what is wrong)."""
         if not isinstance(data, Mapping):
             raise ParameterError(f"calibration must be a JSON object, got {type(data).__name__}")
-        keys = {"bands", "raw", "scale", "synthesized", "interpolated", "fitted_on"}
+        keys = {"form", "bands", "intercept", "flags", "curves", "fitted_on"}
         if set(data) != keys:
             raise ParameterError(
                 f"calibration keys {sorted(data)} differ from the expected {sorted(keys)}"
             )
+        if data["form"] != CALIBRATION_FORM:
+            raise ParameterError(
+                f"calibration form {data['form']!r}; this version reads {CALIBRATION_FORM}"
+            )
 
         def num(v: Any) -> float:
-            if v is None:
-                return float("nan")
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise ParameterError(f"calibration value {v!r} is not a number")
             return float(v)
@@ -263,93 +278,73 @@ class Calibration:
         try:
             return cls(
                 bands=tuple(str(b) for b in data["bands"]),
-                raw=tuple(tuple(num(v) for v in k) for k in data["raw"]),
-                scale=tuple(tuple(num(v) for v in k) for k in data["scale"]),
-                synthesized=tuple(num(v) for v in data["synthesized"]),
-                interpolated=tuple(num(v) for v in data["interpolated"]),
+                intercept=tuple(num(v) for v in data["intercept"]),
+                flags={str(k): num(v) for k, v in dict(data["flags"]).items()},
+                curves={
+                    str(k): (tuple(num(x) for x in kv[0]), tuple(num(x) for x in kv[1]))
+                    for k, kv in dict(data["curves"]).items()
+                },
                 fitted_on=dict(data["fitted_on"]),
             )
-        except TypeError as err:
+        except (TypeError, IndexError, ValueError) as err:
             raise ParameterError(f"malformed calibration: {err}") from None
 
 
-def _apply_per_band(array: xr.DataArray, func: Callable[[Any], Any]) -> xr.DataArray:
-    """``func`` over blocks of ``array`` holding every band (bands on the last axis), lazily
-    on dask, coords and chunks kept."""
-    out = xr.apply_ufunc(
-        func,
-        array,
-        input_core_dims=[["band"]],
-        output_core_dims=[["band"]],
-        dask="parallelized",
-        output_dtypes=["float32"],
-        # A store written elsewhere may chunk bands apart; each block needs all of them.
-        dask_gufunc_kwargs={"allow_rechunk": True},
-        keep_attrs=False,
+def is_older_form(data: Any) -> bool:
+    """Whether ``data`` is a calibration of form 1 (a raw-scale map, no ``form`` key)."""
+    return isinstance(data, Mapping) and "form" not in data and "raw" in data
+
+
+def readable_calibration(data: Any) -> Any:
+    """``data``, or None with a warning when it is a calibration of the older form 1, which
+    this version cannot apply (refit it: :func:`cloudfill.fill.calibrate.calibrate`)."""
+    if is_older_form(data):
+        warnings.warn(
+            "the model card holds a calibration of an older form (1), ignored: error_scale "
+            "is uncalibrated until it is refitted (cloudfill.fill.calibrate.calibrate)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    return data
+
+
+def _curve(feature: xr.DataArray, knots: Sequence[float], values: Sequence[float]) -> xr.DataArray:
+    """``np.interp`` of ``feature`` through (knots, values), block by block (NumPy or CuPy)."""
+
+    def apply(block: Any) -> Any:
+        xp = namespace(block)
+        k = xp.asarray(np.asarray(knots, "float32"))
+        v = xp.asarray(np.asarray(values, "float32"))
+        return xp.interp(block.astype("float32"), k, v).astype("float32")
+
+    return xr.apply_ufunc(
+        apply, feature, dask="parallelized", output_dtypes=["float32"], keep_attrs=False
     )
-    if array.chunks is not None:  # back to the input's band chunks, as the other outputs
-        out = out.chunk({"band": array.chunksizes["band"]})
-    return out.transpose(*array.dims).astype("float32")
 
 
 # --- fitting -------------------------------------------------------------------------------
-def _matched_scale(error: np.ndarray, quantiles: Sequence[float]) -> float:
-    """The scale whose intervals hold shares of ``|error|`` closest to ``quantiles`` (the
-    smallest largest miss, on a fine grid around the Laplace maximum-likelihood scale, the
-    mean ``|error|``): errors with heavier tails than a Laplace's cannot match every share,
-    and this spreads the misses evenly."""
-    e = np.sort(np.abs(error))
-    mle = max(float(e.mean()), 1e-6)
-    grid = mle * np.exp(np.linspace(-3.0, 3.0, 1201))
-    q = np.asarray(quantiles, dtype="float64")
-    widths = grid[:, None] * interval_factor(q)[None, :]
-    shares = np.searchsorted(e, widths, side="right") / e.size
-    # The largest miss first (minimax), then the sum of squares among equal ones.
-    miss = np.abs(shares - q)
-    score = miss.max(axis=1) + 1e-3 * (miss**2).sum(axis=1)
-    return float(grid[np.argmin(score)])
-
-
-def _pool_adjacent(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted least-squares non-decreasing fit to ``values`` (pool-adjacent-violators)."""
-    blocks: list[list[float]] = []  # [mean, weight, count]
-    for v, w in zip(values, weights, strict=True):
-        blocks.append([float(v), float(w), 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            m2, w2, c2 = blocks.pop()
-            m1, w1, c1 = blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
-    return np.concatenate([np.full(int(c), m) for m, _, c in blocks])
-
-
-def _fit_map(
-    raw: np.ndarray, error: np.ndarray, quantiles: Sequence[float], bins: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Knots (raw, scale) of one band's map from raw scales to matched scales."""
-    order = np.argsort(raw, kind="stable")
-    raw, error = raw[order], error[order]
-    n_bins = int(max(1, min(bins, raw.size // MIN_PIXELS)))
-    parts = np.array_split(np.arange(raw.size), n_bins)
-    knots = np.array([np.median(raw[p]) for p in parts])
-    log_scale = np.log([_matched_scale(error[p], quantiles) for p in parts])
-    # Non-decreasing in the raw scale (log space: geometric pooling), weighted by pixels.
-    log_scale = _pool_adjacent(log_scale, np.array([p.size for p in parts], "float64"))
-    # Repeated knots (many equal raw scales) merge into one.
-    keep = np.concatenate([[True], np.diff(knots) > 0])
-    return tuple(float(k) for k in knots[keep]), tuple(float(s) for s in np.exp(log_scale[keep]))
+def _hat_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """(n, len(knots) - 1): the piecewise-linear hat functions of knots 1.. at ``x`` (the
+    first knot's is left out: the intercept carries it)."""
+    out = np.empty((x.size, knots.size - 1))
+    for j in range(1, knots.size):
+        unit = np.zeros(knots.size)
+        unit[j] = 1.0
+        out[:, j - 1] = np.interp(x, knots, unit)
+    return out
 
 
 def fit_calibration(
     bands: Sequence[str],
     error: np.ndarray,
-    raw: np.ndarray,
-    kind: np.ndarray,
+    features: Mapping[str, np.ndarray],
     *,
-    quantiles: Sequence[float] = COVERAGE_QUANTILES,
-    bins: int = 12,
+    knots: int = 6,
+    ridge: float = RIDGE,
     fitted_on: Mapping[str, Any] | None = None,
 ) -> Calibration:
-    """Fit a :class:`Calibration` from filled pixels whose truth is known.
+    """Fit a :class:`Calibration` from filled values whose truth is known.
 
     Parameters
     ----------
@@ -357,67 +352,96 @@ def fit_calibration(
         Band names, in the order of the last axis of the arrays.
     error
         (n, band) fill minus truth.
-    raw
-        (n, band) raw scales of synthesized pixels (NaN where none, e.g. interpolated).
-    kind
-        (n,) ``"synthesized"`` or ``"interpolated"``.
-    quantiles
-        The interval shares to match (:data:`COVERAGE_QUANTILES`).
-    bins
-        Most bins of raw scale per band (each with at least :data:`MIN_PIXELS` pixels).
+    features
+        Per name in :data:`ERROR_FEATURES`, (n, band) values (or (n,), the same for every
+        band); a feature left out is left out of the model.
+    knots
+        Knots per curve, at evenly spaced quantiles of the feature (repeated ones merged).
+    ridge
+        Penalty on the squared weights.
     fitted_on
         Provenance stored with the calibration.
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> raw = rng.uniform(0.01, 0.1, (20_000, 1))
-    >>> error = rng.laplace(0, raw / 4)  # the raw scale is 4 times too wide
-    >>> cal = fit_calibration(["B02"], error, raw, np.full(20_000, "synthesized"))
-    >>> got = coverage(error, cal.map_raw(raw, band_axis=1))
+    >>> level = rng.uniform(0.0, 0.5, (40_000, 1))
+    >>> error = rng.laplace(0, 0.002 + 0.05 * level)  # brighter values, larger errors
+    >>> cal = fit_calibration(["B02"], error, {"level": level})
+    >>> b = cal.scale({"level": xr.DataArray(level.T[:, :, None], dims=("band", "y", "x"))})
+    >>> got = coverage(error, b.values[0, :, 0][:, None])
     >>> all(abs(got[q] - q) < 0.02 for q in got)
     True
     """
+    from scipy.optimize import minimize
+
     error = np.asarray(error, dtype="float64")
-    raw = np.asarray(raw, dtype="float64")
-    kind = np.asarray(kind).astype(str)
-    unknown = set(np.unique(kind)) - set(_KINDS)
+    n_bands = error.shape[1]
+    unknown = set(features) - set(ERROR_FEATURES)
     if unknown:
-        raise ParameterError(f"unknown fill kind(s) {sorted(unknown)}; expected {_KINDS}")
-    knots, values, synthesized, interpolated = [], [], [], []
-    counts: dict[str, list[int]] = {"synthesized": [], "interpolated": [], "raw": []}
-    for i, _band in enumerate(bands):
-        e = error[:, i]
-        ok = np.isfinite(e)
-        syn = ok & (kind == "synthesized")
-        with_raw = syn & np.isfinite(raw[:, i]) & (raw[:, i] > 0)
-        interp = ok & (kind == "interpolated")
-        counts["synthesized"].append(int(syn.sum()))
-        counts["interpolated"].append(int(interp.sum()))
-        counts["raw"].append(int(with_raw.sum()))
-        k, v = ((), ())
-        if with_raw.sum() >= MIN_PIXELS:
-            k, v = _fit_map(raw[with_raw, i], e[with_raw], quantiles, bins)
-        knots.append(k)
-        values.append(v)
-        synthesized.append(
-            _matched_scale(e[syn], quantiles) if syn.sum() >= MIN_PIXELS else float("nan")
-        )
-        interpolated.append(
-            _matched_scale(e[interp], quantiles) if interp.sum() >= MIN_PIXELS else float("nan")
-        )
+        raise ParameterError(f"unknown error features {sorted(unknown)}")
+    cols = {}
+    for name, values in features.items():
+        v = np.asarray(values, dtype="float64")
+        cols[name] = np.broadcast_to(v if v.ndim == 2 else v[:, None], error.shape).ravel()
+    e = np.abs(error.ravel())
+    band = np.broadcast_to(np.arange(n_bands), error.shape).ravel()
+    ok = np.isfinite(e) & np.all([np.isfinite(c) for c in cols.values()], axis=0)
+    if ok.sum() < MIN_PIXELS:
+        raise ParameterError(f"too few filled values to calibrate ({int(ok.sum())} < {MIN_PIXELS})")
+    e, band = e[ok], band[ok]
+    cols = {k: c[ok] for k, c in cols.items()}
+    blocks = [(band[:, None] == np.arange(n_bands)).astype("float64")]
+    layout: list[tuple[str, int, np.ndarray | None]] = []
+    for name in ERROR_FLAGS:
+        if name in cols:
+            blocks.append(cols[name][:, None])
+            layout.append((name, 1, None))
+    for name in ERROR_CURVES:
+        if name in cols:
+            k = np.unique(np.quantile(cols[name], np.linspace(0.0, 1.0, knots)))
+            if k.size < 2:  # a constant feature says nothing
+                continue
+            blocks.append(_hat_basis(cols[name], k))
+            layout.append((name, k.size - 1, k))
+    design = np.concatenate(blocks, axis=1)
+    penalty = np.r_[np.zeros(n_bands), np.full(design.shape[1] - n_bands, ridge)]
+    start = np.r_[
+        np.full(n_bands, np.log(max(e.mean(), 1e-6))), np.zeros(design.shape[1] - n_bands)
+    ]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        eta = design @ w
+        r = e * np.exp(-eta)  # |e| / b
+        value = float(np.mean(eta + r) + penalty @ (w * w))
+        return value, design.T @ (1.0 - r) / e.size + 2 * penalty * w
+
+    w = minimize(loss, start, jac=True, method="L-BFGS-B").x
+    flags: dict[str, float] = {}
+    curves: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+    i = n_bands
+    for name, width, k in layout:
+        if k is None:
+            flags[name] = float(w[i])
+        else:
+            curves[name] = (
+                tuple(float(x) for x in k),
+                (0.0, *(float(x) for x in w[i : i + width])),
+            )
+        i += width
+    fitted = np.exp(design @ w)
     provenance = {
-        "method": "quantile matching per bin of raw scale, non-decreasing (log-log knots)",
-        "quantiles": [float(q) for q in quantiles],
-        "pixels": counts,
+        "method": "additive log-scale model, Laplace maximum likelihood (ridge "
+        f"{ridge:g}, {knots} quantile knots per curve)",
+        "values": int(e.size),
+        "coverage_on_fit": {str(q): round(c, 4) for q, c in coverage(e, fitted).items()},
         **dict(fitted_on or {}),
     }
     return Calibration(
         tuple(str(b) for b in bands),
-        tuple(knots),
-        tuple(values),
-        tuple(synthesized),
-        tuple(interpolated),
+        tuple(float(x) for x in w[:n_bands]),
+        flags,
+        curves,
         provenance,
     )
 

@@ -22,7 +22,7 @@ from cloudfill._version import __version__
 from cloudfill.core.variants import NORMS, SKIPS, attention_kind, get_variant
 from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import CheckpointError, ParameterError
-from cloudfill.model.calibration import Calibration
+from cloudfill.model.calibration import Calibration, readable_calibration
 
 __all__ = ["FORMAT_VERSION", "REFERENCE_DIRECTIONS", "REFERENCE_MODES", "ModelCard"]
 
@@ -178,6 +178,7 @@ class ModelCard:
                 f"unknown reference_mode {self.reference_mode!r}; expected one of "
                 f"{list(REFERENCE_MODES)}"
             )
+        self.calibration = readable_calibration(self.calibration)  # form 1: ignored
         if self.calibration is not None:
             Calibration.from_dict(self.calibration)  # a ParameterError names what is wrong
         if not self.input_channels:

@@ -1,0 +1,203 @@
+"""``error_scale`` of a filled date: the features the calibration reads, and the scale.
+
+What ranks a filled value's error is what the fill knew when it made it
+(:mod:`cloudfill.model.calibration`); :func:`error_features` computes it per value, from the
+same inputs for synthesized and interpolated values, and the model card's
+:class:`~cloudfill.model.calibration.Calibration` turns it into the Laplace scale ``b``.
+One function serves the fill and the fit (:func:`cloudfill.fill.calibrate.calibrate` reads
+the features back from ``fill_series(..., error_features=True)``), so the two never differ.
+
+The features (all float32, (band, y, x) or broadcast to it; ``ln`` is the natural log):
+
+- ``raw``: ``ln(raw + 1e-4)``, the confidence head's scale, for synthesized values that
+  have one; ``ln(1e-3 + 1e-4)`` for the others;
+- ``age_near``, ``age_gap``: ``ln(1 + days)`` to the nearer clear observation of the pixel,
+  and between the clear observations on either side (a missing side counts 365 days);
+- ``one_side``: 1 where the pixel has a clear observation on one side only;
+- ``disagreement``: ``ln(|after - before| + 1e-3)``, the two sides' difference (0 with one
+  side);
+- ``departure``: ``ln(|fill - interpolation| + 1e-3)``, the fill after the adjustment
+  against linear interpolation in time;
+- ``level``: the linear interpolation's value (reflectance);
+- ``cloud_fraction``: the date's;
+- ``date_residual``, ``no_clear``: ``ln(median |interpolation - observation| + 1e-3)`` per
+  band over the date's clear pixels in one window (:func:`date_residual`), how well
+  interpolation does on this date; ``no_clear`` = 1 (and the residual
+  :data:`NO_CLEAR_RESIDUAL`) where the window has too few clear pixels;
+- ``adjusted``: 1 where the same-date adjustment was applied (sigma > 0);
+- ``synthesized``: 1 for values the model made, 0 for interpolated ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from cloudfill._backend import full_like, namespace, to_numpy
+from cloudfill.core.temporal import ClearSides
+from cloudfill.fill.adjust import sample_window
+from cloudfill.model.calibration import ERROR_FEATURES, Calibration
+
+__all__ = [
+    "MIN_RESIDUAL_PIXELS",
+    "NO_CLEAR_RESIDUAL",
+    "date_residual",
+    "error_features",
+    "fill_error_scale",
+    "model_calibration",
+]
+
+RAW_NONE = 1e-3
+"""The raw scale a value without one counts as (``raw`` feature)."""
+
+MISSING_SIDE_DAYS = 365.0
+"""The age a missing side counts as."""
+
+NO_CLEAR_RESIDUAL = 0.01
+"""The ``date_residual`` of a date without enough clear pixels (``no_clear`` flags it)."""
+
+MIN_RESIDUAL_PIXELS = 50
+"""Fewest clear pixels of the window a ``date_residual`` is measured on."""
+
+_EPS = 1e-3
+
+
+def model_calibration(model: Any) -> Calibration | None:
+    """The calibration in the model's card, or None (no model, or an uncalibrated one)."""
+    data = getattr(getattr(model, "card", None), "calibration", None)
+    return None if data is None else Calibration.from_dict(data)
+
+
+def date_residual(
+    interp: xr.DataArray, real: xr.DataArray, clear: xr.DataArray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per band, the median ``|interp - real|`` over the clear pixels of one window of the
+    date (:func:`~cloudfill.fill.adjust.sample_window`, inside one chunk), and the number of
+    clear pixels it used; NaN with fewer than :data:`MIN_RESIDUAL_PIXELS`.
+
+    >>> real = xr.DataArray(np.zeros((2, 8, 8), "float32"), dims=("band", "y", "x"))
+    >>> med, n = date_residual(real + 0.02, real, real[0] == 0)
+    >>> med.round(3).tolist(), int(n)
+    ([0.02, 0.02], 64)
+    """
+    chunks = {d: interp.chunksizes[d] for d in ("y", "x")} if interp.chunks else None
+    cut = sample_window(~clear, chunks=chunks)
+    parts = (interp.isel(cut).data, real.isel(cut).data, clear.isel(cut).data)
+    a, b, ok = (to_numpy(p) for p in dask.compute(*parts))
+    diff = np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))
+    diff = diff.reshape(diff.shape[0], -1)[:, np.asarray(ok, bool).ravel()]
+    n = diff.shape[1]
+    if n < MIN_RESIDUAL_PIXELS:
+        return np.full(diff.shape[0], np.nan), np.asarray(n)
+    with np.errstate(all="ignore"):
+        return np.nanmedian(diff, axis=1), np.asarray(n)
+
+
+def _per_band(like: xr.DataArray, values: Sequence[float]) -> xr.DataArray:
+    """(band, y, x) shaped and chunked like ``like``, each band its value (chunk type kept)."""
+    column = np.asarray(values, "float32")
+
+    def fill(block: Any) -> Any:
+        xp = namespace(block)
+        return xp.broadcast_to(xp.asarray(column)[:, None, None], block.shape).astype("float32")
+
+    out = xr.apply_ufunc(
+        fill, like.astype("float32"), dask="parallelized", output_dtypes=["float32"]
+    )
+    return out.transpose(*like.dims)
+
+
+def error_features(
+    *,
+    sides: ClearSides,
+    interp: xr.DataArray,
+    fill: xr.DataArray,
+    raw: xr.DataArray | None,
+    synthesized: xr.DataArray | None,
+    sigma: float,
+    cloud_fraction: float,
+    residual: Sequence[float],
+) -> dict[str, xr.DataArray]:
+    """The calibration's features of a date's filled values (see the module notes), lazily.
+
+    Parameters
+    ----------
+    sides
+        The clear observations around the date (:func:`cloudfill.core.temporal.clear_sides`).
+    interp
+        Linear interpolation in time (band, y, x).
+    fill
+        The fill after the same-date adjustment (band, y, x).
+    raw
+        The confidence head's scale (band, y, x), or None.
+    synthesized
+        (y, x) True where the model made the value, or None (an interpolated date).
+    sigma, cloud_fraction
+        The adjustment's sigma and the date's cloud fraction.
+    residual
+        Per band, :func:`date_residual`'s median (NaN: too few clear pixels).
+
+    Returns
+    -------
+    dict
+        Per name in :data:`~cloudfill.model.calibration.ERROR_FEATURES`, a float32
+        DataArray (band, y, x), chunked like ``interp``.
+    """
+    like = interp.transpose("band", "y", "x").astype("float32")
+    f32 = np.float32
+    zero = full_like(like, 0.0, "float32")
+    days = f32(MISSING_SIDE_DAYS)
+    before_age = sides.age_before.fillna(days)
+    after_age = sides.age_after.fillna(days)
+    if raw is None or synthesized is None:
+        raw_term = zero + f32(np.log(RAW_NONE + 1e-4))
+    else:
+        head = np.log(raw.fillna(f32(RAW_NONE)) + f32(1e-4))
+        raw_term = head.where(synthesized, f32(np.log(RAW_NONE + 1e-4)))
+    residual = np.asarray(residual, "float64")
+    no_clear = ~np.isfinite(residual)
+    residual = np.where(no_clear, NO_CLEAR_RESIDUAL, residual)
+    features = {
+        "raw": raw_term,
+        "age_near": np.log1p(np.minimum(before_age, after_age)),
+        "age_gap": np.log1p(before_age + after_age),
+        "one_side": (sides.age_before.isnull() | sides.age_after.isnull()).astype("float32"),
+        "disagreement": np.log(abs(sides.after - sides.before).fillna(f32(0)) + f32(_EPS)),
+        "departure": np.log(abs(fill - interp).fillna(f32(0)) + f32(_EPS)),
+        "level": interp.fillna(f32(0)),
+        "cloud_fraction": zero + f32(cloud_fraction),
+        "date_residual": _per_band(like, np.log(residual + _EPS)),
+        "no_clear": _per_band(like, no_clear.astype("float32")),
+        "adjusted": zero + f32(sigma > 0),
+        "synthesized": zero if synthesized is None else zero + synthesized.astype("float32"),
+    }
+    return {
+        k: (zero + v)
+        .astype("float32")
+        .transpose("band", "y", "x")
+        .drop_vars("time", errors="ignore")
+        for k, v in features.items()
+        if k in ERROR_FEATURES
+    }
+
+
+def fill_error_scale(
+    calibration: Calibration | None,
+    features: Mapping[str, xr.DataArray] | None,
+    raw: xr.DataArray | None,
+    synthesized: xr.DataArray | None,
+    like: xr.DataArray,
+) -> xr.DataArray:
+    """The error scale (band, y, x) of a date's fill: the calibration's, from ``features``;
+    uncalibrated, the head's ``raw`` scale where the model made the value and NaN elsewhere
+    (interpolated values have no scale without a calibration)."""
+    if calibration is not None and features is not None:
+        return calibration.scale(features).transpose("band", "y", "x")
+    nan = full_like(like.transpose("band", "y", "x"), np.nan, dtype="float32")
+    if raw is None or synthesized is None:
+        return nan
+    return raw.astype("float32").where(synthesized, nan).transpose("band", "y", "x")
