@@ -129,12 +129,12 @@ def test_confidence_from_error_scale() -> None:
 @pytest.fixture(scope="module")
 def calibrated(tiny_model):
     """The tiny model with a calibration: interpolated values 0.02, 0.02, 0.03, 0.04 per
-    band, synthesized ones half that."""
+    band, synthesized ones half that (the per-band features are read, and weigh nothing)."""
     cal = Calibration(
         BANDS,
         intercept=tuple(np.log([0.02, 0.02, 0.03, 0.04])),
-        flags={"synthesized": float(np.log(0.5))},
-        curves={},
+        flags={"synthesized": float(np.log(0.5)), "no_clear": 0.0},
+        curves={"date_residual": ((-7.0, 0.0), (0.0, 0.0))},
     )
     model = copy.copy(tiny_model)
     model.card = replace(tiny_model.card, calibration=cal.to_dict())
@@ -187,7 +187,8 @@ def test_unfilled_pixels_have_no_error_scale(scene: xr.Dataset, calibrated) -> N
 
 @pytest.mark.slow  # two fills, 10 s
 def test_bands_chunked_apart_are_calibrated_like_one_chunk(scene: xr.Dataset, calibrated) -> None:
-    """A store written elsewhere may hold one chunk per band: the per-band map needs all."""
+    """A store written elsewhere may hold one chunk per band: the per-band columns (the
+    intercept, the date residual) meet each band's own chunk."""
     settings = InferenceSettings(tile=32)
     apart = fill_series(scene.chunk({"band": 1, "y": 48, "x": 48}), calibrated, inference=settings)
     whole = fill_series(scene, calibrated, inference=settings)
@@ -210,7 +211,8 @@ def test_calibrate_fits_a_model_with_and_without_a_head(head: bool) -> None:
     # Blend pairing: every cloudy date with S1 is synthesized (no clear date is needed).
     model = make_tiny_model(scenes[0], confidence=head, reference_mode="blend")
     cal = calibrate(model, scenes, knots=3)
-    assert cal.fitted_on["adjust"] == "auto" and cal.fitted_on["seeds"] == [81, 82, 83]
+    assert cal.fitted_on["adjust"] == "auto"
+    assert [scene["seed"] for scene in cal.fitted_on["scenes"]] == [81, 82, 83]
     assert ("raw" in cal.curves) == head  # without a head the raw feature is constant
     assert {"level", "age_gap", "departure"} <= set(cal.curves) and "synthesized" in cal.flags
     # Applied in a fill, every filled value gets a finite scale.
@@ -219,3 +221,16 @@ def test_calibrate_fits_a_model_with_and_without_a_head(head: bool) -> None:
     out = fill_series(scenes[0], calibrated).compute()
     es = np.moveaxis(out["error_scale"].values, 1, -1)[out["filled"].values]
     assert es.size and np.isfinite(es).all() and (es > 0).all()
+
+
+@pytest.mark.slow  # a whole fill on StrictChunk chunks, 6 s
+def test_a_calibrated_fill_keeps_the_chunk_type(scene: xr.Dataset, calibrated) -> None:
+    """Like CuPy, StrictChunk refuses NumPy operands: the calibration's per-band columns and
+    features must be made where the chunks live."""
+    from tests.conftest import StrictChunk, on_strict_chunks
+
+    cube = on_strict_chunks(scene, {"time": 1, "s1_time": 1, "y": 48, "x": 48})
+    out = fill_series(cube, calibrated, feather=4, inference=InferenceSettings(tile=32))
+    for name in ("s2", "error_scale", "confidence"):
+        assert type(out[name].data._meta) is StrictChunk, name
+    assert np.isfinite(out["error_scale"].values[out["filled"].values.nonzero()[0]]).any()

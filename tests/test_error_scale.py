@@ -7,7 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill.core.temporal import linear_interpolation
-from cloudfill.fill.error_scale import MIN_RESIDUAL_PIXELS, NO_CLEAR_RESIDUAL, date_residual
+from cloudfill.fill.error_scale import MIN_RESIDUAL_PIXELS, NO_CLEAR_RESIDUAL, date_residuals
 from cloudfill.fill.series import fill_series
 from cloudfill.model.calibration import ERROR_FEATURES
 
@@ -67,16 +67,32 @@ def test_features_match_a_pixel_by_pixel_reference(scene: xr.Dataset, backend: s
     assert (got.sel(feature="no_clear").values == 0).all()
 
 
-def test_date_residual_needs_enough_clear_pixels() -> None:
-    real = xr.DataArray(np.zeros((2, 16, 16), "float32"), dims=("band", "y", "x"))
-    flat = np.zeros(256, bool)
-    flat[: MIN_RESIDUAL_PIXELS - 1] = True  # one too few
-    clear = xr.DataArray(flat.reshape(16, 16), dims=("y", "x"))
-    med, n = date_residual(real + 0.1, real, clear)
-    assert np.isnan(med).all() and int(n) == MIN_RESIDUAL_PIXELS - 1
-    clear[15, :] = True
-    med, n = date_residual(real + 0.1, real, clear)
-    np.testing.assert_allclose(med, 0.1, rtol=1e-6)
+def test_date_residuals_match_interpolation_and_need_enough_clear_pixels(
+    scene: xr.Dataset, backend: str
+) -> None:
+    mask = scene.cloudfill.cloud_mask().copy()
+    cf = mask.mean(("y", "x")).values
+    t = int(np.argmax(np.where(cf < 0.9, cf, 0)))
+    few = int(np.argmin(cf))  # the clearest date keeps one too few clear pixels
+    flat = np.ones(mask.sizes["y"] * mask.sizes["x"], bool)
+    flat[: MIN_RESIDUAL_PIXELS - 1] = False
+    mask[few] = flat.reshape(mask.shape[1:])
+    ds = scene.assign(cloud=mask)
+    if backend == "dask":
+        ds = ds.chunk({"time": 1, "y": 48, "x": 48})  # the window: one 48 px chunk
+        table = date_residuals(ds, ds.cloudfill.cloud_mask(), size=32)
+        assert table.notna().any(axis=None)
+        return
+    table = date_residuals(ds, ds.cloudfill.cloud_mask())
+    assert list(table.columns) == [str(b) for b in scene.band.values]
+    assert table.loc[pd.Timestamp(ds.time.values[few])].isna().all()
+    # Against linear_interpolation over the whole (one-window) image, in float64.
+    interp = linear_interpolation(ds, ds.time[t]).transpose("band", "y", "x").values
+    real = ds["s2"].transpose("time", "band", "y", "x").values[t]
+    clear = ~mask.values[t] & np.isfinite(interp).all(axis=0)
+    expected = [np.median(np.abs(interp[b] - real[b])[clear]) for b in range(interp.shape[0])]
+    got = table.loc[pd.Timestamp(ds.time.values[t])].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
 def test_a_date_without_clear_pixels_is_flagged(scene: xr.Dataset) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.errors import ParameterError
 from cloudfill.evaluation.landcover import LandcoverCheck
+from cloudfill.fill.error_scale import date_residuals, model_calibration
 from cloudfill.fill.plan import per_pixel_model
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import resolve_model
@@ -209,6 +211,14 @@ class EvaluationPlan:
     notes: list[str] = field(default_factory=list)
     rule: PairingRule = field(default_factory=PairingRule)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+
+    @cached_property
+    def residuals(self) -> pd.DataFrame | None:
+        """The cube's :func:`~cloudfill.fill.error_scale.date_residuals` when the model's
+        error scale needs them (a calibrated model), computed once for every date's fill."""
+        if model_calibration(self.model) is None:
+            return None
+        return date_residuals(self.ds, self.mask)
 
     @property
     def landcover_date(self) -> pd.Timestamp | None:

@@ -173,6 +173,7 @@ def _filled_part(plan: EvaluationPlan, case: DateCase, feather: int, adjust: Adj
         rule=plan.rule,
         inference=plan.inference,
         synthesis_hook=evaluated,
+        residuals=plan.residuals,
     )
 
 

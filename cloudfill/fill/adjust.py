@@ -243,9 +243,12 @@ def sample_window(
     unusable: xr.DataArray,
     size: int = AUTO_WINDOW,
     chunks: Mapping[str, Sequence[int]] | None = None,
+    pick: Literal["mixed", "clearest"] = "mixed",
 ) -> dict[str, slice]:
     """The ``size`` x ``size`` tile of ``unusable`` (y, x) with the most even mix of clear
-    and unusable pixels (``{}``: the whole image, when it is no larger than that).
+    and unusable pixels (``{}``: the whole image, when it is no larger than that); with
+    ``pick="clearest"`` the tile with the smallest sum of ``unusable`` (which may then be a
+    count per pixel, e.g. of unusable dates).
 
     Tiles lie inside one chunk of the grid ``chunks`` (chunk sizes along ``y`` and ``x``,
     e.g. those of the fill a window is computed from), so reading a tile computes one chunk,
@@ -270,8 +273,11 @@ def sample_window(
     sides = {"y": min(size, ny), "x": min(size, nx)}
     runs = {d: _runs(unusable.sizes[d], chunks.get(d, ()), sides[d]) for d in ("y", "x")}
     bad = to_numpy(_tile_counts(unusable.transpose("y", "x").data, runs, sides))
-    mixed = np.minimum(bad, sides["y"] * sides["x"] - bad)
-    iy, ix = (int(i) for i in np.unravel_index(int(np.argmax(mixed)), mixed.shape))
+    if pick == "clearest":
+        best = int(np.argmin(bad))
+    else:
+        best = int(np.argmax(np.minimum(bad, sides["y"] * sides["x"] - bad)))
+    iy, ix = (int(i) for i in np.unravel_index(best, bad.shape))
     y0 = _tile_starts(runs["y"], sides["y"])[iy]
     x0 = _tile_starts(runs["x"], sides["x"])[ix]
     return {"y": slice(y0, y0 + sides["y"]), "x": slice(x0, x0 + sides["x"])}

@@ -18,9 +18,10 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from cloudfill.errors import MissingVariableError
+from cloudfill.errors import MissingVariableError, ParameterError
 from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust
 from cloudfill.fill.plan import resolve_model
 from cloudfill.fill.series import fill_series
@@ -116,11 +117,26 @@ def calibrate(
     cf = uncalibrated(resolve_model(model, device=inference.device, fast=inference.fast))
     errors: list[np.ndarray] = []
     features: dict[str, list[np.ndarray]] = {}
-    seeds = []
+    fitted: list[dict[str, Any]] = []
+    bands: list[str] | None = None
     for i, ds in enumerate(scenes):
         if "truth" not in ds:
             raise MissingVariableError("calibrate needs scenes with a 'truth' variable")
-        seeds.append(ds.attrs.get("seed"))
+        # The errors come in the cube's band order, which names the calibration's bands.
+        names = [str(b) for b in ds["s2"]["band"].values]
+        if bands is not None and names != bands:
+            raise ParameterError(f"scene {i} has bands {names}, the first scene {bands}")
+        bands = names
+        # Seed, dates and size tell the designs apart (both simulators share seeds).
+        first = pd.Timestamp(ds["time"].values[0])
+        fitted.append(
+            {
+                "seed": ds.attrs.get("seed"),
+                "dates": int(ds.sizes["time"]),
+                "first_date": f"{first:%Y-%m-%d}",
+                "shape": [int(ds.sizes["y"]), int(ds.sizes["x"])],
+            }
+        )
         # The model's fill (synthesized values, and interpolated ones where it had no input)
         # and the fill without S1, every value interpolated: both kinds well sampled.
         for cube, m in ((ds, cf), (ds.drop_vars("s1"), None)):
@@ -129,11 +145,12 @@ def calibrate(
             errors.append(error)
             for name, values in feats.items():
                 features.setdefault(name, []).append(values)
-    bands = [str(b) for b in cf.card.bands]
+    if bands is None:
+        raise ParameterError("calibrate needs at least one scene")
     return fit_calibration(
         bands,
         np.concatenate(errors),
         {name: np.concatenate(parts) for name, parts in features.items()},
         knots=knots,
-        fitted_on={"seeds": seeds, "adjust": adjust if adjust == AUTO else float(adjust)},
+        fitted_on={"scenes": fitted, "adjust": adjust if adjust == AUTO else float(adjust)},
     )

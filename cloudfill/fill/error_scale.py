@@ -13,15 +13,15 @@ The features (all float32, (band, y, x) or broadcast to it; ``ln`` is the natura
   have one; ``ln(1e-3 + 1e-4)`` for the others;
 - ``age_near``, ``age_gap``: ``ln(1 + days)`` to the nearer clear observation of the pixel,
   and between the clear observations on either side (a missing side counts 365 days);
-- ``one_side``: 1 where the pixel has a clear observation on one side only;
-- ``disagreement``: ``ln(|after - before| + 1e-3)``, the two sides' difference (0 with one
-  side);
+- ``one_side``: 1 where the pixel lacks a clear observation on a side (or on both);
+- ``disagreement``: ``ln(|after - before| + 1e-3)``, the two sides' difference
+  (``ln(1e-3)`` with one side);
 - ``departure``: ``ln(|fill - interpolation| + 1e-3)``, the fill after the adjustment
   against linear interpolation in time;
 - ``level``: the linear interpolation's value (reflectance);
 - ``cloud_fraction``: the date's;
 - ``date_residual``, ``no_clear``: ``ln(median |interpolation - observation| + 1e-3)`` per
-  band over the date's clear pixels in one window (:func:`date_residual`), how well
+  band over the date's clear pixels in one window (:func:`date_residuals`), how well
   interpolation does on this date; ``no_clear`` = 1 (and the residual
   :data:`NO_CLEAR_RESIDUAL`) where the window has too few clear pixels;
 - ``adjusted``: 1 where the same-date adjustment was applied (sigma > 0);
@@ -35,17 +35,18 @@ from typing import Any
 
 import dask
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from cloudfill._backend import full_like, namespace, to_numpy
 from cloudfill.core.temporal import ClearSides
-from cloudfill.fill.adjust import sample_window
-from cloudfill.model.calibration import ERROR_FEATURES, Calibration
+from cloudfill.fill.adjust import AUTO_WINDOW, sample_window
+from cloudfill.model.calibration import ERROR_FEATURES, Calibration, per_band
 
 __all__ = [
     "MIN_RESIDUAL_PIXELS",
     "NO_CLEAR_RESIDUAL",
-    "date_residual",
+    "date_residuals",
     "error_features",
     "fill_error_scale",
     "model_calibration",
@@ -72,43 +73,72 @@ def model_calibration(model: Any) -> Calibration | None:
     return None if data is None else Calibration.from_dict(data)
 
 
-def date_residual(
-    interp: xr.DataArray, real: xr.DataArray, clear: xr.DataArray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per band, the median ``|interp - real|`` over the clear pixels of one window of the
-    date (:func:`~cloudfill.fill.adjust.sample_window`, inside one chunk), and the number of
-    clear pixels it used; NaN with fewer than :data:`MIN_RESIDUAL_PIXELS`.
+def date_residuals(ds: xr.Dataset, mask: xr.DataArray, size: int = AUTO_WINDOW) -> pd.DataFrame:
+    """Per S2 date and band, the median ``|interpolation - observation|`` over the date's
+    clear pixels in one window: how well linear interpolation in time (from the clear
+    observations of the other dates, as :func:`~cloudfill.core.temporal.linear_interpolation`,
+    the nearest one where a side has none) predicts the date. NaN where the window holds
+    fewer than :data:`MIN_RESIDUAL_PIXELS` such pixels.
 
-    >>> real = xr.DataArray(np.zeros((2, 8, 8), "float32"), dims=("band", "y", "x"))
-    >>> med, n = date_residual(real + 0.02, real, real[0] == 0)
-    >>> med.round(3).tolist(), int(n)
-    ([0.02, 0.02], 64)
+    The window is the ``size`` x ``size`` tile with the most clear pixel-dates, inside one
+    chunk (:func:`~cloudfill.fill.adjust.sample_window`), read once for every date: one
+    reduction of the mask and one read of the window's series, whatever the number of dates
+    (:func:`cloudfill.fill.job.fill_to_zarr` computes them once per job).
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((32, 32), seed=0)
+    >>> table = date_residuals(ds, ds.cloudfill.cloud_mask())
+    >>> table.shape, bool((table.stack() > 0).all())
+    ((6, 4), True)
     """
-    chunks = {d: interp.chunksizes[d] for d in ("y", "x")} if interp.chunks else None
-    cut = sample_window(~clear, chunks=chunks)
-    parts = (interp.isel(cut).data, real.isel(cut).data, clear.isel(cut).data)
-    a, b, ok = (to_numpy(p) for p in dask.compute(*parts))
-    diff = np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))
-    diff = diff.reshape(diff.shape[0], -1)[:, np.asarray(ok, bool).ravel()]
-    n = diff.shape[1]
-    if n < MIN_RESIDUAL_PIXELS:
-        return np.full(diff.shape[0], np.nan), np.asarray(n)
-    with np.errstate(all="ignore"):
-        return np.nanmedian(diff, axis=1), np.asarray(n)
+    s2 = ds["s2"].transpose("time", "band", "y", "x")
+    unusable = mask.transpose("time", "y", "x")
+    chunks = {d: s2.chunksizes[d] for d in ("y", "x")} if s2.chunks else None
+    cut = sample_window(unusable.sum("time"), size, chunks=chunks, pick="clearest")
+    values, bad = dask.compute(s2.isel(cut).data, unusable.isel(cut).data)
+    values, bad = np.asarray(to_numpy(values), "float64"), np.asarray(to_numpy(bad), bool)
+    clear = ~bad & np.isfinite(values).all(axis=1)
+    t, n_band = values.shape[0], values.shape[1]
+    days = (pd.DatetimeIndex(ds["time"].values) - pd.Timestamp(ds["time"].values[0])).days
+    days = np.asarray(days, "float64")
+    # Per date and pixel, the index of the latest clear date up to it and the earliest from it.
+    index = np.arange(t)[:, None, None]
+    last = np.maximum.accumulate(np.where(clear, index, -1), axis=0)
+    first = np.minimum.accumulate(np.where(clear, index, t)[::-1], axis=0)[::-1]
+    rows = []
+    for k in range(t):
+        before = last[k - 1] if k else np.full(clear.shape[1:], -1)
+        after = first[k + 1] if k + 1 < t else np.full(clear.shape[1:], t)
+        has_b, has_a = before >= 0, after < t
+        vb = np.take_along_axis(values, np.clip(before, 0, t - 1)[None, None], 0)[0]
+        va = np.take_along_axis(values, np.clip(after, 0, t - 1)[None, None], 0)[0]
+        db = days[k] - days[np.clip(before, 0, t - 1)]
+        dn = days[np.clip(after, 0, t - 1)] - days[k]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            interp = vb + (va - vb) * (db / (db + dn))
+        interp = np.where(has_b & has_a, interp, np.where(has_b, vb, va))
+        use = clear[k] & (has_b | has_a)
+        diff = np.abs(interp - values[k])[:, use]
+        if diff.shape[1] < MIN_RESIDUAL_PIXELS:
+            rows.append(np.full(n_band, np.nan))
+        else:
+            rows.append(np.median(diff, axis=1))
+    return pd.DataFrame(
+        rows, index=pd.DatetimeIndex(ds["time"].values), columns=[str(b) for b in s2["band"].values]
+    )
 
 
 def _per_band(like: xr.DataArray, values: Sequence[float]) -> xr.DataArray:
     """(band, y, x) shaped and chunked like ``like``, each band its value (chunk type kept)."""
     column = np.asarray(values, "float32")
 
-    def fill(block: Any) -> Any:
+    def fill(block: Any) -> Any:  # bands last
         xp = namespace(block)
-        return xp.broadcast_to(xp.asarray(column)[:, None, None], block.shape).astype("float32")
+        return xp.broadcast_to(xp.asarray(column), block.shape).astype("float32")
 
-    out = xr.apply_ufunc(
-        fill, like.astype("float32"), dask="parallelized", output_dtypes=["float32"]
-    )
-    return out.transpose(*like.dims)
+    return per_band(like.transpose("band", "y", "x").astype("float32"), fill)
 
 
 def error_features(
@@ -139,7 +169,7 @@ def error_features(
     sigma, cloud_fraction
         The adjustment's sigma and the date's cloud fraction.
     residual
-        Per band, :func:`date_residual`'s median (NaN: too few clear pixels).
+        Per band, the date's :func:`date_residuals` (NaN: too few clear pixels).
 
     Returns
     -------

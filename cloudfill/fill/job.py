@@ -39,12 +39,14 @@ from cloudfill._outputs import check_output
 from cloudfill.cluster import compute, describe, open_cluster
 from cloudfill.core.pairs import PairingRule
 from cloudfill.cube.corrupt import reading
+from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers, store_digest
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust, check_adjust
 from cloudfill.fill.blend import DEFAULT_FEATHER
+from cloudfill.fill.error_scale import date_residuals, model_calibration
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.fill.progress import FillProgress
 from cloudfill.fill.scratch import SynthesisStore
@@ -243,6 +245,9 @@ class _Job:
     plan: pd.DataFrame
     settings: FillSettings
     filled: xr.Dataset | None = None
+    # Each date's interpolation residual (the error scale's feature), read once for the job
+    # rather than once per date written; None when the model's error scale does not use it.
+    residuals: pd.DataFrame | None = None
 
     @property
     def times(self) -> pd.DatetimeIndex:
@@ -269,6 +274,7 @@ class _Job:
             chain=s.chain,
             chain_from=chain_from,
             synthesis_hook=synthesis_hook,
+            residuals=self.residuals,
         )
 
 
@@ -291,6 +297,8 @@ def _open_job(cube: Path, model: Any, settings: FillSettings, dates: Any) -> _Jo
         chain=settings.chain,
     )
     job = _Job(ds, cf, plan, settings)
+    if model_calibration(cf) is not None:
+        job.residuals = date_residuals(ds, cloud_mask(ds))
     if settings.adjust == AUTO:
         # The job's layout, plan and dates, without choosing each date's sigma here: the
         # choice computes a window of the date's fill (for a synthesized date, the model's

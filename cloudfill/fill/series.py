@@ -30,7 +30,8 @@ synthesized or interpolated, gets the calibration's scale from what the fill kne
 (:mod:`cloudfill.fill.error_scale`: the ages and disagreement of the clear observations
 around it, its departure from interpolation, its level, the head's scale, how interpolation
 did on the date's clear pixels). Uncalibrated, synthesized pixels get the head's raw scale
-(NaN without a head) and interpolated ones NaN. Real pixels get 0, unfilled ones NaN; in the
+(NaN without a head) and interpolated ones NaN; so does every filled pixel of a cube without
+S1, which is filled without a model. Real pixels get 0, unfilled ones NaN; in the
 feathered band the fill's scale times its blend weight. ``confidence`` (y, x) is defined from it:
 ``1 - exp(-0.01 / b̄)`` (:func:`~cloudfill.model.calibration.confidence_from_error_scale`,
 ``b̄`` the band mean): the probability that the value is within 0.01 reflectance of the
@@ -69,7 +70,7 @@ from cloudfill.fill.adjust import (
 )
 from cloudfill.fill.blend import DEFAULT_FEATHER, feather_weights
 from cloudfill.fill.error_scale import (
-    date_residual,
+    date_residuals,
     error_features,
     fill_error_scale,
     model_calibration,
@@ -153,9 +154,14 @@ def chained_cube(
     )
 
 
-def _cloud_fraction(plan_row: pd.Series, unusable: xr.DataArray) -> float:
-    """The date's cloud fraction: the plan's, else counted (one reduction of the mask)."""
+def _cloud_fraction(
+    plan_row: pd.Series, fractions: pd.Series | None, date: pd.Timestamp, unusable: xr.DataArray
+) -> float:
+    """The date's cloud fraction: the plan's or the cube's, else counted (one reduction of
+    the date's mask)."""
     value = plan_row.get("cloud_fraction")
+    if (value is None or pd.isna(value)) and fractions is not None and date in fractions.index:
+        value = fractions.loc[date]
     return float(unusable.mean()) if value is None or pd.isna(value) else float(value)
 
 
@@ -174,6 +180,7 @@ def fill_date(
     sources: Mapping[pd.Timestamp, xr.DataArray] | None = None,
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
     with_features: bool = False,
+    residuals: pd.DataFrame | None = None,
 ) -> xr.Dataset:
     """Fill one date; returns ``s2`` (band, y, x), ``filled`` and ``confidence`` (y, x),
     lazily, and ``adjust_sigma`` (the sigma applied; with ``adjust="auto"`` chosen on one
@@ -181,8 +188,11 @@ def fill_date(
     ``fractions``: the cube's cloud fraction per date, if known (the plan's
     ``cloud_fraction`` column); ``sources``: filled images of earlier dates a chained fill
     reads as references (:func:`chained_cube`); the other parameters: see
-    :func:`fill_series`. The evaluation report draws its "filled" pictures with this
-    function, so they show what ``fill_series`` writes."""
+    :func:`fill_series`; ``residuals``: the cube's
+    :func:`~cloudfill.fill.error_scale.date_residuals` (computed here when the error scale
+    needs them and they are not given); ``with_features``: also return ``error_features``.
+    The evaluation report draws its "filled" pictures with this function, so they show
+    what ``fill_series`` writes."""
     full_mask = cloud_mask(ds) if mask is None else mask
     unusable = full_mask.sel(time=date)
     real = ds["s2"].sel(time=date)
@@ -236,7 +246,9 @@ def fill_date(
         candidate = adjust_to_date(candidate, real, ~unusable, sigma)
     features = None
     if (calibration is not None or with_features) and method != "none" and not nothing_to_fill:
-        residual, _ = date_residual(interp, real.transpose("band", "y", "x"), ~unusable)
+        if residuals is None:  # fill_series passes them; called alone, computed here
+            residuals = date_residuals(ds, full_mask)
+        residual = residuals.reindex(columns=[str(b) for b in real["band"].values]).loc[date]
         features = error_features(
             sides=sides,
             interp=interp,
@@ -244,8 +256,8 @@ def fill_date(
             raw=raw,
             synthesized=synthesized,
             sigma=sigma,
-            cloud_fraction=_cloud_fraction(plan_row, unusable),
-            residual=residual,
+            cloud_fraction=_cloud_fraction(plan_row, fractions, date, unusable),
+            residual=residual.to_numpy(dtype="float64"),
         )
     scale = fill_error_scale(calibration, features, raw, synthesized, candidate)
     available = candidate.notnull().all("band")
@@ -304,6 +316,7 @@ def fill_series(
     chain_from: Callable[[pd.Timestamp], xr.DataArray | None] | None = None,
     synthesis_hook: Callable[[pd.Timestamp, Any], Any] | None = None,
     error_features: bool = False,
+    residuals: pd.DataFrame | None = None,
 ) -> xr.Dataset:
     """Fill the unusable pixels of every S2 date (or of ``dates``), lazily.
 
@@ -355,6 +368,9 @@ def fill_series(
         Also return ``error_features`` (time, feature, band, y, x): what the calibration of
         ``error_scale`` reads (:mod:`cloudfill.fill.error_scale`; NaN on dates with nothing
         to fill). For fitting a calibration (:func:`cloudfill.fill.calibrate.calibrate`).
+    residuals
+        The cube's :func:`~cloudfill.fill.error_scale.date_residuals`, if already at hand
+        (computed once here otherwise, when the error scale needs them: one window read).
 
     Returns
     -------
@@ -398,6 +414,8 @@ def fill_series(
         plan=plan,
     )
     chosen = _chosen_dates(ds, dates, plan, has_model=cf is not None)
+    if residuals is None and (error_features or model_calibration(cf) is not None):
+        residuals = date_residuals(ds, mask)  # once for every date: one window read
     # Everything but the date, its plan row and the chain's sources is the same for each date.
     fill_one = partial(
         fill_date,
@@ -411,6 +429,7 @@ def fill_series(
         inference=inference,
         synthesis_hook=synthesis_hook,
         with_features=error_features,
+        residuals=residuals,
     )
     parts = _fill_dates(ds, chosen, plan, fill_one, chain=chain, chain_from=chain_from)
     attrs = {

@@ -37,7 +37,7 @@ import math
 import os
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ __all__ = [
     "coverage",
     "fit_calibration",
     "interval_factor",
+    "per_band",
     "write_calibration",
 ]
 
@@ -71,7 +72,7 @@ CONFIDENCE_TOLERANCE = 0.01
 (:func:`confidence_from_error_scale`)."""
 
 MIN_PIXELS = 200
-"""Fewest (pixel, band) errors a scale is fitted from; a kind with fewer gets NaN."""
+"""Fewest (pixel, band) errors a calibration is fitted from (fewer: a ParameterError)."""
 
 CALIBRATION_FORM = 2
 """The form of :class:`Calibration` this version writes and reads; form 1 (a map of the
@@ -173,7 +174,7 @@ class Calibration:
         term at each knot (increasing knots, the first value 0); linear between knots,
         constant beyond the end ones.
     fitted_on
-        Provenance: the scenes (seeds), pixel counts, the coverage reached on the fit.
+        Provenance: the scenes, the number of values, the coverage reached on the fit.
 
     Examples
     --------
@@ -233,12 +234,16 @@ class Calibration:
         if log_b is None:
             log_b = xr.zeros_like(like, dtype="float32")
         if "band" in log_b.coords:
-            values = [by_band.get(str(b), np.nan) for b in log_b["band"].values]
-            intercept = xr.DataArray(np.array(values, "float32"), dims="band")
-            intercept = intercept.assign_coords(band=log_b["band"].values)
+            column = [by_band.get(str(b), np.nan) for b in log_b["band"].values]
         else:  # unlabelled bands: in the calibration's order
-            intercept = xr.DataArray(np.array(self.intercept, "float32"), dims="band")
-        return np.exp(log_b + intercept).astype("float32")
+            column = list(self.intercept)
+        offset = np.asarray(column, "float32")
+
+        def add(block: Any) -> Any:  # bands last; the column made where the block lives
+            xp = namespace(block)
+            return xp.exp(block + xp.asarray(offset)).astype("float32")
+
+        return per_band(log_b.transpose("band", ...), add)
 
     # --- card ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -288,6 +293,34 @@ class Calibration:
             )
         except (TypeError, IndexError, ValueError) as err:
             raise ParameterError(f"malformed calibration: {err}") from None
+
+
+def per_band(array: xr.DataArray, func: Callable[[Any], Any]) -> xr.DataArray:
+    """``func`` over blocks of ``array`` (dims ``band`` first) that hold every band, on the
+    last axis, lazily on dask (NumPy or CuPy blocks, the chunk type kept); coords, dims and
+    band chunks as ``array``'s.
+
+    A store written elsewhere may chunk bands apart, and a per-band column must meet all of
+    them; NumPy values must never meet CuPy chunks, so ``func`` builds them from the block's
+    own namespace.
+
+    >>> a = xr.DataArray(np.zeros((2, 1, 3), "float32"), dims=("band", "y", "x"))
+    >>> per_band(a, lambda b: b + np.array([1.0, 2.0], "float32"))[:, 0, 0].values.tolist()
+    [1.0, 2.0]
+    """
+    out = xr.apply_ufunc(
+        func,
+        array,
+        input_core_dims=[["band"]],
+        output_core_dims=[["band"]],
+        dask="parallelized",
+        output_dtypes=["float32"],
+        dask_gufunc_kwargs={"allow_rechunk": True},
+        keep_attrs=False,
+    )
+    if array.chunks is not None:  # back to the input's band chunks, as the other outputs
+        out = out.chunk({"band": array.chunksizes["band"]})
+    return out.transpose(*array.dims).astype("float32")
 
 
 def is_older_form(data: Any) -> bool:
