@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
 
 from cloudfill.core.temporal import linear_interpolation
@@ -106,6 +107,7 @@ def test_a_date_without_clear_pixels_is_flagged(scene: xr.Dataset) -> None:
     )
 
 
+@pytest.mark.slow  # a whole fill, 4 s
 def test_features_are_finite_where_filled(scene: xr.Dataset) -> None:
     out = fill_series(scene.drop_vars("s1"), None, error_features=True).compute()
     values = np.moveaxis(out["error_features"].values, (1, 2), (-2, -1))

@@ -1,9 +1,11 @@
 """``default_model``: the generator shipped with the package.
 
-An SOD model with CBAM attention and the Laplace confidence head, 16 base filters and 4
-residual blocks (sized for CPU inference), trained by ``scripts/train_default_model.py`` on a
-simulated scene (seed 101). It demonstrates the pipeline; for real scenes train on your own
-cube (``cloudfill train``). Loading it reads safetensors only.
+The change-aware SODC model (blend reference, both sides' clear values with their S1, ages
+and validity) with CBAM attention, a per-pixel path and the Laplace confidence head, 16 base
+filters and 4 residual blocks (sized for CPU inference), trained by
+``scripts/train_default_model.py`` on nine simulated scenes of two designs; its card holds
+the calibration of its error bars. It demonstrates the pipeline; for real scenes train on
+your own cube (``cloudfill train``). Loading it reads safetensors only.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def default_model(device: str = "cpu", *, fast: bool = False) -> Any:
     --------
     >>> model = default_model()
     >>> model.card.variant, model.card.confidence
-    ('SOD', True)
+    ('SODC', True)
     """
     path = resources.files("cloudfill") / "data" / DEFAULT_MODEL_FILE
     if not path.is_file():
