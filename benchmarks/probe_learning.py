@@ -8,11 +8,11 @@ Per-pixel samples come from simulated scenes (``simulate_scene``, 256 px, 16 dat
 seeds 101-103, test seeds 61-63), built with the package's own functions: the cloud mask
 (``cloud_mask``; the scene's ``truth`` is the clear truth), S1 despeckled with window 5
 (``despeckle``, as training), the candidate dates (``reference_candidates``: 120 days, both
-sides), their S1 dates (``nearest_s1``, 6 days), the blend reference (``blend_reference``:
-what the network's reference channels hold) and each side's nearest clear value, age and S1
-(``condition._nearest_side``, the blend's own helper). A sample is a pixel of an S2 date
-with a clear value on both sides; "cloudy" samples are what the fill must produce, "clear"
-ones what training scores (``PatchDataset``'s ``valid``).
+sides), their S1 dates (``nearest_s1``, 6 days), the blend reference and each side's nearest
+clear value, age and S1 (``blend_with_sides``: what the network's reference channels hold,
+with the sides it blended; :func:`date_inputs`, which ``_gbm_baseline.py`` shares). A
+sample is a pixel of an S2 date with a clear value on both sides; "cloudy" samples are what
+the fill must produce, "clear" ones what training scores (``PatchDataset``'s ``valid``).
 
 1. The residual ``truth - blend``, in reflectance and in normalised units (``NormStats`` of
    seed 101 from ``training_stats``, as the default model), its heavy tail, and how much of
@@ -43,13 +43,15 @@ import argparse
 import copy
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
+import xarray as xr
 
 import cloudfill
-from cloudfill.core.condition import _nearest_side, blend_reference, normalise_bands
+from cloudfill.core.condition import blend_with_sides, normalise_bands
 from cloudfill.core.pairs import PairingRule, cloud_fractions, nearest_s1, reference_candidates
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS, POLS
@@ -60,6 +62,8 @@ RULE = PairingRule()
 # The cloud fractions of scripts/train_default_model.py (its 16 dates).
 CLOUD = (0.0, 0.1, 0.4, 0.0, 0.3, 0.05, 0.6, 0.15, 0.0, 0.5, 0.25, 0.1, 0.0, 0.35, 0.2, 0.05)
 DESPECKLE = 5
+# What date_inputs gives per pixel, and scene_samples keeps.
+INPUTS = ("blend", "truth", "s1", "dem", "before", "after", "ages", "s1_before", "s1_after")
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
@@ -72,23 +76,22 @@ def markdown(rows: list[dict[str, object]]) -> str:
 
 
 # --------------------------------------------------------------------------- samples
-def scene_samples(
-    seed: int, shape: int, dates: int, n_clear: int, **scene: object
-) -> dict[str, np.ndarray]:
-    """Per-pixel samples of one simulated scene (cloudy pixels, and a subsample of clear
-    ones), both with a clear value on each side of the target; ``scene``: more arguments of
-    ``simulate_scene`` (e.g. ``surface_change``)."""
-    ds = cloudfill.simulate_scene((shape, shape), dates=dates, seed=seed, **scene)
-    mask = cloud_mask(ds).values.astype(bool)  # True = unusable
+def date_inputs(ds: xr.Dataset) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Per S2 date with S1 within 6 days and a reference candidate: its index and the
+    probe's inputs as (pixels, channels) arrays over the whole image (row-major), with
+    ``truth`` when the cube has it."""
+    mask = cloud_mask(ds).values.astype(bool)
     s2 = ds["s2"].sel(band=list(BANDS)).values
-    truth = ds["truth"].sel(band=list(BANDS)).values
+    truth = ds["truth"].sel(band=list(BANDS)).values if "truth" in ds else None
     s1 = despeckle(ds, DESPECKLE)["s1"].sel(pol=list(POLS)).values  # dB
     dem = ds["dem"].values
     s2_dates = pd.DatetimeIndex(ds["time"].values)
     s1_dates = pd.DatetimeIndex(ds["s1_time"].values)
     frac = cloud_fractions(ds).to_numpy()
-    rng = np.random.default_rng(seed)
-    rows: dict[str, list[np.ndarray]] = {}
+
+    def flat(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0], -1).T if a.ndim == 3 else a.reshape(-1, 1)
+
     for t, date in enumerate(s2_dates):
         s1_date, _ = nearest_s1(s1_dates, date, RULE.s1_gap)
         if pd.isna(s1_date):
@@ -98,49 +101,52 @@ def scene_samples(
         if not chosen:
             continue
         ks = [s2_dates.get_loc(d) for d in chosen]
-        images = [s2[k] for k in ks]
-        unusable = [mask[k] for k in ks]
         offsets = [(d - date) / pd.Timedelta(days=1) for d in chosen]
         near = [nearest_s1(s1_dates, d, RULE.s1_gap)[0] for d in chosen]
         radar = [None if pd.isna(w) else s1[s1_dates.get_loc(w)] for w in near]
-        blend = blend_reference(images, unusable, offsets, radar, s1_t)
-        radar_f = [np.full_like(s1_t, np.nan) if r is None else r for r in radar]
-        sides = []
-        for sign in (-1, 1):
-            order = sorted(
-                (i for i in range(len(ks)) if np.sign(offsets[i]) == sign),
-                key=lambda i: abs(offsets[i]),
-            )
-            side = _nearest_side(images, unusable, radar_f, [abs(o) for o in offsets], order)
-            if side is None:
-                break
-            sides.append(side)
-        if len(sides) < 2:
-            continue  # no clear value on one side anywhere (first / last dates)
-        (vb, ab, sb), (va, aa, sa) = sides
-        both = np.isfinite(vb).all(0) & np.isfinite(va).all(0)
-        for kind, where in (("cloudy", mask[t] & both), ("clear", ~mask[t] & both)):
-            idx = np.flatnonzero(where.ravel())
+        blend, sides = blend_with_sides(
+            [s2[k] for k in ks], [mask[k] for k in ks], offsets, radar, s1_t
+        )
+        nan4, nan2 = np.full_like(blend, np.nan), np.full_like(s1_t, np.nan)
+        nan1 = np.full(blend.shape[1:], np.nan, "float32")
+        (vb, ab, sb), (va, aa, sa) = (
+            (nan4, nan1, nan2) if s is None else (s.value, s.age, s.radar) for s in sides
+        )
+        part = {
+            "blend": flat(blend),
+            "s1": flat(s1_t),
+            "dem": flat(dem),
+            "before": flat(vb),
+            "after": flat(va),
+            "ages": np.concatenate([flat(ab), flat(aa)], 1),
+            "s1_before": flat(sb),
+            "s1_after": flat(sa),
+            "cloudy": mask[t].ravel(),
+        }
+        if truth is not None:
+            part["truth"] = flat(truth[t])
+        yield t, {k: v.astype("float32") if k != "cloudy" else v for k, v in part.items()}
+
+
+def scene_samples(
+    seed: int, shape: int, dates: int, n_clear: int, **scene: object
+) -> dict[str, np.ndarray]:
+    """Per-pixel samples of one simulated scene (cloudy pixels, and a subsample of clear
+    ones), both with a clear value on each side of the target; ``scene``: more arguments of
+    ``simulate_scene`` (e.g. ``surface_change``)."""
+    ds = cloudfill.simulate_scene((shape, shape), dates=dates, seed=seed, **scene)
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[np.ndarray]] = {}
+    for t, part in date_inputs(ds):
+        both = np.isfinite(part["before"]).all(1) & np.isfinite(part["after"]).all(1)
+        for kind, where in (("cloudy", part["cloudy"] & both), ("clear", ~part["cloudy"] & both)):
+            idx = np.flatnonzero(where)
             if kind == "clear" and len(idx) > n_clear:
                 idx = rng.choice(idx, n_clear, replace=False)
-
-            def take(a: np.ndarray, idx: np.ndarray = idx) -> np.ndarray:
-                return a.reshape(a.shape[0], -1)[:, idx].T if a.ndim == 3 else a.ravel()[idx]
-
-            part = {
-                "blend": take(blend),
-                "truth": take(truth[t]),
-                "s1": take(s1_t),
-                "dem": take(dem)[:, None],
-                "before": take(vb),
-                "after": take(va),
-                "ages": np.stack([take(ab), take(aa)], 1),
-                "s1_before": take(sb),
-                "s1_after": take(sa),
-                "date": np.full(len(idx), t),
-                "col": idx % blend.shape[-1],
-            }
-            for name, value in part.items():
+            sample = {k: part[k][idx] for k in INPUTS}
+            sample["date"] = np.full(len(idx), t)
+            sample["col"] = idx % shape
+            for name, value in sample.items():
                 rows.setdefault(f"{kind}/{name}", []).append(value.astype("float32"))
     return {k: np.concatenate(v) for k, v in rows.items()}
 
