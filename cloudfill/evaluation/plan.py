@@ -33,7 +33,7 @@ from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.errors import ParameterError
 from cloudfill.evaluation.landcover import LandcoverCheck
-from cloudfill.fill.error_scale import date_residuals, model_calibration
+from cloudfill.fill.error_scale import residuals_if_needed
 from cloudfill.fill.plan import per_pixel_model
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import resolve_model
@@ -216,9 +216,7 @@ class EvaluationPlan:
     def residuals(self) -> pd.DataFrame | None:
         """The cube's :func:`~cloudfill.fill.error_scale.date_residuals` when the model's
         error scale needs them (a calibrated model), computed once for every date's fill."""
-        if model_calibration(self.model) is None:
-            return None
-        return date_residuals(self.ds, self.mask)
+        return residuals_if_needed(self.ds, self.mask, self.model)
 
     @property
     def landcover_date(self) -> pd.Timestamp | None:

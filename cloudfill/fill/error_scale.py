@@ -50,6 +50,7 @@ __all__ = [
     "error_features",
     "fill_error_scale",
     "model_calibration",
+    "residuals_if_needed",
 ]
 
 RAW_NONE = 1e-3
@@ -71,6 +72,17 @@ def model_calibration(model: Any) -> Calibration | None:
     """The calibration in the model's card, or None (no model, or an uncalibrated one)."""
     data = getattr(getattr(model, "card", None), "calibration", None)
     return None if data is None else Calibration.from_dict(data)
+
+
+def residuals_if_needed(
+    ds: xr.Dataset, mask: xr.DataArray, model: Any, *, features: bool = False
+) -> pd.DataFrame | None:
+    """:func:`date_residuals` of the cube when its fills' error scale reads them (``model``
+    calibrated, or the features asked for), else None: what ``fill_series``, a fill job and
+    an evaluation compute once for all their dates."""
+    if not features and model_calibration(model) is None:
+        return None
+    return date_residuals(ds, mask)
 
 
 def date_residuals(ds: xr.Dataset, mask: xr.DataArray, size: int = AUTO_WINDOW) -> pd.DataFrame:

@@ -46,7 +46,7 @@ from cloudfill.cube.zarr_io import MARKER_DIR, open_cube, quiet_markers, store_d
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust, check_adjust
 from cloudfill.fill.blend import DEFAULT_FEATHER
-from cloudfill.fill.error_scale import date_residuals, model_calibration
+from cloudfill.fill.error_scale import residuals_if_needed
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.fill.progress import FillProgress
 from cloudfill.fill.scratch import SynthesisStore
@@ -296,9 +296,7 @@ def _open_job(cube: Path, model: Any, settings: FillSettings, dates: Any) -> _Jo
         inference=settings.inference,
         chain=settings.chain,
     )
-    job = _Job(ds, cf, plan, settings)
-    if model_calibration(cf) is not None:
-        job.residuals = date_residuals(ds, cloud_mask(ds))
+    job = _Job(ds, cf, plan, settings, residuals=residuals_if_needed(ds, cloud_mask(ds), cf))
     if settings.adjust == AUTO:
         # The job's layout, plan and dates, without choosing each date's sigma here: the
         # choice computes a window of the date's fill (for a synthesized date, the model's

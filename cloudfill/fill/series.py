@@ -74,6 +74,7 @@ from cloudfill.fill.error_scale import (
     error_features,
     fill_error_scale,
     model_calibration,
+    residuals_if_needed,
 )
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.infer.settings import InferenceSettings
@@ -414,8 +415,8 @@ def fill_series(
         plan=plan,
     )
     chosen = _chosen_dates(ds, dates, plan, has_model=cf is not None)
-    if residuals is None and (error_features or model_calibration(cf) is not None):
-        residuals = date_residuals(ds, mask)  # once for every date: one window read
+    if residuals is None:  # once for every date: one window read
+        residuals = residuals_if_needed(ds, mask, cf, features=error_features)
     # Everything but the date, its plan row and the chain's sources is the same for each date.
     fill_one = partial(
         fill_date,
