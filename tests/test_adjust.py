@@ -198,6 +198,28 @@ def test_a_near_tie_or_too_few_held_out_pixels_means_off() -> None:
     assert choose_sigma(fill, real, clear, margin=1.0).sigma == 0.0
 
 
+def test_auto_judges_each_held_out_set_by_mae(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pooled, a sigma must beat off on MAE and RMSE; set by set only on MAE: a set of a few
+    hundred pixels (small gaps) has an RMSE that turns on a handful of values."""
+    from cloudfill.fill import adjust
+
+    fill, real, clear, _ = _case()
+    n = 1000  # values per set: (sum |e|, sum e^2, n) per set and sigma
+    per_set = {0.0: [(10.0, 0.20, n)] * 4, 6.0: [(6.0, 0.10, n)] * 4}
+    per_set[6.0][2] = (6.0, 0.21, n)  # one set: lower MAE, higher RMSE than off
+    calls = {s: iter(v) for s, v in per_set.items()}
+
+    def held_out(fill, real, usable, hold, sigma, floor):
+        return next(calls[sigma]) if sigma in calls else (20.0, 1.0, n)
+
+    monkeypatch.setattr(adjust, "_held_out_errors", held_out)
+    assert choose_sigma(fill, real, clear).sigma == 6.0
+    # A set where the sigma's MAE is higher than off's: off.
+    per_set[6.0][2] = (10.5, 0.05, n)
+    calls = {s: iter(v) for s, v in per_set.items()}
+    assert choose_sigma(fill, real, clear).sigma == 0.0
+
+
 @pytest.mark.parametrize("chunks", [{"y": 23, "x": 40}, {"y": 64, "x": 16}])
 def test_auto_chooses_the_same_on_numpy_and_dask(chunks: dict[str, int]) -> None:
     for case in (_case(), _speckled_case()):
