@@ -41,7 +41,8 @@ nearly off), weight average ``ema=0.99`` (the model scored and kept); S2 normali
 The best model by validation MAE is written to ``OUT/best.safetensors`` whenever it improves
 and a resumable checkpoint (``OUT/last``) after every epoch, so the run can be stopped at any
 time and continued with ``--resume`` (same ``--out`` and settings; ``--max-steps`` may grow).
-The training cube is written once to ``OUT/train_cube.zarr`` and reused.
+The training cube is written once to ``OUT/train_cube.zarr`` and reused (one of another
+``--scenes`` set is refused).
 
 The shipped model (2026-12-06; benchmarks/RESULTS.md, "Default model v2" and "The new
 default model ... on held-out scenes") is the best-by-validation model of ``--max-steps 7500``
@@ -151,6 +152,7 @@ def training_cube(scene_set: str = "v2") -> xr.Dataset:
         f"simulate_scene seeds {generic_seeds} and the demo design's seeds {demo_seeds} "
         f"(surface_change {change}), {SIZE} px each, side by side along x",
         "simulator": "scripts/train_default_model.py",
+        "scene_set": scene_set,
     }
     return cube
 
@@ -199,6 +201,12 @@ def main() -> None:
         t0 = time.time()
         cloudfill.write_cube(training_cube(args.scenes), cube)
         print(f"training cube written in {time.time() - t0:.0f} s: {cube}", flush=True)
+    else:  # reused: it must hold the scenes asked for (cubes from before --scenes are v2)
+        stored = xr.open_zarr(cube).attrs.get("scene_set", "v2")
+        if stored != args.scenes:
+            raise SystemExit(
+                f"{cube} holds the {stored!r} scenes, not {args.scenes!r}: use another --out"
+            )
     t0 = time.time()
     cfg = config(args.variant, args.max_steps, args.device)
     model = cloudfill.train(str(cube), cfg, args.out, resume=args.resume, progress=False)

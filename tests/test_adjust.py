@@ -213,11 +213,11 @@ def test_auto_judges_each_held_out_set_by_mae(monkeypatch: pytest.MonkeyPatch) -
         return next(calls[sigma]) if sigma in calls else (20.0, 1.0, n)
 
     monkeypatch.setattr(adjust, "_held_out_errors", held_out)
-    assert choose_sigma(fill, real, clear).sigma == 6.0
+    assert choose_sigma(fill, real, clear, shifts=4).sigma == 6.0
     # A set where the sigma's MAE is higher than off's: off.
     per_set[6.0][2] = (10.5, 0.05, n)
     calls = {s: iter(v) for s, v in per_set.items()}
-    assert choose_sigma(fill, real, clear).sigma == 0.0
+    assert choose_sigma(fill, real, clear, shifts=4).sigma == 0.0
 
 
 @pytest.mark.parametrize("chunks", [{"y": 23, "x": 40}, {"y": 64, "x": 16}])
