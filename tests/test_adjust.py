@@ -218,6 +218,10 @@ def test_auto_judges_each_held_out_set_by_mae(monkeypatch: pytest.MonkeyPatch) -
     per_set[6.0][2] = (10.5, 0.05, n)
     calls = {s: iter(v) for s, v in per_set.items()}
     assert choose_sigma(fill, real, clear, shifts=4).sigma == 0.0
+    # Lower MAE on every set but a higher RMSE pooled: still off (pooled, both must gain).
+    per_set[6.0] = [(6.0, 0.30, n)] * 4
+    calls = {s: iter(v) for s, v in per_set.items()}
+    assert choose_sigma(fill, real, clear, shifts=4).sigma == 0.0
 
 
 @pytest.mark.parametrize("chunks", [{"y": 23, "x": 40}, {"y": 64, "x": 16}])
