@@ -68,7 +68,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
 
@@ -101,32 +100,25 @@ ORIGIN = (300000.0, 3100000.0)
 RESOLUTION = 10.0
 
 
-def _demo_s1_dates() -> pd.DatetimeIndex:
-    days = [pd.Timedelta(days=k) for k in demo._S1_OFFSETS_DAYS]
-    return pd.DatetimeIndex([d + k for d, k in zip(demo._DATES, days, strict=True)])
-
-
 def _scenes(scene_set: str) -> list[xr.Dataset]:
     """The scenes, each on its own x range, with S1 at the union of both designs' dates."""
     generic_seeds, demo_seeds, change = SCENE_SETS[scene_set]
     assert not set(generic_seeds + demo_seeds) & set(EVALUATION_SEEDS)
     assert demo.DEMO_SEED not in generic_seeds + demo_seeds
+    # Each design's S1 dates, read off a tiny scene of it.
     generic_s1 = cloudfill.simulate_scene((16, 16), dates=16, seed=0).indexes["s1_time"]
-    s1_dates = generic_s1.union(_demo_s1_dates()).as_unit("ns")
+    demo_s1 = demo.simulate_demo(0, (16, 16)).indexes["s1_time"]
+    s1_dates = generic_s1.union(demo_s1).as_unit("ns")
+    # simulate_demo's recipe as simulate_scene arguments, so S1 can be at every date.
+    demo_design = {"dates": list(demo._DATES), "cloud_fraction": list(demo._CLOUD)}
     scenes = []
     for k, seed in enumerate(generic_seeds + demo_seeds):
+        design = {"dates": 16} if seed in generic_seeds else demo_design
         origin = (ORIGIN[0] + k * SIZE * RESOLUTION, ORIGIN[1])
-        if seed in generic_seeds:
-            ds = cloudfill.simulate_scene(
-                (SIZE, SIZE), dates=16, seed=seed, s1_dates=s1_dates, origin=origin,
-                surface_change=change.get(seed, 0.0),
-            )  # fmt: skip
-        else:  # simulate_demo's recipe, with S1 at every date of the union
-            ds = cloudfill.simulate_scene(
-                (SIZE, SIZE), dates=list(demo._DATES), s1_dates=s1_dates, seed=seed,
-                cloud_fraction=list(demo._CLOUD), origin=origin,
-                surface_change=change.get(seed, 0.0),
-            )  # fmt: skip
+        ds = cloudfill.simulate_scene(
+            (SIZE, SIZE), seed=seed, s1_dates=s1_dates, origin=origin,
+            surface_change=change.get(seed, 0.0), **design,
+        )  # fmt: skip
         scenes.append(ds)
     return scenes
 
