@@ -37,7 +37,8 @@ def _load(path: Path) -> xr.Dataset:
     return cloudfill.open_cube(path, chunks=None)
 
 
-# About 10 s, kept in the default suite: the one default test of the whole fill-series job.
+# About 10 s, kept in the default suite: the one default test of the whole fill-series job
+# (the --overwrite rerun of a different job is the slow test below).
 def test_fill_series_writes_everything(
     job: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -57,7 +58,21 @@ def test_fill_series_writes_everything(
     other = [*_args(job, out), "--feather", "2"]
     assert run(other) == 2
     assert "different job" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two whole jobs, over 10 s; .ci/run runs the slow tests too
+def test_fill_series_overwrite_redoes_a_different_job(
+    job: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = job["tmp"] / "redo.zarr"
+    assert run(_args(job, out)) == 0
+    other = [*_args(job, out), "--feather", "2"]
+    assert run(other) == 2
+    assert "different job" in capsys.readouterr().err
     assert run([*other, "--overwrite"]) == 0
+    assert "different job" not in capsys.readouterr().err
+    redone = _load(out)
+    assert not np.isnan(redone["s2"].values).any()
 
 
 # Run in a child process that SIGKILLs itself at one fixed point: once date 2's pixels are
