@@ -42,7 +42,9 @@ The best model by validation MAE is written to ``OUT/best.safetensors`` whenever
 and a resumable checkpoint (``OUT/last``) after every epoch, so the run can be stopped at any
 time and continued with ``--resume`` (same ``--out`` and settings; ``--max-steps`` may grow).
 The training cube is written once to ``OUT/train_cube.zarr`` and reused (one of another
-``--scenes`` set is refused).
+``--scenes`` set is refused). ``--init CKPT`` starts from a trained model's weights and
+normalisation (a warm start, :mod:`cloudfill.training.warm_start`), ``--lr`` sets Adam's
+learning rate.
 
 The shipped model (2026-12-06; benchmarks/RESULTS.md, "Default model v2" and "The new
 default model ... on held-out scenes") is the best-by-validation model of ``--max-steps 7500``
@@ -149,7 +151,7 @@ def training_cube(scene_set: str = "v2") -> xr.Dataset:
     return cube
 
 
-def config(variant: str, max_steps: int, device: str = "cpu") -> TrainConfig:
+def config(variant: str, max_steps: int, device: str = "cpu", lr: float = 2e-4) -> TrainConfig:
     return TrainConfig(
         variant,
         network=NetworkSettings(
@@ -161,7 +163,7 @@ def config(variant: str, max_steps: int, device: str = "cpu") -> TrainConfig:
             skip="add",
             pixel_features=32,
         ),
-        optim=OptimSettings(batch_size=8, lr=2e-4, lambda_l1=1e4, ema=0.99),
+        optim=OptimSettings(batch_size=8, lr=lr, lambda_l1=1e4, ema=0.99),
         schedule=Schedule(epochs=10000, max_steps=max_steps, patience=None),
         patches=PatchSettings(64, overlap=0),
         reference="blend",
@@ -181,6 +183,11 @@ def main() -> None:
         choices=sorted(SCENE_SETS),
         help="training scene set (v2: the shipped model's nine scenes; v3: twenty)",
     )
+    parser.add_argument(
+        "--init", type=Path, default=None,
+        help="start from this model's weights and statistics (a warm start) instead of random",
+    )  # fmt: skip
+    parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -200,8 +207,10 @@ def main() -> None:
                 f"{cube} holds the {stored!r} scenes, not {args.scenes!r}: use another --out"
             )
     t0 = time.time()
-    cfg = config(args.variant, args.max_steps, args.device)
-    model = cloudfill.train(str(cube), cfg, args.out, resume=args.resume, progress=False)
+    cfg = config(args.variant, args.max_steps, args.device, args.lr)
+    model = cloudfill.train(
+        str(cube), cfg, args.out, resume=args.resume, progress=False, init=args.init
+    )
     print(f"trained in {time.time() - t0:.0f} s: {model}", flush=True)
 
 

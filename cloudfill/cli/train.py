@@ -62,7 +62,53 @@ def _score(value: object, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+# The generator settings a warm start (--init) takes from its model unless given.
+_ARCHITECTURE = (
+    "variant",
+    "attention",
+    "base_filters",
+    "n_blocks",
+    "confidence",
+    "reference_skip",
+    "pixel_features",
+    "reference",
+)
+
+
+def _init_model(init: str) -> object:
+    """The model a warm start begins from: "default" (the shipped model) or a checkpoint."""
+    from cloudfill.model.default import default_model
+    from cloudfill.model.runtime import load_model
+
+    return default_model() if init == "default" else load_model(init)
+
+
+def _architecture(ctx: typer.Context, model: object, given: dict[str, object]) -> dict[str, object]:
+    """The generator settings: those given on the command line, the rest the model's."""
+    card = model.card  # type: ignore[attr-defined]
+    theirs = {
+        "variant": card.variant,
+        "attention": card.attention,
+        "base_filters": card.base_filters,
+        "n_blocks": card.n_blocks,
+        "confidence": card.confidence,
+        "reference_skip": card.reference_skip,
+        "pixel_features": card.pixel_features,
+        "reference": card.reference_mode,
+    }
+    # By name: typer may bring its own copy of click's ParameterSource.
+    return {
+        key: theirs[key] if _source(ctx, key) == "DEFAULT" else given[key] for key in _ARCHITECTURE
+    }
+
+
+def _source(ctx: typer.Context, name: str) -> str:
+    source = ctx.get_parameter_source(name)
+    return "DEFAULT" if source is None else str(source.name)
+
+
 def train_command(
+    ctx: typer.Context,
     cube: Path = typer.Argument(..., help="Training cube (zarr store), read patch by patch."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for checkpoints and logs."),
     variant: str = typer.Option(
@@ -147,25 +193,53 @@ def train_command(
         help="Train into an existing folder that is not empty and not a training run (its "
         "files named like the run's are replaced; nothing else is deleted).",
     ),
+    init: str | None = typer.Option(
+        None,
+        "--init",
+        help="Warm start: begin from this model's weights ('default': the shipped model, or "
+        "a checkpoint) instead of random ones, e.g. to fine-tune it on your own cube. Its "
+        "architecture and reference mode are used unless given, and its normalisation.",
+    ),
 ) -> None:
     """Train a generator on a cube: pix2pix loss, early stopping, resumable checkpoints.
 
     Writes OUT/best.safetensors (the best model by validation MAE, with its card),
     OUT/last/ (the resumable state) and OUT/metrics.csv (and OUT/patch-cache/ with the
     patch cache in the run's folder).
+
+    Fine-tune the shipped model on your own cube (a lower learning rate keeps most of what
+    it learned):
+
+        cloudfill train cube.zarr --out run --init default --lr 1e-4 --batch-size 8
     """
+    start = None if init is None else _init_model(init)
+    arch = dict(
+        variant=variant,
+        attention=attention,
+        base_filters=base_filters,
+        n_blocks=n_blocks,
+        confidence=confidence,
+        reference_skip=reference_skip,
+        pixel_features=pixel_features,
+        reference=reference,
+    )
+    extra: dict[str, object] = {}
+    if start is not None:
+        arch = _architecture(ctx, start, arch)
+        extra = {"norm": start.card.norm, "skip": start.card.skip}  # type: ignore[attr-defined]
     # Built first: bad settings (a typo in --variant too) fail before the cube is opened.
     config = TrainConfig(
-        variant,
+        arch["variant"],
         network=NetworkSettings(
-            attention=attention,
-            base_filters=base_filters,
-            n_blocks=n_blocks,
-            confidence=confidence,
-            reference_skip=reference_skip,
-            pixel_features=pixel_features,
+            attention=arch["attention"],
+            base_filters=arch["base_filters"],
+            n_blocks=arch["n_blocks"],
+            confidence=arch["confidence"],
+            reference_skip=arch["reference_skip"],
+            pixel_features=arch["pixel_features"],
             d_filters=d_filters,
             d_layers=d_layers,
+            **extra,
         ),
         optim=OptimSettings(batch_size=batch_size, lr=lr, ema=ema, lambda_l1=lambda_l1),
         schedule=Schedule(epochs=epochs, max_steps=max_steps, patience=patience),
@@ -175,7 +249,7 @@ def train_command(
             block_size=block_size,
             fractions=(round(1.0 - val_fraction - test_fraction, 12), val_fraction, test_fraction),
         ),
-        reference=reference,
+        reference=arch["reference"],
         despeckle=despeckle or None,
         seed=seed,
         runtime=RuntimeSettings(
@@ -193,7 +267,7 @@ def train_command(
     # folder that is not empty only with --overwrite.
     check_output(out, [cube], overwrite=overwrite, ours=_training_run, kind="training run")
     ds = _open(cube)
-    model = run.train(ds, config, out, resume=resume, progress=progress)
+    model = run.train(ds, config, out, resume=resume, progress=progress, init=start)
     m, t = model.card.metrics, model.card.training
     console.print(
         f"trained {model.card.variant} ({model.card.attention}): {t['steps']} steps, "

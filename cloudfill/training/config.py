@@ -78,6 +78,7 @@ FIXED: tuple[str, ...] = (
     "max_s1_gap",
     "max_ref_age",
     "max_ref_cloud",
+    "init",
 )
 """Keys of the training record that define a run: a resumed run must have the same ones."""
 
@@ -88,6 +89,7 @@ _SAVED_DEFAULTS: dict[str, Any] = {
     "reference_mode": "date",
     "skip": "atanh",  # before the additive skip and the per-pixel path
     "pixel_features": 0,
+    "init": None,  # before warm starts: random weights
     **PairingRule().to_dict(),
 }
 

@@ -40,6 +40,7 @@ from cloudfill.training.index import PatchIndex, build_index
 from cloudfill.training.loop import LAST_NAME, Run, Splits
 from cloudfill.training.state import read_state
 from cloudfill.training.step import Networks
+from cloudfill.training.warm_start import InitModel, check_init, init_record, init_stats, load_init
 
 __all__ = ["train"]
 
@@ -84,11 +85,21 @@ def _splits(
     config: TrainConfig,
     index: PatchIndex | None,
     saved: _SavedState | None,
+    init: CloudfillModel | None = None,
 ) -> tuple[PatchIndex, Splits]:
-    """The index (built unless given, with the saved statistics when resuming) and its
-    three datasets for the configuration's variant."""
+    """The index (built unless given, with the saved statistics when resuming, else the
+    warm start's) and its three datasets for the configuration's variant."""
+    if index is not None and init is not None:
+        if index.stats.to_dict() != init.card.normalisation:
+            raise ParameterError(
+                "the prebuilt index's normalisation statistics are not the init model's: "
+                "build it with stats=init_stats(model), or pass no index"
+            )
     if index is None:
-        stats = None if saved is None else NormStats.from_dict(saved[1]["stats"])
+        if saved is not None:
+            stats = NormStats.from_dict(saved[1]["stats"])
+        else:
+            stats = None if init is None else init_stats(init)
         index = build_index(
             ds,
             config.variant,
@@ -143,6 +154,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     index: PatchIndex | None = None,
+    init: InitModel | None = None,
 ) -> CloudfillModel:
     """Train a generator on a cube (pix2pix objective; defaults: the paper's settings).
 
@@ -172,6 +184,12 @@ def train(
         :func:`~cloudfill.training.experiment.run_experiment`, or built with statistics of
         your own); it then fixes the samples, patch grid, pairing, despeckling and reference
         mode, and ``ds`` is not read.
+    init
+        Start from this model's weights (a :class:`~cloudfill.model.runtime.CloudfillModel`
+        or a checkpoint path) instead of random ones, e.g. to fine-tune the shipped model on
+        your own cube (see :mod:`cloudfill.training.warm_start`): its architecture and
+        reference mode must be the configuration's, and its normalisation statistics are
+        used. A resumed run must name the same model.
 
     Returns
     -------
@@ -183,8 +201,9 @@ def train(
     Raises
     ------
     ParameterError
-        No training samples, an index of another patch size, or a resume with different
-        settings (bad settings are refused by the configuration itself).
+        No training samples, an index of another patch size, a resume with different
+        settings (bad settings are refused by the configuration itself), or an ``init``
+        model of another architecture or reference mode.
     ModelMismatchError
         The cube lacks an input of the variant.
     OutputError
@@ -210,10 +229,13 @@ def train(
     if not isinstance(config, TrainConfig):
         raise ParameterError(f"config must be a TrainConfig, got {config!r}")
     device = resolve_device(config.runtime.device)
+    start = load_init(init)
+    if start is not None:
+        check_init(start, config)
     out_dir = None if out is None else Path(out)
     saved = _saved_state(out_dir, resume)
-    index, data = _splits(ds, config, index, saved)
-    record = training_record(config, index)
+    index, data = _splits(ds, config, index, saved, start)
+    record = {**training_record(config, index), "init": init_record(start)}
     if saved is not None:
         check_resumable(saved[1]["config"], record)
     data = _cached(data, config, out_dir, device, progress)
@@ -231,5 +253,7 @@ def train(
         )
         if saved is not None:
             run.restore(*saved)
+        elif start is not None:
+            nets.start_from(start.generator)
         run.fit(progress)
         return run.finish()

@@ -40,7 +40,7 @@ from cloudfill.model.generator import Generator
 from cloudfill.model.losses import adversarial_loss, laplace_nll, masked_l1
 from cloudfill.training.config import TrainConfig
 
-__all__ = ["LOSSES", "Networks", "autocast", "train_step"]
+__all__ = ["LOSSES", "Networks", "autocast", "config_generator", "train_step"]
 
 LOSSES: tuple[str, ...] = ("loss_g", "loss_d", "loss_adv", "loss_rec")
 """The losses :func:`train_step` reports, in its order."""
@@ -57,6 +57,28 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     torch.bfloat16
     """
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def config_generator(config: TrainConfig) -> Generator:
+    """A generator of the configuration's architecture, freshly initialised.
+
+    Examples
+    --------
+    >>> config_generator(TrainConfig("S")).config()["n_blocks"]
+    9
+    """
+    net = config.network
+    return Generator(
+        config.variant,
+        base_filters=net.base_filters,
+        n_blocks=net.n_blocks,
+        attention=net.attention,
+        norm=net.norm,
+        confidence=net.confidence,
+        reference_skip=net.reference_skip,
+        skip=net.skip,
+        pixel_features=net.pixel_features,
+    )
 
 
 def train_step(
@@ -178,17 +200,7 @@ class Networks:
         net, optim = config.network, config.optim
         # The seed fixes the initial weights (generator first, then discriminator).
         torch.manual_seed(config.seed)
-        generator = Generator(
-            config.variant,
-            base_filters=net.base_filters,
-            n_blocks=net.n_blocks,
-            attention=net.attention,
-            norm=net.norm,
-            confidence=net.confidence,
-            reference_skip=net.reference_skip,
-            skip=net.skip,
-            pixel_features=net.pixel_features,
-        ).to(device)
+        generator = config_generator(config).to(device)
         discriminator = PatchDiscriminator(
             config.variant, base_filters=net.d_filters, n_layers=net.d_layers
         ).to(device)
@@ -200,6 +212,15 @@ class Networks:
             opt_d=torch.optim.Adam(discriminator.parameters(), lr=optim.lr, betas=betas),
             average=(None if optim.ema is None else copy.deepcopy(generator).requires_grad_(False)),
         )
+
+    def start_from(self, generator: torch.nn.Module) -> None:
+        """Load a trained generator's weights (and batch-norm statistics) into the
+        generator and the weight average: a warm start (:mod:`cloudfill.training.warm_start`).
+        """
+        state = generator.state_dict()
+        self.generator.load_state_dict(state, strict=True)
+        if self.average is not None:
+            self.average.load_state_dict(state, strict=True)
 
     @property
     def scored(self) -> torch.nn.Module:

@@ -1,0 +1,123 @@
+"""Warm starts: a run that begins from a trained model's weights (``train(init=...)``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import xarray as xr
+
+import cloudfill
+from cloudfill.cli import run
+from cloudfill.errors import ParameterError
+from cloudfill.model import load_model
+from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule, TrainConfig
+from cloudfill.training.index import PatchSettings
+from cloudfill.training.run import train
+from cloudfill.training.warm_start import weights_digest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NET = NetworkSettings(base_filters=4, n_blocks=1, d_filters=4, confidence=True)
+PATCHES = PatchSettings(32, overlap=0, block_size=32)
+
+
+def config(
+    lr: float = 2e-4, network: NetworkSettings = NET, steps: int = 2, seed: int = 0
+) -> TrainConfig:
+    return TrainConfig(
+        "SODC",
+        network=network,
+        optim=OptimSettings(lr=lr, ema=None),
+        schedule=Schedule(max_steps=steps),
+        patches=PATCHES,
+        reference="blend",
+        despeckle=3,
+        seed=seed,
+    )
+
+
+@pytest.fixture(scope="module")
+def scenes() -> tuple[xr.Dataset, xr.Dataset]:
+    return tuple(cloudfill.simulate_scene((96, 96), seed=s) for s in (0, 1))  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def trained(scenes: tuple[xr.Dataset, xr.Dataset]) -> cloudfill.CloudfillModel:
+    # Another seed than the runs below: other initial weights.
+    return train(scenes[0], config(steps=3, seed=5), progress=False)
+
+
+def _parameters(model: cloudfill.CloudfillModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.generator.named_parameters()}
+
+
+def test_a_warm_start_begins_at_the_models_weights_and_statistics(
+    scenes: tuple[xr.Dataset, xr.Dataset], trained: cloudfill.CloudfillModel
+) -> None:
+    # A learning rate of 1e-12: one step cannot move the weights measurably, so the run's
+    # weights are where it began.
+    warm = train(scenes[1], config(lr=1e-12, steps=1), progress=False, init=trained)
+    cold = train(scenes[1], config(lr=1e-12, steps=1), progress=False)
+    start, mine, fresh = _parameters(trained), _parameters(warm), _parameters(cold)
+    assert all(torch.allclose(mine[k], start[k], atol=1e-9) for k in start)
+    assert not all(torch.allclose(fresh[k], start[k], atol=1e-3) for k in start)
+    # The statistics are the model's (the second scene's own differ), the start recorded.
+    assert warm.card.normalisation == trained.card.normalisation
+    assert cold.card.normalisation != trained.card.normalisation
+    record = warm.card.training["init"]
+    assert record["weights_sha256"] == weights_digest(trained.generator)
+    assert record["steps"] == 3 and cold.card.training["init"] is None
+
+
+def test_a_model_of_another_architecture_is_refused_before_the_cube_is_read(
+    trained: cloudfill.CloudfillModel, tmp_path: Path
+) -> None:
+    wider = NetworkSettings(base_filters=8, n_blocks=1, d_filters=4, confidence=True)
+    missing = tmp_path / "no-such-cube.zarr"  # never opened: the check comes first
+    with pytest.raises(ParameterError, match="base_filters=4 but .* base_filters=8"):
+        train(missing, config(network=wider), progress=False, init=trained)
+    date_mode = TrainConfig("SODC", network=NET, patches=PATCHES, reference="blend")
+    with pytest.raises(ParameterError, match="init must be"):
+        train(missing, date_mode, progress=False, init=42)  # type: ignore[arg-type]
+
+
+def test_a_resumed_run_must_name_the_same_start(
+    scenes: tuple[xr.Dataset, xr.Dataset], trained: cloudfill.CloudfillModel, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    train(scenes[1], config(steps=1), out, progress=False, init=trained)
+    with pytest.raises(ParameterError, match="cannot resume.*init"):
+        train(scenes[1], config(steps=2), out, resume=True, progress=False)
+    resumed = train(scenes[1], config(steps=2), out, resume=True, progress=False, init=trained)
+    assert resumed.card.training["steps"] == 2
+
+
+def test_cli_init_takes_the_architecture_from_the_model(
+    scenes: tuple[xr.Dataset, xr.Dataset],
+    trained: cloudfill.CloudfillModel,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ckpt = trained.save(tmp_path / "start.safetensors")
+    cube = cloudfill.write_cube(scenes[1], tmp_path / "cube.zarr")
+    # The command line's architecture defaults (SOD, 64 filters, 9 blocks, date reference)
+    # are not the model's: with --init, what is not given comes from the model.
+    base = ["train", str(cube), "--patch-size", "32", "--overlap", "0", "--block-size", "32"]
+    base += ["--max-steps", "1", "--despeckle", "3", "--d-filters", "4", "--no-progress"]
+    assert run([*base, "--out", str(tmp_path / "a"), "--init", str(ckpt)]) == 0
+    card = load_model(tmp_path / "a" / "best.safetensors").card
+    assert (card.variant, card.base_filters, card.n_blocks, card.confidence) == (
+        "SODC",
+        4,
+        1,
+        True,
+    )
+    assert card.reference_mode == "blend" and card.training["init"]["steps"] == 3
+    capsys.readouterr()
+    # A setting given on the command line that the model does not have is refused.
+    wider = [*base, "--out", str(tmp_path / "b"), "--init", str(ckpt), "--base-filters", "8"]
+    assert run(wider) == 2
+    assert "--base-filters=4 but" in capsys.readouterr().err  # flags under the CLI
+    assert not (tmp_path / "b" / "best.safetensors").exists()
