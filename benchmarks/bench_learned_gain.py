@@ -77,7 +77,7 @@ from cloudfill.training.index import PatchSettings
 CLOUD = (0.0, 0.1, 0.4, 0.0, 0.3, 0.05, 0.6, 0.15, 0.0, 0.5, 0.25, 0.1, 0.0, 0.35, 0.2, 0.05)
 TRAIN_SEED = 101
 GBM_SEEDS = (101, 102, 103)
-RESERVED = set(range(101, 107)) | set(range(81, 85)) | set(range(91, 97))
+RESERVED = set(range(101, 121)) | set(range(81, 85)) | set(range(91, 97))  # training: 101-120
 NETWORK = NetworkSettings(
     base_filters=16, n_blocks=4, attention=True, confidence=True, d_filters=32
 )

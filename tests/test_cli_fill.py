@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import cloudfill
 from cloudfill.cli import run
 from cloudfill.core.pairs import PairingRule
 from cloudfill.fill.job import FillSettings, fill_to_zarr
+from cloudfill.fill.writer import IDENTITY_ATTR
 from cloudfill.infer.settings import InferenceSettings
 from tests.conftest import count_model_blocks, fill_series_argv, make_tiny_model
 
@@ -73,6 +75,8 @@ def test_fill_series_overwrite_redoes_a_different_job(
     assert "different job" not in capsys.readouterr().err
     redone = _load(out)
     assert not np.isnan(redone["s2"].values).any()
+    # The store is the new job's, not the old one kept.
+    assert json.loads(redone.attrs[IDENTITY_ATTR])["feather"] == 2
 
 
 # Run in a child process that SIGKILLs itself at one fixed point: once date 2's pixels are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,9 @@ from cloudfill.cli import run
 from cloudfill.errors import ParameterError
 from cloudfill.model import load_model
 from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule, TrainConfig
-from cloudfill.training.index import PatchSettings
+from cloudfill.training.index import PatchSettings, build_index
 from cloudfill.training.run import train
-from cloudfill.training.warm_start import weights_digest
+from cloudfill.training.warm_start import init_stats, weights_digest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,16 +25,23 @@ PATCHES = PatchSettings(32, overlap=0, block_size=32)
 
 
 def config(
-    lr: float = 2e-4, network: NetworkSettings = NET, steps: int = 2, seed: int = 0
+    lr: float = 2e-4,
+    network: NetworkSettings = NET,
+    steps: int = 2,
+    seed: int = 0,
+    ema: float | None = None,
+    variant: str = "SODC",
+    reference: str = "blend",
+    despeckle: int = 3,
 ) -> TrainConfig:
     return TrainConfig(
-        "SODC",
+        variant,
         network=network,
-        optim=OptimSettings(lr=lr, ema=None),
+        optim=OptimSettings(lr=lr, ema=ema),
         schedule=Schedule(max_steps=steps),
         patches=PATCHES,
-        reference="blend",
-        despeckle=3,
+        reference=reference,
+        despeckle=despeckle,
         seed=seed,
     )
 
@@ -57,8 +65,8 @@ def test_a_warm_start_begins_at_the_models_weights_and_statistics(
     scenes: tuple[xr.Dataset, xr.Dataset], trained: cloudfill.CloudfillModel
 ) -> None:
     # A learning rate of 1e-12: one step cannot move the weights measurably, so the run's
-    # weights are where it began.
-    warm = train(scenes[1], config(lr=1e-12, steps=1), progress=False, init=trained)
+    # weights are where it began; with a weight average (what is returned), it begins there too.
+    warm = train(scenes[1], config(lr=1e-12, steps=1, ema=0.5), progress=False, init=trained)
     cold = train(scenes[1], config(lr=1e-12, steps=1), progress=False)
     start, mine, fresh = _parameters(trained), _parameters(warm), _parameters(cold)
     assert all(torch.allclose(mine[k], start[k], atol=1e-9) for k in start)
@@ -78,9 +86,29 @@ def test_a_model_of_another_architecture_is_refused_before_the_cube_is_read(
     missing = tmp_path / "no-such-cube.zarr"  # never opened: the check comes first
     with pytest.raises(ParameterError, match="base_filters=4 but .* base_filters=8"):
         train(missing, config(network=wider), progress=False, init=trained)
-    date_mode = TrainConfig("SODC", network=NET, patches=PATCHES, reference="blend")
+    with pytest.raises(ParameterError, match="despeckle=3, .* despeckle=5"):
+        train(missing, config(despeckle=5), progress=False, init=trained)
     with pytest.raises(ParameterError, match="init must be"):
-        train(missing, date_mode, progress=False, init=42)  # type: ignore[arg-type]
+        train(missing, config(), progress=False, init=42)  # type: ignore[arg-type]
+
+
+def test_a_model_of_another_reference_mode_is_refused(
+    scenes: tuple[xr.Dataset, xr.Dataset], tmp_path: Path
+) -> None:
+    sod = config(variant="SOD", reference="date", steps=1)
+    dated = train(scenes[0], sod, progress=False)
+    missing = tmp_path / "no-such-cube.zarr"
+    blended = config(variant="SOD", reference="blend")
+    with pytest.raises(ParameterError, match="reference='date'.*reference='blend'"):
+        train(missing, blended, progress=False, init=dated)
+    # A prebuilt index fixes the reference mode and the statistics: both are checked.
+    composite = build_index(scenes[1], "SOD", PATCHES, reference="composite", despeckle=3,
+                            stats=init_stats(dated))  # fmt: skip
+    with pytest.raises(ParameterError, match="reference='date'.*reference='composite'"):
+        train(scenes[1], sod, progress=False, init=dated, index=composite)
+    own = build_index(scenes[1], "SOD", PATCHES, despeckle=3)
+    with pytest.raises(ParameterError, match="statistics are not the init model's"):
+        train(scenes[1], sod, progress=False, init=dated, index=own)
 
 
 def test_a_resumed_run_must_name_the_same_start(
@@ -88,9 +116,11 @@ def test_a_resumed_run_must_name_the_same_start(
 ) -> None:
     out = tmp_path / "run"
     train(scenes[1], config(steps=1), out, progress=False, init=trained)
-    with pytest.raises(ParameterError, match="cannot resume.*init"):
+    with pytest.raises(ParameterError, match="cannot resume: .* started from the model with"):
         train(scenes[1], config(steps=2), out, resume=True, progress=False)
-    resumed = train(scenes[1], config(steps=2), out, resume=True, progress=False, init=trained)
+    # The same weights in another wrapper (another creation time) are the same start.
+    again = cloudfill.CloudfillModel(trained.generator, replace(trained.card, created="x"))
+    resumed = train(scenes[1], config(steps=2), out, resume=True, progress=False, init=again)
     assert resumed.card.training["steps"] == 2
 
 
@@ -105,9 +135,10 @@ def test_cli_init_takes_the_architecture_from_the_model(
     # The command line's architecture defaults (SOD, 64 filters, 9 blocks, date reference)
     # are not the model's: with --init, what is not given comes from the model.
     base = ["train", str(cube), "--patch-size", "32", "--overlap", "0", "--block-size", "32"]
-    base += ["--max-steps", "1", "--despeckle", "3", "--d-filters", "4", "--no-progress"]
+    base += ["--max-steps", "1", "--d-filters", "4", "--no-progress"]
     assert run([*base, "--out", str(tmp_path / "a"), "--init", str(ckpt)]) == 0
     card = load_model(tmp_path / "a" / "best.safetensors").card
+    assert card.training["despeckle"] == 3  # the model's, not the command line's default 5
     assert (card.variant, card.base_filters, card.n_blocks, card.confidence) == (
         "SODC",
         4,
@@ -115,6 +146,12 @@ def test_cli_init_takes_the_architecture_from_the_model(
         True,
     )
     assert card.reference_mode == "blend" and card.training["init"]["steps"] == 3
+    # A resume of that run: with the same --init it continues; without, it says so.
+    resume = [*base, "--out", str(tmp_path / "a"), "--max-steps", "2", "--resume"]
+    capsys.readouterr()
+    assert run(resume) == 2
+    assert "started from the model with weights" in capsys.readouterr().err
+    assert run([*resume, "--init", str(ckpt)]) == 0
     capsys.readouterr()
     # A setting given on the command line that the model does not have is refused.
     wider = [*base, "--out", str(tmp_path / "b"), "--init", str(ckpt), "--base-filters", "8"]

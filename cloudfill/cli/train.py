@@ -72,6 +72,7 @@ _ARCHITECTURE = (
     "reference_skip",
     "pixel_features",
     "reference",
+    "despeckle",
 )
 
 
@@ -95,6 +96,8 @@ def _architecture(ctx: typer.Context, model: object, given: dict[str, object]) -
         "reference_skip": card.reference_skip,
         "pixel_features": card.pixel_features,
         "reference": card.reference_mode,
+        # The model's statistics were computed on S1 despeckled this way (0: none).
+        "despeckle": card.training.get("despeckle") or 0,
     }
     # By name: typer may bring its own copy of click's ParameterSource.
     return {
@@ -196,9 +199,10 @@ def train_command(
     init: str | None = typer.Option(
         None,
         "--init",
-        help="Warm start: begin from this model's weights ('default': the shipped model, or "
-        "a checkpoint) instead of random ones, e.g. to fine-tune it on your own cube. Its "
-        "architecture and reference mode are used unless given, and its normalisation.",
+        help="Warm start: begin from this model's weights ('default': the shipped model; a "
+        "checkpoint path, ./default for a file of that name) instead of random ones, e.g. to "
+        "fine-tune it on your own cube. Its architecture, reference mode and despeckling "
+        "are used unless given, and its normalisation statistics.",
     ),
 ) -> None:
     """Train a generator on a cube: pix2pix loss, early stopping, resumable checkpoints.
@@ -222,6 +226,7 @@ def train_command(
         reference_skip=reference_skip,
         pixel_features=pixel_features,
         reference=reference,
+        despeckle=despeckle,
     )
     extra: dict[str, object] = {}
     if start is not None:
@@ -250,7 +255,7 @@ def train_command(
             fractions=(round(1.0 - val_fraction - test_fraction, 12), val_fraction, test_fraction),
         ),
         reference=arch["reference"],
-        despeckle=despeckle or None,
+        despeckle=arch["despeckle"] or None,
         seed=seed,
         runtime=RuntimeSettings(
             device=device, num_workers=workers, patch_cache=patch_cache, precision=precision

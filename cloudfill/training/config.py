@@ -30,7 +30,7 @@ import pandas as pd
 from cloudfill._dates import as_dates
 from cloudfill.core.grid import ALIGN, min_train_size
 from cloudfill.core.pairs import PairingRule
-from cloudfill.core.variants import get_variant
+from cloudfill.core.variants import attention_kind, get_variant
 from cloudfill.errors import ParameterError
 from cloudfill.model.card import REFERENCE_MODES
 from cloudfill.training.index import PatchIndex, PatchSettings
@@ -78,7 +78,6 @@ FIXED: tuple[str, ...] = (
     "max_s1_gap",
     "max_ref_age",
     "max_ref_cloud",
-    "init",
 )
 """Keys of the training record that define a run: a resumed run must have the same ones."""
 
@@ -89,7 +88,6 @@ _SAVED_DEFAULTS: dict[str, Any] = {
     "reference_mode": "date",
     "skip": "atanh",  # before the additive skip and the per-pixel path
     "pixel_features": 0,
-    "init": None,  # before warm starts: random weights
     **PairingRule().to_dict(),
 }
 
@@ -472,6 +470,8 @@ def check_resumable(saved: dict[str, Any], wanted: dict[str, Any]) -> None:
         b = wanted.get(key, _SAVED_DEFAULTS.get(key))
         if isinstance(a, list | tuple) and isinstance(b, list | tuple):
             a, b = list(a), list(b)
+        if key == "attention":  # True and "cbam" are the same attention
+            a, b = attention_kind(a), attention_kind(b)
         if a != b:
             raise ParameterError(
                 f"cannot resume: the run in the output folder has {key}={a!r} but {key}={b!r} "

@@ -40,7 +40,15 @@ from cloudfill.training.index import PatchIndex, build_index
 from cloudfill.training.loop import LAST_NAME, Run, Splits
 from cloudfill.training.state import read_state
 from cloudfill.training.step import Networks
-from cloudfill.training.warm_start import InitModel, check_init, init_record, init_stats, load_init
+from cloudfill.training.warm_start import (
+    InitModel,
+    check_index,
+    check_init,
+    check_start,
+    init_record,
+    init_stats,
+    load_init,
+)
 
 __all__ = ["train"]
 
@@ -90,11 +98,7 @@ def _splits(
     """The index (built unless given, with the saved statistics when resuming, else the
     warm start's) and its three datasets for the configuration's variant."""
     if index is not None and init is not None:
-        if index.stats.to_dict() != init.card.normalisation:
-            raise ParameterError(
-                "the prebuilt index's normalisation statistics are not the init model's: "
-                "build it with stats=init_stats(model), or pass no index"
-            )
+        check_index(init, index, config.variant)
     if index is None:
         if saved is not None:
             stats = NormStats.from_dict(saved[1]["stats"])
@@ -234,8 +238,13 @@ def train(
         check_init(start, config)
     out_dir = None if out is None else Path(out)
     saved = _saved_state(out_dir, resume)
+    started = init_record(start)
+    if saved is not None:
+        # The start first (before the cube is read): a resume that forgot the init model is
+        # told so, not that some setting taken from the model differs.
+        check_start(saved[1]["config"].get("init"), started)
     index, data = _splits(ds, config, index, saved, start)
-    record = {**training_record(config, index), "init": init_record(start)}
+    record = {**training_record(config, index), "init": started}
     if saved is not None:
         check_resumable(saved[1]["config"], record)
     data = _cached(data, config, out_dir, device, progress)

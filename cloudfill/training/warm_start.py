@@ -10,12 +10,15 @@ The discriminator, the optimiser's moments and the schedule start afresh; the we
 average starts at the model's weights.
 
 The model a run started from is recorded in the training record (``init``: the SHA-256 of
-its weights, its creation time and training steps), so a resumed run must name the same one.
+its weights and of its statistics, its creation time and training steps), so a resumed run
+must name the same one. The S1 despeckling window must be the model's too: its statistics
+were computed on S1 despeckled that way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Any
 
@@ -26,9 +29,21 @@ from cloudfill.errors import ParameterError
 from cloudfill.model.runtime import CloudfillModel, load_model
 from cloudfill.preprocess.normalise import NormStats
 from cloudfill.training.config import TrainConfig
+from cloudfill.training.index import PatchIndex
 from cloudfill.training.step import config_generator
+from cloudfill.training.targets import check_despeckle
 
-__all__ = ["check_init", "init_record", "init_stats", "load_init", "weights_digest"]
+__all__ = [
+    "IDENTITY",
+    "check_index",
+    "check_init",
+    "check_start",
+    "init_record",
+    "init_stats",
+    "load_init",
+    "same_start",
+    "weights_digest",
+]
 
 InitModel = CloudfillModel | str | os.PathLike[str]
 
@@ -71,16 +86,40 @@ def check_init(model: CloudfillModel, config: TrainConfig) -> None:
                 f"cannot start from this model: it has {key}={have.get(key)!r} but the "
                 f"configuration asks for {key}={value!r}"
             )
-    mode = model.card.reference_mode
-    if get_variant(config.variant).uses_reference and mode != config.reference:
-        raise ParameterError(
-            f"cannot start from this model: it was trained with reference={mode!r}, "
-            f"the configuration asks for reference={config.reference!r}"
-        )
+    _check_reference(model, config.variant, config.reference)
+    # The statistics were computed on S1 despeckled with the model's window: another window
+    # would feed the weights inputs of another texture and spread.
+    if "despeckle" in model.card.training:
+        theirs = check_despeckle(model.card.training["despeckle"])
+        if theirs != config.despeckle:
+            raise ParameterError(
+                f"cannot start from this model: it was trained with despeckle={theirs!r}, "
+                f"the configuration asks for despeckle={config.despeckle!r}"
+            )
     if model.card.normalisation is None:
         raise ParameterError(
             "cannot start from this model: its card holds no normalisation statistics"
         )
+
+
+def _check_reference(model: CloudfillModel, variant: str, reference: str) -> None:
+    mode = model.card.reference_mode
+    if get_variant(variant).uses_reference and mode != reference:
+        raise ParameterError(
+            f"cannot start from this model: it was trained with reference={mode!r}, "
+            f"the configuration asks for reference={reference!r}"
+        )
+
+
+def check_index(model: CloudfillModel, index: PatchIndex, variant: str) -> None:
+    """Refuse a prebuilt index whose statistics or reference mode are not the model's (a
+    prebuilt index, not the configuration, fixes them)."""
+    if index.stats.to_dict() != model.card.normalisation:
+        raise ParameterError(
+            "the prebuilt index's normalisation statistics are not the init model's: "
+            "build it with stats=init_stats(model), or pass no index"
+        )
+    _check_reference(model, variant, index.config.get("reference", "date"))
 
 
 def init_stats(model: CloudfillModel) -> NormStats:
@@ -106,12 +145,58 @@ def weights_digest(generator: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+IDENTITY: tuple[str, ...] = ("weights_sha256", "normalisation_sha256")
+"""Keys of an ``init`` record that identify the start (a resume must match them); the
+others (``created``, ``steps``) are information."""
+
+
 def init_record(model: CloudfillModel | None) -> dict[str, Any] | None:
     """What the training record keeps of the model a run started from (None: random)."""
     if model is None:
         return None
+    stats = json.dumps(model.card.normalisation, sort_keys=True).encode()
     return {
         "weights_sha256": weights_digest(model.generator),
+        "normalisation_sha256": hashlib.sha256(stats).hexdigest(),
         "created": model.card.created,
         "steps": model.card.training.get("steps"),
     }
+
+
+def same_start(saved: dict[str, Any] | None, wanted: dict[str, Any] | None) -> bool:
+    """Whether two ``init`` records name the same start (weights and statistics).
+
+    Examples
+    --------
+    >>> same_start(None, None), same_start({"weights_sha256": "a"}, None)
+    (True, False)
+    >>> same_start({"weights_sha256": "a", "created": "x"}, {"weights_sha256": "a"})
+    True
+    """
+    if saved is None or wanted is None:
+        return saved is wanted
+    return all(saved.get(k) == wanted.get(k) for k in IDENTITY)
+
+
+def _describe(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "random weights"
+    return f"the model with weights {str(record.get('weights_sha256'))[:12]}"
+
+
+def check_start(saved: dict[str, Any] | None, wanted: dict[str, Any] | None) -> None:
+    """Refuse to resume a run from another start than the one it was begun from.
+
+    Examples
+    --------
+    >>> check_start({"weights_sha256": "0123456789abcdef"}, None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: cannot resume: ... weights 0123456789ab, not from random ...
+    """
+    if not same_start(saved, wanted):
+        raise ParameterError(
+            f"cannot resume: the run in the output folder started from {_describe(saved)}, "
+            f"not from {_describe(wanted)} (give the same init model, or another output "
+            "folder)"
+        )
