@@ -16,10 +16,11 @@ from cloudfill.core.condition import (
     blend_reference,
     blend_with_sides,
     condition_stack,
+    season_channels,
     side_channels,
 )
 from cloudfill.core.pairs import reference_candidates
-from cloudfill.core.variants import ALL_CHANNELS, SIDE_CHANNELS, get_variant
+from cloudfill.core.variants import ALL_CHANNELS, SEASON_CHANNELS, SIDE_CHANNELS, get_variant
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ModelMismatchError, ParameterError
 from cloudfill.training import TrainConfig
@@ -100,9 +101,10 @@ def test_side_channels_numpy_and_dask_agree(cube: xr.Dataset) -> None:
     np.testing.assert_array_equal(lazy_out.compute(), out)
 
 
-def test_training_patches_equal_the_inference_condition(cube: xr.Dataset) -> None:
-    """The sampler's SODC condition is, window for window, the inference stack's."""
-    data = build_index(cube, "SODC", PATCHES, seed=3, reference="blend")
+@pytest.mark.parametrize("variant", ["SODC", "SODCT"])
+def test_training_patches_equal_the_inference_condition(cube: xr.Dataset, variant: str) -> None:
+    """The sampler's SODC (SODCT) condition is, window for window, the inference stack's."""
+    data = build_index(cube, variant, PATCHES, seed=3, reference="blend")
     dataset = PatchDataset.from_index(data, "train", augment=False)
     despeckled = cube.cloudfill.despeckle(5)
     mask = cloud_mask(cube)
@@ -117,21 +119,41 @@ def test_training_patches_equal_the_inference_condition(cube: xr.Dataset) -> Non
             despeckled,
             times[row.t],
             data.stats,
-            "SODC",
+            variant,
             s1_date=row.s1_date,
             reference_date=row.reference_date,
             reference_dates=wanted,
             mask=mask,
             reference_s1_dates=[s1_times[np.argmin(np.abs(s1_times - d))] for d in wanted],
         )
-        assert list(full.channel.values) == list(get_variant("SODC").channels)
+        assert list(full.channel.values) == list(get_variant(variant).channels)
         window = full.isel(y=slice(row.y0, row.y0 + SIZE), x=slice(row.x0, row.x0 + SIZE))
         np.testing.assert_array_equal(dataset[i][0].numpy(), window.values)
         checked += 1
     assert checked >= 2
     with pytest.raises(ModelMismatchError, match="needs the blend"):
-        condition_stack(despeckled, times[3], data.stats, "SODC", s1_date=row.s1_date,
+        condition_stack(despeckled, times[3], data.stats, variant, s1_date=row.s1_date,
                         reference_date=times[0])  # fmt: skip
+
+
+def test_season_channels_are_the_targets_time_of_year() -> None:
+    spec = get_variant("sodct")
+    assert spec.channels == (*ALL_CHANNELS, *SIDE_CHANNELS, *SEASON_CHANNELS)
+    assert spec.uses_season and spec.uses_sides and not get_variant("SODC").uses_season
+    like = np.zeros((3, 4), "float32")
+    # Day 1, about a quarter year later, and the last day of a leap year: angles 2 pi d/365.25.
+    for date, day in [("2023-01-01", 1), ("2023-04-02", 92), ("2024-12-31", 366)]:
+        x = season_channels(date, like)
+        angle = 2 * np.pi * day / 365.25
+        np.testing.assert_allclose(x[:, 0, 0], [np.sin(angle), np.cos(angle)], atol=1e-6)
+        assert x.shape == (2, 3, 4) and x.dtype == np.float32 and np.ptp(x, axis=(1, 2)).max() == 0
+    # Same date, other year: the same values (a season, not a time line).
+    np.testing.assert_array_equal(season_channels("2023-06-01", like)[:, 0, 0],
+                                  season_channels("2022-06-01", like)[:, 0, 0])  # fmt: skip
+    # Lazy arrays stay lazy.
+    lazy = season_channels("2023-06-01", da.zeros((3, 4), chunks=2, dtype="float32"))
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_array_equal(lazy.compute(), season_channels("2023-06-01", like))
 
 
 def test_needs_the_blend_reference() -> None:
@@ -144,11 +166,12 @@ def test_needs_the_blend_reference() -> None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
-def test_trains_and_fills(cube: xr.Dataset, tmp_path) -> None:
+@pytest.mark.parametrize("variant", ["SODC", "SODCT"])
+def test_trains_and_fills(cube: xr.Dataset, tmp_path, variant: str) -> None:
     from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule
 
     config = TrainConfig(
-        "SODC",
+        variant,
         network=NetworkSettings(base_filters=8, n_blocks=1, d_filters=8),
         optim=OptimSettings(lr=2e-4),
         schedule=Schedule(epochs=1, max_steps=3),
@@ -156,8 +179,8 @@ def test_trains_and_fills(cube: xr.Dataset, tmp_path) -> None:
         reference="blend",
     )
     model = cloudfill.train(cube, config, tmp_path / "run")
-    assert model.variant.name == "SODC" and model.card.reference_mode == "blend"
-    assert model.card.input_channels == list(get_variant("SODC").channels)
+    assert model.variant.name == variant and model.card.reference_mode == "blend"
+    assert model.card.input_channels == list(get_variant(variant).channels)
     out = cube.cloudfill.fill_series(model=model)
     synthesized = out.method.values == "synthesize"
     assert synthesized.any()

@@ -11,12 +11,14 @@ import xarray as xr
 
 import cloudfill
 from cloudfill.cli import run
+from cloudfill.core.variants import get_variant
 from cloudfill.errors import ParameterError
 from cloudfill.model import load_model
 from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule, TrainConfig
 from cloudfill.training.index import PatchSettings, build_index
 from cloudfill.training.run import train
-from cloudfill.training.warm_start import init_stats, weights_digest
+from cloudfill.training.step import config_generator
+from cloudfill.training.warm_start import check_init, init_stats, start_state, weights_digest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -158,3 +160,22 @@ def test_cli_init_takes_the_architecture_from_the_model(
     assert run(wider) == 2
     assert "--base-filters=4 but" in capsys.readouterr().err  # flags under the CLI
     assert not (tmp_path / "b" / "best.safetensors").exists()
+
+
+def test_a_variant_that_appends_inputs_starts_at_the_models_output(
+    scenes: tuple[xr.Dataset, xr.Dataset], trained: cloudfill.CloudfillModel
+) -> None:
+    # SODC -> SODCT: the two season channels' weights start at zero, so whatever they hold
+    # the network computes what the SODC model computes.
+    wider = config_generator(config(variant="SODCT")).eval()
+    wider.load_state_dict(start_state(trained, wider), strict=True)
+    x = torch.randn(2, get_variant("SODCT").n_inputs, 32, 32)
+    with torch.no_grad():
+        want, got = trained.generator(x[:, :-2]), wider(x)
+    torch.testing.assert_close(got.mean, want.mean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got.scale, want.scale, rtol=0, atol=1e-6)
+    run = train(scenes[1], config(variant="SODCT", steps=1), progress=False, init=trained)
+    assert run.card.variant == "SODCT" and run.card.training["init"]["steps"] == 3
+    # Fewer inputs, or other ones, are refused.
+    with pytest.raises(ParameterError, match="does not extend its inputs"):
+        check_init(run, config(variant="SODC"))

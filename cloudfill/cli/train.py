@@ -117,8 +117,9 @@ def train_command(
     variant: str = typer.Option(
         "SOD",
         "--variant",
-        help="Inputs: S, SD, SO, SOD, or SODC (SOD plus each side's nearest clear value, "
-        "its S1 and age, so the network sees change; needs --reference blend).",
+        help="Inputs: S, SD, SO, SOD, SODC (SOD plus each side's nearest clear value, "
+        "its S1 and age, so the network sees change; needs --reference blend), or SODCT "
+        "(SODC plus the target's time of year).",
     ),
     attention: bool = typer.Option(
         True, "--attention/--no-attention", help="Attention (CBAM) in the residual blocks."

@@ -315,6 +315,20 @@ def side_channels(sides: tuple[Side | None, Side | None], stats: NormStats, like
     return np.concatenate(parts, axis=0).astype("float32")
 
 
+def season_channels(date: Any, like: Any) -> Any:
+    """The :data:`~cloudfill.core.variants.SEASON_CHANNELS` of target ``date`` (2, y, x),
+    float32: ``sin`` and ``cos`` of ``2 pi day_of_year / 365.25``, constant over the image.
+    ``like``: a (y, x) array giving the shape and array type.
+
+    >>> x = season_channels("2024-04-01", np.zeros((1, 2), "float32"))
+    >>> x.shape, [round(float(v), 3) for v in x[:, 0, 0]]
+    ((2, 1, 2), [1.0, -0.012])
+    """
+    angle = 2.0 * np.pi * pd.Timestamp(date).dayofyear / 365.25
+    zero = like.astype("float32") * np.float32(0)
+    return np.stack([zero + np.float32(np.sin(angle)), zero + np.float32(np.cos(angle))])
+
+
 def assemble_condition(
     stats: NormStats,
     variant: str,
@@ -324,6 +338,7 @@ def assemble_condition(
     reference: Any | None = None,
     dem: Any | None = None,
     sides: tuple[Side | None, Side | None] | None = None,
+    date: Any | None = None,
 ) -> Any:
     """Stack the normalised input channels of ``variant`` (channels, y, x), float32.
 
@@ -341,7 +356,9 @@ def assemble_condition(
         (y, x) elevation in metres.
     sides
         The two sides the blend reference came from (:func:`blend_with_sides`); the
-        change-aware variant (SODC) only.
+        change-aware variants (SODC, SODCT) only.
+    date
+        The target date (SODCT only: its time of year, :func:`season_channels`).
 
     Examples
     --------
@@ -373,6 +390,10 @@ def assemble_condition(
                 f"variant {spec.name} needs both sides of the target (a blend-reference model)"
             )
         parts.append(side_channels(sides, stats, s1[0]))
+    if spec.uses_season:
+        if date is None or pd.isna(date):
+            raise ModelMismatchError(f"variant {spec.name} needs the target date")
+        parts.append(season_channels(date, s1[0]))
     return np.concatenate(parts, axis=0)
 
 
@@ -452,6 +473,7 @@ def condition_stack(
         reference=reference,
         dem=dem,
         sides=sides,
+        date=date,
     )
     coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
     return xr.DataArray(

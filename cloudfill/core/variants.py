@@ -20,6 +20,15 @@ changed in the radar between each reference and the target, where the blend refe
     before_B02 .. before_B08, before_VV, before_VH, before_age, before_valid,
     after_B02 .. after_B08, after_VV, after_VH, after_age, after_valid
 
+``SODCT`` (issue 21) appends :data:`SEASON_CHANNELS` to SODC: the target date's time of
+year as ``sin`` and ``cos`` of its day-of-year angle, two constant planes. Without them a
+side's age says how long ago its value was seen but not in which season: a 120-day-old
+spring reference one-sided before an August target and a 120-day-old summer reference
+before a December one look alike, and a model learns one average change for both (the
+per-pixel probe of ``benchmarks/probe_season.py``: on the demo design's one-sided gaps the
+boosting model's error falls by more than half with the two values). The angle is the
+northern hemisphere's calendar: train on your own region for the southern one.
+
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
 torch.
@@ -40,6 +49,7 @@ __all__ = [
     "OUTPUT_BANDS",
     "REFERENCE_CHANNELS",
     "S1_CHANNELS",
+    "SEASON_CHANNELS",
     "SIDES",
     "SIDE_CHANNELS",
     "SKIPS",
@@ -73,6 +83,10 @@ SIDE_CHANNELS: tuple[str, ...] = tuple(
 )
 """Per side: its nearest clear S2 bands, the S1 at their date, their age and a validity flag
 (the change-aware ``SODC`` variant; see :func:`cloudfill.core.condition.side_channels`)."""
+
+SEASON_CHANNELS: tuple[str, ...] = ("season_sin", "season_cos")
+"""The target date's time of year, ``sin`` and ``cos`` of ``2 pi day_of_year / 365.25``
+(``SODCT``; see :func:`cloudfill.core.condition.season_channels`)."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +126,13 @@ class Variant:
 
     @property
     def uses_sides(self) -> bool:
-        """True when the stack holds each side's reference, S1, age and flag (SODC)."""
+        """True when the stack holds each side's reference, S1, age and flag (SODC, SODCT)."""
         return SIDE_CHANNELS[0] in self.channels
+
+    @property
+    def uses_season(self) -> bool:
+        """True when the stack holds the target's time of year (SODCT)."""
+        return SEASON_CHANNELS[0] in self.channels
 
 
 VARIANTS: dict[str, Variant] = {
@@ -122,8 +141,10 @@ VARIANTS: dict[str, Variant] = {
     "SO": Variant("SO", (*S1_CHANNELS, *REFERENCE_CHANNELS)),
     "SOD": Variant("SOD", ALL_CHANNELS),
     "SODC": Variant("SODC", (*ALL_CHANNELS, *SIDE_CHANNELS)),
+    "SODCT": Variant("SODCT", (*ALL_CHANNELS, *SIDE_CHANNELS, *SEASON_CHANNELS)),
 }
-"""The four variants of the paper and the change-aware SODC, by name."""
+"""The four variants of the paper, the change-aware SODC and SODCT (SODC and the target's
+time of year), by name."""
 
 
 def get_variant(name: str | Variant) -> Variant:
@@ -132,8 +153,8 @@ def get_variant(name: str | Variant) -> Variant:
     Parameters
     ----------
     name
-        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"`` or a :class:`Variant` (returned
-        as is).
+        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"``, ``"SODCT"`` or a
+        :class:`Variant` (returned as is).
 
     Returns
     -------

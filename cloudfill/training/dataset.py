@@ -176,6 +176,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self._uses_dem = spec.uses_dem
         # Plain arrays: row lookups in __getitem__ stay cheap.
         self._rows = samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy(np.int64)
+        # Target dates, for a variant that sees the time of year (SODCT).
+        self._dates = pd.DatetimeIndex(samples["date"]) if "date" in samples else None
         self.groups = samples["group"].to_numpy(np.int64)
 
     @classmethod
@@ -305,6 +307,7 @@ class PatchDataset(torch.utils.data.Dataset):
             reference=reference,
             dem=dem,
             sides=sides,
+            date=None if self._dates is None else self._dates[index],
         )
         image, valid = self._s2(t, y0, x0)
         target = normalise_bands(image, self.stats, "s2", BANDS, fill=True)

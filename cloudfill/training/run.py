@@ -48,6 +48,7 @@ from cloudfill.training.warm_start import (
     init_record,
     init_stats,
     load_init,
+    start_state,
 )
 
 __all__ = ["train"]
@@ -263,6 +264,6 @@ def train(
         if saved is not None:
             run.restore(*saved)
         elif start is not None:
-            nets.start_from(start.generator)
+            nets.start_from(start_state(start, nets.generator))
         run.fit(progress)
         return run.finish()

@@ -213,11 +213,10 @@ class Networks:
             average=(None if optim.ema is None else copy.deepcopy(generator).requires_grad_(False)),
         )
 
-    def start_from(self, generator: torch.nn.Module) -> None:
-        """Load a trained generator's weights (and batch-norm statistics) into the
+    def start_from(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a trained generator's state (weights and batch-norm statistics) into the
         generator and the weight average: a warm start (:mod:`cloudfill.training.warm_start`).
         """
-        state = generator.state_dict()
         self.generator.load_state_dict(state, strict=True)
         if self.average is not None:
             self.average.load_state_dict(state, strict=True)

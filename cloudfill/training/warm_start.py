@@ -4,8 +4,10 @@ A user fine-tunes the shipped model on a cube of their own region, or a long run
 on new scenes, without the 1-2 hours a run from scratch takes on a CPU. The network only
 means what it learned on inputs normalised as it was trained, so a warm start takes over
 the model's normalisation statistics (the cube's own are not computed), and it needs the
-configuration's generator to be the model's architecture exactly (variant, width, blocks,
-attention, normalisation layer, heads, skip, per-pixel path) and the same reference mode.
+configuration's generator to be the model's architecture exactly (width, blocks, attention,
+normalisation layer, heads, skip, per-pixel path), the same reference mode and despeckling,
+and the same variant or one that appends inputs to it (SODC -> SODCT: the new channels'
+weights start at zero, :func:`start_state`).
 The discriminator, the optimiser's moments and the schedule start afresh; the weight
 average starts at the model's weights.
 
@@ -38,10 +40,12 @@ __all__ = [
     "check_index",
     "check_init",
     "check_start",
+    "extends",
     "init_record",
     "init_stats",
     "load_init",
     "same_start",
+    "start_state",
     "weights_digest",
 ]
 
@@ -80,8 +84,14 @@ def check_init(model: CloudfillModel, config: TrainConfig) -> None:
     """
     wanted = config_generator(config).config()
     have = model.generator.config()
+    if wanted["variant"] != have["variant"] and not extends(have["variant"], wanted["variant"]):
+        raise ParameterError(
+            f"cannot start from this model: it is a {have['variant']} model and the "
+            f"configuration's {wanted['variant']} does not extend its inputs (its channels "
+            "must be the first of the configuration's)"
+        )
     for key, value in wanted.items():
-        if have.get(key) != value:
+        if key != "variant" and have.get(key) != value:
             raise ParameterError(
                 f"cannot start from this model: it has {key}={have.get(key)!r} but the "
                 f"configuration asks for {key}={value!r}"
@@ -100,6 +110,45 @@ def check_init(model: CloudfillModel, config: TrainConfig) -> None:
         raise ParameterError(
             "cannot start from this model: its card holds no normalisation statistics"
         )
+
+
+def extends(old: str, new: str) -> bool:
+    """Whether variant ``new`` has all of ``old``'s input channels first, and more.
+
+    Examples
+    --------
+    >>> extends("SODC", "SODCT"), extends("SOD", "SODC"), extends("SODC", "SOD")
+    (True, True, False)
+    """
+    a, b = get_variant(old).channels, get_variant(new).channels
+    return len(b) > len(a) and b[: len(a)] == a
+
+
+def start_state(model: CloudfillModel, generator: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights as a state of ``generator`` (the configuration's network).
+
+    The same architecture: the model's state. A variant with more inputs
+    (:func:`extends`): each layer that reads the inputs (the trunk's first convolution, the
+    per-pixel path's first) gets the model's weights for the old channels and zeros for the
+    new ones, so the network starts with exactly the model's output and learns what the new
+    channels add.
+    """
+    state, target = model.generator.state_dict(), generator.state_dict()
+    out = {}
+    for name, wanted in target.items():
+        have = state[name]
+        if have.shape == wanted.shape:
+            out[name] = have
+            continue
+        if have.ndim != 4 or have.shape[0] != wanted.shape[0] or have.shape[2:] != wanted.shape[2:]:
+            raise ParameterError(
+                f"cannot start from this model: {name} has shape {tuple(have.shape)}, "
+                f"the network needs {tuple(wanted.shape)}"
+            )
+        grown = torch.zeros_like(wanted)
+        grown[:, : have.shape[1]] = have.to(wanted)
+        out[name] = grown
+    return out
 
 
 def _check_reference(model: CloudfillModel, variant: str, reference: str) -> None:
