@@ -37,7 +37,10 @@ observations before and after, over the whole cube, both within 30 days) and "lo
 Held-out scenes (``--scenes``, default ``sim:61-66,demo:71-73``): ``sim`` is
 ``simulate_scene`` (``--size`` px, ``--dates`` dates, ``--surface-change``), ``demo`` is the
 demo's design (``cloudfill.cube.demo.simulate_demo``: 6 dates 40 days apart, heavy cloud) at
-``--size`` px. Seeds 101-106 (training) and 81-84, 91-96 (calibration) are refused. Training
+``--size`` px. Seeds 101-120 (training) and 81-84, 91-96 (calibration) are refused. Models
+and checkpoints are chosen on the **validation scenes** ``--scenes
+sim:131-133,demo:134-136`` (never used for training or evaluation); the default scenes are
+the held-out evaluation, scored once a choice is made. Training
 resumes from ``OUT/model`` when it exists. Prints markdown tables and the issue's "Done when"
 checks (those this benchmark can compute) as booleans with their numbers.
 """

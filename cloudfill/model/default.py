@@ -1,10 +1,11 @@
 """``default_model``: the generator shipped with the package.
 
-The change-aware SODC model (blend reference, both sides' clear values with their S1, ages
-and validity) with CBAM attention, a per-pixel path and the Laplace confidence head, 16 base
-filters and 4 residual blocks (sized for CPU inference), trained by
-``scripts/train_default_model.py`` on nine simulated scenes of two designs; its card holds
-the calibration of its error bars. It demonstrates the pipeline; for real scenes train on
+The change-aware SODCT model (blend reference, both sides' clear values with their S1, ages
+and validity, and the date's time of year) with CBAM attention, a per-pixel path and the
+Laplace confidence head, 16 base filters and 4 residual blocks (sized for CPU inference),
+trained by ``scripts/train_default_model.py`` on simulated scenes of two designs (an SODC
+model on nine scenes, then fine-tuned as SODCT on twenty); its card holds the calibration of
+its error bars. It demonstrates the pipeline; for real scenes train on
 your own cube (``cloudfill train``). Loading it reads safetensors only.
 """
 
@@ -28,7 +29,7 @@ def default_model(device: str = "cpu", *, fast: bool = False) -> Any:
     --------
     >>> model = default_model()
     >>> model.card.variant, model.card.confidence
-    ('SODC', True)
+    ('SODCT', True)
     """
     path = resources.files("cloudfill") / "data" / DEFAULT_MODEL_FILE
     if not path.is_file():
