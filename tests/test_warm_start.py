@@ -179,3 +179,5 @@ def test_a_variant_that_appends_inputs_starts_at_the_models_output(
     # Fewer inputs, or other ones, are refused.
     with pytest.raises(ParameterError, match="does not extend its inputs"):
         check_init(run, config(variant="SODC"))
+    with pytest.raises(ParameterError, match="SODC does not extend SODCT"):
+        start_state(run, config_generator(config(variant="SODC")))

@@ -118,8 +118,8 @@ def train_command(
         "SOD",
         "--variant",
         help="Inputs: S, SD, SO, SOD, SODC (SOD plus each side's nearest clear value, "
-        "its S1 and age, so the network sees change; needs --reference blend), or SODCT "
-        "(SODC plus the target's time of year).",
+        "its S1 and age, so the network sees change), or SODCT (SODC plus the target's time "
+        "of year); SODC and SODCT need --reference blend.",
     ),
     attention: bool = typer.Option(
         True, "--attention/--no-attention", help="Attention (CBAM) in the residual blocks."

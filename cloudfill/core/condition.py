@@ -298,7 +298,9 @@ def side_channels(sides: tuple[Side | None, Side | None], stats: NormStats, like
     >>> x.shape, x[6:8, 0].tolist(), float(x[8:].sum())
     ((16, 1, 2), [[0.5, 0.0], [1.0, 0.0]], 0.0)
     """
-    zero = like.astype("float32") * np.float32(0)
+    # Zeros of like's shape and array type; not like * 0, which is NaN wherever S1 is missing
+    # (swath edges), a NaN the convolutions then spread over the whole tile.
+    zero = np.zeros_like(like, dtype="float32")
     parts = []
     for side in sides:
         if side is None:
@@ -325,7 +327,7 @@ def season_channels(date: Any, like: Any) -> Any:
     ((2, 1, 2), [1.0, -0.012])
     """
     angle = 2.0 * np.pi * pd.Timestamp(date).dayofyear / 365.25
-    zero = like.astype("float32") * np.float32(0)
+    zero = np.zeros_like(like, dtype="float32")  # not like * 0: NaN where S1 is missing
     return np.stack([zero + np.float32(np.sin(angle)), zero + np.float32(np.cos(angle))])
 
 
@@ -419,7 +421,7 @@ def condition_stack(
     dates, most preferred first, masked by ``mask`` (time, y, x). With
     ``reference_s1_dates`` too (a ``"blend"`` model: per reference date, its S1 date in
     ``ds`` or None) it is :func:`blend_reference` of those dates, and the change-aware
-    variant (SODC) also gets both sides it blended (:func:`side_channels`).
+    variants (SODC, SODCT) also get both sides it blended (:func:`side_channels`).
     """
     spec = get_variant(variant)
     if spec.uses_sides and reference_s1_dates is None:

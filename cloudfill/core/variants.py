@@ -25,9 +25,11 @@ year as ``sin`` and ``cos`` of its day-of-year angle, two constant planes. Witho
 side's age says how long ago its value was seen but not in which season: a 120-day-old
 spring reference one-sided before an August target and a 120-day-old summer reference
 before a December one look alike, and a model learns one average change for both (the
-per-pixel probe of ``benchmarks/probe_season.py``: on the demo design's one-sided gaps the
-boosting model's error falls by more than half with the two values). The angle is the
-northern hemisphere's calendar: train on your own region for the southern one.
+per-pixel probe of ``benchmarks/probe_season.py``: with the two values the boosting model's
+error on held-out demo-design scene 73's one-sided gaps falls from 1.8x the blend's to
+0.74x, on five other demo-design scenes by 6-19 %; with only three generic training scenes
+it rises on the generic design's January and December gaps). The angle is the northern
+hemisphere's calendar: train on your own region for the southern one.
 
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing

@@ -133,6 +133,9 @@ def start_state(model: CloudfillModel, generator: torch.nn.Module) -> dict[str, 
     new ones, so the network starts with exactly the model's output and learns what the new
     channels add.
     """
+    old, new = model.generator.variant.name, generator.variant.name
+    if old != new and not extends(old, new):
+        raise ParameterError(f"cannot start from this model: {new} does not extend {old}'s inputs")
     state, target = model.generator.state_dict(), generator.state_dict()
     out = {}
     for name, wanted in target.items():
@@ -140,7 +143,9 @@ def start_state(model: CloudfillModel, generator: torch.nn.Module) -> dict[str, 
         if have.shape == wanted.shape:
             out[name] = have
             continue
-        if have.ndim != 4 or have.shape[0] != wanted.shape[0] or have.shape[2:] != wanted.shape[2:]:
+        # Only an input layer may differ, and only by more input channels.
+        grows = have.ndim == 4 and have.shape[1] < wanted.shape[1]
+        if not grows or have.shape[0] != wanted.shape[0] or have.shape[2:] != wanted.shape[2:]:
             raise ParameterError(
                 f"cannot start from this model: {name} has shape {tuple(have.shape)}, "
                 f"the network needs {tuple(wanted.shape)}"
