@@ -88,10 +88,15 @@ def test_unreachable_address_is_a_source_error() -> None:
         pass
 
 
-def test_cli_rejects_a_bad_cluster(job: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
-    out = job["tmp"] / "bad.zarr"
-    assert run(fill_series_argv(job["cube"], job["model"], out, "--cluster", "nowhere")) == 2
+def test_cli_rejects_a_bad_cluster(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Its own cube and model, not the module's job: the refusal needs no reference run.
+    ds = cloudfill.simulate_scene((32, 32), dates=3, seed=4, cloud_fraction=[0, 0.5, 0])
+    cube = cloudfill.write_cube(ds, tmp_path / "cube.zarr")
+    model = make_tiny_model(ds).save(tmp_path / "model.safetensors")
+    out = tmp_path / "bad.zarr"
+    assert run(fill_series_argv(cube, model, out, "--cluster", "nowhere")) == 2
     assert "--cluster must be none, local, cuda" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # --- LocalCluster -------------------------------------------------------------------------
