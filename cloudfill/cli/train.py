@@ -88,13 +88,7 @@ def _architecture(ctx: typer.Context, model: object, given: dict[str, object]) -
     """The generator settings: those given on the command line, the rest the model's."""
     card = model.card  # type: ignore[attr-defined]
     theirs = {
-        "variant": card.variant,
-        "attention": card.attention,
-        "base_filters": card.base_filters,
-        "n_blocks": card.n_blocks,
-        "confidence": card.confidence,
-        "reference_skip": card.reference_skip,
-        "pixel_features": card.pixel_features,
+        **card.generator_kwargs(),
         "reference": card.reference_mode,
         # The model's statistics were computed on S1 despeckled this way (0: none).
         "despeckle": card.training.get("despeckle") or 0,

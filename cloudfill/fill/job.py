@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 import xarray as xr
 
 from cloudfill._device import place
@@ -53,6 +52,7 @@ from cloudfill.fill.scratch import SynthesisStore
 from cloudfill.fill.series import count_unfilled, fill_series
 from cloudfill.fill.writer import DateWriter, fingerprint
 from cloudfill.infer.settings import InferenceSettings
+from cloudfill.model.checkpoint import update_with_state
 from cloudfill.model.default import DEFAULT_MODEL_FILE
 
 if TYPE_CHECKING:
@@ -229,10 +229,7 @@ def model_digest(model: Any) -> str:
                     digest.update(block)
         return digest.hexdigest()[:16]
     digest.update(model.card.to_json().encode())
-    for name, tensor in model.generator.state_dict().items():
-        digest.update(name.encode())
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes())  # any dtype, bit for bit
+    update_with_state(digest, model.generator)
     return f"weights-{digest.hexdigest()[:16]}"
 
 

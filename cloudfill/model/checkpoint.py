@@ -50,6 +50,7 @@ __all__ = [
     "remember_checkpoint",
     "remembered_checkpoint",
     "save_model",
+    "update_with_state",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
@@ -348,3 +349,22 @@ def remembered_checkpoint(model: Any) -> str | None:
     if saved is not None and saved[0] == _state_key(model) and Path(saved[1]).exists():
         return saved[1]
     return None
+
+
+def update_with_state(digest: Any, network: torch.nn.Module) -> Any:
+    """Feed a network's state (weights and buffers) to a :mod:`hashlib` object, bit for bit:
+    each entry's name, then its raw bytes, in ``state_dict`` order; returns ``digest``.
+
+    Examples
+    --------
+    >>> import hashlib
+    >>> a = Generator("S", base_filters=4, n_blocks=1)
+    >>> update_with_state(hashlib.sha256(), a).hexdigest() == (
+    ...     update_with_state(hashlib.sha256(), a).hexdigest())
+    True
+    """
+    for name, tensor in network.state_dict().items():
+        digest.update(name.encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())  # any dtype, bit for bit
+    return digest

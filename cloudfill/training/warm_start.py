@@ -28,6 +28,7 @@ import torch
 
 from cloudfill.core.variants import get_variant
 from cloudfill.errors import ParameterError
+from cloudfill.model.checkpoint import update_with_state
 from cloudfill.model.runtime import CloudfillModel, load_model
 from cloudfill.preprocess.normalise import NormStats
 from cloudfill.training.config import TrainConfig
@@ -82,7 +83,10 @@ def check_init(model: CloudfillModel, config: TrainConfig) -> None:
     ...
     cloudfill.errors.ParameterError: cannot start from this model: it has base_filters=4 but ...
     """
-    wanted = config_generator(config).config()
+    # On the meta device: the architecture's settings without allocating or initialising a
+    # network (a paper-size one is 11 M weights) or drawing from torch's random state.
+    with torch.device("meta"):
+        wanted = config_generator(config).config()
     have = model.generator.config()
     if wanted["variant"] != have["variant"] and not extends(have["variant"], wanted["variant"]):
         raise ParameterError(
@@ -182,7 +186,7 @@ def init_stats(model: CloudfillModel) -> NormStats:
 
 
 def weights_digest(generator: torch.nn.Module) -> str:
-    """SHA-256 of a network's state (names, dtypes, shapes and values, in name order).
+    """SHA-256 of a network's state (:func:`~cloudfill.model.checkpoint.update_with_state`).
 
     Examples
     --------
@@ -191,12 +195,7 @@ def weights_digest(generator: torch.nn.Module) -> str:
     >>> weights_digest(a) == weights_digest(a), len(weights_digest(a))
     (True, 64)
     """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(generator.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
-    return digest.hexdigest()
+    return update_with_state(hashlib.sha256(), generator).hexdigest()
 
 
 IDENTITY: tuple[str, ...] = ("weights_sha256", "normalisation_sha256")
