@@ -8,8 +8,9 @@ head; discriminator 32 filters), one process. In the same run, at each batch siz
   <cloudfill.training.step.Networks.step>`) on batches stacked in memory beforehand: the
   step alone;
 - ``(b) patch cache``: the step fed as a run feeds it from the cache
-  (:meth:`CachedPatches.batches <cloudfill.training.cache.CachedPatches.batches>`: gather by
-  index, augment on the device), in the epoch's order;
+  (:meth:`CachedPatches.batches
+  <cloudfill.training.cached_patches.CachedPatches.batches>`: gather by index, augment on the
+  device), in the epoch's order;
 - ``(c) sampler``: the step fed by a DataLoader over the
   :class:`~cloudfill.training.dataset.PatchDataset` (the cube read, despeckled, masked,
   blended and normalised each time), as a run without the cache feeds it.
@@ -42,7 +43,8 @@ import torch
 from _machine import cpu_model, load
 
 import cloudfill
-from cloudfill.training.cache import CachedPatches, open_patch_cache
+from cloudfill.training.cache import open_patch_cache
+from cloudfill.training.cached_patches import CachedPatches
 from cloudfill.training.config import (
     NetworkSettings,
     OptimSettings,

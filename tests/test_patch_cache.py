@@ -433,7 +433,7 @@ def test_cached_batches_on_the_gpu_equal_the_cpu_ones(index: PatchIndex, tmp_pat
 
 
 def test_prefetching_keeps_order_errors_and_stops_with_the_consumer() -> None:
-    from cloudfill.training.cache import _prefetched
+    from cloudfill.training.cached_patches import _prefetched
 
     assert list(_prefetched(iter(range(10)))) == list(range(10))
     made = []

@@ -11,7 +11,7 @@ test split and those metrics are added to its card.
 
 Batches come from a DataLoader over the training split's
 :class:`~cloudfill.training.dataset.PatchDataset`, or, when the split is a patch cache's
-(:class:`~cloudfill.training.cache.CachedPatches`), gathered from the cache onto the device
+(:class:`~cloudfill.training.cached_patches.CachedPatches`), gathered from the cache onto the device
 and augmented there: the same batches in the same order either way.
 """
 
@@ -40,7 +40,7 @@ from cloudfill.errors import ParameterError
 from cloudfill.model.card import ModelCard
 from cloudfill.model.checkpoint import save_model
 from cloudfill.model.runtime import CloudfillModel, load_model
-from cloudfill.training.cache import CachedPatches
+from cloudfill.training.cached_patches import CachedPatches
 from cloudfill.training.config import TrainConfig
 from cloudfill.training.dataset import ChunkSampler, PatchDataset
 from cloudfill.training.index import PatchIndex
@@ -62,7 +62,7 @@ METRICS_NAME = "metrics.csv"
 
 class Splits(NamedTuple):
     """The datasets of the three splits of an index (read from the cube or from a patch
-    cache: :class:`~cloudfill.training.cache.CachedPatches`)."""
+    cache: :class:`~cloudfill.training.cached_patches.CachedPatches`)."""
 
     train: PatchDataset | CachedPatches
     val: PatchDataset | CachedPatches
