@@ -16,10 +16,10 @@ from cloudfill.core.condition import (
     blend_reference,
     blend_with_sides,
     condition_stack,
-    season_channels,
     side_channels,
 )
 from cloudfill.core.pairs import reference_candidates
+from cloudfill.core.season import centre_latitude, season_channels, southern_hemisphere
 from cloudfill.core.variants import ALL_CHANNELS, SEASON_CHANNELS, SIDE_CHANNELS, get_variant
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ModelMismatchError, ParameterError
@@ -101,10 +101,18 @@ def test_side_channels_numpy_and_dask_agree(cube: xr.Dataset) -> None:
     np.testing.assert_array_equal(lazy_out.compute(), out)
 
 
-@pytest.mark.parametrize("variant", ["SODC", "SODCT"])
-def test_training_patches_equal_the_inference_condition(cube: xr.Dataset, variant: str) -> None:
-    """The sampler's SODC (SODCT) condition is, window for window, the inference stack's."""
+@pytest.mark.parametrize(
+    ("variant", "crs"), [("SODC", None), ("SODCT", None), ("SODCT", "EPSG:32745")]
+)
+def test_training_patches_equal_the_inference_condition(
+    cube: xr.Dataset, variant: str, crs: str | None
+) -> None:
+    """The sampler's SODC (SODCT) condition is, window for window, the inference stack's;
+    south of the equator (UTM 45S) both turn the season by half a year."""
+    if crs is not None:
+        cube = cube.rio.write_crs(crs)
     data = build_index(cube, variant, PATCHES, seed=3, reference="blend")
+    assert data.southern is (crs is not None)
     dataset = PatchDataset.from_index(data, "train", augment=False)
     despeckled = cube.cloudfill.despeckle(5)
     mask = cloud_mask(cube)
@@ -129,6 +137,10 @@ def test_training_patches_equal_the_inference_condition(cube: xr.Dataset, varian
         assert list(full.channel.values) == list(get_variant(variant).channels)
         window = full.isel(y=slice(row.y0, row.y0 + SIZE), x=slice(row.x0, row.x0 + SIZE))
         np.testing.assert_array_equal(dataset[i][0].numpy(), window.values)
+        if variant == "SODCT":
+            north = season_channels(times[row.t], np.zeros((1, 1), "float32"))[:, 0, 0]
+            season = window.sel(channel=list(SEASON_CHANNELS)).values[:, 0, 0]
+            np.testing.assert_allclose(season, -north if crs else north, atol=1e-6)
         checked += 1
     assert checked >= 2
     with pytest.raises(ModelMismatchError, match="needs the blend"):
@@ -154,6 +166,55 @@ def test_season_channels_are_the_targets_time_of_year() -> None:
     lazy = season_channels("2023-06-01", da.zeros((3, 4), chunks=2, dtype="float32"))
     assert isinstance(lazy, da.Array)
     np.testing.assert_array_equal(lazy.compute(), season_channels("2023-06-01", like))
+
+
+def test_the_season_of_the_southern_hemisphere_is_half_a_year_later() -> None:
+    like = np.zeros((2, 2), "float32")
+    for date in ("2023-01-15", "2023-07-15", "2024-10-01"):
+        north, south = season_channels(date, like), season_channels(date, like, southern=True)
+        np.testing.assert_allclose(south, -north, atol=1e-6)
+    # January in the south is (within a day or two) July in the north.
+    np.testing.assert_allclose(season_channels("2023-01-15", like, southern=True),
+                               season_channels("2023-07-16", like), atol=0.02)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("crs", "x", "y", "lat"),
+    [
+        ("EPSG:32645", 300000.0, 3100000.0, 28.01),  # UTM 45N: the simulated scenes
+        ("EPSG:32721", 500000.0, 6100000.0, -35.24),  # UTM 21S: the Pampas
+        ("EPSG:4326", -60.0, -35.0, -35.0),
+        ("EPSG:3035", 4321000.0, 3210000.0, 52.0),  # LAEA Europe (origin 52 N, 10 E)
+    ],
+)
+def test_centre_latitude_from_the_grid(crs: str, x: float, y: float, lat: float) -> None:
+    step = 0.001 if crs == "EPSG:4326" else 10.0
+    ds = xr.Dataset(coords={"x": x + step * np.arange(-2, 3), "y": y - step * np.arange(-2, 3)})
+    ds = ds.rio.write_crs(crs)
+    assert centre_latitude(ds) == pytest.approx(lat, abs=0.01)
+    assert southern_hemisphere(ds) is (lat < 0)
+    # No CRS: unknown, taken as northern (the training scenes' hemisphere).
+    plain = ds.drop_vars("spatial_ref")
+    assert centre_latitude(plain) is None and southern_hemisphere(plain) is False
+
+
+def test_a_southern_cube_turns_the_season_in_the_fill_too(cube: xr.Dataset) -> None:
+    """``synthesize`` of the shipped SODCT model on the same scene declared south of the
+    equator: its condition's season planes change sign, nothing else."""
+    from cloudfill.core.pairs import PairingRule
+    from cloudfill.infer.inputs import synthesis_inputs
+
+    model = cloudfill.default_model()
+    date = pd.Timestamp(cube.time.values[4])
+    north = synthesis_inputs(cube, date, model, PairingRule()).condition
+    south = synthesis_inputs(cube.rio.write_crs("EPSG:32745"), date, model,
+                             PairingRule()).condition  # fmt: skip
+    season = list(SEASON_CHANNELS)
+    np.testing.assert_allclose(south.sel(channel=season).values,
+                               -north.sel(channel=season).values, atol=1e-6)  # fmt: skip
+    others = [c for c in north.channel.values if c not in season]
+    np.testing.assert_array_equal(south.sel(channel=others).values,
+                                  north.sel(channel=others).values)  # fmt: skip
 
 
 def test_needs_the_blend_reference() -> None:

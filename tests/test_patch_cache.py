@@ -164,6 +164,9 @@ def test_key_follows_the_cube_and_the_sample_settings(cube: xr.Dataset, index: P
     assert cache_key(_splits(index, "S"))[0] != key  # other condition channels
     stats = replace(index.stats, target=(-2.0, 2.0))  # another normalisation
     assert cache_key(_splits(replace(index, stats=stats)))[0] != key
+    # South of the equator the season planes turn: another cache (the northern key, which
+    # the flag leaves out, is the one every cache built before it had).
+    assert cache_key(_splits(replace(index, southern=True)))[0] != key
 
 
 def test_a_rewritten_zarr_cube_is_another_cache(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from cloudfill.core.season import season_channels, southern_hemisphere
 from cloudfill.core.variants import DEM_CHANNEL, REFERENCE_CHANNELS, SIDES, get_variant
 from cloudfill.cube.schema import BANDS, POLS
 from cloudfill.errors import ModelMismatchError, ParameterError
@@ -317,20 +318,6 @@ def side_channels(sides: tuple[Side | None, Side | None], stats: NormStats, like
     return np.concatenate(parts, axis=0).astype("float32")
 
 
-def season_channels(date: Any, like: Any) -> Any:
-    """The :data:`~cloudfill.core.variants.SEASON_CHANNELS` of target ``date`` (2, y, x),
-    float32: ``sin`` and ``cos`` of ``2 pi day_of_year / 365.25``, constant over the image.
-    ``like``: a (y, x) array giving the shape and array type.
-
-    >>> x = season_channels("2024-04-01", np.zeros((1, 2), "float32"))
-    >>> x.shape, [round(float(v), 3) for v in x[:, 0, 0]]
-    ((2, 1, 2), [1.0, -0.012])
-    """
-    angle = 2.0 * np.pi * pd.Timestamp(date).dayofyear / 365.25
-    zero = np.zeros_like(like, dtype="float32")  # not like * 0: NaN where S1 is missing
-    return np.stack([zero + np.float32(np.sin(angle)), zero + np.float32(np.cos(angle))])
-
-
 def assemble_condition(
     stats: NormStats,
     variant: str,
@@ -341,6 +328,7 @@ def assemble_condition(
     dem: Any | None = None,
     sides: tuple[Side | None, Side | None] | None = None,
     date: Any | None = None,
+    southern: bool = False,
 ) -> Any:
     """Stack the normalised input channels of ``variant`` (channels, y, x), float32.
 
@@ -360,7 +348,11 @@ def assemble_condition(
         The two sides the blend reference came from (:func:`blend_with_sides`); the
         change-aware variants (SODC, SODCT) only.
     date
-        The target date (SODCT only: its time of year, :func:`season_channels`).
+        The target date (SODCT only: its time of year,
+        :func:`~cloudfill.core.season.season_channels`).
+    southern
+        The scene lies south of the equator (SODCT only: its seasons are half a year later,
+        :func:`~cloudfill.core.season.southern_hemisphere`).
 
     Examples
     --------
@@ -395,7 +387,7 @@ def assemble_condition(
     if spec.uses_season:
         if date is None or pd.isna(date):
             raise ModelMismatchError(f"variant {spec.name} needs the target date")
-        parts.append(season_channels(date, s1[0]))
+        parts.append(season_channels(date, s1[0], southern=southern))
     return np.concatenate(parts, axis=0)
 
 
@@ -476,6 +468,7 @@ def condition_stack(
         dem=dem,
         sides=sides,
         date=date,
+        southern=spec.uses_season and southern_hemisphere(ds),
     )
     coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
     return xr.DataArray(

@@ -28,8 +28,9 @@ before a December one look alike, and a model learns one average change for both
 per-pixel probe of ``benchmarks/probe_season.py``: with the two values the boosting model's
 error on held-out demo-design scene 73's one-sided gaps falls from 1.8x the blend's to
 0.74x, on five other demo-design scenes by 6-19 %; with only three generic training scenes
-it rises on the generic design's January and December gaps). The angle is the northern
-hemisphere's calendar: train on your own region for the southern one.
+it rises on the generic design's January and December gaps). South of the equator the angle
+turns by half a year (:mod:`cloudfill.core.season`): the values stand for the season, not
+the calendar.
 
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
@@ -88,7 +89,7 @@ SIDE_CHANNELS: tuple[str, ...] = tuple(
 
 SEASON_CHANNELS: tuple[str, ...] = ("season_sin", "season_cos")
 """The target date's time of year, ``sin`` and ``cos`` of ``2 pi day_of_year / 365.25``
-(``SODCT``; see :func:`cloudfill.core.condition.season_channels`)."""
+(``SODCT``; see :func:`cloudfill.core.season.season_channels`)."""
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,8 @@ def _sample_description(data: PatchDataset) -> dict[str, Any]:
         "samples": len(data),
         "rows": hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest(),
         "references": repr((sorted(refs.candidates.items()), sorted(refs.blend.items()))),
+        # Only when set, so that the keys of northern scenes' caches stay as they were.
+        **({"southern": True} if data.southern else {}),
     }
 
 

@@ -159,6 +159,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int = 0,
         split: str = "train",
         references: ReferenceTables | None = None,
+        southern: bool = False,
     ) -> None:
         self.reader = reader
         self.stats = stats
@@ -170,6 +171,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.split = split
         self.references = references or ReferenceTables()
+        self.southern = bool(southern)
         self.epoch = 0
         spec = get_variant(variant)
         self._uses_reference = spec.uses_reference
@@ -216,6 +218,7 @@ class PatchDataset(torch.utils.data.Dataset):
             seed=index.seed,
             split=split,
             references=index.references if uses_reference else None,
+            southern=index.southern,
         )
 
     @property
@@ -308,6 +311,7 @@ class PatchDataset(torch.utils.data.Dataset):
             dem=dem,
             sides=sides,
             date=None if self._dates is None else self._dates[index],
+            southern=self.southern,
         )
         image, valid = self._s2(t, y0, x0)
         target = normalise_bands(image, self.stats, "s2", BANDS, fill=True)

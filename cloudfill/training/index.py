@@ -38,6 +38,7 @@ import xarray as xr
 
 from cloudfill.core.grid import ALIGN, SPLITS, PatchGrid, patch_grid, split_blocks
 from cloudfill.core.pairs import PER_PIXEL_MODES, PairingRule, pairs
+from cloudfill.core.season import southern_hemisphere
 from cloudfill.core.variants import get_variant
 from cloudfill.errors import ModelMismatchError, ParameterError
 from cloudfill.model.card import REFERENCE_DIRECTIONS, REFERENCE_MODES
@@ -144,6 +145,9 @@ class PatchIndex:
         The settings that built the index (JSON-safe).
     references
         The composite / blend reference dates per target (empty for ``reference="date"``).
+    southern
+        The scene lies south of the equator (:func:`~cloudfill.core.season.southern_hemisphere`;
+        the season channels of SODCT turn by half a year).
     """
 
     reader: CubeReader
@@ -156,6 +160,7 @@ class PatchIndex:
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
     references: ReferenceTables = field(default_factory=ReferenceTables)
+    southern: bool = False
 
     @property
     def size(self) -> int:
@@ -351,4 +356,5 @@ def build_index(
             if multi_date
             else ReferenceTables()
         ),
+        southern=southern_hemisphere(ds),
     )
