@@ -198,6 +198,20 @@ def test_centre_latitude_from_the_grid(crs: str, x: float, y: float, lat: float)
     assert centre_latitude(plain) is None and southern_hemisphere(plain) is False
 
 
+def test_a_local_crs_has_no_latitude_and_still_trains() -> None:
+    """A local engineering CRS (no way to the globe) is an unknown latitude, northern: the
+    index builds, for a season variant too, instead of failing in pyproj."""
+    ds = cloudfill.simulate_scene((64, 64), dates=4, seed=2)
+    ds = ds.rio.write_crs('LOCAL_CS["arbitrary",UNIT["metre",1]]')
+    assert centre_latitude(ds) is None
+    index = build_index(ds, "SODCT", PatchSettings(32, overlap=0, block_size=32),
+                        reference="blend", despeckle=3)  # fmt: skip
+    assert index.southern is False
+    # Far outside UTM 45S's domain the projection gives no finite latitude: unknown too.
+    far = ds.rio.write_crs("EPSG:32745").assign_coords(x=ds.x + 5e7)
+    assert centre_latitude(far) is None and southern_hemisphere(far) is False
+
+
 def test_a_southern_cube_turns_the_season_in_the_fill_too(cube: xr.Dataset) -> None:
     """``synthesize`` of the shipped SODCT model on the same scene declared south of the
     equator: its condition's season planes change sign, nothing else."""

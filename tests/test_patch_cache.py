@@ -164,9 +164,16 @@ def test_key_follows_the_cube_and_the_sample_settings(cube: xr.Dataset, index: P
     assert cache_key(_splits(index, "S"))[0] != key  # other condition channels
     stats = replace(index.stats, target=(-2.0, 2.0))  # another normalisation
     assert cache_key(_splits(replace(index, stats=stats)))[0] != key
-    # South of the equator the season planes turn: another cache (the northern key, which
-    # the flag leaves out, is the one every cache built before it had).
-    assert cache_key(_splits(replace(index, southern=True)))[0] != key
+    # South of the equator an SODCT model's season planes turn: another cache. Its samples
+    # are all the flag changes, so other variants (and every northern cache) keep the key
+    # they had before it existed: the description leaves it out.
+    south = replace(index, southern=True)
+    assert cache_key(_splits(south))[0] == key
+    assert "southern" not in json.dumps(cache_key(_splits(index))[1])
+    sodct = build_index(cube, "SODCT", PATCHES, despeckle=3, reference="blend")
+    north_key = cache_key(_splits(sodct, "SODCT"))[0]
+    south_key, south_description = cache_key(_splits(replace(sodct, southern=True), "SODCT"))
+    assert south_key != north_key and "southern" in json.dumps(south_description)
 
 
 def test_a_rewritten_zarr_cube_is_another_cache(tmp_path: Path) -> None:

@@ -413,7 +413,9 @@ def condition_stack(
     dates, most preferred first, masked by ``mask`` (time, y, x). With
     ``reference_s1_dates`` too (a ``"blend"`` model: per reference date, its S1 date in
     ``ds`` or None) it is :func:`blend_reference` of those dates, and the change-aware
-    variants (SODC, SODCT) also get both sides it blended (:func:`side_channels`).
+    variants (SODC, SODCT) also get both sides it blended (:func:`side_channels`). SODCT's
+    season planes turn by half a year where the centre of ``ds``'s grid lies south of the
+    equator (:func:`~cloudfill.core.season.southern_hemisphere`, from its CRS).
     """
     spec = get_variant(variant)
     if spec.uses_sides and reference_s1_dates is None:

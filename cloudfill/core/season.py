@@ -6,8 +6,8 @@ is the season: green-up, senescence, snow. South of the equator the seasons come
 later in the calendar, so there the angle is turned by half a turn (both planes change sign):
 a scene in Argentina in January gets the values of a scene in Spain in July. Training and
 inference decide it the same way, from the latitude of the centre of the cube's grid
-(:func:`southern_hemisphere`); a cube without a CRS counts as northern (the simulated
-training scenes lie at about 28 degrees north).
+(:func:`southern_hemisphere`); a cube whose latitude is unknown (no CRS, or a local one)
+counts as northern, as the simulated training scenes are (about 28 degrees north).
 
 In the tropics the seasons follow rain, not the sun's height, and neither calendar says much;
 the models shipped with cloudfill have seen no tropical or southern scene.
@@ -22,6 +22,9 @@ import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from pyproj import Transformer
+from pyproj.exceptions import CRSError, ProjError
+
+from cloudfill.cube.schema import cube_crs
 
 __all__ = ["centre_latitude", "season_channels", "southern_hemisphere"]
 
@@ -45,7 +48,9 @@ def season_channels(date: Any, like: Any, *, southern: bool = False) -> Any:
 
 
 def centre_latitude(ds: xr.Dataset | xr.DataArray) -> float | None:
-    """Latitude in degrees of the centre of ``ds``'s ``x``/``y`` grid (None: no CRS).
+    """Latitude in degrees of the centre of ``ds``'s ``x``/``y`` grid; None where it is
+    unknown: no CRS (or conflicting ones), or one with no way to the globe (a local
+    engineering CRS), or a centre outside the CRS's domain.
 
     Only the first and last coordinates are read (no data).
 
@@ -54,17 +59,21 @@ def centre_latitude(ds: xr.Dataset | xr.DataArray) -> float | None:
     >>> round(centre_latitude(ds), 2), centre_latitude(ds.drop_vars("spatial_ref"))
     (28.01, None)
     """
-    crs = ds.rio.crs
-    if crs is None:
+    crs = cube_crs(ds)
+    if crs is None or "x" not in ds.coords or "y" not in ds.coords:
         return None
     x = (float(ds["x"].values[0]) + float(ds["x"].values[-1])) / 2.0
     y = (float(ds["y"].values[0]) + float(ds["y"].values[-1])) / 2.0
-    _, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
-    return float(lat)
+    try:
+        _, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+    except (ProjError, CRSError):
+        return None
+    return float(lat) if np.isfinite(lat) else None
 
 
 def southern_hemisphere(ds: xr.Dataset | xr.DataArray) -> bool:
-    """Whether the centre of ``ds``'s grid lies south of the equator (no CRS: False).
+    """Whether the centre of ``ds``'s grid lies south of the equator; False where its
+    latitude is unknown (:func:`centre_latitude`).
 
     >>> import cloudfill
     >>> ds = cloudfill.simulate_scene((16, 16), seed=0)

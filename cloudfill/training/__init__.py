@@ -21,7 +21,7 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
-    "CachedPatches": "cache",
+    "CachedPatches": "cached_patches",
     "open_patch_cache": "cache",
     "CubeReader": "reader",
     "ChunkSampler": "dataset",

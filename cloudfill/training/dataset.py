@@ -144,6 +144,9 @@ class PatchDataset(torch.utils.data.Dataset):
         As given; :meth:`set_epoch` changes the augmentation of the next epoch.
     references
         The dates composite / blended references draw on (empty: single reference dates).
+    southern
+        The scene lies south of the equator (:attr:`PatchIndex.southern`): SODCT's season
+        planes turn by half a year, as inference turns them.
     """
 
     def __init__(

@@ -146,6 +146,9 @@ def simulate_scene(
         demand (default chunks 1024); otherwise they are numpy arrays.
     crs, resolution, origin
         The grid: CRS, pixel size in CRS units (metres) and the top-left corner ``(x, y)``.
+        Only the grid: sun, phenology and snow follow about 28 degrees north wherever it
+        is, so a scene placed south of the equator has northern seasons (and an SODCT model
+        reads it as southern, :mod:`cloudfill.core.season`).
     surface_change
         Share (0..1) of the eligible land whose surface changes during the series, in
         irregular patches of about 300 m, each with its own onset between the first and last
