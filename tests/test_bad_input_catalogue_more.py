@@ -144,6 +144,9 @@ def test_more_bad_input(
 # --- checks that are no table row -------------------------------------------------------------
 
 
+# Over 4 s (two whole reports); the refusal of a user's folder without --overwrite is the
+# table's "evaluate-into-a-user-folder" row, in the default suite.
+@pytest.mark.slow
 def test_evaluate_writes_into_a_report_or_with_overwrite(
     inputs: Inputs,  # noqa: F811
     tmp_path: Path,
