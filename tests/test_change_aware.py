@@ -212,6 +212,28 @@ def test_a_local_crs_has_no_latitude_and_still_trains() -> None:
     assert centre_latitude(far) is None and southern_hemisphere(far) is False
 
 
+def test_the_training_record_says_which_seasons_and_a_resume_keeps_them(
+    cube: xr.Dataset,
+) -> None:
+    from cloudfill.training.config import check_resumable, training_record
+
+    config = TrainConfig("SODCT", patches=PATCHES, reference="blend")
+    north = build_index(cube, "SODCT", PATCHES, reference="blend")
+    south = build_index(cube.rio.write_crs("EPSG:32745"), "SODCT", PATCHES, reference="blend")
+    record = training_record(config, north)
+    assert record["season"] == "northern"
+    assert training_record(config, south)["season"] == "southern"
+    sodc = TrainConfig("SODC", patches=PATCHES, reference="blend")
+    assert "season" not in training_record(sodc, build_index(cube, "SODC", PATCHES,
+                                                             reference="blend"))  # fmt: skip
+    # A record saved before the flag existed had northern planes everywhere: a northern run
+    # goes on, a southern one (its planes would turn mid-run) is refused.
+    before = {k: v for k, v in record.items() if k != "season"}
+    check_resumable(before, record)
+    with pytest.raises(ParameterError, match="season='northern' but season='southern'"):
+        check_resumable(before, training_record(config, south))
+
+
 def test_a_southern_cube_turns_the_season_in_the_fill_too(cube: xr.Dataset) -> None:
     """``synthesize`` of the shipped SODCT model on the same scene declared south of the
     equator: its condition's season planes change sign, nothing else."""

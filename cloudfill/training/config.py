@@ -78,16 +78,19 @@ FIXED: tuple[str, ...] = (
     "max_s1_gap",
     "max_ref_age",
     "max_ref_cloud",
+    "season",
 )
 """Keys of the training record that define a run: a resumed run must have the same ones."""
 
 # What a record saved without a key meant: references were single dates before composites
-# existed, the pairing rule was always the default one before it could be chosen, and the
-# generator had the atanh skip and no per-pixel path.
+# existed, the pairing rule was always the default one before it could be chosen, the
+# generator had the atanh skip and no per-pixel path, and season planes followed the
+# northern calendar everywhere (a southern run of then cannot go on with turned planes).
 _SAVED_DEFAULTS: dict[str, Any] = {
     "reference_mode": "date",
     "skip": "atanh",  # before the additive skip and the per-pixel path
     "pixel_features": 0,
+    "season": "northern",
     **PairingRule().to_dict(),
 }
 
@@ -452,6 +455,9 @@ def training_record(config: TrainConfig, index: PatchIndex) -> dict[str, Any]:
         "max_steps": schedule.max_steps,
         "patience": schedule.patience,
         "ema": None if optim.ema is None else float(optim.ema),
+        # Which calendar the season planes followed (cloudfill.core.season): the card then
+        # says which hemisphere's seasons the model has seen.
+        **({"season": "southern" if index.southern else "northern"} if spec.uses_season else {}),
     }
 
 
