@@ -59,7 +59,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cloudfill._outputs import check_writable, nested
 from cloudfill._version import __version__
-from cloudfill.core.variants import get_variant
 from cloudfill.cube.zarr_io import store_digest
 from cloudfill.errors import OutputError
 from cloudfill.training.cached_patches import (
@@ -119,10 +118,6 @@ def cube_digest(reader: CubeReader) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _uses_season(variant: str) -> bool:
-    return get_variant(variant).uses_season
-
-
 def _sample_description(data: PatchDataset) -> dict[str, Any]:
     """What makes the samples of one split (JSON-safe, rows as a digest)."""
     refs = data.references
@@ -137,7 +132,7 @@ def _sample_description(data: PatchDataset) -> dict[str, Any]:
         "references": repr((sorted(refs.candidates.items()), sorted(refs.blend.items()))),
         # Only where it changes the samples (a season variant south of the equator), so that
         # every other cache keeps the key it had before the flag existed.
-        **({"southern": True} if data.southern and _uses_season(data.variant) else {}),
+        **({"southern": True} if data.southern else {}),
     }
 
 

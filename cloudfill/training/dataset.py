@@ -145,8 +145,8 @@ class PatchDataset(torch.utils.data.Dataset):
     references
         The dates composite / blended references draw on (empty: single reference dates).
     southern
-        The scene lies south of the equator (:attr:`PatchIndex.southern`): SODCT's season
-        planes turn by half a year, as inference turns them.
+        The season planes turn by half a year, as inference turns them: a season variant
+        (SODCT) on a scene south of the equator (:attr:`PatchIndex.southern`).
     """
 
     def __init__(
@@ -174,9 +174,10 @@ class PatchDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.split = split
         self.references = references or ReferenceTables()
-        self.southern = bool(southern)
         self.epoch = 0
         spec = get_variant(variant)
+        # Only a season variant's planes turn: for the others the flag changes nothing.
+        self.southern = bool(southern) and spec.uses_season
         self._uses_reference = spec.uses_reference
         self._uses_dem = spec.uses_dem
         # Plain arrays: row lookups in __getitem__ stay cheap.
