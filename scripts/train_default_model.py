@@ -129,7 +129,7 @@ def _scenes(scene_set: str) -> list[xr.Dataset]:
     demo_s1 = demo.simulate_demo(0, (16, 16)).indexes["s1_time"]
     s1_dates = generic_s1.union(demo_s1).as_unit("ns")
     # simulate_demo's recipe as simulate_scene arguments, so S1 can be at every date.
-    demo_design = {"dates": list(demo._DATES), "cloud_fraction": list(demo._CLOUD)}
+    demo_design = {"dates": list(demo.DEMO_DATES), "cloud_fraction": list(demo.DEMO_CLOUD)}
     scenes = []
     for k, seed in enumerate(generic_seeds + demo_seeds):
         design = {"dates": 16} if seed in generic_seeds else demo_design

@@ -19,14 +19,16 @@ import zarr
 from cloudfill.cube.schema import conform
 from cloudfill.cube.simulate import simulate_scene
 
-__all__ = ["DEMO_FILE", "DEMO_SEED", "load_demo", "simulate_demo"]
+__all__ = ["DEMO_CLOUD", "DEMO_DATES", "DEMO_FILE", "DEMO_SEED", "load_demo", "simulate_demo"]
 
 DEMO_FILE = "demo_cube.zarr.zip"
 DEMO_SEED = 2024
-_DATES = pd.date_range("2024-02-01", periods=6, freq="40D")
+DEMO_DATES = pd.date_range("2024-02-01", periods=6, freq="40D")
+"""The demo design's six S2 dates, 40 days apart."""
 _S1_OFFSETS_DAYS = (2, -1, 1, 3, -2, 1)
-# Three nearly clear dates serve as references; the others have clouds of every size.
-_CLOUD = (0.0, 0.4, 0.02, 0.85, 1.0, 0.3)
+DEMO_CLOUD = (0.0, 0.4, 0.02, 0.85, 1.0, 0.3)
+"""Cloud cover of each of :data:`DEMO_DATES`: three nearly clear dates serve as references,
+the others have clouds of every size."""
 
 
 def simulate_demo(seed: int = DEMO_SEED, shape: tuple[int, int] = (192, 192)) -> xr.Dataset:
@@ -41,9 +43,9 @@ def simulate_demo(seed: int = DEMO_SEED, shape: tuple[int, int] = (192, 192)) ->
     >>> ds.sizes["time"], [f"{d:%m-%d}" for d in ds.indexes["time"][:2]]
     (6, ['02-01', '03-12'])
     """
-    s1_dates = [d + pd.Timedelta(days=k) for d, k in zip(_DATES, _S1_OFFSETS_DAYS, strict=True)]
+    s1_dates = [d + pd.Timedelta(days=k) for d, k in zip(DEMO_DATES, _S1_OFFSETS_DAYS, strict=True)]
     return simulate_scene(
-        shape, dates=list(_DATES), s1_dates=s1_dates, seed=seed, cloud_fraction=list(_CLOUD)
+        shape, dates=list(DEMO_DATES), s1_dates=s1_dates, seed=seed, cloud_fraction=list(DEMO_CLOUD)
     )
 
 
