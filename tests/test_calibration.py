@@ -20,9 +20,9 @@ from cloudfill.model.calibration import (
     Calibration,
     confidence_from_error_scale,
     coverage,
-    fit_calibration,
     write_calibration,
 )
+from cloudfill.model.calibration_fit import fit_calibration
 from cloudfill.model.card import ModelCard
 from cloudfill.model.checkpoint import read_card
 

@@ -7,7 +7,7 @@ adjustment and all) twice: with the model, uncalibrated, and without S1, so that
 filled pixel is interpolated; both kinds of value are then well sampled. Only pixels inside
 the masks (``filled``) are used, against the scene's ``truth``, with the features the fill
 reports (``error_features=True``, :mod:`cloudfill.fill.error_scale`); the fit is
-:func:`cloudfill.model.calibration.fit_calibration`.
+:func:`cloudfill.model.calibration_fit.fit_calibration`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, Adjust
 from cloudfill.fill.plan import resolve_model
 from cloudfill.fill.series import fill_series
 from cloudfill.infer.settings import InferenceSettings
-from cloudfill.model.calibration import Calibration, fit_calibration
+from cloudfill.model.calibration import Calibration
+from cloudfill.model.calibration_fit import fit_calibration
 
 __all__ = ["MAX_PIXELS_PER_SCENE", "calibrate", "filled_errors", "uncalibrated"]
 
@@ -99,7 +100,7 @@ def calibrate(
     inference
         Tiling, batching and device.
     knots
-        Knots per feature curve (:func:`~cloudfill.model.calibration.fit_calibration`).
+        Knots per feature curve (:func:`~cloudfill.model.calibration_fit.fit_calibration`).
 
     Returns
     -------
