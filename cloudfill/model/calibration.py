@@ -95,6 +95,7 @@ ERROR_FLAGS: tuple[str, ...] = ("synthesized", "one_side", "adjusted", "no_clear
 ERROR_FEATURES: tuple[str, ...] = ERROR_CURVES + ERROR_FLAGS
 """Every feature :meth:`Calibration.scale` reads."""
 
+
 def interval_factor(q: float | np.ndarray) -> float | np.ndarray:
     """``ln(1 / (1 - q))``: the half-width, in scales ``b``, of the Laplace interval around
     the value that holds a share ``q`` of the errors.
