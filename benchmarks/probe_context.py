@@ -18,10 +18,12 @@ pixels only (their residual ``s2 - blend``):
 - the mean residual of the date's clear pixels in the pixel's elevation bin (16 quantile bins
   of the scene's DEM; NaN where a bin has fewer than 20 clear pixels), per band.
 
-Scored on the cloudy pixels (with a blend reference) of the validation scenes; "change":
-``|truth - blend| > 0.05`` in some band. MAE over pixels and bands.
+Scored on the cloudy pixels (with a blend reference) of the validation scenes (where the
+question came from: say so when quoting it); "change": ``|truth - blend| > 0.05`` in some
+band (the probe's own residual; ``bench_learned_gain.py``'s change pixels depart from
+interpolation instead). MAE over pixels and bands.
 
-    python benchmarks/probe_context.py                  # ~10 min on 2 cores
+    python benchmarks/probe_context.py                  # ~4 min on 2 cores
 """
 
 from __future__ import annotations
