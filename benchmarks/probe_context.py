@@ -28,14 +28,13 @@ interpolation instead). MAE over pixels and bands.
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 
 import numpy as np
 from _machine import cpu_model, load
 from probe_learning import date_inputs, markdown
-from probe_season import TRAIN, parse, scene
+from probe_season import TRAIN, fit_per_band, parse, probe_parser, scene
 from scipy import ndimage
 
 from cloudfill.cube.mask import cloud_mask
@@ -95,14 +94,7 @@ def samples(ds, with_context: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main() -> None:
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", default="sim:131-133,demo:134-136")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--max-train", type=int, default=150_000)
-    parser.add_argument("--iters", type=int, default=200)
-    args = parser.parse_args()
+    args = probe_parser(__doc__).parse_args()
     warnings.simplefilter("ignore")
     t0 = time.time()
     train = [scene(d, s, args.size) for d, s in TRAIN]
@@ -111,14 +103,7 @@ def main() -> None:
     for with_context in (False, True):
         x, r = (np.concatenate(a) for a in zip(*(samples(ds, with_context) for ds in train),
                                                 strict=True))  # fmt: skip
-        keep = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), args.max_train),
-                                                       replace=False))  # fmt: skip
-        models = [
-            HistGradientBoostingRegressor(
-                max_iter=args.iters, early_stopping=False, random_state=0
-            ).fit(x[keep], r[keep, b])
-            for b in range(r.shape[1])
-        ]
+        models = fit_per_band(x, r, args)
         for name, ds in test.items():
             xt, rt = samples(ds, with_context)
             err = np.abs(np.stack([m.predict(xt) for m in models], 1) - rt).sum(1)

@@ -73,15 +73,32 @@ def parse(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def main() -> None:
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of the per-pixel probes (this one and ``probe_context.py``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--scenes", default="sim:131-133,demo:134-136")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--max-train", type=int, default=150_000)
     parser.add_argument("--iters", type=int, default=200)
-    args = parser.parse_args()
+    return parser
+
+
+def fit_per_band(x: np.ndarray, r: np.ndarray, args: argparse.Namespace) -> list:
+    """One HistGradientBoosting per band of ``r`` on at most ``args.max_train`` rows of ``x``."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    keep = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), args.max_train),
+                                                   replace=False))  # fmt: skip
+    return [
+        HistGradientBoostingRegressor(
+            max_iter=args.iters, early_stopping=False, random_state=0
+        ).fit(x[keep], r[keep, b])
+        for b in range(r.shape[1])
+    ]
+
+
+def main() -> None:
+    args = probe_parser(__doc__).parse_args()
     warnings.simplefilter("ignore")
     t0 = time.time()
     train = [scene(d, s, args.size) for d, s in TRAIN]
@@ -91,14 +108,7 @@ def main() -> None:
         x, r, _ = (
             np.concatenate(a) for a in zip(*(samples(ds, season) for ds in train), strict=True)
         )
-        keep = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), args.max_train),
-                                                       replace=False))  # fmt: skip
-        models = [
-            HistGradientBoostingRegressor(
-                max_iter=args.iters, early_stopping=False, random_state=0
-            ).fit(x[keep], r[keep, b])
-            for b in range(r.shape[1])
-        ]
+        models = fit_per_band(x, r, args)
         for name, ds in test.items():
             xt, rt, one = samples(ds, season)
             pred = np.stack([m.predict(xt) for m in models], 1)
