@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 from _machine import cpu_model, load
 from probe_learning import date_inputs, markdown
-from probe_season import TRAIN, fit_per_band, parse, probe_parser, scene
+from probe_season import TRAIN, fit_per_band, probe_parser, probe_scenes
 from scipy import ndimage
 
 from cloudfill.cube.mask import cloud_mask
@@ -97,8 +97,7 @@ def main() -> None:
     args = probe_parser(__doc__).parse_args()
     warnings.simplefilter("ignore")
     t0 = time.time()
-    train = [scene(d, s, args.size) for d, s in TRAIN]
-    test = {f"{d} {s}": scene(d, s, args.size) for d, s in parse(args.scenes)}
+    train, test = probe_scenes(args)
     sums: dict[tuple[str, str, str], float] = {}
     for with_context in (False, True):
         x, r = (np.concatenate(a) for a in zip(*(samples(ds, with_context) for ds in train),

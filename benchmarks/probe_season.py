@@ -97,12 +97,17 @@ def fit_per_band(x: np.ndarray, r: np.ndarray, args: argparse.Namespace) -> list
     ]
 
 
+def probe_scenes(args: argparse.Namespace) -> tuple[list, dict]:
+    """The probes' training scenes (:data:`TRAIN`) and the scored ones by name."""
+    train = [scene(d, s, args.size) for d, s in TRAIN]
+    return train, {f"{d} {s}": scene(d, s, args.size) for d, s in parse(args.scenes)}
+
+
 def main() -> None:
     args = probe_parser(__doc__).parse_args()
     warnings.simplefilter("ignore")
     t0 = time.time()
-    train = [scene(d, s, args.size) for d, s in TRAIN]
-    test = {f"{d} {s}": scene(d, s, args.size) for d, s in parse(args.scenes)}
+    train, test = probe_scenes(args)
     rows = []
     for season in (False, True):
         x, r, _ = (
