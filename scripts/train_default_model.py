@@ -169,7 +169,13 @@ def training_cube(scene_set: str = "v2") -> xr.Dataset:
     return cube
 
 
-def config(variant: str, max_steps: int, device: str = "cpu", lr: float = 2e-4) -> TrainConfig:
+def config(
+    variant: str,
+    max_steps: int,
+    device: str = "cpu",
+    lr: float = 2e-4,
+    change_weight: float = 1.0,
+) -> TrainConfig:
     return TrainConfig(
         variant,
         network=NetworkSettings(
@@ -181,7 +187,9 @@ def config(variant: str, max_steps: int, device: str = "cpu", lr: float = 2e-4) 
             skip="add",
             pixel_features=32,
         ),
-        optim=OptimSettings(batch_size=8, lr=lr, lambda_l1=1e4, ema=0.99),
+        optim=OptimSettings(
+            batch_size=8, lr=lr, lambda_l1=1e4, ema=0.99, change_weight=change_weight
+        ),
         schedule=Schedule(epochs=10000, max_steps=max_steps, patience=None),
         patches=PatchSettings(64, overlap=0),
         reference="blend",
@@ -206,6 +214,10 @@ def main() -> None:
         help="start from this model's weights and statistics (a warm start) instead of random",
     )  # fmt: skip
     parser.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate")
+    parser.add_argument(
+        "--change-weight", type=float, default=1.0,
+        help="how many times a change pixel (|target - reference| > 0.05) counts in the L1 term",
+    )  # fmt: skip
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -225,7 +237,7 @@ def main() -> None:
                 f"{cube} holds the {stored!r} scenes, not {args.scenes!r}: use another --out"
             )
     t0 = time.time()
-    cfg = config(args.variant, args.max_steps, args.device, args.lr)
+    cfg = config(args.variant, args.max_steps, args.device, args.lr, args.change_weight)
     model = cloudfill.train(
         str(cube), cfg, args.out, resume=args.resume, progress=False, init=args.init
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -19,6 +20,7 @@ from cloudfill.model import (
     Generator,
     ModelCard,
     PatchDiscriminator,
+    change_weighted_l1,
     count_macs,
     get_variant,
     gflops,
@@ -292,6 +294,24 @@ def test_losses_ignore_masked_pixels() -> None:
     assert float(masked_l1(pred, target, empty)) == 0.0  # not NaN
     with pytest.raises(ParameterError):
         laplace_nll(pred, scale[:, :1], target)
+
+
+def test_change_weighted_l1_matches_a_float64_reference() -> None:
+    gen = torch.Generator().manual_seed(3)
+    pred, target, reference = (torch.rand(2, 4, 8, 8, generator=gen) for _ in range(3))
+    mask = torch.rand(2, 1, 8, 8, generator=gen) > 0.2
+    threshold = torch.tensor([0.3, 0.5, 0.7, 0.9])
+    got = change_weighted_l1(pred, target, reference, mask, factor=5.0, threshold=threshold)
+    p, t, r, m = (x.double().numpy() for x in (pred, target, reference, mask))
+    changed = (np.abs(t - r) > threshold.double().numpy()[None, :, None, None]).any(1)
+    w = np.where(changed, 5.0, 1.0)[:, None] * m
+    want = (np.abs(p - t) * w).sum() / np.broadcast_to(w, p.shape).sum()
+    assert 0 < changed.mean() < 1  # both kinds of pixel are present
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    same = change_weighted_l1(pred, target, reference, mask, factor=1.0, threshold=threshold)
+    assert float(same) == pytest.approx(float(masked_l1(pred, target, mask)), rel=1e-6)
+    with pytest.raises(ParameterError):
+        change_weighted_l1(pred, target, reference, mask, factor=0.5, threshold=threshold)
 
 
 # --- inference wrapper ------------------------------------------------------------------

@@ -103,6 +103,32 @@ def test_a_few_steps_lower_the_validation_loss(
     assert again["mae"] == pytest.approx(best["val_mae"], rel=1e-6)
 
 
+def test_change_weight_reaches_the_loss_and_the_card(
+    cube: xr.Dataset, index: PatchIndex, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        "SOD",
+        network=NET,
+        optim=OptimSettings(change_weight=6.0, change_threshold=0.04),
+        schedule=Schedule(max_steps=2),
+        patches=PATCHES,
+    )
+    model = train(cube, config, tmp_path, progress=False, index=index)
+    assert model.card.training["change_weight"] == 6.0
+    assert model.card.training["change_threshold"] == 0.04
+    # The loop hands the step the threshold in normalised units: reflectance / band scale.
+    from cloudfill.training.loop import Run
+
+    scales = np.asarray(index.stats.scale("s2"))
+    run_ = Run.__new__(Run)
+    run_.config, run_.index, run_.device = config, index, torch.device("cpu")
+    np.testing.assert_allclose(run_.change_threshold.numpy(), 0.04 / scales, rtol=1e-6)
+    with pytest.raises(ParameterError, match="change_weight needs a variant"):
+        TrainConfig("S", optim=OptimSettings(change_weight=2.0))
+    with pytest.raises(ParameterError, match="change_weight must be >= 1"):
+        OptimSettings(change_weight=0.5)
+
+
 def test_resume_continues_exactly(cube: xr.Dataset, index: PatchIndex, tmp_path: Path) -> None:
     # Stop mid-epoch, resume across an epoch boundary, compare with one uninterrupted run.
     per_epoch = -(-index.counts()["train"] // 2)
@@ -254,6 +280,10 @@ def test_cli_recipe_options_reach_the_card(
     assert run(bad) == 2
     assert "fractions" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    # S has no reference to tell change pixels by: refused by name, nothing written.
+    assert run([*base, "--out", str(tmp_path / "c"), "--change-weight", "3"]) == 2
+    assert "--change-weight needs a variant with a reference" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_cli_bad_input_exits_2(

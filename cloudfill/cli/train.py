@@ -155,6 +155,13 @@ def train_command(
         "small real set, 1e4 (the GAN term nearly off) with --ema 0.99, --lr 1e-3 and a small "
         "network trained best (benchmarks/RESULTS.md, real S1 -> S2).",
     ),
+    change_weight: float = typer.Option(
+        1.0,
+        help="Count 'change pixels' (target differs from the reference by more than 0.05 "
+        "reflectance in some band) this many times in the L1 term (1: plain L1). They are a "
+        "few per cent of the pixels but hold most of the reference's error. Needs a variant "
+        "with a reference.",
+    ),
     d_filters: int = typer.Option(64, help="Discriminator width (paper: 64)."),
     d_layers: int = typer.Option(3, help="Discriminator stride-2 layers (paper: 3)."),
     pixel_features: int = typer.Option(
@@ -241,7 +248,13 @@ def train_command(
             d_layers=d_layers,
             **extra,
         ),
-        optim=OptimSettings(batch_size=batch_size, lr=lr, ema=ema, lambda_l1=lambda_l1),
+        optim=OptimSettings(
+            batch_size=batch_size,
+            lr=lr,
+            ema=ema,
+            lambda_l1=lambda_l1,
+            change_weight=change_weight,
+        ),
         schedule=Schedule(epochs=epochs, max_steps=max_steps, patience=patience),
         patches=PatchSettings(
             size=patch_size,

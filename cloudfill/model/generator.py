@@ -283,6 +283,11 @@ class Generator(nn.Module):
             "pixel_features": self.pixel_features,
         }
 
+    @property
+    def reference_index(self) -> list[int]:
+        """Positions of the reference S2 bands in the condition stack (empty without one)."""
+        return list(self._reference_index)
+
     def rf_path(self) -> list[nn.Module]:
         """Modules along the longest input-to-output path, in order (for the RF walker).
 

@@ -67,6 +67,8 @@ FIXED: tuple[str, ...] = (
     "lr",
     "betas",
     "lambda_l1",
+    "change_weight",
+    "change_threshold",
     "patch_size",
     "overlap",
     "block_size",
@@ -91,6 +93,9 @@ _SAVED_DEFAULTS: dict[str, Any] = {
     "skip": "atanh",  # before the additive skip and the per-pixel path
     "pixel_features": 0,
     "season": "northern",
+    # Recorded only when change pixels are weighted (cards and runs before 2026-12-07 lack them).
+    "change_weight": 1.0,
+    "change_threshold": 0.05,
     **PairingRule().to_dict(),
 }
 
@@ -165,6 +170,12 @@ class OptimSettings:
     ema
         Decay of an exponential moving average of the generator's weights (e.g. 0.999),
         which is then the model scored, kept and returned; None uses the weights as trained.
+    change_weight
+        How many times a "change pixel" counts in the reconstruction term (1: plain L1; see
+        :func:`cloudfill.model.losses.change_weighted_l1`). Needs a variant with a reference.
+    change_threshold
+        A pixel is a change pixel where its target differs from the reference by more than
+        this in some band, in S2 reflectance (0.05, the benchmarks' definition).
 
     Examples
     --------
@@ -181,9 +192,15 @@ class OptimSettings:
     betas: tuple[float, float] = (0.5, 0.999)
     lambda_l1: float = 100.0
     ema: float | None = None
+    change_weight: float = 1.0
+    change_threshold: float = 0.05
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
+        if not self.change_weight >= 1:
+            raise ParameterError(f"change_weight must be >= 1, got {self.change_weight}")
+        if not self.change_threshold > 0:
+            raise ParameterError(f"change_threshold must be positive, got {self.change_threshold}")
         if not self.lr > 0:
             raise ParameterError(f"lr must be positive, got {self.lr}")
         if self.lambda_l1 < 0:
@@ -383,6 +400,11 @@ class TrainConfig:
                 f"variant {self.variant} sees both sides of the target: it needs "
                 f"reference='blend' (--reference blend), got {self.reference!r}"
             )
+        if self.optim.change_weight != 1 and not get_variant(self.variant).uses_reference:
+            raise ParameterError(
+                f"change_weight needs a variant with a reference (SO, SOD, SODC, SODCT), "
+                f"got {self.variant}"
+            )
         object.__setattr__(self, "despeckle", check_despeckle(self.despeckle))
         # The discriminator halves the patch d_layers times and needs 3 pixels left: a smaller
         # patch would fail mid-run (and leave a checkpoint behind), so it is refused here.
@@ -449,12 +471,21 @@ def training_record(config: TrainConfig, index: PatchIndex) -> dict[str, Any]:
         "max_s1_gap": index.config.get("max_s1_gap"),
         "max_ref_age": index.config.get("max_ref_age"),
         "max_ref_cloud": index.config.get("max_ref_cloud"),
-        "loss": "l1 + laplace_nll(detached mean)" if net.confidence else "l1",
+        "loss": ("change-weighted l1" if optim.change_weight != 1 else "l1")
+        + (" + laplace_nll(detached mean)" if net.confidence else ""),
         "optimizer": "adam",
         "epochs": schedule.epochs,
         "max_steps": schedule.max_steps,
         "patience": schedule.patience,
         "ema": None if optim.ema is None else float(optim.ema),
+        **(
+            {
+                "change_weight": float(optim.change_weight),
+                "change_threshold": float(optim.change_threshold),
+            }
+            if optim.change_weight != 1
+            else {}
+        ),
         # Which calendar the season planes followed (cloudfill.core.season): the card then
         # says which hemisphere's seasons the model has seen.
         **({"season": "southern" if index.southern else "northern"} if spec.uses_season else {}),

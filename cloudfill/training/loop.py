@@ -17,6 +17,7 @@ and augmented there: the same batches in the same order either way.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import time
@@ -150,6 +151,14 @@ class Run:
         """Optimiser steps in a complete epoch."""
         return math.ceil(len(self.data.train) / self.config.optim.batch_size)
 
+    @functools.cached_property
+    def change_threshold(self) -> torch.Tensor | None:
+        """The change-pixel threshold per S2 band in normalised units (None when unused)."""
+        if self.config.optim.change_weight == 1:
+            return None
+        scales = torch.tensor(self.index.stats.scale("s2"), dtype=torch.float32)
+        return (self.config.optim.change_threshold / scales).to(self.device)
+
     # --- persistence -----------------------------------------------------------------
     def restore(self, tensors: dict[str, torch.Tensor], document: dict[str, Any]) -> None:
         """Continue from a state read by :func:`~cloudfill.training.state.read_state`."""
@@ -249,7 +258,7 @@ class Run:
 
     def _step(self, batch: Sequence[torch.Tensor]) -> dict[str, float]:
         batch = [x.to(self.device, non_blocking=True) for x in batch]
-        losses = self.nets.step(batch, self.config)
+        losses = self.nets.step(batch, self.config, self.change_threshold)
         c = self.counters
         for key, value in losses.items():
             c.running[key] += value

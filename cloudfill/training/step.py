@@ -35,9 +35,10 @@ from dataclasses import dataclass
 
 import torch
 
+from cloudfill.errors import ParameterError
 from cloudfill.model.discriminator import PatchDiscriminator
 from cloudfill.model.generator import Generator
-from cloudfill.model.losses import adversarial_loss, laplace_nll, masked_l1
+from cloudfill.model.losses import adversarial_loss, change_weighted_l1, laplace_nll, masked_l1
 from cloudfill.training.config import TrainConfig
 
 __all__ = ["LOSSES", "Networks", "autocast", "config_generator", "train_step"]
@@ -91,6 +92,8 @@ def train_step(
     lambda_l1: float = 100.0,
     confidence: bool = False,
     precision: str = "fp32",
+    change_weight: float = 1.0,
+    change_threshold: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One discriminator and one generator update on a batch (see the module docstring).
 
@@ -110,6 +113,10 @@ def train_step(
         needs the confidence head).
     precision
         ``"fp32"``, or ``"bf16"`` for bfloat16 autocast of the forward passes.
+    change_weight, change_threshold
+        With ``change_weight > 1`` the reconstruction term counts the pixels whose target
+        differs from the condition's reference by more than ``change_threshold`` (per band,
+        normalised units) that many times (:func:`~cloudfill.model.losses.change_weighted_l1`).
 
     Returns
     -------
@@ -149,7 +156,15 @@ def train_step(
     with cast:
         logits = discriminator(cond, fake)
     loss_adv = adversarial_loss(logits.float(), True)
-    loss_rec = masked_l1(fake, target, valid)
+    if change_weight != 1.0:
+        if change_threshold is None:
+            raise ParameterError("change_weight needs change_threshold")
+        reference = cond[:, generator.reference_index].float()
+        loss_rec = change_weighted_l1(
+            fake, target, reference, valid, factor=change_weight, threshold=change_threshold
+        )
+    else:
+        loss_rec = masked_l1(fake, target, valid)
     if confidence:
         loss_rec = loss_rec + laplace_nll(fake.detach(), out.scale.float(), target, valid)
     loss_g = loss_adv + lambda_l1 * loss_rec
@@ -231,8 +246,17 @@ class Networks:
         self.generator.train()
         self.discriminator.train()
 
-    def step(self, batch: Sequence[torch.Tensor], config: TrainConfig) -> dict[str, float]:
-        """:func:`train_step` with the configuration's loss settings, then the average."""
+    def step(
+        self,
+        batch: Sequence[torch.Tensor],
+        config: TrainConfig,
+        change_threshold: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """:func:`train_step` with the configuration's loss settings, then the average.
+
+        ``change_threshold``: the configuration's threshold per band in normalised units
+        (needed when ``config.optim.change_weight > 1``).
+        """
         losses = train_step(
             self.generator,
             self.discriminator,
@@ -242,6 +266,8 @@ class Networks:
             lambda_l1=float(config.optim.lambda_l1),
             confidence=bool(config.network.confidence),
             precision=config.runtime.precision,
+            change_weight=float(config.optim.change_weight),
+            change_threshold=change_threshold,
         )
         self._update_average(config.optim.ema)
         return losses
