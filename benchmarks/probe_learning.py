@@ -386,7 +386,7 @@ def generator_check(steps: int, every: int) -> list[dict[str, object]]:
     from cloudfill.model.losses import masked_l1
     from cloudfill.training.dataset import PatchDataset
     from cloudfill.training.index import PatchSettings, build_index
-    from cloudfill.training.scoring import _band_affine
+    from cloudfill.training.scoring import band_affine
 
     SkipGenerator = _skip_generator()
     ds = cloudfill.simulate_scene((384, 384), dates=16, seed=101, cloud_fraction=list(CLOUD))
@@ -403,7 +403,7 @@ def generator_check(steps: int, every: int) -> list[dict[str, object]]:
         split[name] = [
             torch.stack(x) for x in zip(*[data[i] for i in range(len(data))], strict=True)
         ]
-    scale = _band_affine(index.stats)[1]
+    scale = band_affine(index.stats)[1]
 
     def mae(model: torch.nn.Module | None, name: str) -> float:
         c, t, v = split[name]

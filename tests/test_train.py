@@ -116,6 +116,13 @@ def test_change_weight_reaches_the_loss_and_the_card(
     model = train(cube, config, tmp_path, progress=False, index=index)
     assert model.card.training["change_weight"] == 6.0
     assert model.card.training["change_threshold"] == 0.04
+    # Selected by what it trains for: the change-weighted validation MAE, in the history too.
+    history = pd.read_csv(tmp_path / "metrics.csv")
+    assert history["val_change_mae"].gt(history["val_mae"]).all()
+    best = history.loc[history["val_weighted_mae"].idxmin()]
+    assert bool(best["best"]) and model.card.metrics["val_weighted_mae"] == pytest.approx(
+        best["val_weighted_mae"]
+    )
     # The loop hands the step the threshold in normalised units: reflectance / band scale.
     from cloudfill.training.loop import Run
 
@@ -127,6 +134,39 @@ def test_change_weight_reaches_the_loss_and_the_card(
         TrainConfig("S", optim=OptimSettings(change_weight=2.0))
     with pytest.raises(ParameterError, match="change_weight must be >= 1"):
         OptimSettings(change_weight=0.5)
+
+
+def test_change_scores_match_a_float64_reference(index: PatchIndex) -> None:
+    torch.manual_seed(0)
+    generator = Generator("SOD", base_filters=4, n_blocks=1)
+    with torch.no_grad():  # a head that is not zero, so the prediction is not the reference
+        for p in generator.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    data = PatchDataset.from_index(index, "val")
+    scales = np.asarray(index.stats.scale("s2"), "float64")
+    threshold = torch.tensor(0.03 / scales, dtype=torch.float32)
+    got = evaluate_patches(generator, data, change_threshold=threshold, change_weight=3.0)
+    generator.eval()
+    abs_c = w_abs = w_sum = n_c = 0.0
+    with torch.no_grad():
+        for i in range(len(data)):
+            cond, target, valid = data[i]
+            pred = generator(cond[None]).mean[0].double().numpy()
+            t, v = target.double().numpy(), valid.numpy()[0]
+            ref = cond[generator.reference_index].double().numpy()
+            err = np.abs(pred - t) * scales[:, None, None]  # reflectance
+            changed = (np.abs(t - ref) > (0.03 / scales)[:, None, None]).any(0) & v
+            abs_c += err[:, changed].sum()
+            n_c += 4 * changed.sum()
+            w = np.where(changed, 3.0, 1.0) * v
+            w_abs += (err * w).sum()
+            w_sum += 4 * w.sum()
+    assert 0 < n_c < 4 * got["pixels"]
+    assert got["change_pixels"] == n_c / 4
+    assert got["change_mae"] == pytest.approx(abs_c / n_c, rel=1e-4)
+    assert got["weighted_mae"] == pytest.approx(w_abs / w_sum, rel=1e-4)
+    plain = evaluate_patches(generator, data)
+    assert "change_mae" not in plain and got["mae"] == pytest.approx(plain["mae"])
 
 
 def test_resume_continues_exactly(cube: xr.Dataset, index: PatchIndex, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from cloudfill.core.variants import get_variant
 from cloudfill.errors import ParameterError
 from cloudfill.model.card import ModelCard
 from cloudfill.model.checkpoint import save_model
@@ -45,7 +46,7 @@ from cloudfill.training.cached_patches import CachedPatches
 from cloudfill.training.config import TrainConfig
 from cloudfill.training.dataset import ChunkSampler, PatchDataset
 from cloudfill.training.index import PatchIndex
-from cloudfill.training.scoring import Selection, evaluate_patches, none_if_nan
+from cloudfill.training.scoring import Selection, band_affine, evaluate_patches, none_if_nan
 from cloudfill.training.state import (
     load_networks,
     network_tensors,
@@ -153,10 +154,12 @@ class Run:
 
     @functools.cached_property
     def change_threshold(self) -> torch.Tensor | None:
-        """The change-pixel threshold per S2 band in normalised units (None when unused)."""
-        if self.config.optim.change_weight == 1:
+        """The change-pixel threshold per S2 band in normalised units (None for a variant
+        without a reference: it has nothing to tell change by)."""
+        if not get_variant(self.config.variant).uses_reference:
             return None
-        scales = torch.tensor(self.index.stats.scale("s2"), dtype=torch.float32)
+        # In the targets' band order (BANDS), which the statistics' order need not be.
+        scales = band_affine(self.index.stats)[1].flatten()
         return (self.config.optim.change_threshold / scales).to(self.device)
 
     # --- persistence -----------------------------------------------------------------
@@ -273,6 +276,8 @@ class Run:
             self.data.val,
             batch_size=self.config.runtime.eval_batch_size,
             device=self.device,
+            change_threshold=self.change_threshold,
+            change_weight=float(self.config.optim.change_weight),
         )
         c = self.counters
         count = max(1, c.running_count)
@@ -284,15 +289,20 @@ class Run:
             "val_mae": none_if_nan(scores["mae"]),
             "val_rmse": none_if_nan(scores["rmse"]),
             "val_l1": none_if_nan(scores["l1"]),
+            "val_change_mae": none_if_nan(scores.get("change_mae")),
+            "val_weighted_mae": none_if_nan(scores.get("weighted_mae")),
             "seconds": round(c.seconds, 2),
             "best": False,
         }
 
     def _consider(self, row: dict[str, Any]) -> bool:
         """Keep the scored generator if ``row`` is its best validation (and save it)."""
-        improved = self.selection.consider(row, self.nets.scored)
+        # A change-weighted run is selected by what it trains for: the plain MAE would
+        # keep its starting point, since weighting trades unchanged pixels for changed ones.
+        key = "val_weighted_mae" if self.config.optim.change_weight != 1 else "val_mae"
+        improved = self.selection.consider(row, self.nets.scored, key)
         if improved and self.out is not None:
-            metrics = {"val_mae": row["val_mae"], "val_rmse": row["val_rmse"]}
+            metrics = self.selection.metrics()
             save_model(self.nets.scored, self.card(metrics), self.out / BEST_NAME)
         return improved
 

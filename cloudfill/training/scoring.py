@@ -20,7 +20,7 @@ from cloudfill.metrics import all_metrics
 from cloudfill.preprocess.normalise import NormStats
 from cloudfill.training.dataset import ChunkSampler, PatchDataset
 
-__all__ = ["Selection", "evaluate_patches", "none_if_nan"]
+__all__ = ["Selection", "band_affine", "evaluate_patches", "none_if_nan"]
 
 
 def none_if_nan(value: float | None) -> float | None:
@@ -34,7 +34,9 @@ def none_if_nan(value: float | None) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _band_affine(stats: NormStats) -> tuple[torch.Tensor, torch.Tensor]:
+def band_affine(stats: NormStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """S2's normalisation offset and scale per band, (1, 4, 1, 1), in the order of
+    :data:`~cloudfill.cube.schema.BANDS` (the targets' order)."""
     labels = list(stats.variables["s2"].labels)
     offsets, scales = stats.offset("s2"), stats.scale("s2")
     order = [labels.index(b) for b in BANDS]
@@ -67,6 +69,8 @@ def evaluate_patches(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     full: bool = False,
+    change_threshold: torch.Tensor | None = None,
+    change_weight: float = 1.0,
 ) -> dict[str, float]:
     """Score a generator on a split's patches (valid target pixels only).
 
@@ -83,13 +87,20 @@ def evaluate_patches(
         Where to run.
     full
         Also compute PSNR, SSIM and SAM (:func:`cloudfill.metrics.all_metrics`).
+    change_threshold, change_weight
+        With a threshold (per band, normalised units) and a generator with a reference:
+        also score the change pixels (target off the condition's reference by more than the
+        threshold in some band) and the MAE with them counted ``change_weight`` times, the
+        measure a change-weighted run is selected by
+        (:func:`~cloudfill.model.losses.change_weighted_l1`).
 
     Returns
     -------
     dict
         ``l1`` (masked L1 in normalised units, the training loss), ``mae`` and ``rmse`` on
         reflectance 0..1, ``samples``, ``pixels`` (valid pixels); with ``full`` also
-        ``psnr``, ``ssim``, ``sam``. Values are NaN for an empty split.
+        ``psnr``, ``ssim``, ``sam``; with ``change_threshold`` also ``change_mae``,
+        ``weighted_mae`` and ``change_pixels``. Values are NaN for an empty split.
 
     Examples
     --------
@@ -105,11 +116,16 @@ def evaluate_patches(
     ['l1', 'mae', 'pixels', 'rmse', 'samples']
     """
     device = torch.device(device)
-    offset, scale = (v.to(device) for v in _band_affine(dataset.stats))
+    offset, scale = (v.to(device) for v in band_affine(dataset.stats))
     was_training, was_augmenting = generator.training, dataset.augment
     generator.eval()
     dataset.augment = False
     sums = {"l1": 0.0, "abs": 0.0, "sq": 0.0, "pixels": 0.0, "count": 0.0}
+    reference_index = list(getattr(generator, "reference_index", []))
+    changes = change_threshold is not None and bool(reference_index)
+    if changes:
+        threshold = change_threshold.to(device).view(1, -1, 1, 1)
+        sums.update(change_abs=0.0, change_count=0.0, change_pixels=0.0, w_abs=0.0, w_count=0.0)
     preds, truths = [], []
     order = ChunkSampler(dataset.groups, shuffle=False).order()
     try:
@@ -126,6 +142,17 @@ def evaluate_patches(
                 sums["sq"] += float((diff.square() * weight).sum())
                 sums["count"] += count
                 sums["pixels"] += float(valid.sum())
+                if changes:
+                    reference = cond[:, reference_index]
+                    changed = ((target - reference).abs() > threshold).any(1, keepdim=True)
+                    changed = changed & valid
+                    c_weight = changed.expand_as(pred).to(pred.dtype)
+                    sums["change_abs"] += float((diff.abs() * c_weight).sum())
+                    sums["change_count"] += float(c_weight.sum())
+                    sums["change_pixels"] += float(changed.sum())
+                    w = weight * (1.0 + (change_weight - 1.0) * c_weight)
+                    sums["w_abs"] += float((diff.abs() * w).sum())
+                    sums["w_count"] += float(w.sum())
                 if full:
                     refl_pred = (pred * scale + offset).cpu().numpy()
                     refl_true = (target * scale + offset).masked_fill(~valid, float("nan"))
@@ -142,6 +169,11 @@ def evaluate_patches(
         "samples": float(len(dataset)),
         "pixels": sums["pixels"],
     }
+    if changes:
+        m, w = sums["change_count"], sums["w_count"]
+        scores["change_mae"] = sums["change_abs"] / m if m else math.nan
+        scores["weighted_mae"] = sums["w_abs"] / w if w else math.nan
+        scores["change_pixels"] = sums["change_pixels"]
     if full:
         if preds:
             truth = _mosaic(truths)
@@ -180,22 +212,24 @@ class Selection:
     bad_epochs: int = 0
     state: dict[str, torch.Tensor] | None = None
 
-    def consider(self, row: dict[str, Any], model: torch.nn.Module) -> bool:
-        """Keep ``model`` if its validation ``row`` improves on the best; marks the row."""
-        score = row["val_mae"]
+    def consider(self, row: dict[str, Any], model: torch.nn.Module, key: str = "val_mae") -> bool:
+        """Keep ``model`` if its validation ``row`` improves on the best by ``key`` (the
+        MAE, or a change-weighted run's ``val_weighted_mae``); marks the row."""
+        score = row[key]
         # Without a validation split the latest model is the best one known.
         improved = (
             self.best is None
             or score is None
-            or self.best["val_mae"] is None
-            or score < self.best["val_mae"]
+            or self.best.get(key) is None
+            or score < self.best[key]
         )
         if improved:
             self.best = {
-                "val_mae": score,
+                "val_mae": row["val_mae"],
                 "val_rmse": row["val_rmse"],
                 "epoch": row["epoch"],
                 "step": row["step"],
+                **({key: score} if key != "val_mae" else {}),
             }
             row["best"] = True
             self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -213,4 +247,4 @@ class Selection:
         """The best validation scores, as the model card's metrics record them."""
         if self.best is None:
             return {}
-        return {"val_mae": self.best["val_mae"], "val_rmse": self.best["val_rmse"]}
+        return {k: v for k, v in self.best.items() if k.startswith("val_")}

@@ -61,6 +61,8 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "val_mae",
     "val_rmse",
     "val_l1",
+    "val_change_mae",
+    "val_weighted_mae",
     "seconds",
     "best",
 )
@@ -186,7 +188,7 @@ def write_history(path: Path, history: list[dict[str, Any]]) -> None:
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     write_history(Path(tmp) / "metrics.csv", [{"epoch": 0, "step": 0, "best": True}])
     ...     print((Path(tmp) / "metrics.csv").read_text().splitlines()[1])
-    0,0,,,,,,,,,,True
+    0,0,,,,,,,,,,,,True
     """
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
