@@ -33,8 +33,9 @@ import warnings
 
 import numpy as np
 from _machine import cpu_model, load
-from probe_learning import date_inputs, markdown
+from probe_learning import markdown
 from probe_season import TRAIN, fit_per_band, probe_parser, probe_scenes
+from probe_season import samples as season_samples
 from scipy import ndimage
 
 from cloudfill.cube.mask import cloud_mask
@@ -73,24 +74,13 @@ def context(ds, t: int, blend: np.ndarray, clear: np.ndarray) -> np.ndarray:
 
 def samples(ds, with_context: bool) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (with the season) and residuals ``truth - blend`` of a scene's cloudy pixels."""
-    from _gbm_baseline import _x
-
-    xs, rs = [], []
-    doy = ds.indexes["time"].dayofyear.values
     clear_all = ~cloud_mask(ds).values.astype(bool)
-    for t, part in date_inputs(ds):
-        rows = np.flatnonzero(part["cloudy"] & np.isfinite(part["blend"]).all(1))
-        if not len(rows):
-            continue
-        angle = 2 * np.pi * doy[t] / 365.25
-        x = np.concatenate(
-            [_x(part, rows), np.tile([np.sin(angle), np.cos(angle)], (len(rows), 1))], 1
-        )
-        if with_context:
-            x = np.concatenate([x, context(ds, t, part["blend"], clear_all[t])[rows]], 1)
-        xs.append(x)
-        rs.append(part["truth"][rows] - part["blend"][rows])
-    return np.concatenate(xs), np.concatenate(rs)
+
+    def extra(t: int, part: dict) -> np.ndarray:
+        return context(ds, t, part["blend"], clear_all[t])
+
+    x, r, _ = season_samples(ds, True, extra if with_context else None)
+    return x, r
 
 
 def main() -> None:

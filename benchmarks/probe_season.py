@@ -44,8 +44,12 @@ def scene(design: str, seed: int, size: int):
     return simulate_demo(seed, (size, size))
 
 
-def samples(ds, season: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inputs, residuals ``truth - blend`` and a one-sided flag of a scene's cloudy pixels."""
+def samples(ds, season: bool, extra=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, residuals ``truth - blend`` and a one-sided flag of a scene's cloudy pixels.
+
+    ``extra(t, part)``, if given, returns more columns for every pixel of date ``t``
+    (``probe_context.py``'s context), appended after the season's.
+    """
     xs, rs, one = [], [], []
     doy = ds.indexes["time"].dayofyear.values
     for t, part in date_inputs(ds):
@@ -57,6 +61,8 @@ def samples(ds, season: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if season:
             angle = 2 * np.pi * doy[t] / 365.25
             x = np.concatenate([x, np.tile([np.sin(angle), np.cos(angle)], (len(x), 1))], 1)
+        if extra is not None:
+            x = np.concatenate([x, extra(t, part)[rows]], 1)
         xs.append(x)
         rs.append(part["truth"][rows] - part["blend"][rows])
     return np.concatenate(xs), np.concatenate(rs), np.concatenate(one)
