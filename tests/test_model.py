@@ -299,11 +299,14 @@ def test_losses_ignore_masked_pixels() -> None:
 def test_change_weighted_l1_matches_a_float64_reference() -> None:
     gen = torch.Generator().manual_seed(3)
     pred, target, reference = (torch.rand(2, 4, 8, 8, generator=gen) for _ in range(3))
+    reference[0, :, :2] = 0.0  # no reference there (the condition's fill): never "change"
     mask = torch.rand(2, 1, 8, 8, generator=gen) > 0.2
     threshold = torch.tensor([0.3, 0.5, 0.7, 0.9])
     got = change_weighted_l1(pred, target, reference, mask, factor=5.0, threshold=threshold)
     p, t, r, m = (x.double().numpy() for x in (pred, target, reference, mask))
     changed = (np.abs(t - r) > threshold.double().numpy()[None, :, None, None]).any(1)
+    changed &= (r != 0).any(1)
+    assert not changed[0, :2].any()
     w = np.where(changed, 5.0, 1.0)[:, None] * m
     want = (np.abs(p - t) * w).sum() / np.broadcast_to(w, p.shape).sum()
     assert 0 < changed.mean() < 1  # both kinds of pixel are present
@@ -312,6 +315,8 @@ def test_change_weighted_l1_matches_a_float64_reference() -> None:
     assert float(same) == pytest.approx(float(masked_l1(pred, target, mask)), rel=1e-6)
     with pytest.raises(ParameterError):
         change_weighted_l1(pred, target, reference, mask, factor=0.5, threshold=threshold)
+    with pytest.raises(ParameterError):
+        change_weighted_l1(pred, target, reference, mask, factor=math.inf, threshold=threshold)
 
 
 # --- inference wrapper ------------------------------------------------------------------

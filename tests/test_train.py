@@ -13,8 +13,9 @@ from safetensors import safe_open
 
 import cloudfill
 from cloudfill.cli import run
+from cloudfill.cube.schema import BANDS
 from cloudfill.errors import OutputError, ParameterError
-from cloudfill.model import load_model
+from cloudfill.model import change_pixels, get_variant, load_model
 from cloudfill.model.generator import Generator
 from cloudfill.training.config import NetworkSettings, OptimSettings, Schedule, TrainConfig
 from cloudfill.training.dataset import PatchDataset
@@ -132,8 +133,9 @@ def test_change_weight_reaches_the_loss_and_the_card(
     np.testing.assert_allclose(run_.change_threshold.numpy(), 0.04 / scales, rtol=1e-6)
     with pytest.raises(ParameterError, match="change_weight needs a variant"):
         TrainConfig("S", optim=OptimSettings(change_weight=2.0))
-    with pytest.raises(ParameterError, match="change_weight must be >= 1"):
-        OptimSettings(change_weight=0.5)
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(ParameterError, match="change_weight must be a finite number >= 1"):
+            OptimSettings(change_weight=bad)
 
 
 def test_change_scores_match_a_float64_reference(index: PatchIndex) -> None:
@@ -153,9 +155,11 @@ def test_change_scores_match_a_float64_reference(index: PatchIndex) -> None:
             cond, target, valid = data[i]
             pred = generator(cond[None]).mean[0].double().numpy()
             t, v = target.double().numpy(), valid.numpy()[0]
-            ref = cond[generator.reference_index].double().numpy()
+            channels = get_variant("SOD").channels
+            ref = cond[[channels.index(f"ref_{b}") for b in BANDS]].double().numpy()
             err = np.abs(pred - t) * scales[:, None, None]  # reflectance
             changed = (np.abs(t - ref) > (0.03 / scales)[:, None, None]).any(0) & v
+            changed &= (ref != 0).any(0)
             abs_c += err[:, changed].sum()
             n_c += 4 * changed.sum()
             w = np.where(changed, 3.0, 1.0) * v
@@ -167,6 +171,58 @@ def test_change_scores_match_a_float64_reference(index: PatchIndex) -> None:
     assert got["weighted_mae"] == pytest.approx(w_abs / w_sum, rel=1e-4)
     plain = evaluate_patches(generator, data)
     assert "change_mae" not in plain and got["mae"] == pytest.approx(plain["mae"])
+
+
+def test_change_threshold_follows_the_targets_band_order(index: PatchIndex) -> None:
+    """Statistics listed in another band order: the threshold still lines up with BANDS."""
+    from cloudfill.preprocess.normalise import NormStats, VariableRange
+    from cloudfill.training.loop import Run
+
+    s2 = index.stats.variables["s2"]
+    order = [3, 1, 0, 2]
+    shuffled = VariableRange(
+        tuple(s2.labels[i] for i in order),
+        tuple(s2.low[i] for i in order),
+        tuple(s2.high[i] for i in order),
+    )
+    stats = NormStats({**index.stats.variables, "s2": shuffled}, index.stats.target)
+    run_ = Run.__new__(Run)
+    run_.config = TrainConfig("SOD", optim=OptimSettings(change_weight=2.0, change_threshold=0.1))
+    run_.index, run_.device = type("I", (), {"stats": stats})(), torch.device("cpu")
+    want = [0.1 / ((s2.high[i] - s2.low[i]) / 2) for i in (s2.labels.index(b) for b in BANDS)]
+    np.testing.assert_allclose(run_.change_threshold.numpy(), want, rtol=1e-6)
+
+
+def test_train_step_uses_the_change_weighted_loss(index: PatchIndex) -> None:
+    from cloudfill.model.losses import change_weighted_l1
+    from cloudfill.training.step import Networks
+
+    config = TrainConfig("SOD", network=NET, optim=OptimSettings(change_weight=7.0))
+    data = PatchDataset.from_index(index, "train")
+    cond, target, valid = (torch.stack(x) for x in zip(data[0], data[1], strict=True))
+    channels = get_variant("SOD").channels
+    reference = cond[:, [channels.index(f"ref_{b}") for b in BANDS]]
+    threshold = torch.full((4,), 0.02)
+    assert change_pixels(target, reference, threshold)[valid].float().mean() > 0.01
+
+    def rec(weight: float) -> tuple[float, float]:
+        torch.manual_seed(1)
+        nets = Networks.build(config, torch.device("cpu"))
+        with torch.no_grad():
+            fake = nets.generator(cond).mean  # train mode, as the step runs it
+        torch.manual_seed(1)
+        nets = Networks.build(config, torch.device("cpu"))
+        cfg = TrainConfig("SOD", network=NET, optim=OptimSettings(change_weight=weight))
+        got = nets.step((cond, target, valid), cfg, threshold)["loss_rec"]
+        want = change_weighted_l1(
+            fake, target, reference, valid, factor=weight, threshold=threshold
+        )
+        return got, float(want)
+
+    got, want = rec(7.0)
+    assert got == pytest.approx(want, rel=1e-5)
+    plain, _ = rec(1.0)
+    assert got != pytest.approx(plain, rel=1e-3)  # the weight changed the loss
 
 
 def test_resume_continues_exactly(cube: xr.Dataset, index: PatchIndex, tmp_path: Path) -> None:

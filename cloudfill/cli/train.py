@@ -209,7 +209,8 @@ def train_command(
 ) -> None:
     """Train a generator on a cube: pix2pix loss, early stopping, resumable checkpoints.
 
-    Writes OUT/best.safetensors (the best model by validation MAE, with its card),
+    Writes OUT/best.safetensors (the best model by validation MAE, by the weighted MAE
+    with --change-weight, with its card),
     OUT/last/ (the resumable state) and OUT/metrics.csv (and OUT/patch-cache/ with the
     patch cache in the run's folder).
 

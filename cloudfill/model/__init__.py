@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "PatchDiscriminator": "cloudfill.model.discriminator",
     "adversarial_loss": "cloudfill.model.losses",
     "laplace_nll": "cloudfill.model.losses",
+    "change_pixels": "cloudfill.model.losses",
     "change_weighted_l1": "cloudfill.model.losses",
     "masked_l1": "cloudfill.model.losses",
     "ReceptiveField": "cloudfill.model.receptive",

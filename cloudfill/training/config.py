@@ -20,6 +20,7 @@ values are what checkpoints written before this module existed hold too (inferen
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -175,7 +176,8 @@ class OptimSettings:
         :func:`cloudfill.model.losses.change_weighted_l1`). Needs a variant with a reference.
     change_threshold
         A pixel is a change pixel where its target differs from the reference by more than
-        this in some band, in S2 reflectance (0.05, the benchmarks' definition).
+        this in some band, in S2 reflectance (0.05, the threshold the benchmarks use against
+        linear interpolation); validation also reports these pixels' MAE.
 
     Examples
     --------
@@ -197,8 +199,10 @@ class OptimSettings:
 
     def __post_init__(self) -> None:
         _positive(self, "batch_size")
-        if not self.change_weight >= 1:
-            raise ParameterError(f"change_weight must be >= 1, got {self.change_weight}")
+        if not 1 <= self.change_weight < math.inf:
+            raise ParameterError(
+                f"change_weight must be a finite number >= 1, got {self.change_weight}"
+            )
         if not self.change_threshold > 0:
             raise ParameterError(f"change_threshold must be positive, got {self.change_threshold}")
         if not self.lr > 0:
@@ -225,8 +229,8 @@ class Schedule:
         Stop after this many optimiser steps in total, resumed ones included (None: no
         limit).
     patience
-        Stop after this many epochs without a better validation MAE (paper: 20; None:
-        never).
+        Stop after this many epochs without a better validation MAE (the change-weighted
+        one with ``change_weight``; paper: 20; None: never).
 
     Examples
     --------
@@ -483,7 +487,7 @@ def training_record(config: TrainConfig, index: PatchIndex) -> dict[str, Any]:
                 "change_weight": float(optim.change_weight),
                 "change_threshold": float(optim.change_threshold),
             }
-            if optim.change_weight != 1
+            if optim.change_weight != 1 or optim.change_threshold != 0.05
             else {}
         ),
         # Which calendar the season planes followed (cloudfill.core.season): the card then

@@ -404,6 +404,8 @@ class Run:
                 batch_size=self.config.runtime.eval_batch_size,
                 device=self.device,
                 full=True,
+                change_threshold=self.change_threshold,
+                change_weight=float(self.config.optim.change_weight),
             )
             metrics.update({f"test_{k}": none_if_nan(v) for k, v in scores.items()})
         card = self.card(metrics)

@@ -199,7 +199,8 @@ def train(
     Returns
     -------
     CloudfillModel
-        The best generator (by validation MAE) with its card; the card's ``metrics`` hold
+        The best generator (by validation MAE; with ``change_weight`` by the change-weighted
+        validation MAE) with its card; the card's ``metrics`` hold
         the validation and test scores, its ``training`` the settings
         (:func:`~cloudfill.training.config.training_record`) and the run's course.
 

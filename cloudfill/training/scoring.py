@@ -17,6 +17,7 @@ import torch
 
 from cloudfill.cube.schema import BANDS
 from cloudfill.metrics import all_metrics
+from cloudfill.model.losses import change_pixels
 from cloudfill.preprocess.normalise import NormStats
 from cloudfill.training.dataset import ChunkSampler, PatchDataset
 
@@ -89,10 +90,10 @@ def evaluate_patches(
         Also compute PSNR, SSIM and SAM (:func:`cloudfill.metrics.all_metrics`).
     change_threshold, change_weight
         With a threshold (per band, normalised units) and a generator with a reference:
-        also score the change pixels (target off the condition's reference by more than the
-        threshold in some band) and the MAE with them counted ``change_weight`` times, the
-        measure a change-weighted run is selected by
-        (:func:`~cloudfill.model.losses.change_weighted_l1`).
+        also score the change pixels (:func:`~cloudfill.model.losses.change_pixels`: target
+        off the condition's reference by more than the threshold in some band) and the MAE
+        with them counted ``change_weight`` times, the measure a change-weighted run is
+        selected by (:func:`~cloudfill.model.losses.change_weighted_l1`).
 
     Returns
     -------
@@ -124,7 +125,7 @@ def evaluate_patches(
     reference_index = list(getattr(generator, "reference_index", []))
     changes = change_threshold is not None and bool(reference_index)
     if changes:
-        threshold = change_threshold.to(device).view(1, -1, 1, 1)
+        threshold = change_threshold.to(device)
         sums.update(change_abs=0.0, change_count=0.0, change_pixels=0.0, w_abs=0.0, w_count=0.0)
     preds, truths = [], []
     order = ChunkSampler(dataset.groups, shuffle=False).order()
@@ -143,8 +144,7 @@ def evaluate_patches(
                 sums["count"] += count
                 sums["pixels"] += float(valid.sum())
                 if changes:
-                    reference = cond[:, reference_index]
-                    changed = ((target - reference).abs() > threshold).any(1, keepdim=True)
+                    changed = change_pixels(target, cond[:, reference_index], threshold)
                     changed = changed & valid
                     c_weight = changed.expand_as(pred).to(pred.dtype)
                     sums["change_abs"] += float((diff.abs() * c_weight).sum())
@@ -186,7 +186,8 @@ def evaluate_patches(
 
 @dataclass
 class Selection:
-    """The best model so far by validation MAE, and the epochs since it improved.
+    """The best model so far by validation MAE (a change-weighted run's: by the weighted
+    MAE), and the epochs since it improved.
 
     Attributes
     ----------
