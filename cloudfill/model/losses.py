@@ -29,6 +29,7 @@ __all__ = [
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    # ``mask`` may also hold float weights (change_weighted_l1): a weighted mean.
     if mask is None:
         return values.mean()
     weights = torch.broadcast_to(mask, values.shape).to(values.dtype)
@@ -143,8 +144,7 @@ def change_weighted_l1(
     weights = 1.0 + (factor - 1.0) * changed.to(pred.dtype)
     if mask is not None:
         weights = weights * mask.to(pred.dtype)
-    weights = torch.broadcast_to(weights, pred.shape)
-    return ((pred - target).abs() * weights).sum() / weights.sum().clamp_min(1.0)
+    return _masked_mean((pred - target).abs(), weights)
 
 
 def laplace_nll(
