@@ -65,7 +65,9 @@ written before the numbers were seen, step 4128 was chosen over stage 1's model 
 fine-tune of the same length, then step 8256 over step 4128, then step 16254 over step 8256
 and over a third stage at lr 3e-5 from step 8256 (4128 steps; its worst validation scene
 was worse), then step 21156 over step 16254; each was scored on the held-out scenes only
-after the choice.
+after the choice. Change-weighted third stages from step 21156 (``--change-weight 4`` and
+12, lr 1e-4 and 3e-5) lowered change-pixel error but made the worst validation scene worse,
+and were not kept (RESULTS, "Change-weighted L1: not shipped").
 
 Stage 1 (the default model 2026-12-06) is the best-by-validation model of ``--max-steps
 7500`` at step 5207 (validation MAE 0.80x step 0's; 44 min). A resumed run to 9000 steps
