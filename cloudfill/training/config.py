@@ -94,7 +94,7 @@ _SAVED_DEFAULTS: dict[str, Any] = {
     "skip": "atanh",  # before the additive skip and the per-pixel path
     "pixel_features": 0,
     "season": "northern",
-    # Recorded only when change pixels are weighted (cards and runs before 2026-12-07 lack them).
+    # Recorded only when not these (cards and runs before 2026-12-07 lack them).
     "change_weight": 1.0,
     "change_threshold": 0.05,
     **PairingRule().to_dict(),
@@ -447,6 +447,7 @@ def training_record(config: TrainConfig, index: PatchIndex) -> dict[str, Any]:
     spec = get_variant(config.variant)
     net, optim, schedule = config.network, config.optim, config.schedule
     reference_skip = net.reference_skip
+    change = {k: float(getattr(optim, k)) for k in ("change_weight", "change_threshold")}
     return {
         "variant": spec.name,
         "attention": net.attention if isinstance(net.attention, str) else bool(net.attention),
@@ -482,14 +483,8 @@ def training_record(config: TrainConfig, index: PatchIndex) -> dict[str, Any]:
         "max_steps": schedule.max_steps,
         "patience": schedule.patience,
         "ema": None if optim.ema is None else float(optim.ema),
-        **(
-            {
-                "change_weight": float(optim.change_weight),
-                "change_threshold": float(optim.change_threshold),
-            }
-            if optim.change_weight != 1 or optim.change_threshold != 0.05
-            else {}
-        ),
+        # Only when not the defaults, which a card without them means (_SAVED_DEFAULTS).
+        **(change if any(v != _SAVED_DEFAULTS[k] for k, v in change.items()) else {}),
         # Which calendar the season planes followed (cloudfill.core.season): the card then
         # says which hemisphere's seasons the model has seen.
         **({"season": "southern" if index.southern else "northern"} if spec.uses_season else {}),

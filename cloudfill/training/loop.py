@@ -270,15 +270,22 @@ class Run:
         c.step_in_epoch += 1
         return losses
 
-    def _validate(self, partial: bool) -> dict[str, Any]:
-        scores = evaluate_patches(
-            self.nets.scored,
-            self.data.val,
+    def _score(
+        self, model: torch.nn.Module, data: PatchDataset | CachedPatches, full: bool = False
+    ) -> dict[str, float]:
+        """:func:`evaluate_patches` with the run's batch size, device and change pixels."""
+        return evaluate_patches(
+            model,
+            data,
             batch_size=self.config.runtime.eval_batch_size,
             device=self.device,
+            full=full,
             change_threshold=self.change_threshold,
             change_weight=float(self.config.optim.change_weight),
         )
+
+    def _validate(self, partial: bool) -> dict[str, Any]:
+        scores = self._score(self.nets.scored, self.data.val)
         c = self.counters
         count = max(1, c.running_count)
         return {
@@ -398,15 +405,7 @@ class Run:
         model.eval()
         metrics = self.selection.metrics()
         if len(self.data.test):
-            scores = evaluate_patches(
-                model,
-                self.data.test,
-                batch_size=self.config.runtime.eval_batch_size,
-                device=self.device,
-                full=True,
-                change_threshold=self.change_threshold,
-                change_weight=float(self.config.optim.change_weight),
-            )
+            scores = self._score(model, self.data.test, full=True)
             metrics.update({f"test_{k}": none_if_nan(v) for k, v in scores.items()})
         card = self.card(metrics)
         if self.out is not None:

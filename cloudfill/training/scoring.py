@@ -126,7 +126,7 @@ def evaluate_patches(
     changes = change_threshold is not None and bool(reference_index)
     if changes:
         threshold = change_threshold.to(device)
-        sums.update(change_abs=0.0, change_count=0.0, change_pixels=0.0, w_abs=0.0, w_count=0.0)
+        sums.update(change_abs=0.0, change_pixels=0.0, w_abs=0.0, w_count=0.0)
     preds, truths = [], []
     order = ChunkSampler(dataset.groups, shuffle=False).order()
     try:
@@ -148,7 +148,6 @@ def evaluate_patches(
                     changed = changed & valid
                     c_weight = changed.expand_as(pred).to(pred.dtype)
                     sums["change_abs"] += float((diff.abs() * c_weight).sum())
-                    sums["change_count"] += float(c_weight.sum())
                     sums["change_pixels"] += float(changed.sum())
                     w = weight * (1.0 + (change_weight - 1.0) * c_weight)
                     sums["w_abs"] += float((diff.abs() * w).sum())
@@ -170,7 +169,7 @@ def evaluate_patches(
         "pixels": sums["pixels"],
     }
     if changes:
-        m, w = sums["change_count"], sums["w_count"]
+        m, w = sums["change_pixels"] * len(BANDS), sums["w_count"]
         scores["change_mae"] = sums["change_abs"] / m if m else math.nan
         scores["weighted_mae"] = sums["w_abs"] / w if w else math.nan
         scores["change_pixels"] = sums["change_pixels"]
