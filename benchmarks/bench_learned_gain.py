@@ -134,6 +134,13 @@ def parse_scenes(spec: str) -> list[tuple[str, int]]:
     return out
 
 
+def add_scene_options(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`make_scene` reads (``--size``, ``--dates``, ``--surface-change``)."""
+    parser.add_argument("--size", type=int, default=256, help="held-out scene size (px)")
+    parser.add_argument("--dates", type=int, default=16, help="dates of the sim scenes")
+    parser.add_argument("--surface-change", type=float, default=0.0)
+
+
 def make_scene(design: str, seed: int, args: argparse.Namespace):
     if design == "sim":
         return cloudfill.simulate_scene(
@@ -296,11 +303,9 @@ def main() -> None:
     parser.add_argument("--score-only", action="store_true", help="score without training")
     parser.add_argument("--model", type=Path, help="checkpoint to score (default: shipped)")
     parser.add_argument("--variant", default="SOD", choices=["SOD", "SODC", "SODCT"])
-    parser.add_argument("--surface-change", type=float, default=0.0)
     parser.add_argument("--train-size", type=int, default=384)
     parser.add_argument("--scenes", default="sim:61-66,demo:71-73")
-    parser.add_argument("--size", type=int, default=256, help="held-out scene size (px)")
-    parser.add_argument("--dates", type=int, default=16, help="dates of the sim scenes")
+    add_scene_options(parser)
     parser.add_argument("--gbm-iters", type=int, default=200)
     parser.add_argument("--gbm-max-train", type=int, default=100_000)
     parser.add_argument("--gbm-size", type=int, default=256, help="GBM training scenes (px)")

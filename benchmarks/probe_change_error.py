@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 import torch
 from _machine import cpu_model, load
-from bench_learned_gain import ADJUST, _untrained, make_scene, parse_scenes
+from bench_learned_gain import ADJUST, _untrained, add_scene_options, make_scene, parse_scenes
 from probe_learning import markdown
 
 import cloudfill
@@ -78,9 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: shipped)")
     parser.add_argument("--scenes", default="sim:131-133,demo:134-136")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--dates", type=int, default=16)
-    parser.add_argument("--surface-change", type=float, default=0.0)
+    add_scene_options(parser)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)

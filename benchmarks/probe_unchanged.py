@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import torch
 from _machine import cpu_model, load
-from bench_learned_gain import _untrained, make_scene, parse_scenes
+from bench_learned_gain import _untrained, add_scene_options, make_scene, parse_scenes
 from probe_learning import markdown
 
 import cloudfill
@@ -71,9 +71,7 @@ def main() -> None:
     parser.add_argument("--scenes", default="sim:131-133,demo:134")
     parser.add_argument("--taus", type=float, nargs="+", default=[0.0, 0.002, 0.005, 0.01])
     parser.add_argument("--adjust", default="0", help="fill_series adjust: 0 (off) or auto")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--dates", type=int, default=16)
-    parser.add_argument("--surface-change", type=float, default=0.0)
+    add_scene_options(parser)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
