@@ -11,7 +11,9 @@ against the simulator's truth. Rows:
   per-pixel path, S2 normalised over the physical range, lr 2e-4, EMA 0.99; one simulated
   scene, seed 101, 384 px, 16 dates with the default model's cloud mix);
 - its untrained self (the same architecture and card at step 0: a zero head returns the
-  blend reference, so this is the blend fed through the same pipeline);
+  blend reference, so this is the blend fed through the same pipeline; for a model reading
+  the target date's clear pixels, SODCTX, the same network without them, SODCT, so the fill
+  still adjusts it);
 - the model with no S1: the cube's S1 replaced by its scene mean per polarisation (the radar
   then carries no information, in the blend reference or the network);
 - the per-pixel gradient-boosting model of the issue (``_gbm_baseline.PixelGBM``: per-band
@@ -104,10 +106,18 @@ def _config(steps: int, variant: str = "SOD") -> TrainConfig:
 
 
 def _untrained(trained: CloudfillModel) -> CloudfillModel:
-    """The same architecture and card at step 0 (seeded like the run)."""
+    """The same architecture and card at step 0 (seeded like the run).
+
+    For a model that reads the target date's clear pixels (SODCTX), the same network
+    without those channels (SODCT): at step 0 both return the blend reference, but the fill
+    does not adjust a context model's dates, and the untrained self keeps the hand-made
+    adjustment (``adjust="auto"``) the fill gives it without them, a stronger baseline.
+    """
     torch.manual_seed(0)
-    generator = Generator(**trained.card.generator_kwargs())
     card = ModelCard.from_json(trained.card.to_json())
+    if trained.variant.uses_context:
+        card.variant = "SODCT"
+    generator = Generator(**card.generator_kwargs())
     return CloudfillModel(generator.eval(), card)
 
 

@@ -112,8 +112,9 @@ def train_command(
         "SOD",
         "--variant",
         help="Inputs: S, SD, SO, SOD, SODC (SOD plus each side's nearest clear value, "
-        "its S1 and age, so the network sees change), or SODCT (SODC plus the target's time "
-        "of year); SODC and SODCT need --reference blend.",
+        "its S1 and age, so the network sees change), SODCT (SODC plus the target's time "
+        "of year) or SODCTX (SODCT plus the target date's own clear pixels); SODC, SODCT "
+        "and SODCTX need --reference blend.",
     ),
     attention: bool = typer.Option(
         True, "--attention/--no-attention", help="Attention (CBAM) in the residual blocks."

@@ -39,6 +39,7 @@ __all__ = [
     "blend_with_sides",
     "composite_reference",
     "condition_stack",
+    "context_channels",
     "denormalise_bands",
     "normalise_bands",
     "reference_sides",
@@ -318,6 +319,23 @@ def side_channels(sides: tuple[Side | None, Side | None], stats: NormStats, like
     return np.concatenate(parts, axis=0).astype("float32")
 
 
+def context_channels(context: Any, stats: NormStats) -> Any:
+    """The :data:`~cloudfill.core.variants.CONTEXT_CHANNELS` (5, y, x), float32: the target
+    date's (4, y, x) S2 bands normalised as the model's ``s2`` where usable in every band, 0
+    elsewhere, and the 0/1 flag of where they are usable (NaN in ``context`` = unusable).
+
+    >>> from cloudfill.preprocess.normalise import VariableRange
+    >>> stats = NormStats({"s2": VariableRange(("B02", "B03", "B04", "B08"), (0.0,) * 4,
+    ...                                        (1.0,) * 4)})
+    >>> x = context_channels(np.array([[[0.5, np.nan]]] * 4, "float32"), stats)
+    >>> x.shape, x[:, 0, 0].tolist(), x[:, 0, 1].tolist()
+    ((5, 1, 2), [0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0])
+    """
+    valid = ~np.isnan(context).any(axis=0)
+    bands = normalise_bands(np.where(valid[None], context, np.float32(np.nan)), stats, "s2", BANDS)
+    return np.concatenate([bands, valid.astype("float32")[None]], axis=0)
+
+
 def assemble_condition(
     stats: NormStats,
     variant: str,
@@ -329,6 +347,7 @@ def assemble_condition(
     sides: tuple[Side | None, Side | None] | None = None,
     date: Any | None = None,
     southern: bool = False,
+    context: Any | None = None,
 ) -> Any:
     """Stack the normalised input channels of ``variant`` (channels, y, x), float32.
 
@@ -353,6 +372,9 @@ def assemble_condition(
     southern
         The scene lies south of the equator (SODCT only: its seasons are half a year later,
         :func:`~cloudfill.core.season.southern_hemisphere`).
+    context
+        (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX only,
+        :func:`context_channels`).
 
     Examples
     --------
@@ -388,6 +410,10 @@ def assemble_condition(
         if date is None or pd.isna(date):
             raise ModelMismatchError(f"variant {spec.name} needs the target date")
         parts.append(season_channels(date, s1[0], southern=southern))
+    if spec.uses_context:
+        if context is None:
+            raise ModelMismatchError(f"variant {spec.name} needs the target date's S2 image")
+        parts.append(context_channels(context, stats))
     return np.concatenate(parts, axis=0)
 
 
@@ -403,6 +429,7 @@ def condition_stack(
     reference_dates: Sequence[Any] | None = None,
     mask: xr.DataArray | None = None,
     reference_s1_dates: Sequence[Any] | None = None,
+    target_mask: xr.DataArray | None = None,
 ) -> xr.DataArray:
     """The lazy condition stack (channel, y, x) of ``variant`` for target ``date``.
 
@@ -415,9 +442,18 @@ def condition_stack(
     ``ds`` or None) it is :func:`blend_reference` of those dates, and the change-aware
     variants (SODC, SODCT) also get both sides it blended (:func:`side_channels`). SODCT's
     season planes turn by half a year where the centre of ``ds``'s grid lies south of the
-    equator (:func:`~cloudfill.core.season.southern_hemisphere`, from its CRS).
+    equator (:func:`~cloudfill.core.season.southern_hemisphere`, from its CRS). SODCTX also
+    reads ``ds``'s S2 at ``date`` itself, where ``target_mask`` (y, x; True = unusable,
+    required) is False (:func:`context_channels`).
     """
     spec = get_variant(variant)
+    context = None
+    if spec.uses_context:
+        if target_mask is None:
+            raise ModelMismatchError(f"variant {spec.name} needs the target date's cloud mask")
+        own = ds["s2"].sel(time=pd.Timestamp(date)).sel(band=list(BANDS))
+        own = own.transpose("band", "y", "x")
+        context = own.where(~target_mask.transpose("y", "x")).data
     if spec.uses_sides and reference_s1_dates is None:
         raise ModelMismatchError(
             f"variant {spec.name} needs the blend reference's dates and their S1 "
@@ -471,6 +507,7 @@ def condition_stack(
         sides=sides,
         date=date,
         southern=spec.uses_season and southern_hemisphere(ds),
+        context=context,
     )
     coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
     return xr.DataArray(

@@ -32,6 +32,15 @@ it rises on the generic design's January and December gaps). South of the equato
 turns by half a year (:mod:`cloudfill.core.season`): the values stand for the season, not
 the calendar.
 
+``SODCTX`` (issue 21) appends :data:`CONTEXT_CHANNELS` to SODCT: the target date's own clear
+pixels (its S2 bands, NaN hence 0 where unusable) and a validity flag. The other variants see
+nothing of the date they synthesize but its S1, so where the clear part of a partly cloudy
+date shows what no other date does (a snow line that moved, a field harvested since the last
+clear date) only the hand-made same-date adjustment could use it, as a smoothed residual. Here
+the network reads the clear pixels next to each gap itself; it is trained on clear pixels it
+is not shown (:func:`cloudfill.training.hide.hide_mask`), and a date without any clear pixel
+is all flags 0, what SODCT sees.
+
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
 torch.
@@ -47,6 +56,7 @@ from cloudfill.errors import ParameterError
 __all__ = [
     "ALL_CHANNELS",
     "ATTENTION_KINDS",
+    "CONTEXT_CHANNELS",
     "DEM_CHANNEL",
     "NORMS",
     "OUTPUT_BANDS",
@@ -90,6 +100,10 @@ SIDE_CHANNELS: tuple[str, ...] = tuple(
 SEASON_CHANNELS: tuple[str, ...] = ("season_sin", "season_cos")
 """The target date's time of year, ``sin`` and ``cos`` of ``2 pi day_of_year / 365.25``
 (``SODCT``; see :func:`cloudfill.core.season.season_channels`)."""
+
+CONTEXT_CHANNELS: tuple[str, ...] = (*(f"context_{band}" for band in BANDS), "context_valid")
+"""The target date's own clear S2 bands and a 0/1 validity flag (``SODCTX``; see
+:func:`cloudfill.core.condition.context_channels`)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,11 @@ class Variant:
         """True when the stack holds the target's time of year (SODCT)."""
         return SEASON_CHANNELS[0] in self.channels
 
+    @property
+    def uses_context(self) -> bool:
+        """True when the stack holds the target date's own clear pixels (SODCTX)."""
+        return CONTEXT_CHANNELS[0] in self.channels
+
 
 VARIANTS: dict[str, Variant] = {
     "S": Variant("S", S1_CHANNELS),
@@ -145,9 +164,12 @@ VARIANTS: dict[str, Variant] = {
     "SOD": Variant("SOD", ALL_CHANNELS),
     "SODC": Variant("SODC", (*ALL_CHANNELS, *SIDE_CHANNELS)),
     "SODCT": Variant("SODCT", (*ALL_CHANNELS, *SIDE_CHANNELS, *SEASON_CHANNELS)),
+    "SODCTX": Variant(
+        "SODCTX", (*ALL_CHANNELS, *SIDE_CHANNELS, *SEASON_CHANNELS, *CONTEXT_CHANNELS)
+    ),
 }
-"""The four variants of the paper, the change-aware SODC and SODCT (SODC and the target's
-time of year), by name."""
+"""The four variants of the paper, the change-aware SODC, SODCT (SODC and the target's
+time of year) and SODCTX (SODCT and the target date's clear pixels), by name."""
 
 
 def get_variant(name: str | Variant) -> Variant:
@@ -156,7 +178,7 @@ def get_variant(name: str | Variant) -> Variant:
     Parameters
     ----------
     name
-        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"``, ``"SODCT"`` or a
+        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"``, ``"SODCT"``, ``"SODCTX"`` or a
         :class:`Variant` (returned as is).
 
     Returns

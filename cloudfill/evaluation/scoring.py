@@ -100,6 +100,14 @@ def _regression(plan: EvaluationPlan, date: pd.Timestamp) -> xr.DataArray | None
     return predict_regression_baseline(fitted, plan.ds, date, plan.mask)
 
 
+def _date_hidden(ds: xr.Dataset, mask: xr.DataArray, date: pd.Timestamp) -> xr.Dataset:
+    """``ds`` with every pixel of ``date`` unusable: no method reads a scored date's own S2,
+    so a model reading the date's clear pixels (SODCTX) sees it as fully cloudy here, its
+    weakest case (``benchmarks/bench_learned_gain.py`` scores what those pixels add)."""
+    hidden = xr.where(mask["time"] == np.datetime64(date), True, mask).transpose(*mask.dims)
+    return ds.drop_vars("scl", errors="ignore").assign(cloud=hidden)
+
+
 def _predictions(
     plan: EvaluationPlan, date: pd.Timestamp
 ) -> tuple[dict[str, xr.DataArray], xr.DataArray | None]:
@@ -111,7 +119,7 @@ def _predictions(
     for method in plan.methods:
         if method == "model":
             syn = synthesize_with_scale(
-                ds,
+                _date_hidden(ds, plan.mask, date) if plan.model.variant.uses_context else ds,
                 date,
                 plan.model,
                 rule=plan.rule,

@@ -20,6 +20,8 @@ Before blending, the fill of a date is adjusted to the date's own clear pixels
 off, or ``"auto"``, the default: a sigma or off chosen per date on held-out clear pixels,
 :func:`cloudfill.fill.adjust.choose_sigma`): their smoothed residual corrects what no other
 date shows (sun angle, snow line). The sigma applied is recorded per date (``adjust_sigma``).
+A model that reads the date's clear pixels itself (``SODCTX``) is not adjusted on the dates
+it synthesizes (its output on the pixels it was shown is not a prediction to correct by).
 Filled values are blended into the real image across a feathered band of ``feather`` pixels
 outside the mask (weight 1 inside the mask, falling linearly to 0), so there is no hard seam.
 
@@ -197,7 +199,11 @@ def fill_date(
     candidate = candidate.transpose("band", "y", "x")
     sigma = 0.0
     nothing_to_fill = method == "clear" and not plan_row.get("cloud_fraction", 1.0) > 0
-    if method != "none" and not nothing_to_fill:  # no unusable pixel: nothing to adjust
+    # A context model (SODCTX) read the date's clear pixels itself, and its output there is
+    # not a prediction (it was never trained on pixels it was shown): a residual on them
+    # would correct the fill by noise.
+    reads_date = method == "synthesize" and model.variant.uses_context
+    if method != "none" and not nothing_to_fill and not reads_date:  # else nothing to adjust
         sigma = resolve_sigma(adjust, candidate, real, ~unusable)
         candidate = adjust_to_date(candidate, real, ~unusable, sigma)
     features = None

@@ -223,6 +223,13 @@ def synthesis_inputs(
         usable = ~mask & ds["s2"].sel(time=used).notnull().all("band")
         has_reference = usable.any("time").drop_vars("spatial_ref", errors="ignore")
     cube = _despeckled_s1(ds, card, s1_wanted)
+    # A context variant reads the date's own clear pixels: unusable by the same mask rule as
+    # the reference dates' (the cube's cloud mask).
+    target_mask = (
+        cloud_mask(ds.sel(time=[pd.Timestamp(date)])).isel(time=0)
+        if cf.variant.uses_context
+        else None
+    )
     condition = condition_stack(
         cube,
         date,
@@ -234,6 +241,7 @@ def synthesis_inputs(
         reference_dates=ref_dates,
         mask=mask,
         reference_s1_dates=ref_s1_dates,
+        target_mask=target_mask,
     )
     condition = _with_valid(condition, cube, s1_date, has_reference)
     reference = None if reference_date is None else pd.Timestamp(reference_date)

@@ -59,6 +59,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cloudfill._outputs import check_writable, nested
 from cloudfill._version import __version__
+from cloudfill.core.variants import get_variant
 from cloudfill.cube.zarr_io import store_digest
 from cloudfill.errors import OutputError
 from cloudfill.training.cached_patches import (
@@ -67,6 +68,7 @@ from cloudfill.training.cached_patches import (
     CachedPatches,
 )
 from cloudfill.training.dataset import PatchDataset
+from cloudfill.training.hide import HIDE_VERSION
 from cloudfill.training.reader import CubeReader
 
 __all__ = [
@@ -133,6 +135,8 @@ def _sample_description(data: PatchDataset) -> dict[str, Any]:
         # Only where it changes the samples (a season variant south of the equator), so that
         # every other cache keeps the key it had before the flag existed.
         **({"southern": True} if data.southern else {}),
+        # A context variant's samples also depend on the pixels they hide (seeded).
+        **({"hide": [HIDE_VERSION, data.seed]} if get_variant(data.variant).uses_context else {}),
     }
 
 

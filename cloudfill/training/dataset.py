@@ -11,7 +11,9 @@ for which): ``(condition, target, valid)`` with
 - ``target`` (4, h, w) float32: the target date's B02, B03, B04, B08, normalised
   (:func:`~cloudfill.core.condition.normalise_bands`), 0 where not valid;
 - ``valid`` (1, h, w) bool: the target pixel is clear (cloud mask) and finite in every band.
-  Losses count only these pixels.
+  Losses count only these pixels. A variant reading the target's own clear pixels
+  (``SODCTX``) sees only those :func:`~cloudfill.training.hide.hide_mask` leaves shown, and
+  ``valid`` holds only the hidden ones (:mod:`cloudfill.training.hide`).
 
 **Despeckling** is done per patch: the S1 window is read with a halo of ``despeckle // 2``
 pixels (clipped at the scene border), median-filtered with
@@ -55,6 +57,7 @@ from cloudfill.core.variants import get_variant
 from cloudfill.cube.schema import BANDS
 from cloudfill.preprocess.despeckle import median_filter
 from cloudfill.preprocess.normalise import NormStats
+from cloudfill.training.hide import hide_mask, split_context
 from cloudfill.training.index import PatchIndex, PatchSettings, build_index
 from cloudfill.training.reader import DEFAULT_CACHE_BYTES, CubeReader
 from cloudfill.training.targets import ReferenceTables
@@ -180,6 +183,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.southern = bool(southern) and spec.uses_season
         self._uses_reference = spec.uses_reference
         self._uses_dem = spec.uses_dem
+        self._uses_context = spec.uses_context
         # Plain arrays: row lookups in __getitem__ stay cheap.
         self._rows = samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy(np.int64)
         # Target dates, for a variant that sees the time of year (SODCT).
@@ -306,6 +310,10 @@ class PatchDataset(torch.utils.data.Dataset):
             self._reference(t, ref_t, y0, x0, s1) if self._uses_reference else (None, None)
         )
         dem = self.reader.read("dem", None, y0, y0 + s, x0, x0 + s) if self._uses_dem else None
+        image, valid = self._s2(t, y0, x0)
+        context = None
+        if self._uses_context:
+            context, valid = split_context(image, valid, hide_mask(self.seed, index, s))
         condition = assemble_condition(
             self.stats,
             self.variant,
@@ -316,8 +324,8 @@ class PatchDataset(torch.utils.data.Dataset):
             sides=sides,
             date=None if self._dates is None else self._dates[index],
             southern=self.southern,
+            context=context,
         )
-        image, valid = self._s2(t, y0, x0)
         target = normalise_bands(image, self.stats, "s2", BANDS, fill=True)
         return condition.astype(np.float32, copy=False), target, valid[None]
 

@@ -1,0 +1,199 @@
+"""The context variant (SODCTX): the target date's own clear pixels as channels, hidden in
+training where the loss scores, read in inference, never read where a date is scored."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+import cloudfill
+from cloudfill.core.condition import (
+    condition_stack,
+    context_channels,
+    normalise_bands,
+)
+from cloudfill.core.pairs import reference_candidates
+from cloudfill.core.variants import CONTEXT_CHANNELS, get_variant
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.schema import BANDS
+from cloudfill.errors import ModelMismatchError
+from cloudfill.model import CloudfillModel, Generator
+from cloudfill.preprocess.normalise import scene_stats
+from cloudfill.training.dataset import PatchDataset
+from cloudfill.training.hide import FULL_SHARE, hide_mask, split_context
+from cloudfill.training.index import PatchSettings, build_index
+from cloudfill.training.warm_start import start_state
+
+SIZE = 32
+PATCHES = PatchSettings(SIZE, 8, block_size=SIZE * 2)
+
+
+@pytest.fixture(scope="module")
+def cube() -> xr.Dataset:
+    return cloudfill.simulate_scene(
+        (96, 96), dates=8, seed=4,
+        cloud_fraction=[0.0, 0.3, 0.5, 0.1, 0.6, 0.2, 0.4, 0.0],
+    )  # fmt: skip
+
+
+def test_the_variant_appends_the_context_to_sodct() -> None:
+    spec = get_variant("sodctx")
+    assert spec.channels == (*get_variant("SODCT").channels, *CONTEXT_CHANNELS)
+    assert spec.uses_context and spec.uses_season and spec.uses_sides
+    assert not get_variant("SODCT").uses_context
+    assert CONTEXT_CHANNELS == ("context_B02", "context_B03", "context_B04", "context_B08",
+                                "context_valid")  # fmt: skip
+
+
+def test_hide_mask_is_seeded_and_cloud_like() -> None:
+    masks = [hide_mask(7, i, 64) for i in range(400)]
+    assert all((hide_mask(7, i, 64) == masks[i]).all() for i in (0, 17, 399))
+    assert not all((hide_mask(8, i, 64) == masks[i]).all() for i in range(5))
+    cover = np.array([m.mean() for m in masks])
+    full = cover == 1.0
+    # About FULL_SHARE of the patches hide everything (binomial, 400 draws: 4 sigma).
+    assert abs(full.mean() - FULL_SHARE) < 4 * np.sqrt(FULL_SHARE * (1 - FULL_SHARE) / 400)
+    partial = cover[~full]
+    assert partial.min() >= 0.04 and partial.max() <= 0.96
+    assert partial.std() > 0.2  # spread over the range, not one cover
+    # Blobs, not salt and pepper: most hidden pixels have their four neighbours hidden too.
+    m = next(m for m, c in zip(masks, cover, strict=True) if 0.3 < c < 0.7)
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    assert inner.sum() > 0.6 * m[1:-1, 1:-1].sum()
+
+
+def test_split_context_shows_the_rest_and_scores_the_hidden() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 0.5, (4, 8, 8)).astype("float32")
+    valid = rng.random((8, 8)) > 0.2
+    image[:, ~valid] = np.nan
+    hidden = hide_mask(1, 2, 8)
+    context, scored = split_context(image, valid, hidden)
+    shown = valid & ~hidden
+    np.testing.assert_array_equal(context[:, shown], image[:, shown])
+    assert np.isnan(context[:, ~shown]).all()
+    np.testing.assert_array_equal(scored, valid & hidden)
+
+
+def test_context_channels_numpy_and_dask_agree(cube: xr.Dataset) -> None:
+    stats = scene_stats(cube)
+    image = cube["s2"].isel(time=2).sel(band=list(BANDS)).values
+    image[:, 5:9, 3:20] = np.nan
+    image[2, 30, 30] = np.nan  # one band missing: the pixel is unusable
+    out = context_channels(image, stats)
+    usable = ~np.isnan(image).any(0)
+    assert out.shape == (5, 96, 96) and out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_array_equal(out[4], usable.astype("float32"))
+    want = normalise_bands(image, stats, "s2", BANDS)
+    np.testing.assert_array_equal(out[:4][:, usable], want[:, usable])
+    assert (out[:4][:, ~usable] == 0).all() and not usable[30, 30]
+    lazy = context_channels(da.from_array(image, chunks=(4, 32, 32)), stats)
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_array_equal(lazy.compute(), out)
+
+
+def test_training_patches_equal_the_inference_condition_with_the_hidden_pixels(
+    cube: xr.Dataset,
+) -> None:
+    """The sampler's SODCTX condition is the inference stack of a date whose hidden pixels
+    are cloudy, and its loss pixels are the hidden clear ones."""
+    data = build_index(cube, "SODCTX", PATCHES, seed=3, reference="blend")
+    dataset = PatchDataset.from_index(data, "train", augment=False)
+    despeckled = cube.cloudfill.despeckle(5)
+    mask = cloud_mask(cube)
+    times = pd.DatetimeIndex(cube.time.values)
+    s1_times = pd.DatetimeIndex(cube.s1_time.values)
+    fractions = mask.mean(("y", "x")).values
+    seen = set()
+    for i in range(len(dataset)):
+        row = dataset.samples.iloc[i]
+        hidden = hide_mask(data.seed, i, SIZE)
+        kind = "full" if hidden.all() else "partial"
+        if kind in seen:
+            continue
+        seen.add(kind)
+        date = times[row.t]
+        target_mask = mask.sel(time=date).copy()
+        window = (slice(row.y0, row.y0 + SIZE), slice(row.x0, row.x0 + SIZE))
+        target_mask.values[window] |= hidden
+        wanted = reference_candidates(times, fractions, date, pd.Timedelta(days=120))
+        full = condition_stack(
+            despeckled, date, data.stats, "SODCTX",
+            s1_date=row.s1_date, reference_date=row.reference_date, reference_dates=wanted,
+            mask=mask, reference_s1_dates=[s1_times[np.argmin(np.abs(s1_times - d))]
+                                           for d in wanted],
+            target_mask=target_mask,
+        )  # fmt: skip
+        condition, _, valid = dataset[i]
+        np.testing.assert_array_equal(condition.numpy(), full.values[(slice(None), *window)])
+        clear = ~mask.sel(time=date).values[window]
+        np.testing.assert_array_equal(valid.numpy()[0], clear & hidden)
+        flag = condition.numpy()[-1].astype(bool)
+        np.testing.assert_array_equal(flag, clear & ~hidden)
+    assert seen == {"full", "partial"}
+    with pytest.raises(ModelMismatchError, match="cloud mask"):
+        condition_stack(despeckled, times[3], data.stats, "SODCTX", s1_date=row.s1_date,
+                        reference_date=times[0], reference_dates=wanted, mask=mask,
+                        reference_s1_dates=[None] * len(wanted))  # fmt: skip
+
+
+def test_warm_start_from_sodct_computes_the_shipped_output() -> None:
+    shipped = cloudfill.default_model()
+    wider = Generator(**{**shipped.card.generator_kwargs(), "variant": "SODCTX"}).eval()
+    wider.load_state_dict(start_state(shipped, wider), strict=True)
+    x = torch.randn(1, get_variant("SODCTX").n_inputs, 32, 32)
+    with torch.no_grad():
+        want, got = shipped.generator(x[:, :-5]), wider(x)
+    # Zero weights on the new channels: equal up to float32 summation order.
+    torch.testing.assert_close(got.mean, want.mean, rtol=0, atol=1e-5)
+
+
+def _context_model(cube: xr.Dataset) -> CloudfillModel:
+    """A small random SODCTX network (its context weights are not zero) on ``cube``'s stats."""
+    torch.manual_seed(0)
+    generator = Generator("SODCTX", base_filters=4, n_blocks=1)
+    with torch.no_grad():
+        generator.head[-1].weight.normal_(0, 0.05)  # the skip's zero head would ignore inputs
+    model = CloudfillModel(generator.eval())
+    model.card.reference_mode = "blend"
+    model.card.normalisation = scene_stats(cube).to_dict()
+    return model
+
+
+def test_the_fill_reads_the_dates_clear_pixels_and_does_not_adjust_them(
+    cube: xr.Dataset,
+) -> None:
+    model = _context_model(cube)
+    date = pd.Timestamp(cube.time.values[2])
+    out = cube.cloudfill.fill_series(model, dates=[date], adjust=8.0)
+    assert out["method"].item() == "synthesize" and out["adjust_sigma"].item() == 0.0
+    # The same date with other clear values outside the gap: the fill inside it changes.
+    mask = cloud_mask(cube).sel(time=date).values
+    other = cube.copy(deep=True)
+    other["s2"].loc[{"time": date}] = other["s2"].sel(time=date).where(mask, 0.2)
+    again = other.cloudfill.fill_series(model, dates=[date], adjust=0)
+    inside = np.broadcast_to(mask, out["s2"].shape[1:])
+    a, b = out["s2"].values[0][inside], again["s2"].values[0][inside]
+    assert np.isfinite(a).all() and np.abs(a - b).max() > 1e-4
+    # An SODCT model is still adjusted.
+    plain = cube.cloudfill.fill_series(cloudfill.default_model(), dates=[date], adjust=8.0)
+    assert plain["adjust_sigma"].item() == 8.0
+
+
+def test_evaluate_never_shows_the_model_the_scored_date(cube: xr.Dataset) -> None:
+    model = _context_model(cube)
+    date = pd.Timestamp(cube.time.values[2])
+    mask = cloud_mask(cube).sel(time=date).values
+    other = cube.copy(deep=True)
+    other["s2"].loc[{"time": date}] = other["s2"].sel(time=date).where(mask, 0.2)
+    scores = [
+        cloudfill.evaluate(c, model, dates=[date], baselines=(), landcover=False, split="all")
+        for c in (cube, other)
+    ]
+    model_rows = [s[s["method"] == "model"].reset_index(drop=True) for s in scores]
+    assert len(model_rows[0]) and np.isfinite(model_rows[0]["mae"]).all()
+    pd.testing.assert_series_equal(model_rows[0]["mae"], model_rows[1]["mae"])
