@@ -197,3 +197,40 @@ def test_evaluate_never_shows_the_model_the_scored_date(cube: xr.Dataset) -> Non
     model_rows = [s[s["method"] == "model"].reset_index(drop=True) for s in scores]
     assert len(model_rows[0]) and np.isfinite(model_rows[0]["mae"]).all()
     pd.testing.assert_series_equal(model_rows[0]["mae"], model_rows[1]["mae"])
+
+
+def test_only_a_context_variant_has_the_context_path_and_the_tiling_halo_covers_it() -> None:
+    from cloudfill.model.generator import CONTEXT_DILATIONS
+    from cloudfill.model.receptive import receptive_field
+
+    assert Generator("SODCT", base_filters=4, n_blocks=1).context is None
+    g = Generator("SODCTX", base_filters=16, n_blocks=4, confidence=True).eval()
+    reach = sum(CONTEXT_DILATIONS) + 3  # the path's dilated 3x3s, then the head's 7x7
+    assert receptive_field(g).halo >= reach
+    # A context pixel moves outputs up to the path's reach, and (zero trunk weights for it)
+    # nowhere else.
+    with torch.no_grad():
+        g.head[-1].weight.normal_(0, 0.1)
+        g.trunk[1].weight[:, 25:] = 0
+        g.pixel[0].weight[:, 25:] = 0
+    x = torch.zeros(1, 30, 96, 96)
+    base = g(x).mean
+    x[0, 25:, 48, 48] = 1.0
+    moved = (g(x).mean - base).abs().amax(1)[0] > 0
+    ys, xs = np.nonzero(moved.numpy())
+    assert moved[48, 48] and max(np.abs(ys - 48).max(), np.abs(xs - 48).max()) <= reach
+
+
+def test_a_context_model_is_chunk_independent(cube: xr.Dataset) -> None:
+    from cloudfill.infer.settings import InferenceSettings
+    from cloudfill.infer.synthesize import synthesize
+
+    model = _context_model(cube)
+    with torch.no_grad():
+        model.generator.head[-1].weight.normal_(0, 0.05)
+    date = cube.time.values[2]
+    ref = synthesize(cube, date, model, inference=InferenceSettings(tile=32)).values
+    out = synthesize(cube.chunk({"y": 40, "x": 56}), date, model,
+                     inference=InferenceSettings(tile=32, min_block=0)).values  # fmt: skip
+    assert np.isfinite(ref).any()
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)

@@ -9,6 +9,8 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
     up     nearest x2, pad, conv 3x3 -> 2f,       norm, ReLU
     up     nearest x2, pad, conv 3x3 -> f,        norm, ReLU
     pixel  1x1 conv -> p, ReLU, 1x1 conv -> p, ReLU  (optional; on the input, beside the trunk)
+    context  [pad, 3x3 conv, dilation 1, 2, 4, 8, 16 -> 16, ReLU] on the reference and the
+           context channels (SODCTX only; full resolution, beside the trunk)
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
            reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
@@ -38,6 +40,16 @@ Choices the paper leaves open, and why:
   normalised units. The earlier ``tanh(head + atanh(reference))`` (``skip="atanh"``, what
   checkpoints without the field use) saturates: at reflectances near the ends of the
   normalisation range ``tanh'`` is 0.002-0.2, so the head could barely move those pixels.
+- **A context path** (variants reading the target date's own clear pixels, SODCTX): five
+  dilated 3x3 convolutions (dilations 1-16, a reach of 31 px) on the reference and context
+  channels at full resolution, into the head beside the trunk. The context enters far from
+  the loss through the trunk (a 7x7 stem, two strided stages, the residual blocks): warm
+  started from SODCT with zero weights for the new channels, 1032 steps moved the validation
+  MAE of the hidden pixels by 0.3 %, where a Gaussian-smoothed residual of the shown pixels
+  (sigma 4 px) lowers it by 15 % (RESULTS, "The target date's clear pixels"). Next to the head
+  the path gets the loss's gradient one layer away; the head's weights for it start at zero,
+  so a warm start still begins at the model's output. Its reach is inside the trunk's, so the
+  tiling's halo (:mod:`cloudfill.model.receptive`) covers it.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
   per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
@@ -56,6 +68,7 @@ from torch import nn
 
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.variants import (
+    CONTEXT_CHANNELS,
     NORMS,
     OUTPUT_BANDS,
     REFERENCE_CHANNELS,
@@ -68,6 +81,8 @@ from cloudfill.errors import ParameterError
 from cloudfill.model.attention import make_attention
 
 __all__ = [
+    "CONTEXT_DILATIONS",
+    "CONTEXT_FEATURES",
     "NORMS",
     "SCALE_EPS",
     "SKIPS",
@@ -78,6 +93,9 @@ __all__ = [
 ]
 
 SCALE_EPS: float = 1e-3
+CONTEXT_FEATURES: int = 16
+"""Width of the context path (SODCTX)."""
+CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 16)
 """Floor of the predicted Laplace scale, in normalised units (keeps the NLL finite)."""
 
 
@@ -253,14 +271,33 @@ class Generator(nn.Module):
                           nn.ReLU(inplace=True))
             if p else None
         )  # fmt: skip
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
+        self._context_index = [
+            self.variant.channels.index(c)
+            for c in (*REFERENCE_CHANNELS, *CONTEXT_CHANNELS)
+            if self.variant.uses_context
+        ]
+        k = CONTEXT_FEATURES if self._context_index else 0
+        self.context = (
+            nn.Sequential(*(
+                layer
+                for i, d in enumerate(CONTEXT_DILATIONS)
+                for layer in (nn.ReflectionPad2d(d),
+                              nn.Conv2d(len(self._context_index) if i == 0 else k, k, 3,
+                                        dilation=d),
+                              nn.ReLU(inplace=True))
+            ))
+            if k else None
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p + k, cout, 7))
         if self.reference_skip:
             # Start from the identity (output = reference), as residual nets zero their last
             # layer: training then only learns the change, and never starts below persistence.
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
         self.scale_head = (
-            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7)) if confidence else None
+            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p + k, cout, 7))
+            if confidence
+            else None
         )
 
     def config(self) -> dict[str, Any]:
@@ -312,6 +349,8 @@ class Generator(nn.Module):
         features = self.trunk(x)
         if self.pixel is not None:
             features = torch.cat([features, self.pixel(x)], 1)
+        if self.context is not None:
+            features = torch.cat([features, self.context(x[:, self._context_index])], 1)
         logits = self.head(features)
         if self.reference_skip and self.skip == "add":
             mean = x[:, self._reference_index] + logits

@@ -135,7 +135,9 @@ def start_state(model: CloudfillModel, generator: torch.nn.Module) -> dict[str, 
     (:func:`extends`): each layer that reads the inputs (the trunk's first convolution, the
     per-pixel path's first) gets the model's weights for the old channels and zeros for the
     new ones, so the network starts with exactly the model's output and learns what the new
-    channels add.
+    channels add. A path only the wider variant has (SODCTX's context path,
+    :mod:`cloudfill.model.generator`) keeps ``generator``'s own initial weights; the head's
+    weights for its features grow by zeros like an input layer's, so it starts unheard.
     """
     old, new = model.generator.variant.name, generator.variant.name
     if old != new and not extends(old, new):
@@ -143,6 +145,9 @@ def start_state(model: CloudfillModel, generator: torch.nn.Module) -> dict[str, 
     state, target = model.generator.state_dict(), generator.state_dict()
     out = {}
     for name, wanted in target.items():
+        if name not in state and old != new:
+            out[name] = wanted  # a path of the wider variant only: its fresh initialisation
+            continue
         have = state[name]
         if have.shape == wanted.shape:
             out[name] = have
