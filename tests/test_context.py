@@ -156,8 +156,9 @@ def _context_model(cube: xr.Dataset) -> CloudfillModel:
     """A small random SODCTX network (its context weights are not zero) on ``cube``'s stats."""
     torch.manual_seed(0)
     generator = Generator("SODCTX", base_filters=4, n_blocks=1)
-    with torch.no_grad():
-        generator.head[-1].weight.normal_(0, 0.05)  # the skip's zero head would ignore inputs
+    with torch.no_grad():  # the skip's zero head and the path's zero end would ignore inputs
+        generator.head[-1].weight.normal_(0, 0.05)
+        generator.context.linear[-1].weight.normal_(0, 0.05)
     model = CloudfillModel(generator.eval())
     model.card.reference_mode = "blend"
     model.card.normalisation = scene_stats(cube).to_dict()
@@ -200,17 +201,17 @@ def test_evaluate_never_shows_the_model_the_scored_date(cube: xr.Dataset) -> Non
 
 
 def test_only_a_context_variant_has_the_context_path_and_the_tiling_halo_covers_it() -> None:
-    from cloudfill.model.generator import CONTEXT_DILATIONS
+    from cloudfill.model.context import CONTEXT_DILATIONS
     from cloudfill.model.receptive import receptive_field
 
     assert Generator("SODCT", base_filters=4, n_blocks=1).context is None
     g = Generator("SODCTX", base_filters=16, n_blocks=4, confidence=True).eval()
-    reach = sum(CONTEXT_DILATIONS) + 3  # the path's dilated 3x3s, then the head's 7x7
+    reach = sum(CONTEXT_DILATIONS) + 1  # the dilated partial 3x3s, then a last 3x3
     assert receptive_field(g).halo >= reach
     # A context pixel moves outputs up to the path's reach, and (zero trunk weights for it)
     # nowhere else.
     with torch.no_grad():
-        g.head[-1].weight.normal_(0, 0.1)
+        g.context.linear[-1].weight.normal_(0, 0.1)
         g.trunk[1].weight[:, 25:] = 0
         g.pixel[0].weight[:, 25:] = 0
     x = torch.zeros(1, 30, 96, 96)
@@ -226,11 +227,44 @@ def test_a_context_model_is_chunk_independent(cube: xr.Dataset) -> None:
     from cloudfill.infer.synthesize import synthesize
 
     model = _context_model(cube)
-    with torch.no_grad():
-        model.generator.head[-1].weight.normal_(0, 0.05)
     date = cube.time.values[2]
     ref = synthesize(cube, date, model, inference=InferenceSettings(tile=32)).values
     out = synthesize(cube.chunk({"y": 40, "x": 56}), date, model,
                      inference=InferenceSettings(tile=32, min_block=0)).values  # fmt: skip
     assert np.isfinite(ref).any()
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 4])
+def test_partial_conv_is_the_weighted_mean_of_the_seen_taps(dilation: int) -> None:
+    """Against a float64 loop: per pixel, the taps (reflected at the border) that the mask
+    saw, weighted, rescaled by 9 / their count, plus the bias; 0 where none saw anything."""
+    from cloudfill.model.context import PartialConv
+
+    rng = np.random.default_rng(dilation)
+    x = rng.normal(size=(1, 2, 12, 11))
+    m = (rng.random((1, 1, 12, 11)) < 0.15).astype(float)
+    conv = PartialConv(2, dilation).double()
+    with torch.no_grad():
+        conv.conv.weight.copy_(torch.from_numpy(rng.normal(size=(2, 1, 3, 3))))
+        conv.conv.bias.copy_(torch.tensor([0.3, -0.2]))
+    y, seen = conv(torch.from_numpy(x), torch.from_numpy(m))
+    w, b = conv.conv.weight.detach().numpy()[:, 0], conv.conv.bias.detach().numpy()
+    xp = np.pad(x[0], ((0, 0), (dilation,) * 2, (dilation,) * 2), mode="reflect")
+    mp = np.pad(m[0, 0], dilation, mode="reflect")
+    want = np.zeros(x.shape[1:])
+    grown = np.zeros(x.shape[2:])
+    for i in range(12):
+        for j in range(11):
+            taps = [(a, c) for a in range(3) for c in range(3)
+                    if mp[i + a * dilation, j + c * dilation]]  # fmt: skip
+            if not taps:
+                continue
+            grown[i, j] = 1
+            for ch in range(2):
+                total = sum(w[ch, a, c] * xp[ch, i + a * dilation, j + c * dilation]
+                            for a, c in taps)  # fmt: skip
+                want[ch, i, j] = total * 9 / len(taps) + b[ch]
+    np.testing.assert_allclose(y[0].detach().numpy(), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(seen[0, 0].numpy(), grown)
+    assert 0 < grown.sum() < grown.size

@@ -9,8 +9,9 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
     up     nearest x2, pad, conv 3x3 -> 2f,       norm, ReLU
     up     nearest x2, pad, conv 3x3 -> f,        norm, ReLU
     pixel  1x1 conv -> p, ReLU, 1x1 conv -> p, ReLU  (optional; on the input, beside the trunk)
-    context  [pad, 3x3 conv, dilation 1, 2, 4, 8, 16 -> 16, ReLU] on the reference and the
-           context channels (SODCTX only; full resolution, beside the trunk)
+    context  5 x [3x3 partial conv, dilation 1, 2, 4, 8, 16 -> 16, ReLU], 3x3 conv -> 4 bands
+           on the date's shown pixels' residual over the mean, added to it (SODCTX only;
+           :mod:`cloudfill.model.context`)
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
            reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
@@ -40,16 +41,11 @@ Choices the paper leaves open, and why:
   normalised units. The earlier ``tanh(head + atanh(reference))`` (``skip="atanh"``, what
   checkpoints without the field use) saturates: at reflectances near the ends of the
   normalisation range ``tanh'`` is 0.002-0.2, so the head could barely move those pixels.
-- **A context path** (variants reading the target date's own clear pixels, SODCTX): five
-  dilated 3x3 convolutions (dilations 1-16, a reach of 31 px) on the reference and context
-  channels at full resolution, into the head beside the trunk. The context enters far from
-  the loss through the trunk (a 7x7 stem, two strided stages, the residual blocks): warm
-  started from SODCT with zero weights for the new channels, 1032 steps moved the validation
-  MAE of the hidden pixels by 0.3 %, where a Gaussian-smoothed residual of the shown pixels
-  (sigma 4 px) lowers it by 15 % (RESULTS, "The target date's clear pixels"). Next to the head
-  the path gets the loss's gradient one layer away; the head's weights for it start at zero,
-  so a warm start still begins at the model's output. Its reach is inside the trunk's, so the
-  tiling's halo (:mod:`cloudfill.model.receptive`) covers it.
+- **A context path** (variants reading the target date's own clear pixels, SODCTX): partial
+  convolutions at full resolution spread the shown pixels' residual over the mean into the
+  gaps and add it (:mod:`cloudfill.model.context`, which says why). Its last layer starts at
+  zero, so a warm start from SODCT begins at that model's output. Its reach (32 px) is
+  inside the trunk's, so the tiling's halo (:mod:`cloudfill.model.receptive`) covers it.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
   per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
@@ -79,10 +75,9 @@ from cloudfill.core.variants import (
 )
 from cloudfill.errors import ParameterError
 from cloudfill.model.attention import make_attention
+from cloudfill.model.context import ContextPath
 
 __all__ = [
-    "CONTEXT_DILATIONS",
-    "CONTEXT_FEATURES",
     "NORMS",
     "SCALE_EPS",
     "SKIPS",
@@ -93,9 +88,6 @@ __all__ = [
 ]
 
 SCALE_EPS: float = 1e-3
-CONTEXT_FEATURES: int = 16
-"""Width of the context path (SODCTX)."""
-CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 16)
 """Floor of the predicted Laplace scale, in normalised units (keeps the NLL finite)."""
 
 
@@ -272,30 +264,17 @@ class Generator(nn.Module):
             if p else None
         )  # fmt: skip
         self._context_index = [
-            self.variant.channels.index(c)
-            for c in (*REFERENCE_CHANNELS, *CONTEXT_CHANNELS)
-            if self.variant.uses_context
+            self.variant.channels.index(c) for c in CONTEXT_CHANNELS if self.variant.uses_context
         ]
-        k = CONTEXT_FEATURES if self._context_index else 0
-        self.context = (
-            nn.Sequential(*(
-                layer
-                for i, d in enumerate(CONTEXT_DILATIONS)
-                for layer in (nn.ReflectionPad2d(d),
-                              nn.Conv2d(len(self._context_index) if i == 0 else k, k, 3,
-                                        dilation=d),
-                              nn.ReLU(inplace=True))
-            ))
-            if k else None
-        )  # fmt: skip
-        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p + k, cout, 7))
+        self.context = ContextPath(len(OUTPUT_BANDS)) if self._context_index else None
+        self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
         if self.reference_skip:
             # Start from the identity (output = reference), as residual nets zero their last
             # layer: training then only learns the change, and never starts below persistence.
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
         self.scale_head = (
-            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p + k, cout, 7))
+            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
             if confidence
             else None
         )
@@ -349,8 +328,6 @@ class Generator(nn.Module):
         features = self.trunk(x)
         if self.pixel is not None:
             features = torch.cat([features, self.pixel(x)], 1)
-        if self.context is not None:
-            features = torch.cat([features, self.context(x[:, self._context_index])], 1)
         logits = self.head(features)
         if self.reference_skip and self.skip == "add":
             mean = x[:, self._reference_index] + logits
@@ -359,6 +336,12 @@ class Generator(nn.Module):
             mean = torch.tanh(logits + torch.atanh(reference))
         else:
             mean = torch.tanh(logits)
+        if self.context is not None:
+            # The shown pixels' residual over the estimate, detached: the path learns to
+            # spread it, the estimate stays what the SODCT generator computes.
+            shown = x[:, self._context_index]
+            flag = shown[:, -1:]
+            mean = mean + self.context((shown[:, :-1] - mean.detach()) * flag, flag)
         scale = None
         if self.scale_head is not None:
             # The scale head reads the features but does not shape them: its Laplace NLL,

@@ -1,0 +1,121 @@
+"""The context path of a generator that reads the target date's own clear pixels (SODCTX).
+
+What the clear part of a partly cloudy date tells about its gaps is how the date differs, on
+the shown pixels, from what the network would have predicted there: the residual
+``context - estimate`` of its first estimate (the SODCT generator's output), spread into the
+gaps and added to the estimate. The hand-made same-date adjustment does this with a Gaussian
+(:func:`cloudfill.fill.adjust.adjust_to_date`); here the spreading is learned, from a chain of
+depthwise **partial convolutions** (Liu et al. 2018, "Image Inpainting for Irregular Holes
+Using Partial Convolutions"): each 3x3 (dilated) convolution reads only the pixels its mask
+marks as seen and rescales by how many of its taps saw something, so a pixel next to one
+clear neighbour and one next to nine get values on the same scale; the mask then grows to
+every pixel that saw anything. Dilations 1-16 reach 31 px.
+
+Why this shape (RESULTS, "The target date's clear pixels"): a Gaussian-smoothed residual of
+the shown pixels over the shipped model's output (sigma 2 px) lowers its error on the hidden
+pixels of the validation patches by 11 %; over the reference it leaves them worse than the
+model. Neither the trunk (the context channels with zero first-layer weights, 1290 steps),
+nor plain dilated convolutions into the head, nor partial convolutions with ReLUs on
+``context - reference`` learned any of it (300-400 steps of their own at lr 1e-4 and 1e-3):
+the network could not read its own estimate at the shown pixels, and random features of the
+residual were not a smoother it could start from. Here the estimate enters the residual
+detached (the path learns to spread it; the estimate stays the SODCT generator's) and the
+chain starts as normalised box filters at five scales, which a zero-initialised output only
+has to weigh: 300 steps of the path alone at lr 1e-4 lowered that error by 8 %.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CONTEXT_DILATIONS", "CONTEXT_FEATURES", "ContextPath", "PartialConv"]
+
+CONTEXT_FEATURES: int = 16
+"""Width of the context path's hidden layer."""
+
+CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 16)
+"""Dilations of its 3x3 partial convolutions (reach: their sum, 31 px)."""
+
+
+class PartialConv(nn.Module):
+    """A 3x3 depthwise partial convolution with reflection padding: per channel
+    ``(w * (x m)) 9 / sum(m) + b`` where its taps saw anything, 0 elsewhere; returns the
+    output and the grown mask. Its weights start at 1/9 and its bias at 0: the mean of the
+    seen taps, a normalised box filter.
+
+    Examples
+    --------
+    >>> conv = PartialConv(1, 1)
+    >>> x, m = torch.ones(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    >>> m[..., 4, 4] = 1
+    >>> y, seen = conv(x * 2, m)
+    >>> round(float(y[0, 0, 4, 5]), 4), float(seen.sum()), float(y[0, 0, 0, 0])
+    (2.0, 9.0, 0.0)
+    """
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.dilation = int(dilation)
+        self.pad = nn.ReflectionPad2d(self.dilation)
+        self.conv = nn.Conv2d(channels, channels, 3, dilation=self.dilation, groups=channels)
+        nn.init.constant_(self.conv.weight, 1.0 / 9.0)
+        nn.init.zeros_(self.conv.bias)
+        self.register_buffer("taps", torch.ones(1, 1, 3, 3), persistent=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        count = F.conv2d(self.pad(mask), self.taps, dilation=self.dilation)
+        raw = F.conv2d(
+            self.pad(x * mask), self.conv.weight, None, dilation=self.dilation,
+            groups=self.conv.groups,
+        )  # fmt: skip
+        seen = count > 0
+        y = raw * (9.0 / count.clamp_min(1.0)) + self.conv.bias[None, :, None, None]
+        return torch.where(seen, y, torch.zeros_like(y)), seen.to(x.dtype)
+
+
+class ContextPath(nn.Module):
+    """A correction of the generator's first estimate from the date's shown pixels.
+
+    Input: ``residual`` (N, bands, H, W), the shown pixels' ``context - estimate`` (0
+    elsewhere), and ``flag`` (N, 1, H, W), 1 on shown pixels. A chain of depthwise partial
+    convolutions spreads the residual into the gaps, each step farther (dilations 1-16),
+    starting as normalised box filters; every step's output and mask are features, so the
+    path sees the residual at five scales and how far the nearest shown pixels are. Two
+    convolutions turn them into a correction per band: a linear 3x3 and a 1x1 ReLU layer
+    followed by a 3x3, both ending at zero, so an untrained path adds nothing.
+
+    Examples
+    --------
+    >>> path = ContextPath()
+    >>> flag = torch.zeros(1, 1, 32, 32)
+    >>> flag[..., 16, 16] = 1
+    >>> out = path(torch.ones(1, 4, 32, 32) * flag, flag)
+    >>> out.shape, float(out.abs().sum())  # an untrained path adds nothing
+    (torch.Size([1, 4, 32, 32]), 0.0)
+    """
+
+    def __init__(self, bands: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(PartialConv(bands, d) for d in CONTEXT_DILATIONS)
+        n = len(CONTEXT_DILATIONS) * (bands + 1)
+        k = CONTEXT_FEATURES
+        self.linear = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(n, bands, 3))
+        self.mixed = nn.Sequential(
+            nn.Conv2d(n, k, 1), nn.ReLU(inplace=True), nn.ReflectionPad2d(1),
+            nn.Conv2d(k, bands, 3),
+        )  # fmt: skip
+        for last in (self.linear[-1], self.mixed[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, residual: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+        x, mask = residual * flag, flag
+        scales, masks = [], []
+        for layer in self.layers:
+            x, mask = layer(x, mask)
+            scales.append(x)
+            masks.append(mask)
+        features = torch.cat(scales + masks, 1)
+        return self.linear(features) + self.mixed(features)
