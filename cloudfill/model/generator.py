@@ -274,9 +274,7 @@ class Generator(nn.Module):
             nn.init.zeros_(self.head[-1].weight)
             nn.init.zeros_(self.head[-1].bias)
         self.scale_head = (
-            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
-            if confidence
-            else None
+            nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7)) if confidence else None
         )
 
     def config(self) -> dict[str, Any]:
