@@ -1,0 +1,98 @@
+"""How much do a date's shown clear pixels say about its hidden ones? (issue 21; the SODCTX
+variant)
+
+Reads the validation split of an SODCTX run's patch cache (``OUT/patch-cache``, written by
+``scripts/train_default_model.py --variant SODCTX``: each patch hides cloud-like blobs of its
+clear pixels, :mod:`cloudfill.training.hide`) and scores, on the hidden pixels (normalised
+units, all four bands), the blend reference, a model's output (by default the shipped SODCT
+model, reading the condition without the context channels), and each plus the
+Gaussian-smoothed residual of the shown pixels (a normalised convolution, what the fill's
+same-date adjustment does, damped where the shown pixels are scarce like
+:data:`cloudfill.fill.adjust.ADJUST_FLOOR`). "partial" counts only the patches that show
+something.
+
+    python benchmarks/probe_shown_pixels.py --cache /work/runs/ctx/patch-cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from probe_learning import markdown
+from scipy import ndimage
+
+import cloudfill
+from cloudfill.core.variants import CONTEXT_CHANNELS, REFERENCE_CHANNELS, get_variant
+from cloudfill.cube.schema import BANDS
+from cloudfill.model import load_model
+
+
+def smoothed(base: np.ndarray, context: np.ndarray, flag: np.ndarray, sigma: float) -> np.ndarray:
+    """``base`` plus the Gaussian-smoothed residual of ``context`` where ``flag`` is 1."""
+    out = base.copy()
+    floor = 0.05
+    for i in range(len(base)):
+        w = flag[i].astype("float64")
+        if not w.any():
+            continue
+        den = ndimage.gaussian_filter(w, sigma, mode="reflect")
+        for b in range(base.shape[1]):
+            num = ndimage.gaussian_filter((context[i, b] - base[i, b]) * w, sigma, mode="reflect")
+            out[i, b] = base[i, b] + num / np.maximum(den, floor) * np.minimum(den / floor, 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, required=True, help="an SODCTX run's patch-cache")
+    parser.add_argument("--model", default=None, help="SODCT checkpoint (default: shipped)")
+    parser.add_argument("--sigmas", default="2,4,8")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.time()
+    (folder,) = glob.glob(str(args.cache / "*/"))
+    c = np.load(Path(folder) / "val-condition.npy")
+    t = np.load(Path(folder) / "val-target.npy")
+    hidden = np.load(Path(folder) / "val-valid.npy")[:, 0]
+    channels = get_variant("SODCTX").channels
+    if c.shape[1] != len(channels):
+        raise SystemExit(f"{args.cache} is not an SODCTX cache ({c.shape[1]} channels)")
+    model = cloudfill.default_model() if args.model is None else load_model(args.model)
+    n = model.variant.n_inputs
+    if channels[:n] != model.variant.channels:
+        raise SystemExit(f"the model's inputs are not a prefix of SODCTX's: {model.variant}")
+    with torch.no_grad():
+        net = model.generator.eval()
+        pred = np.concatenate(
+            [net(torch.from_numpy(c[i : i + 32, :n])).mean.numpy() for i in range(0, len(c), 32)]
+        )
+    ref = c[:, [channels.index(r) for r in REFERENCE_CHANNELS]]
+    context = c[:, [channels.index(f"context_{b}") for b in BANDS]]
+    flag = c[:, channels.index(CONTEXT_CHANNELS[-1])] > 0.5
+    shows = flag.reshape(len(c), -1).any(1)
+    partial = hidden & shows[:, None, None]
+
+    def mae(x: np.ndarray, where: np.ndarray) -> float:
+        return float(np.abs(x - t).transpose(1, 0, 2, 3)[:, where].mean())
+
+    rows = []
+    for name, base in (("reference", ref), ("model", pred)):
+        rows.append({"estimate": name, "residual": "none", "hidden": mae(base, hidden),
+                     "hidden, partial patches": mae(base, partial)})  # fmt: skip
+        for sigma in (float(s) for s in args.sigmas.split(",")):
+            out = smoothed(base, context, flag, sigma)
+            rows.append({"estimate": name, "residual": f"Gaussian, sigma {sigma:g} px",
+                         "hidden": mae(out, hidden),
+                         "hidden, partial patches": mae(out, partial)})  # fmt: skip
+    print(f"{len(c)} validation patches, {int(hidden.sum())} hidden pixels, "
+          f"{(~shows).mean():.1%} of the patches show nothing; {time.time() - t0:.0f} s")  # fmt: skip
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
