@@ -89,8 +89,10 @@ def main() -> None:
             rows.append({"estimate": name, "residual": f"Gaussian, sigma {sigma:g} px",
                          "hidden": mae(out, hidden),
                          "hidden, partial patches": mae(out, partial)})  # fmt: skip
-    print(f"{len(c)} validation patches, {int(hidden.sum())} hidden pixels, "
-          f"{(~shows).mean():.1%} of the patches show nothing; {time.time() - t0:.0f} s")  # fmt: skip
+    print(
+        f"{len(c)} validation patches, {int(hidden.sum())} hidden pixels, "
+        f"{(~shows).mean():.1%} of the patches show nothing; {time.time() - t0:.0f} s"
+    )
     print(markdown(rows))
 
 
