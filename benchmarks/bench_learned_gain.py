@@ -63,6 +63,7 @@ from probe_learning import markdown
 
 import cloudfill
 from cloudfill.core.temporal import linear_interpolation, persistence
+from cloudfill.core.variants import get_variant
 from cloudfill.cube.demo import simulate_demo
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS
@@ -117,6 +118,7 @@ def _untrained(trained: CloudfillModel) -> CloudfillModel:
     card = ModelCard.from_json(trained.card.to_json())
     if trained.variant.uses_context:
         card.variant = "SODCT"
+        card.input_channels = list(get_variant("SODCT").channels)
     generator = Generator(**card.generator_kwargs())
     return CloudfillModel(generator.eval(), card)
 
