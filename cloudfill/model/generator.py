@@ -46,6 +46,8 @@ Choices the paper leaves open, and why:
   gaps and add it (:mod:`cloudfill.model.context`, which says why). Its last layer starts at
   zero, so a warm start from SODCT begins at that model's output. Its reach (32 px) is
   inside the trunk's, so the tiling's halo (:mod:`cloudfill.model.receptive`) covers it.
+  The trunk and the per-pixel path do not read the context channels: the mean is the
+  SODCT network's, the same whether a pixel is shown or hidden.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
   per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
@@ -246,7 +248,15 @@ class Generator(nn.Module):
         self.norm = norm
         self.confidence = bool(confidence)
 
-        f, cin, cout = self.base_filters, self.variant.n_inputs, len(OUTPUT_BANDS)
+        # The trunk and the per-pixel path read every channel but the date's own pixels: the
+        # first estimate must not know which pixels are shown, or, trained only where they
+        # are hidden, it would drift where they are shown, and the context path reads its
+        # residual there (RESULTS, "The target date's clear pixels").
+        context = set(CONTEXT_CHANNELS)
+        self._estimate_index = [
+            i for i, c in enumerate(self.variant.channels) if c not in context
+        ]
+        f, cin, cout = self.base_filters, len(self._estimate_index), len(OUTPUT_BANDS)
         self.trunk = nn.Sequential(
             *_conv_block(cin, f, 7, norm),
             *_conv_block(f, 2 * f, 3, norm, stride=2),
@@ -323,9 +333,10 @@ class Generator(nn.Module):
                 f"tile height and width must be multiples of {ALIGN} and >= {4 * ALIGN}, "
                 f"got {h} x {w} (CloudfillModel.predict pads automatically)"
             )
-        features = self.trunk(x)
+        inputs = x if self.context is None else x[:, self._estimate_index]
+        features = self.trunk(inputs)
         if self.pixel is not None:
-            features = torch.cat([features, self.pixel(x)], 1)
+            features = torch.cat([features, self.pixel(inputs)], 1)
         logits = self.head(features)
         if self.reference_skip and self.skip == "add":
             mean = x[:, self._reference_index] + logits
