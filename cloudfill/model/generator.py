@@ -253,9 +253,7 @@ class Generator(nn.Module):
         # are hidden, it would drift where they are shown, and the context path reads its
         # residual there (RESULTS, "The target date's clear pixels").
         context = set(CONTEXT_CHANNELS)
-        self._estimate_index = [
-            i for i, c in enumerate(self.variant.channels) if c not in context
-        ]
+        self._estimate_index = [i for i, c in enumerate(self.variant.channels) if c not in context]
         f, cin, cout = self.base_filters, len(self._estimate_index), len(OUTPUT_BANDS)
         self.trunk = nn.Sequential(
             *_conv_block(cin, f, 7, norm),
