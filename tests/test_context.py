@@ -141,13 +141,17 @@ def test_training_patches_equal_the_inference_condition_with_the_hidden_pixels(
                         reference_s1_dates=[None] * len(wanted))  # fmt: skip
 
 
-def test_warm_start_from_sodct_computes_the_shipped_output() -> None:
-    shipped = cloudfill.default_model()
-    wider = Generator(**{**shipped.card.generator_kwargs(), "variant": "SODCTX"}).eval()
-    wider.load_state_dict(start_state(shipped, wider), strict=True)
+def test_warm_start_from_sodct_computes_its_output() -> None:
+    torch.manual_seed(0)
+    sodct = Generator("SODCT", base_filters=8, n_blocks=2, confidence=True)
+    with torch.no_grad():  # a trained-looking SODCT model: its zero head moved
+        sodct.head[-1].weight.normal_(0, 0.05)
+    sodct = CloudfillModel(sodct.eval())
+    wider = Generator(**{**sodct.card.generator_kwargs(), "variant": "SODCTX"}).eval()
+    wider.load_state_dict(start_state(sodct, wider), strict=True)
     x = torch.randn(1, get_variant("SODCTX").n_inputs, 32, 32)
     with torch.no_grad():
-        want, got = shipped.generator(x[:, :-5]), wider(x)
+        want, got = sodct.generator(x[:, :-5]), wider(x)
     # Zero weights on the new channels: equal up to float32 summation order.
     torch.testing.assert_close(got.mean, want.mean, rtol=0, atol=1e-5)
 
@@ -181,8 +185,12 @@ def test_the_fill_reads_the_dates_clear_pixels_and_does_not_adjust_them(
     a, b = out["s2"].values[0][inside], again["s2"].values[0][inside]
     assert np.isfinite(a).all() and np.abs(a - b).max() > 1e-4
     # An SODCT model is still adjusted.
-    plain = cube.cloudfill.fill_series(cloudfill.default_model(), dates=[date], adjust=8.0)
-    assert plain["adjust_sigma"].item() == 8.0
+    torch.manual_seed(0)
+    sodct = CloudfillModel(Generator("SODCT", base_filters=4, n_blocks=1).eval())
+    sodct.card.reference_mode = "blend"
+    sodct.card.normalisation = model.card.normalisation
+    plain = cube.cloudfill.fill_series(sodct, dates=[date], adjust=8.0)
+    assert plain["method"].item() == "synthesize" and plain["adjust_sigma"].item() == 8.0
 
 
 def test_evaluate_never_shows_the_model_the_scored_date(cube: xr.Dataset) -> None:

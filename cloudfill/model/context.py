@@ -91,7 +91,8 @@ class ContextPath(nn.Module):
     >>> path = ContextPath()
     >>> flag = torch.zeros(1, 1, 32, 32)
     >>> flag[..., 16, 16] = 1
-    >>> out = path(torch.ones(1, 4, 32, 32) * flag, flag)
+    >>> with torch.no_grad():
+    ...     out = path(torch.ones(1, 4, 32, 32) * flag, flag)
     >>> out.shape, float(out.abs().sum())  # an untrained path adds nothing
     (torch.Size([1, 4, 32, 32]), 0.0)
     """
