@@ -4,14 +4,16 @@ variant)
 Reads the validation split of an SODCTX run's patch cache (``OUT/patch-cache``, written by
 ``scripts/train_default_model.py --variant SODCTX``: each patch hides cloud-like blobs of its
 clear pixels, :mod:`cloudfill.training.hide`) and scores, on the hidden pixels (normalised
-units, all four bands), the blend reference, a model's output (by default the shipped SODCT
-model, reading the condition without the context channels), and each plus the
+units, all four bands), the blend reference, a model's output (``--model``: an SODCT
+checkpoint, reading the condition without the context channels, such as the default model's
+stage 2, the default until 2026-12-07; or an SODCTX one, reading all), and each plus the
 Gaussian-smoothed residual of the shown pixels (a normalised convolution, what the fill's
 same-date adjustment does, damped where the shown pixels are scarce like
 :data:`cloudfill.fill.adjust.ADJUST_FLOOR`). "partial" counts only the patches that show
 something.
 
-    python benchmarks/probe_shown_pixels.py --cache /work/runs/ctx/patch-cache
+    python benchmarks/probe_shown_pixels.py --cache build/context/patch-cache \
+        --model build/default-model/best.safetensors
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import torch
 from probe_learning import markdown
 from scipy import ndimage
 
-import cloudfill
 from cloudfill.core.variants import CONTEXT_CHANNELS, REFERENCE_CHANNELS, get_variant
 from cloudfill.cube.schema import BANDS
 from cloudfill.model import load_model
@@ -50,7 +51,7 @@ def smoothed(base: np.ndarray, context: np.ndarray, flag: np.ndarray, sigma: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, required=True, help="an SODCTX run's patch-cache")
-    parser.add_argument("--model", default=None, help="SODCT checkpoint (default: shipped)")
+    parser.add_argument("--model", required=True, help="SODCT (or SODCTX) checkpoint")
     parser.add_argument("--sigmas", default="2,4,8")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -62,7 +63,7 @@ def main() -> None:
     channels = get_variant("SODCTX").channels
     if c.shape[1] != len(channels):
         raise SystemExit(f"{args.cache} is not an SODCTX cache ({c.shape[1]} channels)")
-    model = cloudfill.default_model() if args.model is None else load_model(args.model)
+    model = load_model(args.model)
     n = model.variant.n_inputs
     if channels[:n] != model.variant.channels:
         raise SystemExit(f"the model's inputs are not a prefix of SODCTX's: {model.variant}")
