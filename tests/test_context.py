@@ -215,7 +215,9 @@ def test_only_a_context_variant_has_the_context_path_and_the_tiling_halo_covers_
     assert Generator("SODCT", base_filters=4, n_blocks=1).context is None
     g = Generator("SODCTX", base_filters=16, n_blocks=4, confidence=True).eval()
     reach = sum(CONTEXT_DILATIONS) + 1  # the dilated partial 3x3s, then a last 3x3
-    assert receptive_field(g).halo >= reach
+    # The path reads the mean's residual: its reach adds to the SODCT network's.
+    sodct = Generator("SODCT", base_filters=16, n_blocks=4, confidence=True).eval()
+    assert receptive_field(g).halo == receptive_field(sodct).halo + reach
     # The trunk and the per-pixel path do not read the context: a context pixel moves
     # outputs up to the path's reach and nowhere else.
     assert g.trunk[1].weight.shape[1] == g.pixel[0].weight.shape[1] == 25
@@ -230,16 +232,57 @@ def test_only_a_context_variant_has_the_context_path_and_the_tiling_halo_covers_
 
 
 def test_a_context_model_is_chunk_independent(cube: xr.Dataset) -> None:
+    """Whole scene in one window and in chunks: the same values (the halo covers the trunk
+    and the context path after it; no attention, whose pooling is global)."""
     from cloudfill.infer.settings import InferenceSettings
     from cloudfill.infer.synthesize import synthesize
 
-    model = _context_model(cube)
+    torch.manual_seed(1)
+    generator = Generator("SODCTX", base_filters=4, n_blocks=1, attention=False)
+    with torch.no_grad():
+        generator.head[-1].weight.normal_(0, 0.05)
+        generator.context.linear[-1].weight.normal_(0, 0.2)
+        generator.context.mixed[-1].weight.normal_(0, 0.2)
+    model = CloudfillModel(generator.eval())
+    model.card.reference_mode = "blend"
+    model.card.normalisation = scene_stats(cube).to_dict()
     date = cube.time.values[2]
-    ref = synthesize(cube, date, model, inference=InferenceSettings(tile=32)).values
-    out = synthesize(cube.chunk({"y": 40, "x": 56}), date, model,
-                     inference=InferenceSettings(tile=32, min_block=0)).values  # fmt: skip
-    assert np.isfinite(ref).any()
-    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+    # Blocks read a halo of the receptive field's reach around them: with the path's reach
+    # left out of it (23 px here instead of 55), the blocks' borders differ.
+    whole = synthesize(cube, date, model, inference=InferenceSettings(tile=96)).values
+    chunked = synthesize(cube.chunk({"y": 40, "x": 56}), date, model,
+                         inference=InferenceSettings(tile=96, min_block=0)).values  # fmt: skip
+    assert np.isfinite(whole).any()
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-5)
+
+
+def test_a_date_with_s1_only_shows_nothing(cube: xr.Dataset) -> None:
+    """Synthesizing a date that has S1 but no S2 (between two S2 dates): the context is
+    empty (all flags 0), as on a fully cloudy date, not an error."""
+    from cloudfill.core.pairs import PairingRule
+    from cloudfill.infer.inputs import synthesis_inputs
+    from cloudfill.infer.synthesize import synthesize
+
+    model = _context_model(cube)
+    s2_dates = pd.DatetimeIndex(cube.time.values)
+    date = next(pd.Timestamp(t) for t in cube.s1_time.values if pd.Timestamp(t) not in s2_dates)
+    condition = synthesis_inputs(cube, date, model, PairingRule()).condition
+    assert (condition.sel(channel=list(CONTEXT_CHANNELS)).values == 0).all()
+    assert np.isfinite(synthesize(cube, date, model).values).any()
+
+
+def test_fill_date_takes_a_checkpoint_path_or_none(cube: xr.Dataset, tmp_path) -> None:
+    from cloudfill.fill.series import fill_date
+    from cloudfill.model.checkpoint import save_model
+
+    model = _context_model(cube)
+    path = tmp_path / "m.safetensors"
+    save_model(model.generator, model.card, path)
+    date = pd.Timestamp(cube.time.values[2])
+    row = pd.Series({"method": "synthesize", "s1_date": None, "reference_date": None})
+    a = fill_date(cube, date, row, model, adjust=0)["s2"].values
+    b = fill_date(cube, date, row, str(path), adjust=0)["s2"].values
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("dilation", [1, 2, 4])
@@ -275,3 +318,17 @@ def test_partial_conv_is_the_weighted_mean_of_the_seen_taps(dilation: int) -> No
     np.testing.assert_allclose(y[0].detach().numpy(), want, rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(seen[0, 0].numpy(), grown)
     assert 0 < grown.sum() < grown.size
+
+
+@pytest.mark.parametrize("side", [16, 17, 20])
+def test_the_context_path_takes_the_smallest_tiles(side: int) -> None:
+    """Tiles down to the runtime's 16 px (smaller than the path's widest dilation, which
+    reflection padding cannot take as it is): extended first, cropped back."""
+    from cloudfill.model.context import ContextPath
+
+    path = ContextPath()
+    with torch.no_grad():
+        path.linear[-1].weight.normal_(0, 0.1)
+        flag = (torch.rand(1, 1, side, side) > 0.5).float()
+        out = path(torch.randn(1, 4, side, side) * flag, flag)
+    assert out.shape == (1, 4, side, side) and torch.isfinite(out).all()

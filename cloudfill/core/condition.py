@@ -444,16 +444,21 @@ def condition_stack(
     season planes turn by half a year where the centre of ``ds``'s grid lies south of the
     equator (:func:`~cloudfill.core.season.southern_hemisphere`, from its CRS). SODCTX also
     reads ``ds``'s S2 at ``date`` itself, where ``target_mask`` (y, x; True = unusable,
-    required) is False (:func:`context_channels`).
+    required for an S2 date) is False (:func:`context_channels`); a date without S2 shows
+    nothing.
     """
     spec = get_variant(variant)
     context = None
     if spec.uses_context:
-        if target_mask is None:
-            raise ModelMismatchError(f"variant {spec.name} needs the target date's cloud mask")
-        own = ds["s2"].sel(time=pd.Timestamp(date)).sel(band=list(BANDS))
-        own = own.transpose("band", "y", "x")
-        context = own.where(~target_mask.transpose("y", "x")).data
+        s2 = ds["s2"].sel(band=list(BANDS))
+        if pd.Timestamp(date) in s2.indexes["time"]:
+            if target_mask is None:
+                raise ModelMismatchError(f"variant {spec.name} needs the target date's cloud mask")
+            own = s2.sel(time=pd.Timestamp(date)).transpose("band", "y", "x")
+            context = own.where(~target_mask.transpose("y", "x")).data
+        else:  # a date with S1 only: nothing shown, as on a fully cloudy date
+            blank = s2.isel(time=0).transpose("band", "y", "x")
+            context = xr.full_like(blank, np.nan, dtype="float32").data
     if spec.uses_sides and reference_s1_dates is None:
         raise ModelMismatchError(
             f"variant {spec.name} needs the blend reference's dates and their S1 "

@@ -161,6 +161,10 @@ def _filled_part(plan: EvaluationPlan, case: DateCase, feather: int, adjust: Adj
         # The evaluation's own graph: the model runs once per date for metrics and pictures.
         return replace(syn, mean=case.predictions["model"], scale=case.scale)
 
+    # A context model (SODCTX) fills from the date's clear pixels, which the evaluation's
+    # prediction was not shown: the picture is then its own synthesis, as fill_series makes
+    # it (only the date's cloudy pixels are scored, which no model sees).
+    hook = None if plan.model.variant.uses_context else evaluated
     return fill_date(
         plan.ds,
         case.date,
@@ -172,7 +176,7 @@ def _filled_part(plan: EvaluationPlan, case: DateCase, feather: int, adjust: Adj
         fractions=plan.fractions,
         rule=plan.rule,
         inference=plan.inference,
-        synthesis_hook=evaluated,
+        synthesis_hook=hook,
         residuals=plan.residuals,
     )
 

@@ -81,7 +81,7 @@ from cloudfill.fill.error_scale import (
 )
 from cloudfill.fill.plan import prepare_fill
 from cloudfill.infer.settings import InferenceSettings
-from cloudfill.infer.synthesize import synthesize_with_scale
+from cloudfill.infer.synthesize import resolve_model, synthesize_with_scale
 from cloudfill.model.calibration import (
     CONFIDENCE_TOLERANCE,
     ERROR_FEATURES,
@@ -151,6 +151,9 @@ def fill_date(
     needs them and they are not given); ``with_features``: also return ``error_features``.
     The evaluation report draws its "filled" pictures with this function, so they show
     what ``fill_series`` writes."""
+    # Resolved once here (None, a path or a model): the calibration and the context check
+    # below read its card.
+    model = resolve_model(model, device=inference.device, fast=inference.fast)
     full_mask = cloud_mask(ds) if mask is None else mask
     unusable = full_mask.sel(time=date)
     real = ds["s2"].sel(time=date)

@@ -227,7 +227,7 @@ def synthesis_inputs(
     # the reference dates' (the cube's cloud mask).
     target_mask = (
         cloud_mask(ds.sel(time=[pd.Timestamp(date)])).isel(time=0)
-        if cf.variant.uses_context
+        if cf.variant.uses_context and pd.Timestamp(date) in ds.indexes["time"]
         else None
     )
     condition = condition_stack(

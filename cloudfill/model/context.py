@@ -113,6 +113,13 @@ class ContextPath(nn.Module):
             nn.init.zeros_(last.bias)
 
     def forward(self, residual: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+        h, w = residual.shape[-2:]
+        # Reflection padding needs a side longer than the dilation: a smaller input (the
+        # smallest scenes, 16 px) is first extended as the runtime extends small tiles.
+        pad_h, pad_w = (max(0, max(CONTEXT_DILATIONS) + 1 - n) for n in (h, w))
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            residual, flag = (F.pad(t, (0, pad_w, 0, pad_h), mode=mode) for t in (residual, flag))
         x, mask = residual * flag, flag
         scales, masks = [], []
         for layer in self.layers:
@@ -120,4 +127,4 @@ class ContextPath(nn.Module):
             scales.append(x)
             masks.append(mask)
         features = torch.cat(scales + masks, 1)
-        return self.linear(features) + self.mixed(features)
+        return (self.linear(features) + self.mixed(features))[..., :h, :w]

@@ -9,9 +9,9 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
     up     nearest x2, pad, conv 3x3 -> 2f,       norm, ReLU
     up     nearest x2, pad, conv 3x3 -> f,        norm, ReLU
     pixel  1x1 conv -> p, ReLU, 1x1 conv -> p, ReLU  (optional; on the input, beside the trunk)
-    context  5 x [3x3 partial conv, dilation 1, 2, 4, 8, 16 -> 16, ReLU], 3x3 conv -> 4 bands
-           on the date's shown pixels' residual over the mean, added to it (SODCTX only;
-           :mod:`cloudfill.model.context`)
+    context  5 x depthwise 3x3 partial conv (dilation 1, 2, 4, 8, 16) on the date's shown
+           pixels' residual over the mean; their outputs and masks -> 3x3 conv, plus 1x1 -> 16,
+           ReLU, 3x3 -> 4 bands, added to the mean (SODCTX only; :mod:`cloudfill.model.context`)
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
            reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
@@ -44,8 +44,9 @@ Choices the paper leaves open, and why:
 - **A context path** (variants reading the target date's own clear pixels, SODCTX): partial
   convolutions at full resolution spread the shown pixels' residual over the mean into the
   gaps and add it (:mod:`cloudfill.model.context`, which says why). Its last layer starts at
-  zero, so a warm start from SODCT begins at that model's output. Its reach (32 px) is
-  inside the trunk's, so the tiling's halo (:mod:`cloudfill.model.receptive`) covers it.
+  zero, so a warm start from SODCT begins at that model's output. It reads the mean's
+  residual, so its reach (32 px) adds to the trunk's in the tiling's halo
+  (:meth:`Generator.rf_path`, :mod:`cloudfill.model.receptive`).
   The trunk and the per-pixel path do not read the context channels: the mean is the
   SODCT network's, the same whether a pixel is shown or hidden.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
@@ -314,9 +315,13 @@ class Generator(nn.Module):
         """Modules along the longest input-to-output path, in order (for the RF walker).
 
         The scale head runs parallel to the mean head with the same geometry, so the path
-        through ``head`` covers both.
+        through ``head`` covers both. A context path reads the mean's residual, so its reach
+        adds to the trunk's and the head's.
         """
-        return [self.trunk, self.head]
+        if self.context is None:
+            return [self.trunk, self.head]
+        spread = [m for layer in self.context.layers for m in (layer.pad, layer.conv)]
+        return [self.trunk, self.head, *spread, self.context.linear]
 
     def forward(self, x: torch.Tensor) -> GeneratorOutput:
         """Predict the target bands (and their Laplace scale) from the condition stack ``x``."""

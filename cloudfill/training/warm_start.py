@@ -136,8 +136,8 @@ def start_state(model: CloudfillModel, generator: torch.nn.Module) -> dict[str, 
     per-pixel path's first) gets the model's weights for the old channels and zeros for the
     new ones, so the network starts with exactly the model's output and learns what the new
     channels add. A path only the wider variant has (SODCTX's context path,
-    :mod:`cloudfill.model.generator`) keeps ``generator``'s own initial weights; the head's
-    weights for its features grow by zeros like an input layer's, so it starts unheard.
+    :mod:`cloudfill.model.generator`) keeps ``generator``'s own initial weights (that path's
+    output layers start at zero, so it starts unheard).
     """
     old, new = model.generator.variant.name, generator.variant.name
     if old != new and not extends(old, new):
