@@ -7,10 +7,9 @@ clear pixels, :mod:`cloudfill.training.hide`) and scores, on the hidden pixels (
 units, all four bands), the blend reference, a model's output (``--model``: an SODCT
 checkpoint, reading the condition without the context channels, such as the default model's
 stage 2, the default until 2026-12-07; or an SODCTX one, reading all), and each plus the
-Gaussian-smoothed residual of the shown pixels (a normalised convolution, what the fill's
-same-date adjustment does, damped where the shown pixels are scarce like
-:data:`cloudfill.fill.adjust.ADJUST_FLOOR`). "partial" counts only the patches that show
-something.
+Gaussian-smoothed residual of the shown pixels (the fill's same-date adjustment,
+:func:`cloudfill.fill.adjust.adjust_to_date`, with its default floor). "partial" counts only
+the patches that show something.
 
     python benchmarks/probe_shown_pixels.py --cache build/context/patch-cache \
         --model build/default-model/best.safetensors
@@ -25,27 +24,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xarray as xr
 from probe_learning import markdown
-from scipy import ndimage
 
 from cloudfill.core.variants import CONTEXT_CHANNELS, REFERENCE_CHANNELS, get_variant
 from cloudfill.cube.schema import BANDS
+from cloudfill.fill.adjust import adjust_to_date
 from cloudfill.model import load_model
 
 
 def smoothed(base: np.ndarray, context: np.ndarray, flag: np.ndarray, sigma: float) -> np.ndarray:
-    """``base`` plus the Gaussian-smoothed residual of ``context`` where ``flag`` is 1."""
-    out = base.copy()
-    floor = 0.05
-    for i in range(len(base)):
-        w = flag[i].astype("float64")
-        if not w.any():
-            continue
-        den = ndimage.gaussian_filter(w, sigma, mode="reflect")
-        for b in range(base.shape[1]):
-            num = ndimage.gaussian_filter((context[i, b] - base[i, b]) * w, sigma, mode="reflect")
-            out[i, b] = base[i, b] + num / np.maximum(den, floor) * np.minimum(den / floor, 1)
-    return out
+    """``base`` (patch, band, y, x) adjusted to the shown pixels (``context`` where ``flag``)
+    by the fill's own same-date adjustment, :func:`cloudfill.fill.adjust.adjust_to_date`."""
+    dims = ("patch", "band", "y", "x")
+    out = adjust_to_date(
+        xr.DataArray(base, dims=dims),
+        xr.DataArray(context, dims=dims),
+        xr.DataArray(flag, dims=("patch", "y", "x")),
+        sigma,
+    )
+    return out.values
 
 
 def main() -> None:

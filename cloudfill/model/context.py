@@ -13,7 +13,7 @@ every pixel that saw anything. Dilations 1-16 reach 31 px.
 
 Why this shape (RESULTS, "The target date's clear pixels"): a Gaussian-smoothed residual of
 the shown pixels over the shipped model's output (sigma 2 px) lowers its error on the hidden
-pixels of the validation patches by 11 %; over the reference it leaves them worse than the
+pixels of the validation patches by 11-12 %; over the reference it leaves them worse than the
 model. Neither the trunk (the context channels with zero first-layer weights, 1290 steps),
 nor plain dilated convolutions into the head, nor partial convolutions with ReLUs on
 ``context - reference`` learned any of it (300-400 steps of their own at lr 1e-4 and 1e-3):

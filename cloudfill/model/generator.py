@@ -272,9 +272,11 @@ class Generator(nn.Module):
                           nn.ReLU(inplace=True))
             if p else None
         )  # fmt: skip
-        self._context_index = [
-            self.variant.channels.index(c) for c in CONTEXT_CHANNELS if self.variant.uses_context
-        ]
+        self._context_index = (
+            [self.variant.channels.index(c) for c in CONTEXT_CHANNELS]
+            if self.variant.uses_context
+            else []
+        )
         self.context = ContextPath(len(OUTPUT_BANDS)) if self._context_index else None
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
         if self.reference_skip:
