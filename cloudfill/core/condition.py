@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from cloudfill.core.height import height_channels, height_sums
 from cloudfill.core.season import season_channels, southern_hemisphere
 from cloudfill.core.variants import DEM_CHANNEL, REFERENCE_CHANNELS, SIDES, get_variant
 from cloudfill.cube.schema import BANDS, POLS
@@ -41,6 +42,7 @@ __all__ = [
     "condition_stack",
     "context_channels",
     "denormalise_bands",
+    "height_residual",
     "normalise_bands",
     "reference_sides",
     "s1_to_units",
@@ -336,6 +338,23 @@ def context_channels(context: Any, stats: NormStats) -> Any:
     return np.concatenate([bands, valid.astype("float32")[None]], axis=0)
 
 
+def height_residual(context: Any, reference: Any, stats: NormStats) -> Any:
+    """``context - reference`` (4, y, x) in the model's normalised ``s2`` units, NaN where
+    either is: what :func:`~cloudfill.core.height.height_sums` adds up by elevation band.
+
+    >>> from cloudfill.preprocess.normalise import VariableRange
+    >>> stats = NormStats({"s2": VariableRange(("B02", "B03", "B04", "B08"), (0.0,) * 4,
+    ...                                        (1.0,) * 4)})
+    >>> r = height_residual(np.array([[[0.5, np.nan]]] * 4, "float32"),
+    ...                     np.full((4, 1, 2), 0.25, "float32"), stats)
+    >>> r[0].tolist()
+    [[0.5, nan]]
+    """
+    a = normalise_bands(context, stats, "s2", BANDS, fill=False)
+    b = normalise_bands(reference, stats, "s2", BANDS, fill=False)
+    return a - b
+
+
 def assemble_condition(
     stats: NormStats,
     variant: str,
@@ -348,6 +367,7 @@ def assemble_condition(
     date: Any | None = None,
     southern: bool = False,
     context: Any | None = None,
+    height: np.ndarray | None = None,
 ) -> Any:
     """Stack the normalised input channels of ``variant`` (channels, y, x), float32.
 
@@ -375,6 +395,10 @@ def assemble_condition(
     context
         (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX only,
         :func:`context_channels`).
+    height
+        (HEIGHT_BINS, 6) the date's clear pixels by elevation band
+        (:func:`~cloudfill.core.height.height_sums` of :func:`height_residual`; SODCTXH only),
+        looked up at ``dem``.
 
     Examples
     --------
@@ -414,6 +438,12 @@ def assemble_condition(
         if context is None:
             raise ModelMismatchError(f"variant {spec.name} needs the target date's S2 image")
         parts.append(context_channels(context, stats))
+    if spec.uses_height:
+        if height is None:
+            raise ModelMismatchError(
+                f"variant {spec.name} needs the target date's clear pixels by elevation band"
+            )
+        parts.append(height_channels(height, dem))
     return np.concatenate(parts, axis=0)
 
 
@@ -445,7 +475,9 @@ def condition_stack(
     equator (:func:`~cloudfill.core.season.southern_hemisphere`, from its CRS). SODCTX also
     reads ``ds``'s S2 at ``date`` itself, where ``target_mask`` (y, x; True = unusable,
     required for an S2 date) is False (:func:`context_channels`); a date without S2 shows
-    nothing.
+    nothing. SODCTXH also sums those pixels' residual over the reference by elevation band
+    across the whole date (:mod:`cloudfill.core.height`): that table is computed here, one
+    streaming pass over the date's S2, reference and DEM, and each block looks it up.
     """
     spec = get_variant(variant)
     context = None
@@ -502,6 +534,9 @@ def condition_stack(
                 ref = ref.where(~reference_mask)
             reference = ref.data
     dem = ds["dem"].data if DEM_CHANNEL in spec.channels else None
+    height = None
+    if spec.uses_height:
+        height = height_sums(height_residual(context, reference, stats), dem)
     data = assemble_condition(
         stats,
         spec.name,
@@ -513,6 +548,7 @@ def condition_stack(
         date=date,
         southern=spec.uses_season and southern_hemisphere(ds),
         context=context,
+        height=height,
     )
     coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
     return xr.DataArray(

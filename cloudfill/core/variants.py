@@ -41,6 +41,10 @@ the network reads the clear pixels next to each gap itself; it is trained on cle
 is not shown (:func:`cloudfill.training.hide.hide_mask`), and a date without any clear pixel
 is all flags 0, what SODCT sees.
 
+``SODCTXH`` appends :data:`HEIGHT_CHANNELS` to SODCTX: what the date's clear pixels show at
+each pixel's height anywhere on the date (:mod:`cloudfill.core.height`), for the snow line
+that the context path's 32 px do not reach.
+
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
 torch.
@@ -58,6 +62,7 @@ __all__ = [
     "ATTENTION_KINDS",
     "CONTEXT_CHANNELS",
     "DEM_CHANNEL",
+    "HEIGHT_CHANNELS",
     "NORMS",
     "OUTPUT_BANDS",
     "REFERENCE_CHANNELS",
@@ -104,6 +109,11 @@ SEASON_CHANNELS: tuple[str, ...] = ("season_sin", "season_cos")
 CONTEXT_CHANNELS: tuple[str, ...] = (*(f"context_{band}" for band in BANDS), "context_valid")
 """The target date's own clear S2 bands and a 0/1 validity flag (``SODCTX``; see
 :func:`cloudfill.core.condition.context_channels`)."""
+
+HEIGHT_CHANNELS: tuple[str, ...] = (*(f"height_{band}" for band in BANDS), "height_shown")
+"""At each pixel, the mean residual (context minus blend reference) of the date's clear
+pixels in its 100 m elevation band, and the share of that band shown (``SODCTXH``; see
+:mod:`cloudfill.core.height`)."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +163,13 @@ class Variant:
 
     @property
     def uses_context(self) -> bool:
-        """True when the stack holds the target date's own clear pixels (SODCTX)."""
+        """True when the stack holds the target date's own clear pixels (SODCTX, SODCTXH)."""
         return CONTEXT_CHANNELS[0] in self.channels
+
+    @property
+    def uses_height(self) -> bool:
+        """True when the stack holds the date's clear pixels by elevation band (SODCTXH)."""
+        return HEIGHT_CHANNELS[0] in self.channels
 
 
 VARIANTS: dict[str, Variant] = {
@@ -167,9 +182,14 @@ VARIANTS: dict[str, Variant] = {
     "SODCTX": Variant(
         "SODCTX", (*ALL_CHANNELS, *SIDE_CHANNELS, *SEASON_CHANNELS, *CONTEXT_CHANNELS)
     ),
+    "SODCTXH": Variant(
+        "SODCTXH",
+        (*ALL_CHANNELS, *SIDE_CHANNELS, *SEASON_CHANNELS, *CONTEXT_CHANNELS, *HEIGHT_CHANNELS),
+    ),
 }
 """The four variants of the paper, the change-aware SODC, SODCT (SODC and the target's
-time of year) and SODCTX (SODCT and the target date's clear pixels), by name."""
+time of year), SODCTX (SODCT and the target date's clear pixels) and SODCTXH (SODCTX and
+those pixels by elevation band), by name."""
 
 
 def get_variant(name: str | Variant) -> Variant:
@@ -178,8 +198,8 @@ def get_variant(name: str | Variant) -> Variant:
     Parameters
     ----------
     name
-        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"``, ``"SODCT"``, ``"SODCTX"`` or a
-        :class:`Variant` (returned as is).
+        ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"``, ``"SODCT"``, ``"SODCTX"``,
+        ``"SODCTXH"`` or a :class:`Variant` (returned as is).
 
     Returns
     -------

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cloudfill.errors import ParameterError
+
 __all__ = ["CONTEXT_DILATIONS", "CONTEXT_FEATURES", "ContextPath", "PartialConv"]
 
 CONTEXT_FEATURES: int = 16
@@ -85,7 +87,9 @@ class ContextPath(nn.Module):
     starting as normalised box filters; every step's output and mask are features, so the
     path sees the residual at five scales and how far the nearest shown pixels are. Two
     convolutions turn them into a correction per band: a linear 3x3 and a 1x1 ReLU layer
-    followed by a 3x3, both ending at zero, so an untrained path adds nothing.
+    followed by a 3x3, both ending at zero, so an untrained path adds nothing. ``extra``
+    (N, extra, H, W) per-pixel features join them unspread (SODCTXH: what the date shows at
+    the pixel's height, :mod:`cloudfill.core.height`).
 
     Examples
     --------
@@ -98,10 +102,11 @@ class ContextPath(nn.Module):
     (torch.Size([1, 4, 32, 32]), 0.0)
     """
 
-    def __init__(self, bands: int = 4) -> None:
+    def __init__(self, bands: int = 4, extra: int = 0) -> None:
         super().__init__()
+        self.extra = int(extra)
         self.layers = nn.ModuleList(PartialConv(bands, d) for d in CONTEXT_DILATIONS)
-        n = len(CONTEXT_DILATIONS) * (bands + 1)
+        n = len(CONTEXT_DILATIONS) * (bands + 1) + self.extra
         k = CONTEXT_FEATURES
         self.linear = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(n, bands, 3))
         self.mixed = nn.Sequential(
@@ -112,19 +117,27 @@ class ContextPath(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
-    def forward(self, residual: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, residual: torch.Tensor, flag: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h, w = residual.shape[-2:]
+        if (extra is None) != (self.extra == 0) or (
+            extra is not None and extra.shape[1] != self.extra
+        ):
+            raise ParameterError(f"this context path reads {self.extra} extra feature channels")
         # Reflection padding needs a side longer than the dilation: a smaller input (the
         # smallest scenes, 16 px) is first extended as the runtime extends small tiles.
         pad_h, pad_w = (max(0, max(CONTEXT_DILATIONS) + 1 - n) for n in (h, w))
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             residual, flag = (F.pad(t, (0, pad_w, 0, pad_h), mode=mode) for t in (residual, flag))
+            if extra is not None:
+                extra = F.pad(extra, (0, pad_w, 0, pad_h), mode=mode)
         x, mask = residual * flag, flag
         scales, masks = [], []
         for layer in self.layers:
             x, mask = layer(x, mask)
             scales.append(x)
             masks.append(mask)
-        features = torch.cat(scales + masks, 1)
+        features = torch.cat(scales + masks + ([] if extra is None else [extra]), 1)
         return (self.linear(features) + self.mixed(features))[..., :h, :w]

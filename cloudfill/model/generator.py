@@ -11,7 +11,9 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
     pixel  1x1 conv -> p, ReLU, 1x1 conv -> p, ReLU  (optional; on the input, beside the trunk)
     context  5 x depthwise 3x3 partial conv (dilation 1, 2, 4, 8, 16) on the date's shown
            pixels' residual over the mean; their outputs and masks -> 3x3 conv, plus 1x1 -> 16,
-           ReLU, 3x3 -> 4 bands, added to the mean (SODCTX only; :mod:`cloudfill.model.context`)
+           ReLU, 3x3 -> 4 bands, added to the mean (SODCTX only; :mod:`cloudfill.model.context`);
+           SODCTXH adds 5 per-pixel features to those: the date's residual over the reference
+           at the pixel's height less the mean's own, and the share of that height shown
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
            reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
@@ -47,8 +49,8 @@ Choices the paper leaves open, and why:
   zero, so a warm start from SODCT begins at that model's output. It reads the mean's
   residual, so its reach (32 px) adds to the trunk's in the tiling's halo
   (:meth:`Generator.rf_path`, :mod:`cloudfill.model.receptive`).
-  The trunk and the per-pixel path do not read the context channels: the mean is the
-  SODCT network's, the same whether a pixel is shown or hidden.
+  The trunk and the per-pixel path do not read the context channels (nor SODCTXH's height
+  channels): the mean is the SODCT network's, the same whether a pixel is shown or hidden.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
   per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
@@ -68,6 +70,7 @@ from torch import nn
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.variants import (
     CONTEXT_CHANNELS,
+    HEIGHT_CHANNELS,
     NORMS,
     OUTPUT_BANDS,
     REFERENCE_CHANNELS,
@@ -253,7 +256,7 @@ class Generator(nn.Module):
         # first estimate must not know which pixels are shown, or, trained only where they
         # are hidden, it would drift where they are shown, and the context path reads its
         # residual there (RESULTS, "The target date's clear pixels").
-        context = set(CONTEXT_CHANNELS)
+        context = {*CONTEXT_CHANNELS, *HEIGHT_CHANNELS}
         self._estimate_index = [i for i, c in enumerate(self.variant.channels) if c not in context]
         f, cin, cout = self.base_filters, len(self._estimate_index), len(OUTPUT_BANDS)
         self.trunk = nn.Sequential(
@@ -277,7 +280,16 @@ class Generator(nn.Module):
             if self.variant.uses_context
             else []
         )
-        self.context = ContextPath(len(OUTPUT_BANDS)) if self._context_index else None
+        self._height_index = (
+            [self.variant.channels.index(c) for c in HEIGHT_CHANNELS]
+            if self.variant.uses_height
+            else []
+        )
+        self.context = (
+            ContextPath(len(OUTPUT_BANDS), extra=len(self._height_index))
+            if self._context_index
+            else None
+        )
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
         if self.reference_skip:
             # Start from the identity (output = reference), as residual nets zero their last
@@ -355,7 +367,15 @@ class Generator(nn.Module):
             # spread it, the estimate stays what the SODCT generator computes.
             shown = x[:, self._context_index]
             flag = shown[:, -1:]
-            mean = mean + self.context((shown[:, :-1] - mean.detach()) * flag, flag)
+            extra = None
+            if self._height_index:
+                # What the date shows at this height over the reference, less what the
+                # estimate already moved away from it: the residual left to add there.
+                height = x[:, self._height_index]
+                known = (height[:, -1:] > 0).to(x.dtype)
+                moved = mean.detach() - x[:, self._reference_index]
+                extra = torch.cat([(height[:, :-1] - moved) * known, height[:, -1:]], 1)
+            mean = mean + self.context((shown[:, :-1] - mean.detach()) * flag, flag, extra)
         scale = None
         if self.scale_head is not None:
             # The scale head reads the features but does not shape them: its Laplace NLL,

@@ -13,7 +13,8 @@ for which): ``(condition, target, valid)`` with
 - ``valid`` (1, h, w) bool: the target pixel is clear (cloud mask) and finite in every band.
   Losses count only these pixels. A variant reading the target's own clear pixels
   (``SODCTX``) sees only those :func:`~cloudfill.training.hide.hide_mask` leaves shown, and
-  ``valid`` holds only the hidden ones (:mod:`cloudfill.training.hide`).
+  ``valid`` holds only the hidden ones (:mod:`cloudfill.training.hide`). ``SODCTXH``'s
+  elevation-band table is its whole date's, as at inference, less those hidden pixels.
 
 **Despeckling** is done per patch: the S1 window is read with a halo of ``despeckle // 2``
 pixels (clipped at the scene border), median-filtered with
@@ -49,9 +50,11 @@ from cloudfill.core.condition import (
     assemble_condition,
     blend_with_sides,
     composite_reference,
+    height_residual,
     normalise_bands,
     s1_to_units,
 )
+from cloudfill.core.height import HEIGHT_BINS, height_sums
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.variants import get_variant
 from cloudfill.cube.schema import BANDS
@@ -184,6 +187,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self._uses_reference = spec.uses_reference
         self._uses_dem = spec.uses_dem
         self._uses_context = spec.uses_context
+        self._uses_height = spec.uses_height
+        self._height_tables: dict[tuple[int, int, int], np.ndarray] = {}
         # Plain arrays: row lookups in __getitem__ stay cheap.
         self._rows = samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy(np.int64)
         # Target dates, for a variant that sees the time of year (SODCT).
@@ -301,6 +306,27 @@ class PatchDataset(torch.utils.data.Dataset):
                 covered |= valid
         return blend_with_sides(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
 
+    def _height_table(self, t: int, s1_t: int, ref_t: int) -> np.ndarray:
+        """The whole date's clear pixels by elevation band (:mod:`cloudfill.core.height`), as
+        inference sums them over a date: window by window, each pixel once (memoised)."""
+        key = (t, s1_t, ref_t)
+        if key not in self._height_tables:
+            (ny, nx), s = self.reader.shape, self.size
+            total = np.zeros((HEIGHT_BINS, 6))
+            for y0 in range(0, ny, s):
+                ya = max(0, min(y0, ny - s))
+                for x0 in range(0, nx, s):
+                    xa = max(0, min(x0, nx - s))
+                    reference, _ = self._reference(t, ref_t, ya, xa, self._s1(s1_t, ya, xa))
+                    image = self._s2(t, ya, xa)[0]
+                    dem = self.reader.read("dem", None, ya, ya + s, xa, xa + s)
+                    residual = height_residual(image, reference, self.stats)
+                    total += height_sums(
+                        residual[:, y0 - ya :, x0 - xa :], dem[y0 - ya :, x0 - xa :]
+                    )
+            self._height_tables[key] = total
+        return self._height_tables[key]
+
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``index`` as NumPy arrays, before augmentation."""
         t, s1_t, ref_t, y0, x0 = (int(v) for v in self._rows[index])
@@ -314,6 +340,12 @@ class PatchDataset(torch.utils.data.Dataset):
         context = None
         if self._uses_context:
             context, valid = split_context(image, valid, hide_mask(self.seed, index, s))
+        height = None
+        if self._uses_height:
+            # The date's table less the pixels this sample hides: it reads only what it shows.
+            hidden = height_residual(np.where(valid[None], image, np.nan), reference, self.stats)
+            height = self._height_table(t, s1_t, ref_t).copy()
+            height[:, :5] -= height_sums(hidden, dem)[:, :5]
         condition = assemble_condition(
             self.stats,
             self.variant,
@@ -325,6 +357,7 @@ class PatchDataset(torch.utils.data.Dataset):
             date=None if self._dates is None else self._dates[index],
             southern=self.southern,
             context=context,
+            height=height,
         )
         target = normalise_bands(image, self.stats, "s2", BANDS, fill=True)
         return condition.astype(np.float32, copy=False), target, valid[None]

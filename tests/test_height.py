@@ -1,0 +1,163 @@
+"""What the date shows at each height (SODCTXH): the elevation-band table of its clear pixels'
+residual, its lookup, and the variant's generator."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+import cloudfill
+from cloudfill.core.condition import condition_stack, normalise_bands
+from cloudfill.core.height import (
+    HEIGHT_BASE_M,
+    HEIGHT_BIN_M,
+    HEIGHT_BINS,
+    HEIGHT_MIN_SHOWN,
+    height_channels,
+    height_sums,
+)
+from cloudfill.core.pairs import reference_candidates
+from cloudfill.core.variants import HEIGHT_CHANNELS, get_variant
+from cloudfill.cube.mask import cloud_mask
+from cloudfill.cube.schema import BANDS
+from cloudfill.model import CloudfillModel, Generator
+from cloudfill.preprocess.normalise import scene_stats
+from cloudfill.training.warm_start import start_state
+
+
+def _loop_sums(residual: np.ndarray, dem: np.ndarray) -> np.ndarray:
+    """The table pixel by pixel, in float64."""
+    out = np.zeros((HEIGHT_BINS, 6))
+    for y in range(dem.shape[0]):
+        for x in range(dem.shape[1]):
+            if np.isnan(dem[y, x]):
+                continue
+            k = int((dem[y, x] - HEIGHT_BASE_M) // HEIGHT_BIN_M)
+            k = min(max(k, 0), HEIGHT_BINS - 1)
+            out[k, 5] += 1
+            if np.isfinite(residual[:, y, x]).all():
+                out[k, :4] += residual[:, y, x].astype("float64")
+                out[k, 4] += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def date_arrays() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    dem = rng.uniform(-700.0, 1500.0, (37, 41))
+    dem[3, :5] = np.nan
+    dem[5, 5] = 12000.0  # above the last band's lower edge: the last band
+    residual = rng.normal(size=(4, 37, 41)).astype("float32")
+    residual[:, rng.random((37, 41)) < 0.4] = np.nan
+    residual[2, 10, 10] = np.nan  # one band missing: not shown
+    return residual, dem
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+def test_height_sums_match_a_float64_loop(date_arrays, backend: str) -> None:
+    residual, dem = date_arrays
+    want = _loop_sums(residual, dem)
+    if backend == "dask":
+        got = height_sums(
+            da.from_array(residual, chunks=(3, 10, 17)), da.from_array(dem, chunks=(16, 9))
+        )
+    else:
+        got = height_sums(residual, dem)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert got[:, 5].sum() == np.isfinite(dem).sum()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+def test_height_channels_look_up_each_pixels_band(date_arrays, backend: str) -> None:
+    residual, dem = date_arrays
+    sums = _loop_sums(residual, dem)
+    got = height_channels(sums, da.from_array(dem, chunks=(20, 20)) if backend == "dask" else dem)
+    got = np.asarray(got)
+    assert got.shape == (len(HEIGHT_CHANNELS), *dem.shape) and got.dtype == np.float32
+    for y, x in [(0, 0), (10, 10), (20, 33), (5, 5), (3, 1)]:
+        if np.isnan(dem[y, x]):
+            assert (got[:, y, x] == 0).all()  # no band: nothing known
+            continue
+        k = min(max(int((dem[y, x] - HEIGHT_BASE_M) // HEIGHT_BIN_M), 0), HEIGHT_BINS - 1)
+        shown, total = sums[k, 4], sums[k, 5]
+        if shown < HEIGHT_MIN_SHOWN:
+            assert (got[:, y, x] == 0).all()
+        else:
+            np.testing.assert_allclose(got[:4, y, x], sums[k, :4] / shown, rtol=1e-6)
+            np.testing.assert_allclose(got[4, y, x], shown / total, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def cube() -> xr.Dataset:
+    return cloudfill.simulate_scene(
+        (96, 96), dates=8, seed=4,
+        cloud_fraction=[0.0, 0.3, 0.5, 0.1, 1.0, 0.2, 0.4, 0.0],
+    )  # fmt: skip
+
+
+def _stack(cube: xr.Dataset, t: int) -> xr.DataArray:
+    mask = cloud_mask(cube)
+    times = pd.DatetimeIndex(cube.time.values)
+    s1_times = pd.DatetimeIndex(cube.s1_time.values)
+    date = times[t]
+    wanted = reference_candidates(times, mask.mean(("y", "x")).values, date, pd.Timedelta(days=120))
+    return condition_stack(
+        cube, date, scene_stats(cube), "SODCTXH",
+        s1_date=s1_times[np.argmin(np.abs(s1_times - date))], reference_date=wanted[0],
+        reference_dates=wanted, mask=mask,
+        reference_s1_dates=[s1_times[np.argmin(np.abs(s1_times - d))] for d in wanted],
+        target_mask=mask.sel(time=date),
+    )  # fmt: skip
+
+
+def test_the_stack_reads_the_whole_dates_table_numpy_and_dask_alike(cube: xr.Dataset) -> None:
+    names = list(get_variant("SODCTXH").channels)
+    plain = _stack(cube, 2)
+    chunked = _stack(cube.chunk({"y": 40, "x": 56}), 2)
+    assert isinstance(chunked.data, da.Array)
+    height = plain.sel(channel=list(HEIGHT_CHANNELS)).values
+    np.testing.assert_allclose(
+        chunked.sel(channel=list(HEIGHT_CHANNELS)).values, height, rtol=0, atol=1e-6
+    )
+    # the table of the date's shown pixels: its residual over the reference, by band
+    stats = scene_stats(cube)
+    mask = cloud_mask(cube).isel(time=2).values
+    context = cube["s2"].isel(time=2).sel(band=list(BANDS)).values
+    context = np.where(mask[None], np.nan, context)
+    reference = plain.sel(channel=[c for c in names if c.startswith("ref_")]).values
+    # the reference channels are normalised already (and cover every pixel of this date)
+    residual = normalise_bands(context, stats, "s2", BANDS, fill=False) - reference
+    want = height_channels(_loop_sums(residual, cube["dem"].values), cube["dem"].values)
+    np.testing.assert_allclose(height, want, rtol=0, atol=1e-5)
+    assert (height[-1] > 0).any() and np.abs(height[:4]).max() > 0
+
+
+def test_a_fully_cloudy_date_shows_nothing_at_any_height(cube: xr.Dataset) -> None:
+    stack = _stack(cube, 4)
+    assert (stack.sel(channel=list(HEIGHT_CHANNELS)).values == 0).all()
+
+
+def test_warm_start_from_sodctx_computes_its_output() -> None:
+    torch.manual_seed(0)
+    sodctx = Generator("SODCTX", base_filters=8, n_blocks=1, confidence=True)
+    with torch.no_grad():  # a trained-looking SODCTX model: its zero layers moved
+        sodctx.head[-1].weight.normal_(0, 0.05)
+        sodctx.context.linear[-1].weight.normal_(0, 0.1)
+    sodctx = CloudfillModel(sodctx.eval())
+    wider = Generator(**{**sodctx.card.generator_kwargs(), "variant": "SODCTXH"}).eval()
+    wider.load_state_dict(start_state(sodctx, wider), strict=True)
+    x = torch.randn(1, get_variant("SODCTXH").n_inputs, 32, 32)
+    x[:, -1] = x[:, -1].abs()  # a share: the height features are read
+    with torch.no_grad():
+        want = sodctx.generator(x[:, : -len(HEIGHT_CHANNELS)]).mean
+        got = wider(x).mean
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)  # float32 summation order
+    # and the new inputs are heard once their weights move
+    with torch.no_grad():
+        wider.context.linear[-1].weight[:, -5:].fill_(0.1)
+        moved = wider(x).mean
+    assert (moved - want).abs().max() > 1e-3
