@@ -1,5 +1,5 @@
-"""What the date shows at each height (SODCTXH): the elevation-band table of its clear pixels'
-residual, its lookup, and the variant's generator."""
+"""What the date shows at each height (SODCTXH): the elevation-band table of its clear pixels,
+its lookup, and the variant's generator."""
 
 from __future__ import annotations
 
@@ -29,19 +29,21 @@ from cloudfill.preprocess.normalise import scene_stats
 from cloudfill.training.warm_start import start_state
 
 
-def _loop_sums(residual: np.ndarray, dem: np.ndarray) -> np.ndarray:
+def _loop_sums(values: np.ndarray, dem: np.ndarray) -> np.ndarray:
     """The table pixel by pixel, in float64."""
-    out = np.zeros((HEIGHT_BINS, 6))
+    out = np.zeros((HEIGHT_BINS, 10))
     for y in range(dem.shape[0]):
         for x in range(dem.shape[1]):
             if np.isnan(dem[y, x]):
                 continue
             k = int((dem[y, x] - HEIGHT_BASE_M) // HEIGHT_BIN_M)
             k = min(max(k, 0), HEIGHT_BINS - 1)
-            out[k, 5] += 1
-            if np.isfinite(residual[:, y, x]).all():
-                out[k, :4] += residual[:, y, x].astype("float64")
-                out[k, 4] += 1
+            out[k, 9] += 1
+            v = values[:, y, x].astype("float64")
+            if np.isfinite(v).all():
+                out[k, :4] += v
+                out[k, 4:8] += v**2
+                out[k, 8] += 1
     return out
 
 
@@ -68,13 +70,18 @@ def test_height_sums_match_a_float64_loop(date_arrays, backend: str) -> None:
     else:
         got = height_sums(residual, dem)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    assert got[:, 5].sum() == np.isfinite(dem).sum()
+    assert got[:, 9].sum() == np.isfinite(dem).sum()
+
+
+def k_of(dem: np.ndarray) -> np.ndarray:
+    k = np.floor((np.nan_to_num(dem, nan=-1e9) - HEIGHT_BASE_M) / HEIGHT_BIN_M)
+    return np.where(np.isnan(dem), -1, np.clip(k, 0, HEIGHT_BINS - 1))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "dask"])
 def test_height_channels_look_up_each_pixels_band(date_arrays, backend: str) -> None:
-    residual, dem = date_arrays
-    sums = _loop_sums(residual, dem)
+    values, dem = date_arrays
+    sums = _loop_sums(values, dem)
     got = height_channels(sums, da.from_array(dem, chunks=(20, 20)) if backend == "dask" else dem)
     got = np.asarray(got)
     assert got.shape == (len(HEIGHT_CHANNELS), *dem.shape) and got.dtype == np.float32
@@ -83,12 +90,14 @@ def test_height_channels_look_up_each_pixels_band(date_arrays, backend: str) -> 
             assert (got[:, y, x] == 0).all()  # no band: nothing known
             continue
         k = min(max(int((dem[y, x] - HEIGHT_BASE_M) // HEIGHT_BIN_M), 0), HEIGHT_BINS - 1)
-        shown, total = sums[k, 4], sums[k, 5]
+        shown, total = sums[k, 8], sums[k, 9]
         if shown < HEIGHT_MIN_SHOWN:
             assert (got[:, y, x] == 0).all()
         else:
-            np.testing.assert_allclose(got[:4, y, x], sums[k, :4] / shown, rtol=1e-6)
-            np.testing.assert_allclose(got[4, y, x], shown / total, rtol=1e-6)
+            v = values[:, (k_of(dem) == k) & np.isfinite(values).all(0)].astype("float64")
+            np.testing.assert_allclose(got[:4, y, x], v.mean(1), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[4, y, x], v.std(1).mean(), rtol=1e-5)
+            np.testing.assert_allclose(got[5, y, x], shown / total, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +132,16 @@ def test_the_stack_reads_the_whole_dates_table_numpy_and_dask_alike(cube: xr.Dat
     np.testing.assert_allclose(
         chunked.sel(channel=list(HEIGHT_CHANNELS)).values, height, rtol=0, atol=1e-6
     )
-    # the table of the date's shown pixels: its residual over the reference, by band
+    # the table of the date's shown pixels, normalised as the model's s2, by band
     stats = scene_stats(cube)
     mask = cloud_mask(cube).isel(time=2).values
     context = cube["s2"].isel(time=2).sel(band=list(BANDS)).values
-    context = np.where(mask[None], np.nan, context)
-    reference = plain.sel(channel=[c for c in names if c.startswith("ref_")]).values
-    # the reference channels are normalised already (and cover every pixel of this date)
-    residual = normalise_bands(context, stats, "s2", BANDS, fill=False) - reference
-    want = height_channels(_loop_sums(residual, cube["dem"].values), cube["dem"].values)
+    values = normalise_bands(np.where(mask[None], np.nan, context), stats, "s2", BANDS,
+                             fill=False)  # fmt: skip
+    want = height_channels(_loop_sums(values, cube["dem"].values), cube["dem"].values)
     np.testing.assert_allclose(height, want, rtol=0, atol=1e-5)
-    assert (height[-1] > 0).any() and np.abs(height[:4]).max() > 0
+    assert (height[-1] > 0).any() and (height[-2] > 0).any() and np.abs(height[:4]).max() > 0
+    assert len(names) == 36
 
 
 def test_a_fully_cloudy_date_shows_nothing_at_any_height(cube: xr.Dataset) -> None:
@@ -156,8 +164,8 @@ def test_warm_start_from_sodctx_computes_its_output() -> None:
         want = sodctx.generator(x[:, : -len(HEIGHT_CHANNELS)]).mean
         got = wider(x).mean
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)  # float32 summation order
-    # and the new inputs are heard once their weights move
+    # and the new inputs are heard once the height path's last layer moves
     with torch.no_grad():
-        wider.context.linear[-1].weight[:, -5:].fill_(0.1)
+        wider.height.layers[-1].weight.normal_(0, 0.1)
         moved = wider(x).mean
     assert (moved - want).abs().max() > 1e-3

@@ -42,7 +42,6 @@ __all__ = [
     "condition_stack",
     "context_channels",
     "denormalise_bands",
-    "height_residual",
     "normalise_bands",
     "reference_sides",
     "s1_to_units",
@@ -338,23 +337,6 @@ def context_channels(context: Any, stats: NormStats) -> Any:
     return np.concatenate([bands, valid.astype("float32")[None]], axis=0)
 
 
-def height_residual(context: Any, reference: Any, stats: NormStats) -> Any:
-    """``context - reference`` (4, y, x) in the model's normalised ``s2`` units, NaN where
-    either is: what :func:`~cloudfill.core.height.height_sums` adds up by elevation band.
-
-    >>> from cloudfill.preprocess.normalise import VariableRange
-    >>> stats = NormStats({"s2": VariableRange(("B02", "B03", "B04", "B08"), (0.0,) * 4,
-    ...                                        (1.0,) * 4)})
-    >>> r = height_residual(np.array([[[0.5, np.nan]]] * 4, "float32"),
-    ...                     np.full((4, 1, 2), 0.25, "float32"), stats)
-    >>> r[0].tolist()
-    [[0.5, nan]]
-    """
-    a = normalise_bands(context, stats, "s2", BANDS, fill=False)
-    b = normalise_bands(reference, stats, "s2", BANDS, fill=False)
-    return a - b
-
-
 def assemble_condition(
     stats: NormStats,
     variant: str,
@@ -396,9 +378,9 @@ def assemble_condition(
         (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX only,
         :func:`context_channels`).
     height
-        (HEIGHT_BINS, 6) the date's clear pixels by elevation band
-        (:func:`~cloudfill.core.height.height_sums` of :func:`height_residual`; SODCTXH only),
-        looked up at ``dem``.
+        (HEIGHT_BINS, 10) the date's clear pixels by elevation band
+        (:func:`~cloudfill.core.height.height_sums` of their normalised S2 bands; SODCTXH
+        only), looked up at ``dem``.
 
     Examples
     --------
@@ -475,9 +457,9 @@ def condition_stack(
     equator (:func:`~cloudfill.core.season.southern_hemisphere`, from its CRS). SODCTX also
     reads ``ds``'s S2 at ``date`` itself, where ``target_mask`` (y, x; True = unusable,
     required for an S2 date) is False (:func:`context_channels`); a date without S2 shows
-    nothing. SODCTXH also sums those pixels' residual over the reference by elevation band
-    across the whole date (:mod:`cloudfill.core.height`): that table is computed here, one
-    streaming pass over the date's S2, reference and DEM, and each block looks it up.
+    nothing. SODCTXH also sums those pixels by elevation band across the whole date
+    (:mod:`cloudfill.core.height`): that table is computed here, one streaming pass over the
+    date's S2, mask and DEM, and each block looks it up.
     """
     spec = get_variant(variant)
     context = None
@@ -536,7 +518,7 @@ def condition_stack(
     dem = ds["dem"].data if DEM_CHANNEL in spec.channels else None
     height = None
     if spec.uses_height:
-        height = height_sums(height_residual(context, reference, stats), dem)
+        height = height_sums(normalise_bands(context, stats, "s2", BANDS, fill=False), dem)
     data = assemble_condition(
         stats,
         spec.name,

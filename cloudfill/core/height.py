@@ -1,19 +1,20 @@
-"""What the target date shows at each height: its clear pixels' residual by elevation band.
+"""What the target date shows at each height: its clear pixels by elevation band.
 
 Snow comes and goes by height: on a winter date the snow line lies along a contour, and the
 clear part of the date shows where it lies today. A pixel under a cloud 300 px from the
 nearest clear pixel at its own height is out of reach of the context path's 32 px
 (:mod:`cloudfill.model.context`), and the per-pixel linear blend of the two sides puts half
-a snow cover on every pixel whose side dates disagree. On the held-out scenes most of the
+a snow cover on every pixel whose side dates disagree. On fresh generic scenes most of the
 error left on change pixels is on such dates (RESULTS, "Height context").
 
-So the SODCTXH variant also reads, at each pixel, how the date's clear pixels *at the same
-height* differ from the blend reference: over the whole date, the mean of ``context -
-reference`` (both normalised as the model's ``s2``) in 100 m elevation bands, and the share
-of the band's pixels that were clear enough to say so (:data:`HEIGHT_CHANNELS`). A table of
-:data:`HEIGHT_BINS` x 6 sums (:func:`height_sums`) is all it takes: an inference block looks
-its pixels up in the table of its date (:func:`height_channels`), a training patch in its
-date's table less the pixels it hides, so a sample never reads the values it is scored on.
+So the SODCTXH variant also reads, at each pixel, what the date's clear pixels *at the same
+height* look like: over the whole date, their mean S2 (normalised as the model's ``s2``) in
+100 m elevation bands, how much they spread about it, and the share of the band's pixels that
+were clear (:data:`~cloudfill.core.variants.HEIGHT_CHANNELS`). A bright band of small spread
+is a snow-covered one. A table of :data:`HEIGHT_BINS` x 10 sums (:func:`height_sums`) is all
+it takes: an inference block looks its pixels up in the table of its date
+(:func:`height_channels`), a training patch in its date's table less the pixels it hides, so
+a sample never reads the values it is scored on.
 
 The bands are absolute (``HEIGHT_BASE_M + k * HEIGHT_BIN_M``), not a scene's own range, so a
 table means the same on a 256 px test scene and a 100 km cube. A pixel without a DEM value
@@ -48,9 +49,9 @@ HEIGHT_BINS: int = 96
 """Number of bands: -500 m to 9100 m; higher pixels fall into the last."""
 
 HEIGHT_MIN_SHOWN: int = 16
-"""A band with fewer clear pixels says nothing: its residual and share read 0."""
+"""A band with fewer clear pixels says nothing: its channels read 0."""
 
-_COLUMNS = 6  # per band: the residual's sum in B02, B03, B04, B08; clear pixels; all pixels
+_COLUMNS = 10  # per band: sums of the values and of their squares (4 bands each), clear, all
 
 
 def height_bin(dem: np.ndarray) -> np.ndarray:
@@ -67,31 +68,31 @@ def height_bin(dem: np.ndarray) -> np.ndarray:
     return xp.where(xp.isnan(dem), -1, k).astype("int64")
 
 
-def _block_sums(residual: np.ndarray, dem: np.ndarray) -> np.ndarray:
-    """(HEIGHT_BINS, 6) float64 sums of one block (on the host: a CuPy block is copied); a
-    pixel is clear where every band of ``residual`` (4, y, x) is finite."""
+def _block_sums(values: Any, dem: Any) -> np.ndarray:
+    """(HEIGHT_BINS, 10) float64 sums of one block (on the host: a CuPy block is copied); a
+    pixel is clear where every band of ``values`` (4, y, x) is finite."""
     k = height_bin(to_numpy(dem)).ravel()
-    res = to_numpy(residual).astype("float64").reshape(residual.shape[0], -1)
-    shown = np.isfinite(res).all(axis=0)
+    v = to_numpy(values).astype("float64").reshape(values.shape[0], -1)
     has = k >= 0
+    clear = has & np.isfinite(v).all(axis=0)
     out = np.zeros((HEIGHT_BINS, _COLUMNS))
-    out[:, 5] = np.bincount(k[has], minlength=HEIGHT_BINS)
-    clear = has & shown
-    out[:, 4] = np.bincount(k[clear], minlength=HEIGHT_BINS)
-    for b in range(res.shape[0]):
-        out[:, b] = np.bincount(k[clear], weights=res[b, clear], minlength=HEIGHT_BINS)
+    for b in range(4):
+        out[:, b] = np.bincount(k[clear], weights=v[b, clear], minlength=HEIGHT_BINS)
+        out[:, 4 + b] = np.bincount(k[clear], weights=v[b, clear] ** 2, minlength=HEIGHT_BINS)
+    out[:, 8] = np.bincount(k[clear], minlength=HEIGHT_BINS)
+    out[:, 9] = np.bincount(k[has], minlength=HEIGHT_BINS)
     return out
 
 
-def height_sums(residual: Any, dem: Any) -> np.ndarray:
-    """Per elevation band, the sums of a date's residual over its clear pixels and the counts.
+def height_sums(values: Any, dem: Any) -> np.ndarray:
+    """Per elevation band, the sums of a date's clear pixels' values and the counts.
 
     Parameters
     ----------
-    residual
-        (4, y, x) ``context - reference`` in the model's normalised ``s2`` units, NaN where a
-        pixel is not shown (cloudy, no data, no reference). NumPy, or dask: then the blocks
-        are reduced one by one and the (small) table is computed here, so a date of any size
+    values
+        (4, y, x) the date's B02, B03, B04, B08 in the model's normalised ``s2`` units, NaN
+        where a pixel is not shown (cloudy, no data). NumPy, or dask: then the blocks are
+        reduced one by one and the (small) table is computed here, so a date of any size
         streams through once.
     dem
         (y, x) elevation, metres.
@@ -99,27 +100,27 @@ def height_sums(residual: Any, dem: Any) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        (HEIGHT_BINS, 6) float64: per band the residual's sum in B02, B03, B04, B08, the
-        number of clear pixels and the number of pixels with a DEM value. Sums of disjoint
-        parts add up, so a training patch's hidden pixels are subtracted from its date's.
+        (HEIGHT_BINS, 10) float64: per band the sums of the values in B02, B03, B04, B08,
+        of their squares, the number of clear pixels and the number of pixels with a DEM
+        value. Sums of disjoint parts add up, so a training patch's hidden pixels are
+        subtracted from its date's.
 
     Examples
     --------
-    >>> res = np.array([[[0.2, np.nan], [0.4, 1.0]]] * 4)
-    >>> s = height_sums(res, np.array([[10.0, 20.0], [30.0, 900.0]]))
-    >>> s[5].round(6).tolist(), s[14].tolist()
-    ([0.6, 0.6, 0.6, 0.6, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    >>> values = np.array([[[0.2, np.nan], [0.4, 1.0]]] * 4)
+    >>> s = height_sums(values, np.array([[10.0, 20.0], [30.0, 900.0]]))
+    >>> s[5].round(6).tolist()
+    [0.6, 0.6, 0.6, 0.6, 0.2, 0.2, 0.2, 0.2, 2.0, 3.0]
     """
-    if not _is_dask(residual) and not _is_dask(dem):
-        return _block_sums(residual, dem)
+    if not _is_dask(values) and not _is_dask(dem):
+        return _block_sums(values, dem)
     import dask
     import dask.array as da
     from dask.array.core import unify_chunks
 
-    residual = da.asarray(residual)
-    residual = residual.rechunk({0: -1})
-    _, (residual, dem) = unify_chunks(residual, "byx", da.asarray(dem), "yx")
-    blocks = residual.to_delayed()[0]
+    values = da.asarray(values).rechunk({0: -1})
+    _, (values, dem) = unify_chunks(values, "byx", da.asarray(dem), "yx")
+    blocks = values.to_delayed()[0]
     dems = dem.to_delayed()
     parts = [
         dask.delayed(_block_sums)(blocks[i][j], dems[i][j])
@@ -131,27 +132,30 @@ def height_sums(residual: Any, dem: Any) -> np.ndarray:
 
 
 def height_channels(sums: np.ndarray, dem: Any) -> Any:
-    """The :data:`~cloudfill.core.variants.HEIGHT_CHANNELS` (5, y, x), float32, of a table.
+    """The :data:`~cloudfill.core.variants.HEIGHT_CHANNELS` (6, y, x), float32, of a table.
 
-    At each pixel: its band's mean residual and the share of the band's pixels that were
-    clear; both 0 where the band has fewer than :data:`HEIGHT_MIN_SHOWN` clear pixels or the
-    pixel has no DEM value (a share of 0 says "nothing known"). Lazy when ``dem`` is a dask
-    array.
+    At each pixel: its band's mean value in B02, B03, B04, B08, their standard deviation
+    (averaged over the four bands) and the share of the band's pixels that were clear; all 0
+    where the band has fewer than :data:`HEIGHT_MIN_SHOWN` clear pixels or the pixel has no
+    DEM value (a share of 0 says "nothing known"). Lazy when ``dem`` is a dask array.
 
     Examples
     --------
-    >>> sums = np.zeros((HEIGHT_BINS, 6))
-    >>> sums[5] = [3.2, 1.6, 0.0, -1.6, 16, 64]
-    >>> height_channels(sums, np.array([[50.0, 150.0]]))[:, 0, 0].tolist()
-    [0.20000000298023224, 0.10000000149011612, 0.0, -0.10000000149011612, 0.25]
+    >>> sums = np.zeros((HEIGHT_BINS, 10))
+    >>> sums[5] = [3.2, 1.6, 0.0, -1.6, 0.64, 0.32, 0.0, 0.32, 16, 64]
+    >>> height_channels(sums, np.array([[50.0, 150.0]]))[:, 0, 0].astype(float).round(4).tolist()
+    [0.2, 0.1, 0.0, -0.1, 0.05, 0.25]
     """
     sums = np.asarray(sums, dtype="float64")
-    shown, total = sums[:, 4], sums[:, 5]
-    table = np.zeros((HEIGHT_BINS + 1, 5), dtype="float32")  # the last row: no DEM value
+    shown, total = sums[:, 8], sums[:, 9]
+    table = np.zeros((HEIGHT_BINS + 1, 6), dtype="float32")  # the last row: no DEM value
     enough = shown >= HEIGHT_MIN_SHOWN
-    table[:-1, :4][enough] = (sums[enough, :4] / shown[enough, None]).astype("float32")
-    share = np.where(enough, shown / np.maximum(total, 1), 0)
-    table[:-1, 4] = share.astype("float32")
+    n = shown[enough, None]
+    mean = sums[enough, :4] / n
+    var = np.maximum(sums[enough, 4:8] / n - mean**2, 0)
+    table[:-1, :4][enough] = mean
+    table[:-1, 4][enough] = np.sqrt(var).mean(axis=1)
+    table[:-1, 5][enough] = shown[enough] / np.maximum(total[enough], 1)
 
     def lookup(block: Any) -> Any:
         xp = namespace(block)
@@ -160,7 +164,7 @@ def height_channels(sums: np.ndarray, dem: Any) -> Any:
     if _is_dask(dem):
         import dask.array as da
 
-        return da.map_blocks(lookup, dem, new_axis=0, chunks=((5,), *dem.chunks), dtype="float32")
+        return da.map_blocks(lookup, dem, new_axis=0, chunks=((6,), *dem.chunks), dtype="float32")
     return lookup(dem)
 
 

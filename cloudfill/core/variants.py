@@ -110,10 +110,14 @@ CONTEXT_CHANNELS: tuple[str, ...] = (*(f"context_{band}" for band in BANDS), "co
 """The target date's own clear S2 bands and a 0/1 validity flag (``SODCTX``; see
 :func:`cloudfill.core.condition.context_channels`)."""
 
-HEIGHT_CHANNELS: tuple[str, ...] = (*(f"height_{band}" for band in BANDS), "height_shown")
-"""At each pixel, the mean residual (context minus blend reference) of the date's clear
-pixels in its 100 m elevation band, and the share of that band shown (``SODCTXH``; see
-:mod:`cloudfill.core.height`)."""
+HEIGHT_CHANNELS: tuple[str, ...] = (
+    *(f"height_{band}" for band in BANDS),
+    "height_spread",
+    "height_shown",
+)
+"""At each pixel, what the date's clear pixels in its 100 m elevation band look like: their
+mean S2 bands, their spread (standard deviation, averaged over the bands) and the share of the
+band shown (``SODCTXH``; see :mod:`cloudfill.core.height`)."""
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cloudfill.errors import ParameterError
-
-__all__ = ["CONTEXT_DILATIONS", "CONTEXT_FEATURES", "ContextPath", "PartialConv"]
+__all__ = [
+    "CONTEXT_DILATIONS",
+    "CONTEXT_FEATURES",
+    "HEIGHT_FEATURES",
+    "ContextPath",
+    "HeightPath",
+    "PartialConv",
+]
 
 CONTEXT_FEATURES: int = 16
 """Width of the context path's hidden layer."""
+
+HEIGHT_FEATURES: int = 32
+"""Width of the height path's hidden layers."""
 
 CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 16)
 """Dilations of its 3x3 partial convolutions (reach: their sum, 31 px)."""
@@ -87,9 +95,7 @@ class ContextPath(nn.Module):
     starting as normalised box filters; every step's output and mask are features, so the
     path sees the residual at five scales and how far the nearest shown pixels are. Two
     convolutions turn them into a correction per band: a linear 3x3 and a 1x1 ReLU layer
-    followed by a 3x3, both ending at zero, so an untrained path adds nothing. ``extra``
-    (N, extra, H, W) per-pixel features join them unspread (SODCTXH: what the date shows at
-    the pixel's height, :mod:`cloudfill.core.height`).
+    followed by a 3x3, both ending at zero, so an untrained path adds nothing.
 
     Examples
     --------
@@ -102,11 +108,10 @@ class ContextPath(nn.Module):
     (torch.Size([1, 4, 32, 32]), 0.0)
     """
 
-    def __init__(self, bands: int = 4, extra: int = 0) -> None:
+    def __init__(self, bands: int = 4) -> None:
         super().__init__()
-        self.extra = int(extra)
         self.layers = nn.ModuleList(PartialConv(bands, d) for d in CONTEXT_DILATIONS)
-        n = len(CONTEXT_DILATIONS) * (bands + 1) + self.extra
+        n = len(CONTEXT_DILATIONS) * (bands + 1)
         k = CONTEXT_FEATURES
         self.linear = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(n, bands, 3))
         self.mixed = nn.Sequential(
@@ -117,27 +122,59 @@ class ContextPath(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
-    def forward(
-        self, residual: torch.Tensor, flag: torch.Tensor, extra: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, residual: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
         h, w = residual.shape[-2:]
-        if (extra is None) != (self.extra == 0) or (
-            extra is not None and extra.shape[1] != self.extra
-        ):
-            raise ParameterError(f"this context path reads {self.extra} extra feature channels")
         # Reflection padding needs a side longer than the dilation: a smaller input (the
         # smallest scenes, 16 px) is first extended as the runtime extends small tiles.
         pad_h, pad_w = (max(0, max(CONTEXT_DILATIONS) + 1 - n) for n in (h, w))
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             residual, flag = (F.pad(t, (0, pad_w, 0, pad_h), mode=mode) for t in (residual, flag))
-            if extra is not None:
-                extra = F.pad(extra, (0, pad_w, 0, pad_h), mode=mode)
         x, mask = residual * flag, flag
         scales, masks = [], []
         for layer in self.layers:
             x, mask = layer(x, mask)
             scales.append(x)
             masks.append(mask)
-        features = torch.cat(scales + masks + ([] if extra is None else [extra]), 1)
+        features = torch.cat(scales + masks, 1)
         return (self.linear(features) + self.mixed(features))[..., :h, :w]
+
+
+class HeightPath(nn.Module):
+    """A per-pixel correction from what the date shows at the pixel's height (SODCTXH).
+
+    Input (N, 6, H, W): the :data:`~cloudfill.core.variants.HEIGHT_CHANNELS` (the mean S2 of
+    the date's clear pixels in the pixel's elevation band, their spread and the share shown;
+    :mod:`cloudfill.core.height`), and (N, 4, H, W) the estimate so far, detached. Features:
+    the band's mean less the estimate (0 where nothing is known), the band's mean, its spread,
+    its share and the estimate; three 1x1 layers (ReLU between) turn them into a correction
+    per band, the last starting at zero, so an untrained path adds nothing. A band of small
+    spread whose mean is far from the estimate says "this height looks different today" (a
+    snow cover); a wide one (mixed land cover) says little, which only a learned weighing can
+    tell apart.
+
+    Examples
+    --------
+    >>> path = HeightPath()
+    >>> with torch.no_grad():
+    ...     out = path(torch.rand(1, 6, 8, 8), torch.zeros(1, 4, 8, 8))
+    >>> out.shape, float(out.abs().sum())  # an untrained path adds nothing
+    (torch.Size([1, 4, 8, 8]), 0.0)
+    """
+
+    def __init__(self, bands: int = 4) -> None:
+        super().__init__()
+        k = HEIGHT_FEATURES
+        self.layers = nn.Sequential(
+            nn.Conv2d(3 * bands + 2, k, 1), nn.ReLU(inplace=True), nn.Conv2d(k, k, 1),
+            nn.ReLU(inplace=True), nn.Conv2d(k, bands, 1),
+        )  # fmt: skip
+        nn.init.zeros_(self.layers[-1].weight)
+        nn.init.zeros_(self.layers[-1].bias)
+
+    def forward(self, height: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+        bands = estimate.shape[1]
+        known = (height[:, -1:] > 0).to(height.dtype)
+        means = height[:, :bands]
+        features = torch.cat([(means - estimate) * known, height, estimate], 1)
+        return self.layers(features)

@@ -11,9 +11,9 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
     pixel  1x1 conv -> p, ReLU, 1x1 conv -> p, ReLU  (optional; on the input, beside the trunk)
     context  5 x depthwise 3x3 partial conv (dilation 1, 2, 4, 8, 16) on the date's shown
            pixels' residual over the mean; their outputs and masks -> 3x3 conv, plus 1x1 -> 16,
-           ReLU, 3x3 -> 4 bands, added to the mean (SODCTX only; :mod:`cloudfill.model.context`);
-           SODCTXH adds 5 per-pixel features to those: the date's residual over the reference
-           at the pixel's height less the mean's own, and the share of that height shown
+           ReLU, 3x3 -> 4 bands, added to the mean (SODCTX only; :mod:`cloudfill.model.context`)
+    height 1x1 -> 32, ReLU, 1x1 -> 32, ReLU, 1x1 -> 4 bands on what the date's clear pixels
+           show at the pixel's height and the mean so far, added to it (SODCTXH only)
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
            reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
@@ -81,7 +81,7 @@ from cloudfill.core.variants import (
 )
 from cloudfill.errors import ParameterError
 from cloudfill.model.attention import make_attention
-from cloudfill.model.context import ContextPath
+from cloudfill.model.context import ContextPath, HeightPath
 
 __all__ = [
     "NORMS",
@@ -285,11 +285,8 @@ class Generator(nn.Module):
             if self.variant.uses_height
             else []
         )
-        self.context = (
-            ContextPath(len(OUTPUT_BANDS), extra=len(self._height_index))
-            if self._context_index
-            else None
-        )
+        self.context = ContextPath(len(OUTPUT_BANDS)) if self._context_index else None
+        self.height = HeightPath(len(OUTPUT_BANDS)) if self._height_index else None
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
         if self.reference_skip:
             # Start from the identity (output = reference), as residual nets zero their last
@@ -367,15 +364,11 @@ class Generator(nn.Module):
             # spread it, the estimate stays what the SODCT generator computes.
             shown = x[:, self._context_index]
             flag = shown[:, -1:]
-            extra = None
-            if self._height_index:
-                # What the date shows at this height over the reference, less what the
-                # estimate already moved away from it: the residual left to add there.
-                height = x[:, self._height_index]
-                known = (height[:, -1:] > 0).to(x.dtype)
-                moved = mean.detach() - x[:, self._reference_index]
-                extra = torch.cat([(height[:, :-1] - moved) * known, height[:, -1:]], 1)
-            mean = mean + self.context((shown[:, :-1] - mean.detach()) * flag, flag, extra)
+            mean = mean + self.context((shown[:, :-1] - mean.detach()) * flag, flag)
+        if self.height is not None:
+            # Per pixel, after the context path: what the date shows at this height against
+            # the estimate so far (detached, as the context path's residual).
+            mean = mean + self.height(x[:, self._height_index], mean.detach())
         scale = None
         if self.scale_head is not None:
             # The scale head reads the features but does not shape them: its Laplace NLL,

@@ -50,7 +50,6 @@ from cloudfill.core.condition import (
     assemble_condition,
     blend_with_sides,
     composite_reference,
-    height_residual,
     normalise_bands,
     s1_to_units,
 )
@@ -188,7 +187,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self._uses_dem = spec.uses_dem
         self._uses_context = spec.uses_context
         self._uses_height = spec.uses_height
-        self._height_tables: dict[tuple[int, int, int], np.ndarray] = {}
+        self._height_tables: dict[int, np.ndarray] = {}
         # Plain arrays: row lookups in __getitem__ stay cheap.
         self._rows = samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy(np.int64)
         # Target dates, for a variant that sees the time of year (SODCT).
@@ -306,26 +305,22 @@ class PatchDataset(torch.utils.data.Dataset):
                 covered |= valid
         return blend_with_sides(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
 
-    def _height_table(self, t: int, s1_t: int, ref_t: int) -> np.ndarray:
+    def _height_table(self, t: int) -> np.ndarray:
         """The whole date's clear pixels by elevation band (:mod:`cloudfill.core.height`), as
         inference sums them over a date: window by window, each pixel once (memoised)."""
-        key = (t, s1_t, ref_t)
-        if key not in self._height_tables:
+        if t not in self._height_tables:
             (ny, nx), s = self.reader.shape, self.size
-            total = np.zeros((HEIGHT_BINS, 6))
+            total = np.zeros((HEIGHT_BINS, 10))
             for y0 in range(0, ny, s):
                 ya = max(0, min(y0, ny - s))
                 for x0 in range(0, nx, s):
                     xa = max(0, min(x0, nx - s))
-                    reference, _ = self._reference(t, ref_t, ya, xa, self._s1(s1_t, ya, xa))
                     image = self._s2(t, ya, xa)[0]
                     dem = self.reader.read("dem", None, ya, ya + s, xa, xa + s)
-                    residual = height_residual(image, reference, self.stats)
-                    total += height_sums(
-                        residual[:, y0 - ya :, x0 - xa :], dem[y0 - ya :, x0 - xa :]
-                    )
-            self._height_tables[key] = total
-        return self._height_tables[key]
+                    shown = normalise_bands(image, self.stats, "s2", BANDS, fill=False)
+                    total += height_sums(shown[:, y0 - ya :, x0 - xa :], dem[y0 - ya :, x0 - xa :])
+            self._height_tables[t] = total
+        return self._height_tables[t]
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``index`` as NumPy arrays, before augmentation."""
@@ -343,9 +338,10 @@ class PatchDataset(torch.utils.data.Dataset):
         height = None
         if self._uses_height:
             # The date's table less the pixels this sample hides: it reads only what it shows.
-            hidden = height_residual(np.where(valid[None], image, np.nan), reference, self.stats)
-            height = self._height_table(t, s1_t, ref_t).copy()
-            height[:, :5] -= height_sums(hidden, dem)[:, :5]
+            hidden = np.where(valid[None], image, np.float32(np.nan))
+            hidden = normalise_bands(hidden, self.stats, "s2", BANDS, fill=False)
+            height = self._height_table(t).copy()
+            height[:, :9] -= height_sums(hidden, dem)[:, :9]
         condition = assemble_condition(
             self.stats,
             self.variant,
