@@ -34,10 +34,14 @@ __all__ = [
     "HEIGHT_BINS",
     "HEIGHT_BIN_M",
     "HEIGHT_MIN_SHOWN",
+    "HEIGHT_VERSION",
     "height_bin",
     "height_channels",
     "height_sums",
 ]
+
+HEIGHT_VERSION: int = 1
+"""Changes whenever the table or its channels change (part of the patch cache's key)."""
 
 HEIGHT_BIN_M: float = 100.0
 """Width of an elevation band, metres: about the width of a snow line's transition."""

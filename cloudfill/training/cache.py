@@ -59,6 +59,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cloudfill._outputs import check_writable, nested
 from cloudfill._version import __version__
+from cloudfill.core.height import HEIGHT_VERSION
 from cloudfill.core.variants import get_variant
 from cloudfill.cube.zarr_io import store_digest
 from cloudfill.errors import OutputError
@@ -137,6 +138,8 @@ def _sample_description(data: PatchDataset) -> dict[str, Any]:
         **({"southern": True} if data.southern else {}),
         # A context variant's samples also depend on the pixels they hide (seeded).
         **({"hide": [HIDE_VERSION, data.seed]} if get_variant(data.variant).uses_context else {}),
+        # A height variant's samples depend on how the table is built.
+        **({"height": HEIGHT_VERSION} if get_variant(data.variant).uses_height else {}),
     }
 
 
