@@ -307,7 +307,9 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def _height_table(self, t: int) -> np.ndarray:
         """The whole date's clear pixels by elevation band (:mod:`cloudfill.core.height`), as
-        inference sums them over a date: window by window, each pixel once (memoised)."""
+        inference sums them over a date: window by window, each pixel once. Memoised per
+        process: with the patch cache (the training default) once per date, when the cache is
+        built; without it each worker reads each date of its samples once per epoch."""
         if t not in self._height_tables:
             (ny, nx), s = self.reader.shape, self.size
             total = np.zeros((HEIGHT_BINS, 10))
