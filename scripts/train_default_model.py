@@ -217,7 +217,9 @@ def config(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/default-model"))
-    parser.add_argument("--variant", default="SODC", choices=["SOD", "SODC", "SODCT", "SODCTX", "SODCTXH"])
+    parser.add_argument(
+        "--variant", default="SODC", choices=["SOD", "SODC", "SODCT", "SODCTX", "SODCTXH"]
+    )
     parser.add_argument("--max-steps", type=int, default=9000)
     parser.add_argument(
         "--scenes",
