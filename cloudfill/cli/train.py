@@ -113,8 +113,9 @@ def train_command(
         "--variant",
         help="Inputs: S, SD, SO, SOD, SODC (SOD plus each side's nearest clear value, "
         "its S1 and age, so the network sees change), SODCT (SODC plus the target's time "
-        "of year) or SODCTX (SODCT plus the target date's own clear pixels); SODC, SODCT "
-        "and SODCTX need --reference blend.",
+        "of year), SODCTX (SODCT plus the target date's own clear pixels) or SODCTXH "
+        "(SODCTX plus those pixels by 100 m elevation band over the whole date: the snow "
+        "line); SODC and later need --reference blend.",
     ),
     attention: bool = typer.Option(
         True, "--attention/--no-attention", help="Attention (CBAM) in the residual blocks."
