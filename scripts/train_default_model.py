@@ -181,6 +181,8 @@ def training_cube(scene_set: str = "v2") -> xr.Dataset:
         f"(surface_change {change}), {SIZE} px each, side by side along x",
         "simulator": "scripts/train_default_model.py",
         "scene_set": scene_set,
+        # Each scene is its own "date" for the height tables (cloudfill.core.height).
+        "mosaic_scene_width": SIZE,
     }
     return cube
 

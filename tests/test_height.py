@@ -169,3 +169,42 @@ def test_warm_start_from_sodctx_computes_its_output() -> None:
         wider.height.layers[-1].weight.normal_(0, 0.1)
         moved = wider(x).mean
     assert (moved - want).abs().max() > 1e-3
+
+
+def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None:
+    """Scenes side by side (``attrs["mosaic_scene_width"]``): a patch's height channels are
+    its own scene's table, less the pixels it hides, as inference on that scene alone."""
+    from cloudfill.training.dataset import PatchDataset
+    from cloudfill.training.hide import hide_mask
+    from cloudfill.training.index import PatchSettings, build_index
+
+    size, width = 32, 48
+    mosaic = cube.assign_attrs(mosaic_scene_width=width)
+    data = build_index(mosaic, "SODCTXH", PatchSettings(size, 8, block_size=64), seed=3,
+                       reference="blend")  # fmt: skip
+    dataset = PatchDataset.from_index(data, "train", augment=False)
+    assert dataset.reader.scene_width == width
+    mask = cloud_mask(cube)
+    times = pd.DatetimeIndex(cube.time.values)
+    height = [get_variant("SODCTXH").channels.index(c) for c in HEIGHT_CHANNELS]
+    checked = set()
+    for i in range(len(dataset)):
+        row = dataset.samples.iloc[i]
+        scene = row.x0 // width
+        if (row.x0 + size - 1) // width != scene or scene in checked:
+            continue  # the script's mosaics have no patch across two scenes
+        checked.add(scene)
+        date = times[row.t]
+        xs = slice(scene * width, (scene + 1) * width)
+        own = cube.isel(x=xs)
+        hidden = mask.sel(time=date).copy()
+        hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(data.seed, i, size)
+        values = own["s2"].sel(time=date, band=list(BANDS)).values
+        values = np.where(hidden.isel(x=xs).values[None], np.nan, values)
+        values = normalise_bands(values, data.stats, "s2", BANDS, fill=False)
+        want = height_channels(_loop_sums(values, own["dem"].values), own["dem"].values)
+        got = dataset[i][0].numpy()[height]
+        cols = slice(row.x0 - scene * width, row.x0 - scene * width + size)
+        np.testing.assert_allclose(got, want[:, row.y0 : row.y0 + size, cols], atol=1e-6)
+        assert (got[-1] > 0).any()
+    assert checked == {0, 1}

@@ -187,7 +187,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self._uses_dem = spec.uses_dem
         self._uses_context = spec.uses_context
         self._uses_height = spec.uses_height
-        self._height_tables: dict[int, np.ndarray] = {}
+        self._height_tables: dict[tuple[int, int], np.ndarray] = {}
         # Plain arrays: row lookups in __getitem__ stay cheap.
         self._rows = samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy(np.int64)
         # Target dates, for a variant that sees the time of year (SODCT).
@@ -305,24 +305,32 @@ class PatchDataset(torch.utils.data.Dataset):
                 covered |= valid
         return blend_with_sides(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
 
-    def _height_table(self, t: int) -> np.ndarray:
-        """The whole date's clear pixels by elevation band (:mod:`cloudfill.core.height`), as
-        inference sums them over a date: window by window, each pixel once. Memoised per
-        process: with the patch cache (the training default) once per date, when the cache is
+    def _height_table(self, t: int, x0: int) -> np.ndarray:
+        """The clear pixels by elevation band (:mod:`cloudfill.core.height`) of the scene
+        around column ``x0`` at date ``t``, as inference sums them over a date: window by
+        window, each pixel once. The scene is the whole cube, or, in a training mosaic of
+        scenes side by side (:attr:`CubeReader.scene_width`), the one the patch lies in: a
+        table over ten scenes is smoother than any one scene's, and a model trained on such
+        tables misread a single scene's (RESULTS, "Height context"). Memoised per process:
+        with the patch cache (the training default) once per date and scene, when the cache is
         built; without it each worker reads each date of its samples once per epoch."""
-        if t not in self._height_tables:
-            (ny, nx), s = self.reader.shape, self.size
+        (ny, nx), s, width = self.reader.shape, self.size, self.reader.scene_width
+        xs, xe = (
+            (0, nx) if not width else (x0 // width * width, min(nx, x0 // width * width + width))
+        )
+        if (t, xs) not in self._height_tables:
             total = np.zeros((HEIGHT_BINS, 10))
             for y0 in range(0, ny, s):
                 ya = max(0, min(y0, ny - s))
-                for x0 in range(0, nx, s):
-                    xa = max(0, min(x0, nx - s))
+                for x in range(xs, xe, s):
+                    xa = max(xs if xe - xs >= s else 0, min(x, xe - s))
                     image = self._s2(t, ya, xa)[0]
                     dem = self.reader.read("dem", None, ya, ya + s, xa, xa + s)
                     shown = normalise_bands(image, self.stats, "s2", BANDS, fill=False)
-                    total += height_sums(shown[:, y0 - ya :, x0 - xa :], dem[y0 - ya :, x0 - xa :])
-            self._height_tables[t] = total
-        return self._height_tables[t]
+                    part = (slice(None), slice(y0 - ya, None), slice(x - xa, xe - xa))
+                    total += height_sums(shown[part], dem[part[1:]])
+            self._height_tables[t, xs] = total
+        return self._height_tables[t, xs]
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample ``index`` as NumPy arrays, before augmentation."""
@@ -342,7 +350,7 @@ class PatchDataset(torch.utils.data.Dataset):
             # The date's table less the pixels this sample hides: it reads only what it shows.
             hidden = np.where(valid[None], image, np.float32(np.nan))
             hidden = normalise_bands(hidden, self.stats, "s2", BANDS, fill=False)
-            height = self._height_table(t).copy()
+            height = self._height_table(t, x0).copy()
             height[:, :9] -= height_sums(hidden, dem)[:, :9]
         condition = assemble_condition(
             self.stats,

@@ -163,6 +163,10 @@ class CubeReader:
         Scene ``(ny, nx)``.
     s1_units
         ``attrs["units"]`` of ``s1``.
+    scene_width
+        ``attrs["mosaic_scene_width"]`` of the cube, or None: a training mosaic of independent
+        scenes laid side by side along x, each this many pixels wide (what a whole "date" is
+        for :mod:`cloudfill.core.height`'s tables).
 
     Examples
     --------
@@ -188,6 +192,8 @@ class CubeReader:
         self.names = names if variables is None else [n for n in variables if n in names]
         self.shape = (int(ds.sizes["y"]), int(ds.sizes["x"]))
         self.s1_units = ds["s1"].attrs.get("units") if "s1" in ds.data_vars else None
+        width = ds.attrs.get("mosaic_scene_width")
+        self.scene_width = None if width is None else int(width)
         self.cache_bytes = int(cache_bytes)
         self._cache: _ChunkCache | None = None
         self._arrays: dict[str, Any] | None = None
