@@ -198,7 +198,9 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
         xs = slice(scene * width, (scene + 1) * width)
         own = cube.isel(x=xs)
         hidden = mask.sel(time=date).copy()
-        hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(data.seed, i, size)
+        hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(
+            data.seed, i, size
+        )
         values = own["s2"].sel(time=date, band=list(BANDS)).values
         values = np.where(hidden.isel(x=xs).values[None], np.nan, values)
         values = normalise_bands(values, data.stats, "s2", BANDS, fill=False)
@@ -208,3 +210,20 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
         np.testing.assert_allclose(got, want[:, row.y0 : row.y0 + size, cols], atol=1e-6)
         assert (got[-1] > 0).any()
     assert checked == {0, 1}
+
+
+def test_the_height_path_adds_nothing_where_nothing_is_known() -> None:
+    """A pixel whose band shows nothing (share 0: a fully cloudy date, too few clear pixels)
+    keeps the estimate, whatever the path learned; elsewhere it moves it."""
+    from cloudfill.model.context import HeightPath
+
+    torch.manual_seed(2)
+    path = HeightPath()
+    with torch.no_grad():
+        path.layers[-1].weight.normal_(0, 0.5)
+        path.layers[-1].bias.normal_(0, 0.5)
+    height = torch.rand(1, 6, 8, 8) + 0.1
+    height[..., :4] = 0  # columns 0-3: nothing known there
+    with torch.no_grad():
+        out = path(height, torch.randn(1, 4, 8, 8))
+    assert (out[..., :4] == 0).all() and (out[..., 4:].abs() > 0).all()

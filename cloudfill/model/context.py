@@ -148,7 +148,8 @@ class HeightPath(nn.Module):
     :mod:`cloudfill.core.height`), and (N, 4, H, W) the estimate so far, detached. Features:
     the band's mean less the estimate (0 where nothing is known), the band's mean, its spread,
     its share and the estimate; three 1x1 layers (ReLU between) turn them into a correction
-    per band, the last starting at zero, so an untrained path adds nothing. A band of small
+    per band, the last starting at zero, so an untrained path adds nothing, and a pixel whose
+    band shows nothing gets nothing. A band of small
     spread whose mean is far from the estimate says "this height looks different today" (a
     snow cover); a wide one (mixed land cover) says little, which only a learned weighing can
     tell apart.
@@ -177,4 +178,8 @@ class HeightPath(nn.Module):
         known = (height[:, -1:] > 0).to(height.dtype)
         means = height[:, :bands]
         features = torch.cat([(means - estimate) * known, height, estimate], 1)
-        return self.layers(features)
+        # Where nothing is known at the pixel's height (a fully cloudy date, a band with too
+        # few clear pixels) the path adds nothing: training never scores such a pixel (a date
+        # with no clear pixel has no samples), so what it would add there is unlearned; on a
+        # fully cloudy validation date it made the fill 4.5x worse (RESULTS, "Height context").
+        return self.layers(features) * known
