@@ -9,7 +9,11 @@
     OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/context \
         --scenes v3 --variant SODCTX --init build/default-model/best.safetensors --lr 1e-4 \
         --max-steps 5160
-    cp build/context/best.safetensors cloudfill/data/default_model.safetensors
+    # stage 4: SODCTXH (those pixels by height, over the whole date) from stage 3's best
+    OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/height \
+        --scenes v3 --variant SODCTXH --init build/context/best.safetensors --lr 1e-4 \
+        --max-steps 6708
+    cp build/height/best.safetensors cloudfill/data/default_model.safetensors
     python benchmarks/bench_calibration.py --shape 192 \
         --model cloudfill/data/default_model.safetensors \
         --write cloudfill/data/default_model.safetensors
@@ -58,8 +62,18 @@ The training cube is written once to ``OUT/train_cube.zarr`` and reused (one of 
 normalisation (a warm start, :mod:`cloudfill.training.warm_start`), ``--lr`` sets Adam's
 learning rate.
 
-The shipped model (2026-12-07, second; benchmarks/RESULTS.md, "The target date's clear
-pixels: SODCTX") is stage 3's best by validation MAE at step 5160 (0.865x its step 0, which
+The shipped model (2026-12-07, third; benchmarks/RESULTS.md, "Height context: SODCTXH") is
+stage 4's best by validation MAE at step 6708 (0.987x its step 0, which is stage 3's model
+exactly: the height path's last layer starts at zero; each training scene's own height
+table, ``attrs["mosaic_scene_width"]``), chosen on the validation scenes and two fresh snowy
+ones over EMA snapshots at steps 1806, 3612 and 4902 by a rule written before they were
+scored; the run was stopped at about 6800 steps for time. It was resumed at step 1290 after
+the height path learned to add nothing where a band shows nothing (a code change, same
+weights), so the command above, run with today's code from the start, gives a close but not
+an identical model.
+
+Stage 3 (the default model until then; RESULTS, "The target date's clear pixels: SODCTX")
+is stage 3's best by validation MAE at step 5160 (0.865x its step 0, which
 is stage 2's model exactly: the context path's last layer starts at zero; validation and
 loss count only the clear pixels each patch hides, :mod:`cloudfill.training.hide`). The run
 was started for 7740 steps and stopped after 5160 to leave time for the checks; the learning

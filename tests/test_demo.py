@@ -28,7 +28,7 @@ def test_demo_cube_follows_the_contract(demo) -> None:
 
 def test_default_model_card(demo) -> None:
     model = cloudfill.default_model()
-    assert model.card.variant == "SODCTX" and model.card.confidence
+    assert model.card.variant == "SODCTXH" and model.card.confidence
     assert model.card.calibration is not None  # fitted after training (bench_calibration)
     assert model.card.normalisation is not None
     model.check_cube(demo)

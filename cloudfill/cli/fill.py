@@ -60,8 +60,8 @@ def fill_series_command(
         "residual of that date's clear pixels (sun angle, snow line). 'auto': per date, a "
         "sigma or none, whichever predicts held-out clear pixels best (recorded in "
         "adjust_sigma); a number: that sigma in pixels for every date; 0: off. A model that "
-        "reads the date's clear pixels itself (SODCTX, the default) is not adjusted on the "
-        "dates it synthesizes.",
+        "reads the date's clear pixels itself (SODCTX, SODCTXH: the default) is not "
+        "adjusted on the dates it synthesizes.",
     ),
     max_s1_gap: float = typer.Option(6, help="Largest S1-target gap in days."),
     max_ref_age: float = typer.Option(120, help="Oldest usable reference, days."),

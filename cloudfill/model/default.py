@@ -1,12 +1,13 @@
 """``default_model``: the generator shipped with the package.
 
-The change-aware SODCTX model (blend reference, both sides' clear values with their S1, ages
-and validity, the date's time of year, and the date's own clear pixels through a context path
-of partial convolutions) with CBAM attention, a per-pixel path and the Laplace confidence
-head, 16 base filters and 4 residual blocks (sized for CPU inference), trained by
-``scripts/train_default_model.py`` on simulated scenes of two designs (an SODC model on nine
-scenes, fine-tuned as SODCT on twenty, then as SODCTX on the same twenty); its card holds the
-calibration of its error bars. It demonstrates the pipeline; for real scenes train on
+The change-aware SODCTXH model (blend reference, both sides' clear values with their S1, ages
+and validity, the date's time of year, the date's own clear pixels through a context path of
+partial convolutions, and what those pixels show at each pixel's height over the whole date)
+with CBAM attention, a per-pixel path and the Laplace confidence head, 16 base filters and 4
+residual blocks (sized for CPU inference), trained by ``scripts/train_default_model.py`` on
+simulated scenes of two designs (an SODC model on nine scenes, fine-tuned as SODCT on twenty,
+then as SODCTX and as SODCTXH on the same twenty); its card holds the calibration of its
+error bars. It demonstrates the pipeline; for real scenes train on
 your own cube (``cloudfill train``). Loading it reads safetensors only.
 """
 
@@ -30,7 +31,7 @@ def default_model(device: str = "cpu", *, fast: bool = False) -> Any:
     --------
     >>> model = default_model()
     >>> model.card.variant, model.card.confidence
-    ('SODCTX', True)
+    ('SODCTXH', True)
     """
     path = resources.files("cloudfill") / "data" / DEFAULT_MODEL_FILE
     if not path.is_file():
