@@ -97,8 +97,8 @@ def main() -> None:
             edges = np.quantile(dem[c], np.linspace(0, 1, 6))
             clear = ~mask[t] & np.isfinite(truth[t]).all(0)
             cells = []
-            for a, b in pairwise(edges):
-                band = (dem >= a) & (dem <= b)
+            for k, (a, b) in enumerate(pairwise(edges)):
+                band = (dem >= a) & ((dem < b) if k < len(edges) - 2 else (dem <= b))
                 shown = band & clear
                 cells.append(
                     f"{(truth[t, 0][band & c] > 0.5).mean():.2f}/"

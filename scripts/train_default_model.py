@@ -5,7 +5,7 @@
     # stage 2: SODCT from stage 1's best, on the v3 scenes
     OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/default-model \
         --scenes v3 --variant SODCT --init build/v2/best.safetensors --lr 1e-4 --max-steps 24768
-    # stage 3: SODCTX (the date's own clear pixels) from stage 2's best (the shipped model)
+    # stage 3: SODCTX (the date's own clear pixels) from stage 2's best
     OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/context \
         --scenes v3 --variant SODCTX --init build/default-model/best.safetensors --lr 1e-4 \
         --max-steps 5160
@@ -265,11 +265,15 @@ def main() -> None:
         cloudfill.write_cube(training_cube(args.scenes), cube)
         print(f"training cube written in {time.time() - t0:.0f} s: {cube}", flush=True)
     else:  # reused: it must hold the scenes asked for (cubes from before --scenes are v2)
-        stored = xr.open_zarr(cube).attrs.get("scene_set", "v2")
+        attrs = xr.open_zarr(cube).attrs
+        stored = attrs.get("scene_set", "v2")
         if stored != args.scenes:
             raise SystemExit(
                 f"{cube} holds the {stored!r} scenes, not {args.scenes!r}: use another --out"
             )
+        if args.variant == "SODCTXH" and "mosaic_scene_width" not in attrs:
+            # Without it the height tables would sum all scenes of a date (RESULTS).
+            raise SystemExit(f"{cube} predates attrs['mosaic_scene_width']: use another --out")
     t0 = time.time()
     cfg = config(args.variant, args.max_steps, args.device, args.lr, args.change_weight)
     model = cloudfill.train(

@@ -235,7 +235,7 @@ def test_the_training_record_says_which_seasons_and_a_resume_keeps_them(
 
 
 def test_a_southern_cube_turns_the_season_in_the_fill_too(cube: xr.Dataset) -> None:
-    """``synthesize`` of the shipped model (SODCTX) on the same scene declared south of the
+    """``synthesize`` of the shipped model (SODCTXH) on the same scene declared south of the
     equator: its condition's season planes change sign, nothing else."""
     from cloudfill.core.pairs import PairingRule
     from cloudfill.infer.inputs import synthesis_inputs
@@ -301,7 +301,7 @@ def test_missing_s1_pixels_stay_local(variant: str) -> None:
                         reference="blend", despeckle=3)  # fmt: skip
     data = PatchDataset.from_index(index, "train", augment=False)
     assert len(data) and all(torch.isfinite(data[i][0]).all() for i in range(len(data)))
-    if variant == "SODCT":  # and the shipped model (SODCTX, a season variant too)
+    if variant == "SODCT":  # and the shipped model (SODCTXH, a season variant too)
         out = synthesize(ds, ds.time.values[3], cloudfill.default_model()).values
         missing = np.isnan(out).any(0)
         assert missing[:10, :10].all() and missing.sum() == 100

@@ -178,9 +178,9 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
     from cloudfill.training.hide import hide_mask
     from cloudfill.training.index import PatchSettings, build_index
 
-    size, width = 32, 48
+    size, width = 16, 48
     mosaic = cube.assign_attrs(mosaic_scene_width=width)
-    data = build_index(mosaic, "SODCTXH", PatchSettings(size, 8, block_size=64), seed=3,
+    data = build_index(mosaic, "SODCTXH", PatchSettings(size, 0, block_size=48), seed=3,
                        reference="blend")  # fmt: skip
     dataset = PatchDataset.from_index(data, "train", augment=False)
     assert dataset.reader.scene_width == width
@@ -191,8 +191,9 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
     for i in range(len(dataset)):
         row = dataset.samples.iloc[i]
         scene = row.x0 // width
-        if (row.x0 + size - 1) // width != scene or scene in checked:
-            continue  # the script's mosaics have no patch across two scenes
+        assert (row.x0 + size - 1) // width == scene
+        if scene in checked:
+            continue
         checked.add(scene)
         date = times[row.t]
         xs = slice(scene * width, (scene + 1) * width)
@@ -227,3 +228,15 @@ def test_the_height_path_adds_nothing_where_nothing_is_known() -> None:
     with torch.no_grad():
         out = path(height, torch.randn(1, 4, 8, 8))
     assert (out[..., :4] == 0).all() and (out[..., 4:].abs() > 0).all()
+
+
+def test_a_patch_across_two_mosaic_scenes_is_refused(cube: xr.Dataset) -> None:
+    from cloudfill.errors import ParameterError
+    from cloudfill.training.dataset import PatchDataset
+    from cloudfill.training.index import PatchSettings, build_index
+
+    mosaic = cube.assign_attrs(mosaic_scene_width=48)
+    data = build_index(mosaic, "SODCTXH", PatchSettings(32, 8, block_size=64), seed=3,
+                       reference="blend")  # fmt: skip
+    with pytest.raises(ParameterError, match="span two of the mosaic's scenes"):
+        PatchDataset.from_index(data, "train", augment=False)

@@ -375,7 +375,7 @@ def assemble_condition(
         The scene lies south of the equator (SODCT only: its seasons are half a year later,
         :func:`~cloudfill.core.season.southern_hemisphere`).
     context
-        (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX only,
+        (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX, SODCTXH;
         :func:`context_channels`).
     height
         (HEIGHT_BINS, 10) the date's clear pixels by elevation band

@@ -11,7 +11,7 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
     pixel  1x1 conv -> p, ReLU, 1x1 conv -> p, ReLU  (optional; on the input, beside the trunk)
     context  5 x depthwise 3x3 partial conv (dilation 1, 2, 4, 8, 16) on the date's shown
            pixels' residual over the mean; their outputs and masks -> 3x3 conv, plus 1x1 -> 16,
-           ReLU, 3x3 -> 4 bands, added to the mean (SODCTX only; :mod:`cloudfill.model.context`)
+           ReLU, 3x3 -> 4 bands, added to the mean (SODCTX, SODCTXH; :mod:`cloudfill.model.context`)
     height 1x1 -> 32, ReLU, 1x1 -> 32, ReLU, 1x1 -> 4 bands on what the date's clear pixels
            show at the pixel's height and the mean so far, added to it (SODCTXH only)
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the

@@ -57,6 +57,7 @@ from cloudfill.core.height import HEIGHT_BINS, height_sums
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.variants import get_variant
 from cloudfill.cube.schema import BANDS
+from cloudfill.errors import ParameterError
 from cloudfill.preprocess.despeckle import median_filter
 from cloudfill.preprocess.normalise import NormStats
 from cloudfill.training.hide import hide_mask, split_context
@@ -188,6 +189,17 @@ class PatchDataset(torch.utils.data.Dataset):
         self._uses_context = spec.uses_context
         self._uses_height = spec.uses_height
         self._height_tables: dict[tuple[int, int], np.ndarray] = {}
+        width = reader.scene_width
+        if self._uses_height and width and len(samples):
+            # A patch across two mosaic scenes would read one scene's table for both.
+            x0 = samples["x0"].to_numpy(np.int64)
+            across = x0 // width != (x0 + self.size - 1) // width
+            if across.any():
+                raise ParameterError(
+                    f"{int(across.sum())} patches of {self.size} px span two of the mosaic's "
+                    f"scenes ({width} px wide, attrs['mosaic_scene_width']): choose a patch "
+                    "and block size that divide the scene width"
+                )
         # Plain arrays: row lookups in __getitem__ stay cheap.
         self._rows = samples[["t", "s1_t", "ref_t", "y0", "x0"]].to_numpy(np.int64)
         # Target dates, for a variant that sees the time of year (SODCT).
@@ -312,8 +324,8 @@ class PatchDataset(torch.utils.data.Dataset):
         scenes side by side (:attr:`CubeReader.scene_width`), the one the patch lies in: a
         table over ten scenes is smoother than any one scene's, and a model trained on such
         tables misread a single scene's (RESULTS, "Height context"). Memoised per process:
-        with the patch cache (the training default) once per date and scene, when the cache is
-        built; without it each worker reads each date of its samples once per epoch."""
+        with the patch cache once per date and scene, when the cache is built; without it each
+        worker reads each date of its samples once per epoch."""
         (ny, nx), s, width = self.reader.shape, self.size, self.reader.scene_width
         xs, xe = (
             (0, nx) if not width else (x0 // width * width, min(nx, x0 // width * width + width))
