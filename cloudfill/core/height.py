@@ -38,6 +38,7 @@ __all__ = [
     "height_bin",
     "height_channels",
     "height_sums",
+    "without_pixels",
 ]
 
 HEIGHT_VERSION: int = 1
@@ -133,6 +134,24 @@ def height_sums(values: Any, dem: Any) -> np.ndarray:
     ]
     (total,) = dask.compute(dask.delayed(sum)(parts))
     return np.asarray(total)
+
+
+def without_pixels(sums: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """The table ``sums`` with the pixels summed in ``part`` no longer shown: their values
+    and clear counts come off, they still count among the band's pixels (as cloudy ones do).
+    A training patch's table is its date's without the pixels it hides.
+
+    Examples
+    --------
+    >>> values = np.array([[[0.2, 0.4]]] * 4)
+    >>> dem = np.array([[10.0, 20.0]])
+    >>> less = without_pixels(height_sums(values, dem), height_sums(values[..., 1:], dem[:, 1:]))
+    >>> less[5].round(6).tolist()
+    [0.2, 0.2, 0.2, 0.2, 0.04, 0.04, 0.04, 0.04, 1.0, 2.0]
+    """
+    out = np.array(sums, dtype="float64")
+    out[:, :9] -= part[:, :9]  # the last column, all pixels with a DEM value, stays
+    return out
 
 
 def height_channels(sums: np.ndarray, dem: Any) -> Any:

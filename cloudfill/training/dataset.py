@@ -53,7 +53,7 @@ from cloudfill.core.condition import (
     normalise_bands,
     s1_to_units,
 )
-from cloudfill.core.height import HEIGHT_BINS, height_sums
+from cloudfill.core.height import height_sums, without_pixels
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.variants import get_variant
 from cloudfill.cube.schema import BANDS
@@ -133,6 +133,10 @@ def augment_batch(batch: torch.Tensor, codes: Sequence[int]) -> torch.Tensor:
     # Gathered back into batch order (a gather, not a scatter: deterministic on any device).
     inverse = torch.argsort(torch.cat(order)).to(batch.device)
     return torch.cat(parts).index_select(0, inverse)
+
+
+_HEIGHT_WINDOW = 512
+"""Side of the windows a date's height table is summed over in training (4 MB of S2)."""
 
 
 class PatchDataset(torch.utils.data.Dataset):
@@ -268,11 +272,15 @@ class PatchDataset(torch.utils.data.Dataset):
         filtered = median_filter(window, self.despeckle)
         return filtered[:, y0 - ya : y0 - ya + s, x0 - xa : x0 - xa + s]
 
-    def _s2(self, t: int, y0: int, x0: int) -> tuple[np.ndarray, np.ndarray]:
-        """S2 window with NaN where unusable, and the valid-pixel mask."""
-        s = self.size
-        image = self.reader.read("s2", t, y0, y0 + s, x0, x0 + s)
-        valid = ~self.reader.unusable(t, y0, y0 + s, x0, x0 + s) & np.isfinite(image).all(0)
+    def _s2(
+        self, t: int, y0: int, x0: int, y1: int | None = None, x1: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """S2 window (a patch, or ``[y0:y1, x0:x1]``) with NaN where unusable, and the
+        valid-pixel mask."""
+        y1 = y0 + self.size if y1 is None else y1
+        x1 = x0 + self.size if x1 is None else x1
+        image = self.reader.read("s2", t, y0, y1, x0, x1)
+        valid = ~self.reader.unusable(t, y0, y1, x0, x1) & np.isfinite(image).all(0)
         return np.where(valid, image, np.float32(np.nan)), valid
 
     def _reference(
@@ -326,22 +334,24 @@ class PatchDataset(torch.utils.data.Dataset):
         tables misread a single scene's (RESULTS, "Height context"). Memoised per process:
         with the patch cache once per date and scene, when the cache is built; without it each
         worker reads each date of its samples once per epoch."""
-        (ny, nx), s, width = self.reader.shape, self.size, self.reader.scene_width
+        (ny, nx), width = self.reader.shape, self.reader.scene_width
         xs, xe = (
             (0, nx) if not width else (x0 // width * width, min(nx, x0 // width * width + width))
         )
         if (t, xs) not in self._height_tables:
-            total = np.zeros((HEIGHT_BINS, 10))
-            for y0 in range(0, ny, s):
-                ya = max(0, min(y0, ny - s))
-                for x in range(xs, xe, s):
-                    xa = max(xs if xe - xs >= s else 0, min(x, xe - s))
-                    image = self._s2(t, ya, xa)[0]
-                    dem = self.reader.read("dem", None, ya, ya + s, xa, xa + s)
-                    shown = normalise_bands(image, self.stats, "s2", BANDS, fill=False)
-                    part = (slice(None), slice(y0 - ya, None), slice(x - xa, xe - xa))
-                    total += height_sums(shown[part], dem[part[1:]])
-            self._height_tables[t, xs] = total
+
+            def window(ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
+                image = self._s2(t, ya, xa, yb, xb)[0]
+                shown = normalise_bands(image, self.stats, "s2", BANDS, fill=False)
+                return height_sums(shown, self.reader.read("dem", None, ya, yb, xa, xb))
+
+            # Disjoint windows clipped to the scene: each pixel once, memory bounded.
+            step = max(self.size, _HEIGHT_WINDOW)
+            self._height_tables[t, xs] = sum(
+                window(ya, min(ya + step, ny), xa, min(xa + step, xe))
+                for ya in range(0, ny, step)
+                for xa in range(xs, xe, step)
+            )
         return self._height_tables[t, xs]
 
     def arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -362,8 +372,7 @@ class PatchDataset(torch.utils.data.Dataset):
             # The date's table less the pixels this sample hides: it reads only what it shows.
             hidden = np.where(valid[None], image, np.float32(np.nan))
             hidden = normalise_bands(hidden, self.stats, "s2", BANDS, fill=False)
-            height = self._height_table(t, x0).copy()
-            height[:, :9] -= height_sums(hidden, dem)[:, :9]
+            height = without_pixels(self._height_table(t, x0), height_sums(hidden, dem))
         condition = assemble_condition(
             self.stats,
             self.variant,
