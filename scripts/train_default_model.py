@@ -234,7 +234,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/default-model"))
     parser.add_argument(
-        "--variant", default="SODC", choices=["SOD", "SODC", "SODCT", "SODCTX", "SODCTXH"]
+        "--variant",
+        default="SODC",
+        choices=["SOD", "SODC", "SODCT", "SODCTX", "SODCTXH", "SODCTXHI"],
     )
     parser.add_argument("--max-steps", type=int, default=9000)
     parser.add_argument(
@@ -271,7 +273,7 @@ def main() -> None:
             raise SystemExit(
                 f"{cube} holds the {stored!r} scenes, not {args.scenes!r}: use another --out"
             )
-        if args.variant == "SODCTXH" and "mosaic_scene_width" not in attrs:
+        if args.variant.startswith("SODCTXH") and "mosaic_scene_width" not in attrs:
             # Without it the height tables would sum all scenes of a date (RESULTS).
             raise SystemExit(f"{cube} predates attrs['mosaic_scene_width']: use another --out")
     t0 = time.time()

@@ -96,7 +96,7 @@ def test_context_channels_numpy_and_dask_agree(cube: xr.Dataset) -> None:
     np.testing.assert_array_equal(lazy.compute(), out)
 
 
-@pytest.mark.parametrize("variant", ["SODCTX", "SODCTXH"])
+@pytest.mark.parametrize("variant", ["SODCTX", "SODCTXH", "SODCTXHI"])
 def test_training_patches_equal_the_inference_condition_with_the_hidden_pixels(
     cube: xr.Dataset, variant: str
 ) -> None:
@@ -236,7 +236,7 @@ def test_only_a_context_variant_has_the_context_path_and_the_tiling_halo_covers_
     assert moved[48, 48] and max(np.abs(ys - 48).max(), np.abs(xs - 48).max()) <= reach
 
 
-@pytest.mark.parametrize("variant", ["SODCTX", "SODCTXH"])
+@pytest.mark.parametrize("variant", ["SODCTX", "SODCTXH", "SODCTXHI"])
 def test_a_context_model_is_chunk_independent(cube: xr.Dataset, variant: str) -> None:
     """Whole scene in one window and in chunks: the same values (the halo covers the trunk
     and the context path after it; no attention, whose pooling is global; SODCTXH's table

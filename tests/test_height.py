@@ -18,10 +18,11 @@ from cloudfill.core.height import (
     HEIGHT_BINS,
     HEIGHT_MIN_SHOWN,
     height_channels,
+    height_light,
     height_sums,
 )
 from cloudfill.core.pairs import reference_candidates
-from cloudfill.core.variants import HEIGHT_CHANNELS, get_variant
+from cloudfill.core.variants import HEIGHT_CHANNELS, LIGHT_CHANNELS, get_variant
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS
 from cloudfill.model import CloudfillModel, Generator
@@ -29,9 +30,9 @@ from cloudfill.preprocess.normalise import scene_stats
 from cloudfill.training.warm_start import start_state
 
 
-def _loop_sums(values: np.ndarray, dem: np.ndarray) -> np.ndarray:
+def _loop_sums(values: np.ndarray, dem: np.ndarray, light: np.ndarray | None = None) -> np.ndarray:
     """The table pixel by pixel, in float64."""
-    out = np.zeros((HEIGHT_BINS, 10))
+    out = np.zeros((HEIGHT_BINS, 11))
     for y in range(dem.shape[0]):
         for x in range(dem.shape[1]):
             if np.isnan(dem[y, x]):
@@ -44,6 +45,7 @@ def _loop_sums(values: np.ndarray, dem: np.ndarray) -> np.ndarray:
                 out[k, :4] += v
                 out[k, 4:8] += v**2
                 out[k, 8] += 1
+                out[k, 10] += 0.0 if light is None else float(light[y, x])
     return out
 
 
@@ -59,16 +61,20 @@ def date_arrays() -> tuple[np.ndarray, np.ndarray]:
     return residual, dem
 
 
+@pytest.mark.parametrize("lit", [False, True])
 @pytest.mark.parametrize("backend", ["numpy", "dask"])
-def test_height_sums_match_a_float64_loop(date_arrays, backend: str) -> None:
+def test_height_sums_match_a_float64_loop(date_arrays, backend: str, lit: bool) -> None:
     residual, dem = date_arrays
-    want = _loop_sums(residual, dem)
+    light = np.random.default_rng(8).uniform(0, 1.5, dem.shape).astype("float32") if lit else None
+    want = _loop_sums(residual, dem, light)
     if backend == "dask":
         got = height_sums(
-            da.from_array(residual, chunks=(3, 10, 17)), da.from_array(dem, chunks=(16, 9))
+            da.from_array(residual, chunks=(3, 10, 17)),
+            da.from_array(dem, chunks=(16, 9)),
+            None if light is None else da.from_array(light, chunks=(11, 30)),
         )
     else:
-        got = height_sums(residual, dem)
+        got = height_sums(residual, dem, light)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     assert got[:, 9].sum() == np.isfinite(dem).sum()
 
@@ -98,6 +104,24 @@ def test_height_channels_look_up_each_pixels_band(date_arrays, backend: str) -> 
             np.testing.assert_allclose(got[:4, y, x], v.mean(1), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(got[4, y, x], v.std(1).mean(), rtol=1e-5)
             np.testing.assert_allclose(got[5, y, x], shown / total, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+def test_height_light_is_the_mean_light_of_each_bands_clear_pixels(date_arrays, backend) -> None:
+    values, dem = date_arrays
+    light = np.random.default_rng(9).uniform(0, 1.5, dem.shape)
+    sums = _loop_sums(values, dem, light)
+    got = height_light(sums, da.from_array(dem, chunks=(20, 20)) if backend == "dask" else dem)
+    got = np.asarray(got)
+    assert got.shape == dem.shape and got.dtype == np.float32
+    clear = np.isfinite(values).all(0)
+    for y, x in [(0, 0), (10, 10), (20, 33), (5, 5), (3, 1)]:
+        k = k_of(dem)[y, x]
+        if k < 0 or sums[int(k), 8] < HEIGHT_MIN_SHOWN:
+            assert got[y, x] == 0
+        else:
+            want = light[(k_of(dem) == k) & clear].mean()
+            np.testing.assert_allclose(got[y, x], want, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +195,29 @@ def test_warm_start_from_sodctx_computes_its_output() -> None:
     assert (moved - want).abs().max() > 1e-3
 
 
+def test_warm_start_from_sodctxh_to_the_lit_variant_computes_its_output() -> None:
+    """SODCTXHI's light enters the trunk, the per-pixel path and the height path with zero
+    weights: the warm-started network is SODCTXH's, until those weights move."""
+    torch.manual_seed(0)
+    sodctxh = Generator("SODCTXH", base_filters=8, n_blocks=1, confidence=True)
+    with torch.no_grad():
+        sodctxh.head[-1].weight.normal_(0, 0.05)
+        sodctxh.height.layers[-1].weight.normal_(0, 0.1)
+    sodctxh = CloudfillModel(sodctxh.eval())
+    lit = Generator(**{**sodctxh.card.generator_kwargs(), "variant": "SODCTXHI"}).eval()
+    lit.load_state_dict(start_state(sodctxh, lit), strict=True)
+    x = torch.randn(1, get_variant("SODCTXHI").n_inputs, 32, 32)
+    x[:, -3:] = x[:, -3:].abs()  # a share and two lights
+    with torch.no_grad():
+        want = sodctxh.generator(x[:, : -len(LIGHT_CHANNELS)]).mean
+        got = lit(x).mean
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+    with torch.no_grad():  # the height path's first layer hears the lit band mean
+        lit.height.layers[0].weight[:, -6:].normal_(0, 0.5)
+        moved = lit(x).mean
+    assert (moved - want).abs().max() > 1e-3
+
+
 def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None:
     """Scenes side by side (``attrs["mosaic_scene_width"]``): a patch's height channels are
     its own scene's table, less the pixels it hides, as inference on that scene alone."""
@@ -211,6 +258,47 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
         np.testing.assert_allclose(got, want[:, row.y0 : row.y0 + size, cols], atol=1e-6)
         assert (got[-1] > 0).any()
     assert checked == {0, 1}
+
+
+def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
+    """SODCTXHI in a mosaic: a patch's light is its own scene's, the edge pixels repeated at
+    the scene's border as inference on the scene alone repeats them, and the band means of the
+    light are that scene's table's."""
+    from cloudfill.core.illumination import light_geometry, slope_light
+    from cloudfill.training.dataset import PatchDataset
+    from cloudfill.training.hide import hide_mask
+    from cloudfill.training.index import PatchSettings, build_index
+
+    size, width = 16, 48
+    mosaic = cube.assign_attrs(mosaic_scene_width=width)
+    data = build_index(mosaic, "SODCTXHI", PatchSettings(size, 0, block_size=48), seed=3,
+                       reference="blend")  # fmt: skip
+    dataset = PatchDataset.from_index(data, "train", augment=False)
+    mask = cloud_mask(cube)
+    times = pd.DatetimeIndex(cube.time.values)
+    light = [get_variant("SODCTXHI").channels.index(c) for c in LIGHT_CHANNELS]
+    edges = 0
+    for i in range(len(dataset)):
+        row = dataset.samples.iloc[i]
+        scene = row.x0 // width
+        date = times[row.t]
+        xs = slice(scene * width, (scene + 1) * width)
+        own = cube.isel(x=xs)
+        dem = own["dem"].values
+        lit = slope_light(dem, date, light_geometry(own))
+        hidden = mask.sel(time=date).copy()
+        hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(
+            data.seed, i, size
+        )
+        values = own["s2"].sel(time=date, band=list(BANDS)).values
+        values = np.where(hidden.isel(x=xs).values[None], np.nan, values)
+        values = normalise_bands(values, data.stats, "s2", BANDS, fill=False)
+        want = np.stack([lit, height_light(_loop_sums(values, dem, lit), dem)])
+        cols = slice(row.x0 - scene * width, row.x0 - scene * width + size)
+        got = dataset[i][0].numpy()[light]
+        np.testing.assert_allclose(got, want[:, row.y0 : row.y0 + size, cols], atol=1e-5)
+        edges += cols.start == 0 or cols.stop == width
+    assert edges > 0 and data.light == light_geometry(cube)
 
 
 def test_the_height_path_adds_nothing_where_nothing_is_known() -> None:

@@ -113,9 +113,10 @@ def train_command(
         "--variant",
         help="Inputs: S, SD, SO, SOD, SODC (SOD plus each side's nearest clear value, "
         "its S1 and age, so the network sees change), SODCT (SODC plus the target's time "
-        "of year), SODCTX (SODCT plus the target date's own clear pixels) or SODCTXH "
+        "of year), SODCTX (SODCT plus the target date's own clear pixels), SODCTXH "
         "(SODCTX plus those pixels by 100 m elevation band over the whole date: the snow "
-        "line); SODC and later need --reference blend.",
+        "line) or SODCTXHI (SODCTXH plus the sunlight on each slope at the date, from the "
+        "DEM and the grid's latitude); SODC and later need --reference blend.",
     ),
     attention: bool = typer.Option(
         True, "--attention/--no-attention", help="Attention (CBAM) in the residual blocks."

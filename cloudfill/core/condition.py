@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from cloudfill.core.height import height_channels, height_sums
+from cloudfill.core.height import height_channels, height_light, height_sums
+from cloudfill.core.illumination import light_geometry, slope_light
 from cloudfill.core.season import season_channels, southern_hemisphere
 from cloudfill.core.variants import DEM_CHANNEL, REFERENCE_CHANNELS, SIDES, get_variant
 from cloudfill.cube.schema import BANDS, POLS
@@ -350,6 +351,7 @@ def assemble_condition(
     southern: bool = False,
     context: Any | None = None,
     height: np.ndarray | None = None,
+    light: Any | None = None,
 ) -> Any:
     """Stack the normalised input channels of ``variant`` (channels, y, x), float32.
 
@@ -378,9 +380,13 @@ def assemble_condition(
         (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX, SODCTXH;
         :func:`context_channels`).
     height
-        (HEIGHT_BINS, 10) the date's clear pixels by elevation band
-        (:func:`~cloudfill.core.height.height_sums` of their normalised S2 bands; SODCTXH
-        only), looked up at ``dem``.
+        (HEIGHT_BINS, 11) the date's clear pixels by elevation band
+        (:func:`~cloudfill.core.height.height_sums` of their normalised S2 bands; SODCTXH,
+        SODCTXHI), looked up at ``dem``.
+    light
+        (y, x) the sunlight on each pixel's slope at the date
+        (:func:`~cloudfill.core.illumination.slope_light`; SODCTXHI only; ``height`` then
+        holds the clear pixels' summed light too).
 
     Examples
     --------
@@ -426,6 +432,10 @@ def assemble_condition(
                 f"variant {spec.name} needs the target date's clear pixels by elevation band"
             )
         parts.append(height_channels(height, dem))
+    if spec.uses_light:
+        if light is None:
+            raise ModelMismatchError(f"variant {spec.name} needs the slopes' sunlight at the date")
+        parts += [light[None].astype("float32"), height_light(height, dem)[None]]
     return np.concatenate(parts, axis=0)
 
 
@@ -459,7 +469,9 @@ def condition_stack(
     required for an S2 date) is False (:func:`context_channels`); a date without S2 shows
     nothing. SODCTXH also sums those pixels by elevation band across the whole date
     (:mod:`cloudfill.core.height`): that table is computed here, one streaming pass over the
-    date's S2, mask and DEM, and each block looks it up.
+    date's S2, mask and DEM, and each block looks it up. SODCTXHI also reads the sunlight on
+    each pixel's slope at ``date`` (:mod:`cloudfill.core.illumination`, from the DEM and the
+    grid's latitude and spacing), and the table sums it over the clear pixels.
     """
     spec = get_variant(variant)
     context = None
@@ -516,9 +528,12 @@ def condition_stack(
                 ref = ref.where(~reference_mask)
             reference = ref.data
     dem = ds["dem"].data if DEM_CHANNEL in spec.channels else None
-    height = None
+    height = light = None
+    if spec.uses_light:
+        light = slope_light(dem, date, light_geometry(ds))
     if spec.uses_height:
-        height = height_sums(normalise_bands(context, stats, "s2", BANDS, fill=False), dem)
+        shown = normalise_bands(context, stats, "s2", BANDS, fill=False)
+        height = height_sums(shown, dem, light)
     data = assemble_condition(
         stats,
         spec.name,
@@ -531,6 +546,7 @@ def condition_stack(
         southern=spec.uses_season and southern_hemisphere(ds),
         context=context,
         height=height,
+        light=light,
     )
     coords = {k: v for k, v in ds["s2"].coords.items() if set(v.dims) <= {"y", "x"}}
     return xr.DataArray(

@@ -11,7 +11,7 @@ So the SODCTXH variant also reads, at each pixel, what the date's clear pixels *
 height* look like: over the whole date, their mean S2 (normalised as the model's ``s2``) in
 100 m elevation bands, how much they spread about it, and the share of the band's pixels that
 were clear (:data:`~cloudfill.core.variants.HEIGHT_CHANNELS`). A bright band of small spread
-is a snow-covered one. A table of :data:`HEIGHT_BINS` x 10 sums (:func:`height_sums`) is all
+is a snow-covered one. A table of :data:`HEIGHT_BINS` x 11 sums (:func:`height_sums`) is all
 it takes: an inference block looks its pixels up in the table of its date
 (:func:`height_channels`), a training patch in its date's table less the pixels it hides, so
 a sample never reads the values it is scored on.
@@ -37,11 +37,12 @@ __all__ = [
     "HEIGHT_VERSION",
     "height_bin",
     "height_channels",
+    "height_light",
     "height_sums",
     "without_pixels",
 ]
 
-HEIGHT_VERSION: int = 1
+HEIGHT_VERSION: int = 2
 """Changes whenever the table or its channels change (part of the patch cache's key)."""
 
 HEIGHT_BIN_M: float = 100.0
@@ -56,7 +57,9 @@ HEIGHT_BINS: int = 96
 HEIGHT_MIN_SHOWN: int = 16
 """A band with fewer clear pixels says nothing: its channels read 0."""
 
-_COLUMNS = 10  # per band: sums of the values and of their squares (4 bands each), clear, all
+_COLUMNS = 11  # per band: sums of the values and of their squares (4 bands each), clear,
+# all, and the clear pixels' summed slope light (:mod:`cloudfill.core.illumination`)
+_ALL = 9  # the column of all pixels with a DEM value: the one hiding a pixel leaves alone
 
 
 def height_bin(dem: np.ndarray) -> np.ndarray:
@@ -73,8 +76,8 @@ def height_bin(dem: np.ndarray) -> np.ndarray:
     return xp.where(xp.isnan(dem), -1, k).astype("int64")
 
 
-def _block_sums(values: Any, dem: Any) -> np.ndarray:
-    """(HEIGHT_BINS, 10) float64 sums of one block (on the host: a CuPy block is copied); a
+def _block_sums(values: Any, dem: Any, light: Any = None) -> np.ndarray:
+    """(HEIGHT_BINS, 11) float64 sums of one block (on the host: a CuPy block is copied); a
     pixel is clear where every band of ``values`` (4, y, x) is finite."""
     k = height_bin(to_numpy(dem)).ravel()
     v = to_numpy(values).astype("float64").reshape(values.shape[0], -1)
@@ -85,11 +88,14 @@ def _block_sums(values: Any, dem: Any) -> np.ndarray:
         out[:, b] = np.bincount(k[clear], weights=v[b, clear], minlength=HEIGHT_BINS)
         out[:, 4 + b] = np.bincount(k[clear], weights=v[b, clear] ** 2, minlength=HEIGHT_BINS)
     out[:, 8] = np.bincount(k[clear], minlength=HEIGHT_BINS)
-    out[:, 9] = np.bincount(k[has], minlength=HEIGHT_BINS)
+    out[:, _ALL] = np.bincount(k[has], minlength=HEIGHT_BINS)
+    if light is not None:
+        lit = to_numpy(light).astype("float64").ravel()
+        out[:, 10] = np.bincount(k[clear], weights=lit[clear], minlength=HEIGHT_BINS)
     return out
 
 
-def height_sums(values: Any, dem: Any) -> np.ndarray:
+def height_sums(values: Any, dem: Any, light: Any = None) -> np.ndarray:
     """Per elevation band, the sums of a date's clear pixels' values and the counts.
 
     Parameters
@@ -101,34 +107,47 @@ def height_sums(values: Any, dem: Any) -> np.ndarray:
         streams through once.
     dem
         (y, x) elevation, metres.
+    light
+        (y, x) the light on each pixel's slope at the date
+        (:func:`~cloudfill.core.illumination.slope_light`; SODCTXHI), or None (its column
+        stays 0).
 
     Returns
     -------
     numpy.ndarray
-        (HEIGHT_BINS, 10) float64: per band the sums of the values in B02, B03, B04, B08,
-        of their squares, the number of clear pixels and the number of pixels with a DEM
-        value. Sums of disjoint parts add up, so a training patch's hidden pixels are
-        subtracted from its date's.
+        (HEIGHT_BINS, 11) float64: per band the sums of the values in B02, B03, B04, B08,
+        of their squares, the number of clear pixels, the number of pixels with a DEM
+        value and the sum of the clear pixels' light. Sums of disjoint parts add up, so a
+        training patch's hidden pixels are subtracted from its date's.
 
     Examples
     --------
     >>> values = np.array([[[0.2, np.nan], [0.4, 1.0]]] * 4)
     >>> s = height_sums(values, np.array([[10.0, 20.0], [30.0, 900.0]]))
     >>> s[5].round(6).tolist()
-    [0.6, 0.6, 0.6, 0.6, 0.2, 0.2, 0.2, 0.2, 2.0, 3.0]
+    [0.6, 0.6, 0.6, 0.6, 0.2, 0.2, 0.2, 0.2, 2.0, 3.0, 0.0]
     """
-    if not _is_dask(values) and not _is_dask(dem):
-        return _block_sums(values, dem)
+    if not any(_is_dask(a) for a in (values, dem, light)):
+        return _block_sums(values, dem, light)
     import dask
     import dask.array as da
     from dask.array.core import unify_chunks
 
     values = da.asarray(values).rechunk({0: -1})
-    _, (values, dem) = unify_chunks(values, "byx", da.asarray(dem), "yx")
+    if light is None:
+        _, (values, dem) = unify_chunks(values, "byx", da.asarray(dem), "yx")
+        lights = None
+    else:
+        _, (values, dem, light) = unify_chunks(
+            values, "byx", da.asarray(dem), "yx", da.asarray(light), "yx"
+        )
+        lights = light.to_delayed()
     blocks = values.to_delayed()[0]
     dems = dem.to_delayed()
     parts = [
-        dask.delayed(_block_sums)(blocks[i][j], dems[i][j])
+        dask.delayed(_block_sums)(
+            blocks[i][j], dems[i][j], None if lights is None else lights[i][j]
+        )
         for i in range(len(dems))
         for j in range(len(dems[i]))
     ]
@@ -147,10 +166,11 @@ def without_pixels(sums: np.ndarray, part: np.ndarray) -> np.ndarray:
     >>> dem = np.array([[10.0, 20.0]])
     >>> less = without_pixels(height_sums(values, dem), height_sums(values[..., 1:], dem[:, 1:]))
     >>> less[5].round(6).tolist()
-    [0.2, 0.2, 0.2, 0.2, 0.04, 0.04, 0.04, 0.04, 1.0, 2.0]
+    [0.2, 0.2, 0.2, 0.2, 0.04, 0.04, 0.04, 0.04, 1.0, 2.0, 0.0]
     """
     out = np.array(sums, dtype="float64")
-    out[:, :9] -= part[:, :9]  # the last column, all pixels with a DEM value, stays
+    shown = np.arange(out.shape[1]) != _ALL  # all pixels with a DEM value stay counted
+    out[:, shown] -= np.asarray(part)[:, shown]
     return out
 
 
@@ -193,3 +213,31 @@ def height_channels(sums: np.ndarray, dem: Any) -> Any:
 
 def _is_dask(x: Any) -> bool:
     return type(x).__module__.startswith("dask.")
+
+
+def height_light(sums: np.ndarray, dem: Any) -> Any:
+    """At each pixel (y, x), float32: the mean slope light of the clear pixels of its
+    elevation band (the table's last column over its clear count); 0 where the band has fewer
+    than :data:`HEIGHT_MIN_SHOWN` clear pixels or the pixel has no DEM value, as
+    :func:`height_channels`. Lazy when ``dem`` is a dask array.
+
+    Examples
+    --------
+    >>> sums = np.zeros((HEIGHT_BINS, 11))
+    >>> sums[5, 8], sums[5, 10] = 16, 12.0
+    >>> height_light(sums, np.array([[50.0, 150.0, np.nan]])).tolist()
+    [[0.75, 0.0, 0.0]]
+    """
+    sums = np.asarray(sums, dtype="float64")
+    shown = sums[:, 8]
+    table = np.zeros(HEIGHT_BINS + 1, dtype="float32")  # the last row: no DEM value
+    enough = shown >= HEIGHT_MIN_SHOWN
+    table[:-1][enough] = sums[enough, 10] / shown[enough]
+
+    def lookup(block: Any) -> Any:
+        xp = namespace(block)
+        return xp.asarray(table)[height_bin(block)]
+
+    if _is_dask(dem):
+        return dem.map_blocks(lookup, dtype="float32")
+    return lookup(dem)

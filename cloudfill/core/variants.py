@@ -45,6 +45,11 @@ is all flags 0, what SODCT sees.
 each pixel's height anywhere on the date (:mod:`cloudfill.core.height`), for the snow line
 that the context path's 32 px do not reach.
 
+``SODCTXHI`` appends :data:`LIGHT_CHANNELS` to SODCTXH: the sunlight on each pixel's slope at
+the target date and the mean of the clear pixels of its elevation band
+(:mod:`cloudfill.core.illumination`), so that a snow-covered band's mean becomes each slope's
+own brightness.
+
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
 torch.
@@ -63,6 +68,7 @@ __all__ = [
     "CONTEXT_CHANNELS",
     "DEM_CHANNEL",
     "HEIGHT_CHANNELS",
+    "LIGHT_CHANNELS",
     "NORMS",
     "OUTPUT_BANDS",
     "REFERENCE_CHANNELS",
@@ -118,6 +124,11 @@ HEIGHT_CHANNELS: tuple[str, ...] = (
 """At each pixel, what the date's clear pixels in its 100 m elevation band look like: their
 mean S2 bands, their spread (standard deviation, averaged over the bands) and the share of the
 band shown (``SODCTXH``; see :mod:`cloudfill.core.height`)."""
+
+LIGHT_CHANNELS: tuple[str, ...] = ("light", "height_light")
+"""The sunlight on the pixel's slope at the target date relative to flat ground, and the mean
+of that of the clear pixels in its elevation band (``SODCTXHI``; see
+:mod:`cloudfill.core.illumination`)."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,11 @@ class Variant:
         """True when the stack holds the date's clear pixels by elevation band (SODCTXH)."""
         return HEIGHT_CHANNELS[0] in self.channels
 
+    @property
+    def uses_light(self) -> bool:
+        """True when the stack holds the slope's sunlight at the date (SODCTXHI)."""
+        return LIGHT_CHANNELS[0] in self.channels
+
 
 VARIANTS: dict[str, Variant] = {
     "S": Variant("S", S1_CHANNELS),
@@ -190,10 +206,21 @@ VARIANTS: dict[str, Variant] = {
         "SODCTXH",
         (*ALL_CHANNELS, *SIDE_CHANNELS, *SEASON_CHANNELS, *CONTEXT_CHANNELS, *HEIGHT_CHANNELS),
     ),
+    "SODCTXHI": Variant(
+        "SODCTXHI",
+        (
+            *ALL_CHANNELS,
+            *SIDE_CHANNELS,
+            *SEASON_CHANNELS,
+            *CONTEXT_CHANNELS,
+            *HEIGHT_CHANNELS,
+            *LIGHT_CHANNELS,
+        ),
+    ),
 }
 """The four variants of the paper, the change-aware SODC, SODCT (SODC and the target's
 time of year), SODCTX (SODCT and the target date's clear pixels) and SODCTXH (SODCTX and
-those pixels by elevation band), by name."""
+those pixels by elevation band) and SODCTXHI (SODCTXH and the slopes' sunlight), by name."""
 
 
 def get_variant(name: str | Variant) -> Variant:
@@ -203,7 +230,7 @@ def get_variant(name: str | Variant) -> Variant:
     ----------
     name
         ``"S"``, ``"SD"``, ``"SO"``, ``"SOD"``, ``"SODC"``, ``"SODCT"``, ``"SODCTX"``,
-        ``"SODCTXH"`` or a :class:`Variant` (returned as is).
+        ``"SODCTXH"``, ``"SODCTXHI"`` or a :class:`Variant` (returned as is).
 
     Returns
     -------

@@ -45,6 +45,9 @@ CONTEXT_FEATURES: int = 16
 HEIGHT_FEATURES: int = 32
 """Width of the height path's hidden layers."""
 
+_MIN_LIGHT = 0.05  # a band whose clear pixels all face away from a low sun: no ratio to trust
+_MAX_RATIO = 4.0  # a steep sunny slope under a winter sun 15 degrees high is about 3.5x
+
 CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 16)
 """Dilations of its 3x3 partial convolutions (reach: their sum, 31 px)."""
 
@@ -163,21 +166,35 @@ class HeightPath(nn.Module):
     (torch.Size([1, 4, 8, 8]), 0.0)
     """
 
-    def __init__(self, bands: int = 4) -> None:
+    def __init__(self, bands: int = 4, *, light: bool = False) -> None:
         super().__init__()
         k = HEIGHT_FEATURES
+        self.light = bool(light)
+        inputs = 3 * bands + 2 + (bands + 2 if light else 0)
         self.layers = nn.Sequential(
-            nn.Conv2d(3 * bands + 2, k, 1), nn.ReLU(inplace=True), nn.Conv2d(k, k, 1),
+            nn.Conv2d(inputs, k, 1), nn.ReLU(inplace=True), nn.Conv2d(k, k, 1),
             nn.ReLU(inplace=True), nn.Conv2d(k, bands, 1),
         )  # fmt: skip
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
 
-    def forward(self, height: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, height: torch.Tensor, estimate: torch.Tensor, light: torch.Tensor | None = None
+    ) -> torch.Tensor:
         bands = estimate.shape[1]
         known = (height[:, -1:] > 0).to(height.dtype)
         means = height[:, :bands]
-        features = torch.cat([(means - estimate) * known, height, estimate], 1)
+        features = [(means - estimate) * known, height, estimate]
+        if self.light:
+            if light is None:
+                raise ValueError("this height path reads the slopes' light (SODCTXHI)")
+            # The band's mean as this slope would show it: the mean scaled by the pixel's light
+            # against the band's clear pixels' (a snow cover's brightness follows the slope;
+            # :mod:`cloudfill.core.illumination`). Appended after the SODCTXH features, so
+            # a warm start from SODCTXH gives them zero weights and starts exact.
+            ratio = (light[:, :1] / light[:, 1:].clamp(min=_MIN_LIGHT)).clamp(max=_MAX_RATIO)
+            features += [(means * ratio - estimate) * known, light]
+        features = torch.cat(features, 1)
         # Where nothing is known at the pixel's height (a fully cloudy date, a band with too
         # few clear pixels) the path adds nothing: training never scores such a pixel (a date
         # with no clear pixel has no samples), so what it would add there is unlearned; on a

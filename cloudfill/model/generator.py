@@ -13,7 +13,8 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
            pixels' residual over the mean; their outputs and masks -> 3x3 conv, plus 1x1 -> 16,
            ReLU, 3x3 -> 4 bands, added to the mean (SODCTX, SODCTXH; :mod:`cloudfill.model.context`)
     height 1x1 -> 32, ReLU, 1x1 -> 32, ReLU, 1x1 -> 4 bands on what the date's clear pixels
-           show at the pixel's height and the mean so far, added to it (SODCTXH only)
+           show at the pixel's height and the mean so far, added to it (SODCTXH, SODCTXHI;
+           SODCTXHI's also reads the slope's light and that band mean scaled by it)
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
            reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
@@ -50,7 +51,9 @@ Choices the paper leaves open, and why:
   residual, so its reach (32 px) adds to the trunk's in the tiling's halo
   (:meth:`Generator.rf_path`, :mod:`cloudfill.model.receptive`).
   The trunk and the per-pixel path do not read the context channels (nor SODCTXH's height
-  channels): the mean is the SODCT network's, the same whether a pixel is shown or hidden.
+  channels, nor SODCTXHI's band mean of the light): the mean is the SODCT network's, the same
+  whether a pixel is shown or hidden. They do read SODCTXHI's ``light``, the pixel's own
+  slope at the date, which says nothing of what is shown.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
   per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
@@ -71,6 +74,7 @@ from cloudfill.core.grid import ALIGN
 from cloudfill.core.variants import (
     CONTEXT_CHANNELS,
     HEIGHT_CHANNELS,
+    LIGHT_CHANNELS,
     NORMS,
     OUTPUT_BANDS,
     REFERENCE_CHANNELS,
@@ -256,7 +260,7 @@ class Generator(nn.Module):
         # first estimate must not know which pixels are shown, or, trained only where they
         # are hidden, it would drift where they are shown, and the context path reads its
         # residual there (RESULTS, "The target date's clear pixels").
-        context = {*CONTEXT_CHANNELS, *HEIGHT_CHANNELS}
+        context = {*CONTEXT_CHANNELS, *HEIGHT_CHANNELS, "height_light"}
         self._estimate_index = [i for i, c in enumerate(self.variant.channels) if c not in context]
         f, cin, cout = self.base_filters, len(self._estimate_index), len(OUTPUT_BANDS)
         self.trunk = nn.Sequential(
@@ -286,7 +290,16 @@ class Generator(nn.Module):
             else []
         )
         self.context = ContextPath(len(OUTPUT_BANDS)) if self._context_index else None
-        self.height = HeightPath(len(OUTPUT_BANDS)) if self._height_index else None
+        self._light_index = (
+            [self.variant.channels.index(c) for c in LIGHT_CHANNELS]
+            if self.variant.uses_light
+            else []
+        )
+        self.height = (
+            HeightPath(len(OUTPUT_BANDS), light=bool(self._light_index))
+            if self._height_index
+            else None
+        )
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(f + p, cout, 7))
         if self.reference_skip:
             # Start from the identity (output = reference), as residual nets zero their last
@@ -368,7 +381,8 @@ class Generator(nn.Module):
         if self.height is not None:
             # Per pixel, after the context path: what the date shows at this height against
             # the estimate so far (detached, as the context path's residual).
-            mean = mean + self.height(x[:, self._height_index], mean.detach())
+            light = x[:, self._light_index] if self._light_index else None
+            mean = mean + self.height(x[:, self._height_index], mean.detach(), light)
         scale = None
         if self.scale_head is not None:
             # The scale head reads the features but does not shape them: its Laplace NLL,

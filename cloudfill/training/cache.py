@@ -60,6 +60,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from cloudfill._outputs import check_writable, nested
 from cloudfill._version import __version__
 from cloudfill.core.height import HEIGHT_VERSION
+from cloudfill.core.illumination import LIGHT_VERSION
 from cloudfill.core.variants import get_variant
 from cloudfill.cube.zarr_io import store_digest
 from cloudfill.errors import OutputError
@@ -140,6 +141,12 @@ def _sample_description(data: PatchDataset) -> dict[str, Any]:
         **({"hide": [HIDE_VERSION, data.seed]} if get_variant(data.variant).uses_context else {}),
         # A height variant's samples depend on how the table is built.
         **({"height": HEIGHT_VERSION} if get_variant(data.variant).uses_height else {}),
+        # A light variant's on the formula and on where the cube lies.
+        **(
+            {"light": [LIGHT_VERSION, repr(data.light)]}
+            if get_variant(data.variant).uses_light
+            else {}
+        ),
     }
 
 

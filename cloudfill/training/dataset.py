@@ -54,6 +54,7 @@ from cloudfill.core.condition import (
     s1_to_units,
 )
 from cloudfill.core.height import height_sums, without_pixels
+from cloudfill.core.illumination import LightGeometry, slope_light
 from cloudfill.core.pairs import PairingRule
 from cloudfill.core.variants import get_variant
 from cloudfill.cube.schema import BANDS
@@ -157,6 +158,9 @@ class PatchDataset(torch.utils.data.Dataset):
     southern
         The season planes turn by half a year, as inference turns them: a season variant
         (SODCT) on a scene south of the equator (:attr:`PatchIndex.southern`).
+    light
+        Where the cube lies and its pixel spacing, for the slopes' sunlight (SODCTXHI;
+        :attr:`PatchIndex.light`); None for the other variants.
     """
 
     def __init__(
@@ -173,6 +177,7 @@ class PatchDataset(torch.utils.data.Dataset):
         split: str = "train",
         references: ReferenceTables | None = None,
         southern: bool = False,
+        light: LightGeometry | None = None,
     ) -> None:
         self.reader = reader
         self.stats = stats
@@ -192,6 +197,13 @@ class PatchDataset(torch.utils.data.Dataset):
         self._uses_dem = spec.uses_dem
         self._uses_context = spec.uses_context
         self._uses_height = spec.uses_height
+        self._uses_light = spec.uses_light
+        if self._uses_light and light is None:
+            raise ParameterError(
+                f"variant {spec.name} reads the slopes' sunlight: it needs the cube's latitude "
+                "and pixel spacing (light)"
+            )
+        self.light = light if self._uses_light else None
         self._height_tables: dict[tuple[int, int], np.ndarray] = {}
         width = reader.scene_width
         if self._uses_height and width and len(samples):
@@ -247,6 +259,7 @@ class PatchDataset(torch.utils.data.Dataset):
             split=split,
             references=index.references if uses_reference else None,
             southern=index.southern,
+            light=index.light,
         )
 
     @property
@@ -325,7 +338,27 @@ class PatchDataset(torch.utils.data.Dataset):
                 covered |= valid
         return blend_with_sides(images, unusable, days, radar, s1_to_units(s1_target, units, "dB"))
 
-    def _height_table(self, t: int, x0: int) -> np.ndarray:
+    def _scene_columns(self, x0: int) -> tuple[int, int]:
+        """The columns of the scene around column ``x0``: the cube's, or in a training mosaic
+        (:attr:`CubeReader.scene_width`) the one scene's."""
+        nx, width = self.reader.shape[1], self.reader.scene_width
+        if not width:
+            return 0, nx
+        xs = x0 // width * width
+        return xs, min(nx, xs + width)
+
+    def _light(self, date: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The slopes' sunlight (:func:`~cloudfill.core.illumination.slope_light`) of the
+        window ``[y0:y1, x0:x1]`` at ``date``, as inference computes it over the whole scene:
+        the DEM is read one pixel beyond the window, except at the scene's edge, where the
+        edge pixels are repeated (a mosaic's scene does not see its neighbour)."""
+        ny = self.reader.shape[0]
+        xs, xe = self._scene_columns(x0)
+        ya, yb, xa, xb = max(0, y0 - 1), min(ny, y1 + 1), max(xs, x0 - 1), min(xe, x1 + 1)
+        light = slope_light(self.reader.read("dem", None, ya, yb, xa, xb), date, self.light)
+        return light[y0 - ya : y0 - ya + y1 - y0, x0 - xa : x0 - xa + x1 - x0]
+
+    def _height_table(self, t: int, x0: int, date: Any = None) -> np.ndarray:
         """The clear pixels by elevation band (:mod:`cloudfill.core.height`) of the scene
         around column ``x0`` at date ``t``, as inference sums them over a date: window by
         window, each pixel once. The scene is the whole cube, or, in a training mosaic of
@@ -334,16 +367,15 @@ class PatchDataset(torch.utils.data.Dataset):
         tables misread a single scene's (RESULTS, "Height context"). Memoised per process:
         with the patch cache once per date and scene, when the cache is built; without it each
         worker reads each date of its samples once per epoch."""
-        (ny, nx), width = self.reader.shape, self.reader.scene_width
-        xs, xe = (
-            (0, nx) if not width else (x0 // width * width, min(nx, x0 // width * width + width))
-        )
+        ny = self.reader.shape[0]
+        xs, xe = self._scene_columns(x0)
         if (t, xs) not in self._height_tables:
 
             def window(ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
                 image = self._s2(t, ya, xa, yb, xb)[0]
                 shown = normalise_bands(image, self.stats, "s2", BANDS, fill=False)
-                return height_sums(shown, self.reader.read("dem", None, ya, yb, xa, xb))
+                light = self._light(date, ya, yb, xa, xb) if self._uses_light else None
+                return height_sums(shown, self.reader.read("dem", None, ya, yb, xa, xb), light)
 
             # Disjoint windows clipped to the scene: each pixel once, memory bounded.
             step = max(self.size, _HEIGHT_WINDOW)
@@ -367,12 +399,16 @@ class PatchDataset(torch.utils.data.Dataset):
         context = None
         if self._uses_context:
             context, valid = split_context(image, valid, hide_mask(self.seed, index, s))
-        height = None
+        height = light = None
+        date = None if self._dates is None else self._dates[index]
+        if self._uses_light:
+            light = self._light(date, y0, y0 + s, x0, x0 + s)
         if self._uses_height:
             # The date's table less the pixels this sample hides: it reads only what it shows.
             hidden = np.where(valid[None], image, np.float32(np.nan))
             hidden = normalise_bands(hidden, self.stats, "s2", BANDS, fill=False)
-            height = without_pixels(self._height_table(t, x0), height_sums(hidden, dem))
+            table = self._height_table(t, x0, date)
+            height = without_pixels(table, height_sums(hidden, dem, light))
         condition = assemble_condition(
             self.stats,
             self.variant,
@@ -381,10 +417,11 @@ class PatchDataset(torch.utils.data.Dataset):
             reference=reference,
             dem=dem,
             sides=sides,
-            date=None if self._dates is None else self._dates[index],
+            date=date,
             southern=self.southern,
             context=context,
             height=height,
+            light=light,
         )
         target = normalise_bands(image, self.stats, "s2", BANDS, fill=True)
         return condition.astype(np.float32, copy=False), target, valid[None]

@@ -37,6 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill.core.grid import ALIGN, SPLITS, PatchGrid, patch_grid, split_blocks
+from cloudfill.core.illumination import LightGeometry, light_geometry
 from cloudfill.core.pairs import PER_PIXEL_MODES, PairingRule, pairs
 from cloudfill.core.season import southern_hemisphere
 from cloudfill.core.variants import get_variant
@@ -148,6 +149,10 @@ class PatchIndex:
     southern
         The scene lies south of the equator (:func:`~cloudfill.core.season.southern_hemisphere`;
         the season channels of SODCT turn by half a year).
+    light
+        Where the cube lies and how far apart its pixels are
+        (:func:`~cloudfill.core.illumination.light_geometry`), for a variant that reads the
+        slopes' sunlight (SODCTXHI); None for a grid too small to have slopes.
     """
 
     reader: CubeReader
@@ -161,6 +166,7 @@ class PatchIndex:
     config: dict[str, Any] = field(default_factory=dict)
     references: ReferenceTables = field(default_factory=ReferenceTables)
     southern: bool = False
+    light: LightGeometry | None = None
 
     @property
     def size(self) -> int:
@@ -230,6 +236,13 @@ def _grid(reader: CubeReader, patches: PatchSettings, despeckle: int | None) -> 
         chunk_bounds=(s1_bounds[0][1:-1].tolist(), s1_bounds[1][1:-1].tolist()),
         margin=margin,
     )
+
+
+def _geometry(ds: xr.Dataset) -> LightGeometry | None:
+    try:
+        return light_geometry(ds)
+    except ParameterError:
+        return None
 
 
 def build_index(
@@ -357,4 +370,5 @@ def build_index(
             else ReferenceTables()
         ),
         southern=southern_hemisphere(ds),
+        light=_geometry(ds),
     )

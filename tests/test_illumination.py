@@ -1,0 +1,86 @@
+"""The slopes' sunlight at the overpass (SODCTXHI): the sun's position, the light on a
+plane against its closed form in float64, numpy and dask alike, and the grid's geometry."""
+
+from __future__ import annotations
+
+import math
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import cloudfill
+from cloudfill.core.illumination import (
+    SKY_LIGHT,
+    LightGeometry,
+    light_geometry,
+    slope_light,
+    sun_position,
+)
+from cloudfill.errors import ParameterError
+
+
+def test_sun_position_at_the_equinox_and_the_solstices() -> None:
+    # On the equator at the equinox the sun runs along the east-west circle: 10:30 is
+    # 22.5 degrees from the zenith, due east.
+    el, az = sun_position("2023-03-22", 0.0)
+    assert el == pytest.approx(67.5, abs=0.5) and az == pytest.approx(90.0, abs=1.0)
+    # Higher in June than in December in the north; the other way round in the south.
+    assert sun_position("2023-06-21", 45.0)[0] > sun_position("2023-12-21", 45.0)[0] + 40
+    assert sun_position("2023-06-21", -45.0)[0] < sun_position("2023-12-21", -45.0)[0] - 40
+    # Morning: east of the meridian; south of the zenith in northern winter, north in the south.
+    assert 90 < sun_position("2023-12-21", 45.0)[1] < 180
+    assert 0 < sun_position("2023-06-21", -45.0)[1] < 90
+
+
+@pytest.mark.parametrize("backend", ["numpy", "dask"])
+@pytest.mark.parametrize("facing", [(0.3, 0.0), (0.0, 0.4), (-0.5, -0.5), (0.0, -1.5)])
+def test_the_light_on_a_plane_is_its_closed_form(backend: str, facing) -> None:
+    """z = a * east + b * north (metres): the same light everywhere, the cosine of the sun
+    against the plane's normal plus the sky light the plane sees, in float64."""
+    a, b = facing
+    g = LightGeometry(46.0, (10.0, -20.0))  # rows run south, 20 m apart
+    east = np.arange(30)[None, :] * 10.0
+    north = -np.arange(20)[:, None] * 20.0
+    dem = a * east + b * north + 500.0
+    date = "2023-01-10"
+    got = slope_light(da.from_array(dem, chunks=(7, 9)) if backend == "dask" else dem, date, g)
+    got = np.asarray(got)
+    el, az = (math.radians(v) for v in sun_position(date, g.latitude))
+    sun = np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
+    normal = np.array([-a, -b, 1.0]) / math.sqrt(1 + a * a + b * b)
+    want = (max(sun @ normal, 0) + SKY_LIGHT * sun[2] * (1 + normal[2]) / 2) / (
+        (1 + SKY_LIGHT) * sun[2]
+    )
+    assert got.shape == dem.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got[1:-1, 1:-1], want, rtol=2e-5)
+    # The edge pixels repeat beyond the grid: there the plane has half its slope.
+    half = slope_light(np.pad(dem, 1, mode="edge")[:3, :3], date, g)[1, 1]
+    np.testing.assert_allclose(got[0, 0], half, rtol=1e-6)
+    assert abs(half - want) > 1e-3
+
+
+def test_numpy_and_dask_agree_on_rough_terrain_and_nan_has_no_light() -> None:
+    rng = np.random.default_rng(3)
+    dem = np.cumsum(np.cumsum(rng.normal(size=(45, 61)), 0), 1) * 5.0
+    dem[20, 30] = np.nan
+    g = LightGeometry(28.0, (10.0, -10.0))
+    want = slope_light(dem, "2023-12-06", g)
+    got = slope_light(da.from_array(dem, chunks=(11, 16)), "2023-12-06", g).compute()
+    np.testing.assert_array_equal(got, want)
+    assert (want[19:22, 29:32][[0, 1, 1, 2], [1, 0, 2, 1]] == 0).all()  # next to the void
+    assert want[20, 30] == 0 and (want > 0).mean() > 0.9
+
+
+def test_light_geometry_of_projected_geographic_and_bare_grids() -> None:
+    ds = cloudfill.simulate_scene((16, 16), seed=0)
+    g = light_geometry(ds)
+    assert g.latitude == pytest.approx(28.0, abs=0.1) and g.spacing == (10.0, -10.0)
+    geo = ds.assign_coords(x=85.0 + np.arange(16) * 1e-4, y=28.0 - np.arange(16) * 1e-4)
+    g = light_geometry(geo.rio.write_crs("EPSG:4326"))
+    assert g.latitude == pytest.approx(28.0, abs=0.01)
+    assert g.spacing[0] == pytest.approx(11.132 * math.cos(math.radians(g.latitude)), rel=1e-3)
+    assert g.spacing[1] == pytest.approx(-11.132, rel=1e-3)
+    assert light_geometry(ds.drop_vars("spatial_ref")).latitude == 28.0
+    with pytest.raises(ParameterError, match="2 x 2"):
+        light_geometry(ds.isel(x=[0]))
