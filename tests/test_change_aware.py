@@ -10,15 +10,9 @@ import pytest
 import xarray as xr
 
 import cloudfill
-from cloudfill.core.condition import (
-    AGE_SCALE_DAYS,
-    _nearest_side,
-    blend_reference,
-    blend_with_sides,
-    condition_stack,
-    side_channels,
-)
+from cloudfill.core.condition import AGE_SCALE_DAYS, condition_stack, side_channels
 from cloudfill.core.pairs import reference_candidates
+from cloudfill.core.reference import _nearest_side, blend_reference, blend_with_sides
 from cloudfill.core.season import centre_latitude, season_channels, southern_hemisphere
 from cloudfill.core.variants import ALL_CHANNELS, SEASON_CHANNELS, SIDE_CHANNELS, get_variant
 from cloudfill.cube.mask import cloud_mask

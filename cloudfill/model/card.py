@@ -90,9 +90,9 @@ class ModelCard:
     reference_mode
         How the reference image of SO/SOD models is built: ``"date"`` (one clear date, the
         paper's setting), ``"composite"`` (each pixel's nearest clear observation; see
-        :func:`cloudfill.core.condition.composite_reference`) or ``"blend"`` (the nearest
+        :func:`cloudfill.core.reference.composite_reference`) or ``"blend"`` (the nearest
         clear observations before and after, weighted by time and S1 similarity; see
-        :func:`cloudfill.core.condition.blend_reference`). Inference uses the mode the
+        :func:`cloudfill.core.reference.blend_reference`). Inference uses the mode the
         model was trained with.
     input_channels
         Input channel names in stack order; derived from the variant when omitted.

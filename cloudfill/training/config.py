@@ -353,7 +353,7 @@ class TrainConfig:
         How SO/SOD references are built: ``"date"`` (one clear earlier date, the paper's
         rule), ``"composite"`` (each pixel's nearest clear observation) or ``"blend"`` (the
         nearest clear observations before and after, weighted by time and S1 similarity:
-        :func:`~cloudfill.core.condition.blend_reference`); recorded in the card
+        :func:`~cloudfill.core.reference.blend_reference`); recorded in the card
         (``reference_mode``) so inference builds it the same way. A prebuilt index brings
         its own.
     despeckle

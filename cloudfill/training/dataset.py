@@ -45,17 +45,11 @@ import torch
 import xarray as xr
 
 from cloudfill._hashing import splitmix64
-from cloudfill.core.condition import (
-    Side,
-    assemble_condition,
-    blend_with_sides,
-    composite_reference,
-    normalise_bands,
-    s1_to_units,
-)
+from cloudfill.core.condition import assemble_condition, normalise_bands, s1_to_units
 from cloudfill.core.height import height_sums, without_pixels
 from cloudfill.core.illumination import LightGeometry, slope_light
 from cloudfill.core.pairs import PairingRule
+from cloudfill.core.reference import Side, blend_with_sides, composite_reference
 from cloudfill.core.variants import get_variant
 from cloudfill.cube.schema import BANDS
 from cloudfill.errors import ParameterError

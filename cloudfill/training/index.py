@@ -5,9 +5,9 @@ A training sample is one patch of one target S2 date. Dates follow
 (nearest S1 within ``max_s1_gap`` days, nearest earlier reference with at most
 ``max_ref_cloud`` cloud within ``max_ref_age`` days), the rule inference uses. With
 ``reference="composite"`` the reference of a patch is instead
-:func:`~cloudfill.core.condition.composite_reference` of every other date within
+:func:`~cloudfill.core.reference.composite_reference` of every other date within
 ``max_ref_age`` (earlier or later, nearest first), as inference builds it for such models;
-with ``reference="blend"`` it is :func:`~cloudfill.core.condition.blend_reference` of the
+with ``reference="blend"`` it is :func:`~cloudfill.core.reference.blend_reference` of the
 same dates, each with the despeckled S1 nearest to it (within ``max_s1_gap``): the
 :class:`ReferenceTables` of the index list those dates per target.
 Target dates are those with an S1 pair (and a reference for SO/SOD: a clear date, or for
@@ -282,7 +282,7 @@ def build_index(
         in range serves, and the reference date column holds the nearest of them, which a
         target still needs) or ``"blend"`` (the nearest clear
         observations on both sides, weighted by time and S1 similarity:
-        :func:`~cloudfill.core.condition.blend_reference`).
+        :func:`~cloudfill.core.reference.blend_reference`).
     despeckle
         Median window for S1 (3..11, odd) or None. Ignored (with a warning) when ``s1``
         records that it is already despeckled.
