@@ -84,13 +84,14 @@ def test_context_channels_numpy_and_dask_agree(cube: xr.Dataset) -> None:
     image = cube["s2"].isel(time=2).sel(band=list(BANDS)).values
     image[:, 5:9, 3:20] = np.nan
     image[2, 30, 30] = np.nan  # one band missing: the pixel is unusable
+    image[1, 40, 40] = np.inf  # as training and the height table count it: not shown
     out = context_channels(image, stats)
-    usable = ~np.isnan(image).any(0)
+    usable = np.isfinite(image).all(0)
     assert out.shape == (5, 96, 96) and out.dtype == np.float32 and np.isfinite(out).all()
     np.testing.assert_array_equal(out[4], usable.astype("float32"))
     want = normalise_bands(image, stats, "s2", BANDS)
     np.testing.assert_array_equal(out[:4][:, usable], want[:, usable])
-    assert (out[:4][:, ~usable] == 0).all() and not usable[30, 30]
+    assert (out[:4][:, ~usable] == 0).all() and not usable[30, 30] and not usable[40, 40]
     lazy = context_channels(da.from_array(image, chunks=(4, 32, 32)), stats)
     assert isinstance(lazy, da.Array)
     np.testing.assert_array_equal(lazy.compute(), out)

@@ -158,7 +158,8 @@ def side_channels(sides: tuple[Side | None, Side | None], stats: NormStats, like
 def context_channels(context: Any, stats: NormStats) -> Any:
     """The :data:`~cloudfill.core.variants.CONTEXT_CHANNELS` (5, y, x), float32: the target
     date's (4, y, x) S2 bands normalised as the model's ``s2`` where usable in every band, 0
-    elsewhere, and the 0/1 flag of where they are usable (NaN in ``context`` = unusable).
+    elsewhere, and the 0/1 flag of where they are usable (NaN or infinite in ``context`` =
+    unusable, as training's samples and the height table count them).
 
     >>> from cloudfill.preprocess.normalise import VariableRange
     >>> stats = NormStats({"s2": VariableRange(("B02", "B03", "B04", "B08"), (0.0,) * 4,
@@ -167,7 +168,7 @@ def context_channels(context: Any, stats: NormStats) -> Any:
     >>> x.shape, x[:, 0, 0].tolist(), x[:, 0, 1].tolist()
     ((5, 1, 2), [0.0, 0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0])
     """
-    valid = ~np.isnan(context).any(axis=0)
+    valid = np.isfinite(context).all(axis=0)
     bands = normalise_bands(np.where(valid[None], context, np.float32(np.nan)), stats, "s2", BANDS)
     return np.concatenate([bands, valid.astype("float32")[None]], axis=0)
 
