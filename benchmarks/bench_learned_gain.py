@@ -315,7 +315,9 @@ def main() -> None:
     parser.add_argument("--score-only", action="store_true", help="score without training")
     parser.add_argument("--model", type=Path, help="checkpoint to score (default: shipped)")
     parser.add_argument(
-        "--variant", default="SOD", choices=["SOD", "SODC", "SODCT", "SODCTX", "SODCTXH"]
+        "--variant",
+        default="SOD",
+        choices=["SOD", "SODC", "SODCT", "SODCTX", "SODCTXH", "SODCTXHI"],
     )
     parser.add_argument("--train-size", type=int, default=384)
     parser.add_argument("--scenes", default="sim:61-66,demo:71-73")

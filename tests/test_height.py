@@ -11,7 +11,7 @@ import torch
 import xarray as xr
 
 import cloudfill
-from cloudfill.core.condition import condition_stack, normalise_bands
+from cloudfill.core.condition import condition_stack, lit_channels, normalise_bands
 from cloudfill.core.height import (
     HEIGHT_BASE_M,
     HEIGHT_BIN_M,
@@ -293,7 +293,10 @@ def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
         values = own["s2"].sel(time=date, band=list(BANDS)).values
         values = np.where(hidden.isel(x=xs).values[None], np.nan, values)
         values = normalise_bands(values, data.stats, "s2", BANDS, fill=False)
-        want = np.stack([lit, height_light(_loop_sums(values, dem, lit), dem)])
+        table = _loop_sums(values, dem, lit)
+        band_light = height_light(table, dem)
+        scaled = lit_channels(height_channels(table, dem), lit, band_light, data.stats)
+        want = np.concatenate([lit[None], band_light[None], scaled])
         cols = slice(row.x0 - scene * width, row.x0 - scene * width + size)
         got = dataset[i][0].numpy()[light]
         np.testing.assert_allclose(got, want[:, row.y0 : row.y0 + size, cols], atol=1e-5)
@@ -328,3 +331,27 @@ def test_a_patch_across_two_mosaic_scenes_is_refused(cube: xr.Dataset) -> None:
                        reference="blend")  # fmt: skip
     with pytest.raises(ParameterError, match="span two of the mosaic's scenes"):
         PatchDataset.from_index(data, "train", augment=False)
+
+
+def test_lit_channels_scale_the_band_means_in_reflectance() -> None:
+    """Against float64: back to reflectance, times the clipped ratio, normalised again; the
+    band's light floored; nothing where the band shows nothing."""
+    from cloudfill.core.illumination import MAX_RATIO, MIN_BAND_LIGHT
+    from cloudfill.preprocess.normalise import NormStats, VariableRange
+
+    rng = np.random.default_rng(5)
+    low, high = rng.uniform(-0.1, 0.1, 4), rng.uniform(0.5, 1.2, 4)
+    stats = NormStats({"s2": VariableRange(tuple(BANDS), tuple(low), tuple(high))})
+    height = rng.uniform(-1, 1, (6, 5, 7)).astype("float32")
+    height[5] = np.where(rng.random((5, 7)) < 0.3, 0.0, 0.5)
+    light = rng.uniform(0, 3, (5, 7)).astype("float32")
+    band = rng.uniform(0, 1.5, (5, 7)).astype("float32")
+    band[0, :3] = 0.01  # below the floor
+    got = lit_channels(height, light, band, stats)
+    offset, scale = np.asarray(stats.offset("s2")), np.asarray(stats.scale("s2"))
+    ratio = np.clip(light / np.maximum(band, MIN_BAND_LIGHT), 0, MAX_RATIO).astype("float64")
+    r = (height[:4].astype("float64") * scale[:, None, None] + offset[:, None, None]) * ratio
+    want = np.clip((r - offset[:, None, None]) / scale[:, None, None], *stats.target)
+    want = np.where(height[5] > 0, want, 0)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (got[:, height[5] == 0] == 0).all() and (ratio == MAX_RATIO).any()

@@ -11,6 +11,7 @@ import pytest
 
 import cloudfill
 from cloudfill.core.illumination import (
+    MAX_LIGHT,
     SKY_LIGHT,
     LightGeometry,
     light_geometry,
@@ -60,7 +61,7 @@ def test_the_light_on_a_plane_is_its_closed_form(backend: str, facing) -> None:
     assert abs(half - want) > 1e-3
 
 
-def test_numpy_and_dask_agree_on_rough_terrain_and_nan_has_no_light() -> None:
+def test_numpy_and_dask_agree_on_rough_terrain_and_a_void_reads_flat_ground() -> None:
     rng = np.random.default_rng(3)
     dem = np.cumsum(np.cumsum(rng.normal(size=(45, 61)), 0), 1) * 5.0
     dem[20, 30] = np.nan
@@ -68,14 +69,33 @@ def test_numpy_and_dask_agree_on_rough_terrain_and_nan_has_no_light() -> None:
     want = slope_light(dem, "2023-12-06", g)
     got = slope_light(da.from_array(dem, chunks=(11, 16)), "2023-12-06", g).compute()
     np.testing.assert_array_equal(got, want)
-    assert (want[19:22, 29:32][[0, 1, 1, 2], [1, 0, 2, 1]] == 0).all()  # next to the void
-    assert want[20, 30] == 0 and (want > 0).mean() > 0.9
+    assert (want[19:22, 29:32][[0, 1, 1, 2], [1, 0, 2, 1]] == 1).all()  # next to the void
+    assert want[20, 30] == 1 and np.isfinite(want).all() and (want != 1).mean() > 0.9
+
+
+def test_a_low_or_set_sun_gives_no_light_from_below_and_the_light_is_clipped() -> None:
+    g = LightGeometry(70.0, (10.0, -10.0))
+    assert sun_position("2023-12-21", 70.0)[0] < 0  # polar night
+    flat = slope_light(np.zeros((3, 3)), "2023-12-21", g)
+    np.testing.assert_allclose(flat, 1.0, rtol=1e-6)  # flat ground is still 1
+    south = np.array([[10.0] * 3, [0.0] * 3, [-10.0] * 3])  # 45 degrees, facing south
+    lit = slope_light(south, "2023-12-21", g)[1, 1]
+    assert lit == MAX_LIGHT  # the sun 3 degrees high on a slope facing it: clipped
+    assert slope_light(-south, "2023-12-21", g)[1, 1] < 0.2  # facing away: sky light only
 
 
 def test_light_geometry_of_projected_geographic_and_bare_grids() -> None:
     ds = cloudfill.simulate_scene((16, 16), seed=0)
     g = light_geometry(ds)
-    assert g.latitude == pytest.approx(28.0, abs=0.1) and g.spacing == (10.0, -10.0)
+    # UTM 200 km west of its central meridian: a scale of 1.0001
+    assert g.latitude == pytest.approx(28.0, abs=0.1)
+    np.testing.assert_allclose(g.spacing, (10.0, -10.0), rtol=2e-4)
+    feet = light_geometry(ds.rio.write_crs("EPSG:2227"))  # California, US survey feet
+    np.testing.assert_allclose(feet.spacing, (3.048, -3.048), rtol=1e-3)
+    mercator = ds.assign_coords(x=1e6 + np.arange(16) * 10.0, y=8.4e6 - np.arange(16) * 10.0)
+    g = light_geometry(mercator.rio.write_crs("EPSG:3857"))
+    assert g.latitude == pytest.approx(60.0, abs=0.01)  # Web Mercator's scale is 2 there
+    np.testing.assert_allclose(g.spacing, (5.0, -5.0), rtol=1e-3)
     geo = ds.assign_coords(x=85.0 + np.arange(16) * 1e-4, y=28.0 - np.arange(16) * 1e-4)
     g = light_geometry(geo.rio.write_crs("EPSG:4326"))
     assert g.latitude == pytest.approx(28.0, abs=0.01)

@@ -27,7 +27,7 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill.core.height import height_channels, height_light, height_sums
-from cloudfill.core.illumination import light_geometry, slope_light
+from cloudfill.core.illumination import MAX_RATIO, MIN_BAND_LIGHT, light_geometry, slope_light
 from cloudfill.core.reference import (
     BLEND_TAU_DB,
     Side,
@@ -53,6 +53,7 @@ __all__ = [
     "condition_stack",
     "context_channels",
     "denormalise_bands",
+    "lit_channels",
     "normalise_bands",
     "reference_sides",
     "s1_to_units",
@@ -113,6 +114,41 @@ def denormalise_bands(y: Any, stats: NormStats, name: str = "s2") -> Any:
             for i in range(len(offsets))
         ]
     )
+
+
+def lit_channels(height: Any, light: Any, band_light: Any, stats: NormStats) -> Any:
+    """The ``height_lit_*`` channels of :data:`~cloudfill.core.variants.LIGHT_CHANNELS`
+    (4, y, x), float32: the band means of ``height`` (the first four
+    :data:`~cloudfill.core.variants.HEIGHT_CHANNELS`, normalised) brought back to reflectance,
+    scaled by the pixel's ``light`` against its band's ``band_light`` (the ratio clipped to
+    ``[0, MAX_RATIO]``, the band's light taken as at least ``MIN_BAND_LIGHT``) and normalised
+    again; 0 where the band shows nothing (``height``'s share, its last channel, is 0).
+
+    Examples
+    --------
+    >>> from cloudfill.preprocess.normalise import VariableRange
+    >>> stats = NormStats({"s2": VariableRange(("B02", "B03", "B04", "B08"), (0.0,) * 4,
+    ...                                        (1.0,) * 4)})
+    >>> height = np.zeros((6, 1, 2), "float32")
+    >>> height[:4] = -0.4  # reflectance 0.3
+    >>> height[5, 0, 0] = 0.5  # the first pixel's band is shown, the second's not
+    >>> lit = lit_channels(height, np.array([[1.5, 1.5]]), np.array([[1.0, 1.0]]), stats)
+    >>> lit[:, 0].astype(float).round(3).tolist()  # reflectance 0.45; nothing where not shown
+    [[-0.1, 0.0], [-0.1, 0.0], [-0.1, 0.0], [-0.1, 0.0]]
+    """
+    labels = _labels(stats, "s2")
+    offsets, scales = stats.offset("s2"), stats.scale("s2")
+    ratio = np.clip(light / np.maximum(band_light, np.float32(MIN_BAND_LIGHT)), 0, MAX_RATIO)
+    ratio = ratio.astype("float32")
+    reflectance = []
+    for i, band in enumerate(BANDS):
+        j = labels.index(band) if band in labels else -1
+        if j < 0:
+            raise ModelMismatchError(f"the model has no statistics for s2 band {band!r}")
+        r = height[i] * np.float32(scales[j]) + np.float32(offsets[j])
+        reflectance.append(r * ratio)
+    lit = normalise_bands(np.stack(reflectance), stats, "s2", BANDS)
+    return np.where((height[5] > 0)[None], lit, np.float32(0)).astype("float32")
 
 
 AGE_SCALE_DAYS = 120.0
@@ -270,7 +306,9 @@ def assemble_condition(
     if spec.uses_light:
         if light is None:
             raise ModelMismatchError(f"variant {spec.name} needs the slopes' sunlight at the date")
-        parts += [light[None].astype("float32"), height_light(height, dem)[None]]
+        band_light = height_light(height, dem)
+        lit = lit_channels(parts[-1], light, band_light, stats)
+        parts += [light[None].astype("float32"), band_light[None], lit]
     return np.concatenate(parts, axis=0)
 
 

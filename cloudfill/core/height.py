@@ -42,7 +42,7 @@ __all__ = [
     "without_pixels",
 ]
 
-HEIGHT_VERSION: int = 2
+HEIGHT_VERSION: int = 1
 """Changes whenever the table or its channels change (part of the patch cache's key)."""
 
 HEIGHT_BIN_M: float = 100.0

@@ -25,8 +25,8 @@ Examples
 >>> import cloudfill
 >>> ds = cloudfill.simulate_scene((32, 32), seed=0)
 >>> geometry = light_geometry(ds)
->>> round(geometry.latitude, 1), geometry.spacing
-(28.0, (10.0, -10.0))
+>>> round(geometry.latitude, 1), [round(v, 2) for v in geometry.spacing]
+(28.0, [10.0, -10.0])
 >>> light = slope_light(ds["dem"].values, "2023-12-06", geometry)
 >>> light.shape, bool(0.0 <= light.min() and light.max() < 3.0)
 ((32, 32), True)
@@ -41,7 +41,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from pyproj import CRS
+from pyproj import CRS, Proj, Transformer
+from pyproj.exceptions import CRSError, ProjError
 
 from cloudfill._backend import namespace
 from cloudfill.core.season import centre_latitude
@@ -51,6 +52,9 @@ from cloudfill.errors import ParameterError
 __all__ = [
     "DEFAULT_LATITUDE",
     "LIGHT_VERSION",
+    "MAX_LIGHT",
+    "MAX_RATIO",
+    "MIN_BAND_LIGHT",
     "OVERPASS_HOUR_ANGLE",
     "SKY_LIGHT",
     "LightGeometry",
@@ -59,7 +63,7 @@ __all__ = [
     "sun_position",
 ]
 
-LIGHT_VERSION: int = 1
+LIGHT_VERSION: int = 2
 """Changes whenever the light's formula changes (part of the patch cache's key)."""
 
 SKY_LIGHT: float = 0.25
@@ -67,7 +71,24 @@ SKY_LIGHT: float = 0.25
 light is about a fifth of the global irradiance in the visible."""
 
 OVERPASS_HOUR_ANGLE: float = -22.5
-"""Hour angle of the sun at Sentinel-2's overpass, degrees: 10:30 mean local solar time."""
+"""Hour angle of the sun at Sentinel-2's overpass, degrees: 10:30 mean local solar time, the
+time of its descending node at the equator. Away from the equator the satellite passes later
+in the north and earlier in the south (about 10:48 at 28 degrees north, 11:05 at 45), which
+moves the sun's azimuth by up to about 15 degrees at mid-latitudes: the simulator's sun (and
+the shipped models' training) uses the same 10:30 everywhere, so it is kept here; a real
+cube's own sun angles (the products' metadata) would be the better source."""
+
+MAX_LIGHT: float = 4.0
+"""Light is clipped here: a steep slope facing a sun 15 degrees high gets about 3.5 times the
+light of flat ground; beyond that the ratio to flat ground says nothing useful."""
+
+MIN_BAND_LIGHT: float = 0.05
+"""A band whose clear pixels get less light than this on average (all facing away from a low
+sun) gives no ratio to scale by: its lit means read as the band's means scaled by 1/0.05."""
+
+MAX_RATIO: float = 4.0
+"""The ratio of a pixel's light to its band's is clipped here (a steep sunny slope in a band of
+shaded ones)."""
 
 DEFAULT_LATITUDE: float = 28.0
 """Latitude assumed for a cube whose grid has no CRS: the simulated scenes' (the shipped
@@ -97,9 +118,12 @@ class LightGeometry:
 def light_geometry(ds: xr.Dataset | xr.DataArray) -> LightGeometry:
     """The :class:`LightGeometry` of a cube's grid, from its ``x``/``y`` coordinates and CRS.
 
-    A geographic CRS's degrees become metres at the centre's latitude; a grid without a CRS
-    counts as metres at :data:`DEFAULT_LATITUDE`. A grid with fewer than two pixels along an
-    axis is refused (it has no slope).
+    The spacing is the mean step between the first and last coordinates. A geographic CRS's
+    degrees become metres at the centre's latitude; a projected CRS's units become metres,
+    divided by the projection's scale at the centre (1.0 near UTM's central meridian, 2 for
+    Web Mercator at 60 degrees); a grid without a CRS counts as metres at
+    :data:`DEFAULT_LATITUDE`. A grid with fewer than two pixels along an axis is refused (it
+    has no slope).
 
     Examples
     --------
@@ -108,24 +132,39 @@ def light_geometry(ds: xr.Dataset | xr.DataArray) -> LightGeometry:
     >>> light_geometry(ds.drop_vars("spatial_ref"))
     LightGeometry(latitude=28.0, spacing=(10.0, -10.0))
     """
-    if ds.sizes.get("x", 0) < 2 or ds.sizes.get("y", 0) < 2:
+    nx, ny = ds.sizes.get("x", 0), ds.sizes.get("y", 0)
+    if nx < 2 or ny < 2:
         raise ParameterError("a slope's light needs a grid of at least 2 x 2 pixels")
-    dx = float(ds["x"].values[1] - ds["x"].values[0])
-    dy = float(ds["y"].values[1] - ds["y"].values[0])
+    x, y = (np.asarray(ds[c].values, dtype="float64") for c in ("x", "y"))
+    dx, dy = (x[-1] - x[0]) / (nx - 1), (y[-1] - y[0]) / (ny - 1)
     latitude = centre_latitude(ds)
-    crs = cube_crs(ds)
-    if latitude is None:
-        latitude = DEFAULT_LATITUDE
-    elif crs is not None and CRS.from_user_input(crs).is_geographic:
+    crs = None if cube_crs(ds) is None else CRS.from_user_input(cube_crs(ds))
+    if crs is not None and crs.is_geographic and latitude is not None:
         metres = 111_320.0  # per degree of latitude, and of longitude at the equator
         dx *= metres * math.cos(math.radians(latitude))
         dy *= metres
-    elif crs is not None:
-        factor = CRS.from_user_input(crs).axis_info[0].unit_conversion_factor
+    elif crs is not None and not crs.is_geographic:
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
         dx, dy = dx * factor, dy * factor
+        scale = _projection_scale(crs, (x[0] + x[-1]) / 2, (y[0] + y[-1]) / 2)
+        if scale is not None:
+            dx, dy = dx / scale[0], dy / scale[1]
+    latitude = DEFAULT_LATITUDE if latitude is None else latitude
     if dx == 0 or dy == 0 or not (math.isfinite(dx) and math.isfinite(dy)):
         raise ParameterError(f"the grid's spacing ({dx}, {dy}) has no slope to give")
-    return LightGeometry(float(latitude), (dx, dy))
+    return LightGeometry(float(latitude), (float(dx), float(dy)))
+
+
+def _projection_scale(crs: CRS, x: float, y: float) -> tuple[float, float] | None:
+    """The projection's (east, north) scale factors at a point of the grid; None where pyproj
+    cannot say (a local CRS, a point outside the projection's domain)."""
+    try:
+        lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+        factors = Proj(crs).get_factors(lon, lat)
+        scale = (float(factors.parallel_scale), float(factors.meridional_scale))
+    except (ProjError, CRSError, RuntimeError):
+        return None
+    return scale if all(math.isfinite(v) and v > 0 for v in scale) else None
 
 
 def sun_position(date: Any, latitude: float) -> tuple[float, float]:
@@ -161,15 +200,18 @@ def _light_padded(dem: Any, sun: tuple[float, float], spacing: tuple[float, floa
     dz_east = (z[1:-1, 2:] - z[1:-1, :-2]) / np.float32(2 * dx)
     dz_north = (z[2:, 1:-1] - z[:-2, 1:-1]) / np.float32(2 * dy)
     inv = 1 / xp.sqrt(1 + dz_east * dz_east + dz_north * dz_north)
-    el, az = (math.radians(v) for v in sun)
-    sine = max(math.sin(el), _MIN_SINE)
-    east, north, up = math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)
-    cos_i = (np.float32(-east) * dz_east - np.float32(north) * dz_north + np.float32(up)) * inv
+    # A sun at or below the horizon (polar winter) is taken as one just above it: the light is
+    # then the sky's and that of slopes facing the sun, never direct light from below.
+    el, az = max(math.radians(sun[0]), math.asin(_MIN_SINE)), math.radians(sun[1])
+    sine = math.sin(el)
+    east, north = math.sin(az) * math.cos(el), math.cos(az) * math.cos(el)
+    cos_i = (np.float32(-east) * dz_east - np.float32(north) * dz_north + np.float32(sine)) * inv
     sky = np.float32(SKY_LIGHT * sine / 2) * (1 + inv)  # the share of sky a slope sees
     light = (xp.maximum(cos_i, 0) + sky) / np.float32((1 + SKY_LIGHT) * sine)
-    # A pixel without a DEM value, or next to one, has no slope: no light known.
+    light = xp.minimum(light, np.float32(MAX_LIGHT))
+    # A pixel without a DEM value, or next to one, has no slope: flat ground's light.
     void = xp.isnan(light) | xp.isnan(z[1:-1, 1:-1])
-    return xp.where(void, np.float32(0), light).astype("float32")
+    return xp.where(void, np.float32(1), light).astype("float32")
 
 
 def slope_light(dem: Any, date: Any, geometry: LightGeometry) -> Any:
@@ -178,9 +220,10 @@ def slope_light(dem: Any, date: Any, geometry: LightGeometry) -> Any:
 
     ``(max(cos i, 0) + SKY_LIGHT * sin(e) * (1 + cos s) / 2) / ((1 + SKY_LIGHT) sin(e))``,
     with ``i`` the angle between the sun and the slope's normal, ``e`` the sun's elevation and
-    ``s`` the slope: 1 on flat ground, above 1 on slopes facing the sun, down to the sky
-    light alone on slopes facing away. The slope is the DEM's central difference, the edge
-    pixels repeated beyond the grid; 0 where a DEM value it needs is NaN.
+    ``s`` the slope: 1 on flat ground, above 1 on slopes facing the sun (clipped at
+    :data:`MAX_LIGHT`), down to the sky light alone on slopes facing away; a sun lower than 3
+    degrees counts as 3 degrees high. The slope is the DEM's central difference, the edge
+    pixels repeated beyond the grid; 1 (flat ground) where a DEM value it needs is NaN.
 
     Examples
     --------

@@ -46,9 +46,9 @@ each pixel's height anywhere on the date (:mod:`cloudfill.core.height`), for the
 that the context path's 32 px do not reach.
 
 ``SODCTXHI`` appends :data:`LIGHT_CHANNELS` to SODCTXH: the sunlight on each pixel's slope at
-the target date and the mean of the clear pixels of its elevation band
-(:mod:`cloudfill.core.illumination`), so that a snow-covered band's mean becomes each slope's
-own brightness.
+the target date, the mean of the clear pixels of its elevation band, and the band's mean S2
+scaled by the pixel's light against the band's (:mod:`cloudfill.core.illumination`): a
+snow-covered band's mean as each slope would show it.
 
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
@@ -125,10 +125,15 @@ HEIGHT_CHANNELS: tuple[str, ...] = (
 mean S2 bands, their spread (standard deviation, averaged over the bands) and the share of the
 band shown (``SODCTXH``; see :mod:`cloudfill.core.height`)."""
 
-LIGHT_CHANNELS: tuple[str, ...] = ("light", "height_light")
-"""The sunlight on the pixel's slope at the target date relative to flat ground, and the mean
-of that of the clear pixels in its elevation band (``SODCTXHI``; see
-:mod:`cloudfill.core.illumination`)."""
+LIGHT_CHANNELS: tuple[str, ...] = (
+    "light",
+    "height_light",
+    *(f"height_lit_{band}" for band in BANDS),
+)
+"""The sunlight on the pixel's slope at the target date relative to flat ground, the mean of
+that of the clear pixels in its elevation band, and the band's mean S2 bands scaled (in
+reflectance) by the pixel's light against the band's (``SODCTXHI``; see
+:mod:`cloudfill.core.illumination` and :func:`cloudfill.core.condition.lit_channels`)."""
 
 
 @dataclass(frozen=True)

@@ -45,9 +45,6 @@ CONTEXT_FEATURES: int = 16
 HEIGHT_FEATURES: int = 32
 """Width of the height path's hidden layers."""
 
-_MIN_LIGHT = 0.05  # a band whose clear pixels all face away from a low sun: no ratio to trust
-_MAX_RATIO = 4.0  # a steep sunny slope under a winter sun 15 degrees high is about 3.5x
-
 CONTEXT_DILATIONS: tuple[int, ...] = (1, 2, 4, 8, 16)
 """Dilations of its 3x3 partial convolutions (reach: their sum, 31 px)."""
 
@@ -144,7 +141,8 @@ class ContextPath(nn.Module):
 
 
 class HeightPath(nn.Module):
-    """A per-pixel correction from what the date shows at the pixel's height (SODCTXH).
+    """A per-pixel correction from what the date shows at the pixel's height (SODCTXH,
+    SODCTXHI).
 
     Input (N, 6, H, W): the :data:`~cloudfill.core.variants.HEIGHT_CHANNELS` (the mean S2 of
     the date's clear pixels in the pixel's elevation band, their spread and the share shown;
@@ -156,6 +154,13 @@ class HeightPath(nn.Module):
     spread whose mean is far from the estimate says "this height looks different today" (a
     snow cover); a wide one (mixed land cover) says little, which only a learned weighing can
     tell apart.
+
+    With ``light`` (SODCTXHI) it also reads ``light`` (N, 6, H, W), the
+    :data:`~cloudfill.core.variants.LIGHT_CHANNELS`: the band's means as the pixel's slope
+    would show them, less the estimate (0 where nothing is known), the pixel's light and its
+    band's. A snow cover's brightness follows the slope, so the lit mean is the better guess
+    where the band is all snow; where it mixes snow and bare ground the plain mean may be
+    (``benchmarks/probe_slope_light.py``), which the path learns to weigh.
 
     Examples
     --------
@@ -170,7 +175,7 @@ class HeightPath(nn.Module):
         super().__init__()
         k = HEIGHT_FEATURES
         self.light = bool(light)
-        inputs = 3 * bands + 2 + (bands + 2 if light else 0)
+        inputs = 3 * bands + 2 + (bands + 2 if light else 0)  # SODCTXHI: lit means, 2 lights
         self.layers = nn.Sequential(
             nn.Conv2d(inputs, k, 1), nn.ReLU(inplace=True), nn.Conv2d(k, k, 1),
             nn.ReLU(inplace=True), nn.Conv2d(k, bands, 1),
@@ -188,12 +193,12 @@ class HeightPath(nn.Module):
         if self.light:
             if light is None:
                 raise ValueError("this height path reads the slopes' light (SODCTXHI)")
-            # The band's mean as this slope would show it: the mean scaled by the pixel's light
-            # against the band's clear pixels' (a snow cover's brightness follows the slope;
-            # :mod:`cloudfill.core.illumination`). Appended after the SODCTXH features, so
-            # a warm start from SODCTXH gives them zero weights and starts exact.
-            ratio = (light[:, :1] / light[:, 1:].clamp(min=_MIN_LIGHT)).clamp(max=_MAX_RATIO)
-            features += [(means * ratio - estimate) * known, light]
+            # The band's mean as this slope would show it (the condition scaled it in
+            # reflectance: :func:`cloudfill.core.condition.lit_channels`; a snow cover's
+            # brightness follows the slope). Appended after the SODCTXH features, so a warm
+            # start from SODCTXH gives them zero weights and starts exact.
+            lit = light[:, 2:]
+            features += [(lit - estimate) * known, light[:, :2]]
         features = torch.cat(features, 1)
         # Where nothing is known at the pixel's height (a fully cloudy date, a band with too
         # few clear pixels) the path adds nothing: training never scores such a pixel (a date

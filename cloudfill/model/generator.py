@@ -14,7 +14,8 @@ Layout (``f = base_filters``; pix2pix/CycleGAN "resnet" generator, Johnson et al
            ReLU, 3x3 -> 4 bands, added to the mean (SODCTX, SODCTXH; :mod:`cloudfill.model.context`)
     height 1x1 -> 32, ReLU, 1x1 -> 32, ReLU, 1x1 -> 4 bands on what the date's clear pixels
            show at the pixel's height and the mean so far, added to it (SODCTXH, SODCTXHI;
-           SODCTXHI's also reads the slope's light and that band mean scaled by it)
+           SODCTXHI's also reads the slope's light, its band's, and the band mean scaled by
+           their ratio)
     head   reflect-pad 3, conv 7x7 -> 4 bands on [trunk, pixel]  (the mean: tanh, or the
            reference plus the head with the additive skip)
     scale  reflect-pad 3, conv 7x7 -> 4 bands, softplus + eps  (optional Laplace scale)
@@ -51,9 +52,9 @@ Choices the paper leaves open, and why:
   residual, so its reach (32 px) adds to the trunk's in the tiling's halo
   (:meth:`Generator.rf_path`, :mod:`cloudfill.model.receptive`).
   The trunk and the per-pixel path do not read the context channels (nor SODCTXH's height
-  channels, nor SODCTXHI's band mean of the light): the mean is the SODCT network's, the same
-  whether a pixel is shown or hidden. They do read SODCTXHI's ``light``, the pixel's own
-  slope at the date, which says nothing of what is shown.
+  channels, nor SODCTXHI's band means of the light and the lit band means): the mean is the
+  SODCT network's, the same whether a pixel is shown or hidden. They do read SODCTXHI's
+  ``light``, the pixel's own slope at the date, which says nothing of what is shown.
 - **Confidence head**: a second 7x7 head on the last decoder features predicts a per-pixel,
   per-band Laplace scale ``b > 0`` (``softplus + 1e-3``, in normalised output units), trained
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
@@ -260,7 +261,7 @@ class Generator(nn.Module):
         # first estimate must not know which pixels are shown, or, trained only where they
         # are hidden, it would drift where they are shown, and the context path reads its
         # residual there (RESULTS, "The target date's clear pixels").
-        context = {*CONTEXT_CHANNELS, *HEIGHT_CHANNELS, "height_light"}
+        context = {*CONTEXT_CHANNELS, *HEIGHT_CHANNELS, *LIGHT_CHANNELS[1:]}
         self._estimate_index = [i for i, c in enumerate(self.variant.channels) if c not in context]
         f, cin, cout = self.base_filters, len(self._estimate_index), len(OUTPUT_BANDS)
         self.trunk = nn.Sequential(

@@ -345,16 +345,19 @@ class PatchDataset(torch.utils.data.Dataset):
         """The slopes' sunlight (:func:`~cloudfill.core.illumination.slope_light`) of the
         window ``[y0:y1, x0:x1]`` at ``date``, as inference computes it over the whole scene:
         the DEM is read one pixel beyond the window, except at the scene's edge, where the
-        edge pixels are repeated (a mosaic's scene does not see its neighbour)."""
+        edge pixels are repeated (a mosaic's scene does not see its neighbour). The sun is the
+        one at :attr:`light`'s latitude, the whole cube's: a mosaic of scenes from far apart
+        would need one per scene (the simulated training mosaic's all lie at 28 degrees)."""
         ny = self.reader.shape[0]
         xs, xe = self._scene_columns(x0)
         ya, yb, xa, xb = max(0, y0 - 1), min(ny, y1 + 1), max(xs, x0 - 1), min(xe, x1 + 1)
         light = slope_light(self.reader.read("dem", None, ya, yb, xa, xb), date, self.light)
         return light[y0 - ya : y0 - ya + y1 - y0, x0 - xa : x0 - xa + x1 - x0]
 
-    def _height_table(self, t: int, x0: int, date: Any = None) -> np.ndarray:
+    def _height_table(self, t: int, x0: int, date: Any) -> np.ndarray:
         """The clear pixels by elevation band (:mod:`cloudfill.core.height`) of the scene
-        around column ``x0`` at date ``t``, as inference sums them over a date: window by
+        around column ``x0`` at date ``t`` (``date``: its day, for the slopes' sunlight of a
+        light variant), as inference sums them over a date: window by
         window, each pixel once. The scene is the whole cube, or, in a training mosaic of
         scenes side by side (:attr:`CubeReader.scene_width`), the one the patch lies in: a
         table over ten scenes is smoother than any one scene's, and a model trained on such
