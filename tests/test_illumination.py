@@ -4,6 +4,7 @@ plane against its closed form in float64, numpy and dask alike, and the grid's g
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import dask.array as da
 import numpy as np
@@ -104,3 +105,30 @@ def test_light_geometry_of_projected_geographic_and_bare_grids() -> None:
     assert light_geometry(ds.drop_vars("spatial_ref")).latitude == 28.0
     with pytest.raises(ParameterError, match="2 x 2"):
         light_geometry(ds.isel(x=[0]))
+
+
+def test_a_cubes_own_sun_angles_are_used_for_their_dates() -> None:
+    """``sun_elevation``/``sun_azimuth`` along ``time`` (as a STAC cube carries them) replace
+    the computed sun on their dates; NaN and dates without them fall back to the formula."""
+    ds = cloudfill.simulate_scene((24, 24), dates=3, seed=1)
+    ds = ds.assign_coords(
+        sun_elevation=("time", [20.0, np.nan, 50.0]), sun_azimuth=("time", [170.0, 150.0, 120.0])
+    )
+    g = light_geometry(ds)
+    days = [f"{t:%Y-%m-%d}" for t in ds.indexes["time"]]
+    assert g.suns == ((days[0], 20.0, 170.0), (days[2], 50.0, 120.0))
+    dem = ds["dem"].values
+    own = slope_light(dem, days[0], g)
+    bare = replace(g, suns=())
+    assert not np.allclose(own, slope_light(dem, days[0], bare))
+    np.testing.assert_array_equal(slope_light(dem, days[1], g), slope_light(dem, days[1], bare))
+    # the stated sun: a plane facing it gets the closed form's light
+    el, az = (math.radians(v) for v in (20.0, 170.0))
+    facing = LightGeometry(g.latitude, (10.0, -10.0), g.suns)
+    plane = -0.2 * (
+        math.sin(az) * np.arange(9)[None, :] * 10 - math.cos(az) * np.arange(9)[:, None] * 10
+    )
+    normal = np.array([0.2 * math.sin(az), 0.2 * math.cos(az), 1.0]) / math.sqrt(1.04)
+    sun = np.array([math.sin(az) * math.cos(el), math.cos(az) * math.cos(el), math.sin(el)])
+    want = (sun @ normal + SKY_LIGHT * sun[2] * (1 + normal[2]) / 2) / ((1 + SKY_LIGHT) * sun[2])
+    np.testing.assert_allclose(slope_light(plane, days[0], facing)[1:-1, 1:-1], want, rtol=1e-5)

@@ -300,3 +300,25 @@ def test_stac_s2_no_data_is_masked_before_the_offset(tmp_path: Path) -> None:
     assert np.isnan(got[1, :, 0, 1]).all() and np.allclose(got[2, :, 0, 1], 6.5535)
     for t, offset in enumerate((-0.1, -0.1, 0.0)):
         np.testing.assert_allclose(got[t, :, 1:], dn[:, 1:] * 1e-4 + offset, atol=1e-6)
+
+
+def test_stac_keeps_each_s2_dates_sun_from_the_items(stac_items: dict) -> None:
+    """``view:sun_*`` (or Sentinel-2's mean solar zenith and azimuth) become ``sun_elevation``
+    and ``sun_azimuth`` along ``time``, NaN for a date whose items do not say; the slopes'
+    sunlight then uses them (:mod:`cloudfill.core.illumination`)."""
+    from cloudfill.core.illumination import light_geometry
+
+    items = [item.clone() for item in stac_items["items"]]
+    by_id = {item.id: item for item in items}
+    by_id["s2_1"].properties.update({"view:sun_elevation": 61.5, "view:sun_azimuth": 141.0})
+    ds = cube_from_stac(items, dem_asset="data", s1_units="dB")
+    assert ds["sun_elevation"].dims == ("time",) and ds["sun_elevation"].attrs["units"] == "degree"
+    np.testing.assert_allclose(ds["sun_elevation"].values, [61.5, np.nan])
+    np.testing.assert_allclose(ds["sun_azimuth"].values, [141.0, np.nan])
+    assert light_geometry(ds).suns == (("2021-05-01", 61.5, 141.0),)
+    by_id["s2_3"].properties.update({"s2:mean_solar_zenith": 30.0, "s2:mean_solar_azimuth": 150.0})
+    ds = cube_from_stac(items, dem_asset="data", s1_units="dB")
+    np.testing.assert_allclose(ds["sun_elevation"].values, [61.5, 60.0])
+    np.testing.assert_allclose(ds["sun_azimuth"].values, [141.0, 150.0])
+    # without any: no coordinates
+    assert "sun_elevation" not in cube_from_stac(stac_items["items"], dem_asset="data").coords

@@ -17,8 +17,10 @@ is the textbook one: direct sun by the cosine of the angle between the sun and t
 normal (zero on slopes facing away), plus a sky light of :data:`SKY_LIGHT` of the direct light
 on flat ground, scaled by the share of the sky the slope sees. The sun stands where it does at
 Sentinel-2's overpass (10:30 local solar time) on the date, at the latitude of the centre of
-the cube's grid (:func:`~cloudfill.core.season.centre_latitude`); the slope comes from the DEM
-by central differences on the grid's spacing in metres.
+the cube's grid (:func:`~cloudfill.core.season.centre_latitude`), unless the cube states the
+date's sun itself (``sun_elevation`` and ``sun_azimuth`` along ``time``, which
+:func:`~cloudfill.cube.stac.cube_from_stac` keeps from the items' metadata; :func:`sun_at`);
+the slope comes from the DEM by central differences on the grid's spacing in metres.
 
 Examples
 --------
@@ -60,6 +62,7 @@ __all__ = [
     "LightGeometry",
     "light_geometry",
     "slope_light",
+    "sun_at",
     "sun_position",
 ]
 
@@ -109,10 +112,15 @@ class LightGeometry:
     spacing
         ``(dx, dy)``: metres from one column to the next and one row to the next along the
         ``x`` and ``y`` axes, signed as the coordinates run (north-up rasters have ``dy < 0``).
+    suns
+        ``(day, elevation, azimuth)`` per date whose sun the cube states (its
+        ``sun_elevation`` and ``sun_azimuth`` coordinates, degrees; ``day`` as
+        ``YYYY-MM-DD``): :func:`sun_at` takes them over :func:`sun_position`.
     """
 
     latitude: float
     spacing: tuple[float, float]
+    suns: tuple[tuple[str, float, float], ...] = ()
 
 
 def light_geometry(ds: xr.Dataset | xr.DataArray) -> LightGeometry:
@@ -123,14 +131,16 @@ def light_geometry(ds: xr.Dataset | xr.DataArray) -> LightGeometry:
     divided by the projection's scale at the centre (1.0 near UTM's central meridian, 2 for
     Web Mercator at 60 degrees); a grid without a CRS counts as metres at
     :data:`DEFAULT_LATITUDE`. A grid with fewer than two pixels along an axis is refused (it
-    has no slope).
+    has no slope). Where the cube has ``sun_elevation`` and ``sun_azimuth`` coordinates along
+    ``time`` (degrees; :func:`cloudfill.cube.stac.cube_from_stac` keeps the items' own), their
+    finite values become :attr:`LightGeometry.suns`.
 
     Examples
     --------
     >>> import cloudfill
     >>> ds = cloudfill.simulate_scene((8, 8), seed=0)
     >>> light_geometry(ds.drop_vars("spatial_ref"))
-    LightGeometry(latitude=28.0, spacing=(10.0, -10.0))
+    LightGeometry(latitude=28.0, spacing=(10.0, -10.0), suns=())
     """
     nx, ny = ds.sizes.get("x", 0), ds.sizes.get("y", 0)
     if nx < 2 or ny < 2:
@@ -150,9 +160,18 @@ def light_geometry(ds: xr.Dataset | xr.DataArray) -> LightGeometry:
         if scale is not None:
             dx, dy = dx / scale[0], dy / scale[1]
     latitude = DEFAULT_LATITUDE if latitude is None else latitude
+    suns: tuple[tuple[str, float, float], ...] = ()
+    if {"sun_elevation", "sun_azimuth"} <= set(ds.coords) and "time" in ds.coords:
+        el, az = ds["sun_elevation"], ds["sun_azimuth"]
+        if el.dims == ("time",) and az.dims == ("time",):
+            suns = tuple(
+                (f"{pd.Timestamp(t):%Y-%m-%d}", float(e), float(a))
+                for t, e, a in zip(ds["time"].values, el.values, az.values, strict=True)
+                if math.isfinite(float(e)) and math.isfinite(float(a))
+            )
     if dx == 0 or dy == 0 or not (math.isfinite(dx) and math.isfinite(dy)):
         raise ParameterError(f"the grid's spacing ({dx}, {dy}) has no slope to give")
-    return LightGeometry(float(latitude), (float(dx), float(dy)))
+    return LightGeometry(float(latitude), (float(dx), float(dy)), suns)
 
 
 def _projection_scale(crs: CRS, x: float, y: float) -> tuple[float, float] | None:
@@ -191,6 +210,23 @@ def sun_position(date: Any, latitude: float) -> tuple[float, float]:
     return math.degrees(el), math.degrees(az)
 
 
+def sun_at(date: Any, geometry: LightGeometry) -> tuple[float, float]:
+    """The sun's elevation and azimuth (degrees) at ``date``: the cube's own where it states
+    them (:attr:`LightGeometry.suns`), else :func:`sun_position` at its latitude.
+
+    Examples
+    --------
+    >>> g = LightGeometry(28.0, (10.0, -10.0), (("2023-12-06", 30.0, 160.0),))
+    >>> sun_at("2023-12-06", g), [round(v, 1) for v in sun_at("2023-12-07", g)]
+    ((30.0, 160.0), [34.8, 154.6])
+    """
+    day = f"{pd.Timestamp(date):%Y-%m-%d}"
+    for when, el, az in geometry.suns:
+        if when == day:
+            return el, az
+    return sun_position(date, geometry.latitude)
+
+
 def _light_padded(dem: Any, sun: tuple[float, float], spacing: tuple[float, float]) -> Any:
     """The light of the interior of ``dem``, a block with one pixel of neighbours on every
     side (so that the result never depends on where a block starts)."""
@@ -216,7 +252,7 @@ def _light_padded(dem: Any, sun: tuple[float, float], spacing: tuple[float, floa
 
 def slope_light(dem: Any, date: Any, geometry: LightGeometry) -> Any:
     """Light on each pixel's slope at ``date``'s overpass relative to flat ground (y, x),
-    float32 (NumPy, CuPy or lazy dask, as ``dem``).
+    float32 (NumPy, CuPy or lazy dask, as ``dem``); the sun is :func:`sun_at`'s.
 
     ``(max(cos i, 0) + SKY_LIGHT * sin(e) * (1 + cos s) / 2) / ((1 + SKY_LIGHT) sin(e))``,
     with ``i`` the angle between the sun and the slope's normal, ``e`` the sun's elevation and
@@ -234,7 +270,7 @@ def slope_light(dem: Any, date: Any, geometry: LightGeometry) -> Any:
     >>> [round(float(slope_light(z, "2023-12-06", g)[1, 1]), 2) for z in (south, -south)]
     [1.47, 0.17]
     """
-    sun = sun_position(date, geometry.latitude)
+    sun = sun_at(date, geometry)
     if type(dem).__module__.startswith("dask."):
         return dem.map_overlap(
             _light_padded,

@@ -14,7 +14,11 @@ The S2 stack defines the grid (``epsg``, ``resolution`` and ``bounds`` as for
 :func:`stackstac.stack`); S1 and DEM are stacked onto exactly that grid, bilinearly. Items
 sharing a datetime (adjacent tiles of one pass) are mosaicked, first valid pixel wins.
 stackstac's per-item metadata coordinates and its attrs are dropped, so the result can be
-written with :func:`cloudfill.write_cube`.
+written with :func:`cloudfill.write_cube`; only the sun's position at each S2 date is kept, as
+the ``sun_elevation`` and ``sun_azimuth`` coordinates (degrees, along ``time``) where the
+items say it (``view:sun_elevation``/``view:sun_azimuth``, or Sentinel-2's
+``s2:mean_solar_zenith``/``s2:mean_solar_azimuth``; the mean over a date's items), for the
+models that read the slopes' sunlight (:mod:`cloudfill.core.illumination`).
 
 S2, S1 and DEM values are scaled by the STAC raster extension (``raster:bands`` ``scale`` and
 ``offset``) of each item's asset, lazily (see :mod:`cloudfill.cube.raster_bands`); S2 assets
@@ -243,7 +247,9 @@ def cube_from_stac(
     _check_coverage(roles, spec, min_coverage)
     variables = {"s2": _tidy(reflectance(s2, roles["s2"], BANDS), "time")}
     variables.update(_stack_on_s2_grid(roles, spec, chunksize, s1_units))
-    return _assemble(variables, spec.epsg)
+    ds = _assemble(variables, spec.epsg)
+    sun = _sun_angles(roles["s2"], ds.indexes["time"])
+    return ds if sun is None else ds.assign_coords(sun)
 
 
 def _local_path(href: str) -> Path | None:
@@ -368,6 +374,32 @@ def _stack_on_s2_grid(
         dem = _stack(roles["dem"], ["dem"], Resampling.bilinear, chunksize, True, **on_grid)
         variables["dem"] = stackstac.mosaic(_tidy(dem, "time"), dim="time").isel(band=0, drop=True)
     return variables
+
+
+def _sun_angles(items: list[dict[str, Any]], times: pd.DatetimeIndex) -> dict[str, Any] | None:
+    """The ``sun_elevation`` and ``sun_azimuth`` coordinates (degrees, NaN where no item of a
+    date says) from the S2 items' properties; None where none says."""
+    rows = []
+    for item in items:
+        props = item.get("properties", {})
+        el, az = props.get("view:sun_elevation"), props.get("view:sun_azimuth")
+        if el is None and props.get("s2:mean_solar_zenith") is not None:
+            el = 90.0 - float(props["s2:mean_solar_zenith"])
+        if az is None:
+            az = props.get("s2:mean_solar_azimuth")
+        when = pd.Timestamp(props.get("datetime"))
+        if el is None or az is None or pd.isna(when):
+            continue
+        when = when.tz_convert("UTC").tz_localize(None) if when.tz is not None else when
+        rows.append((when, float(el), float(az)))
+    if not rows:
+        return None
+    table = pd.DataFrame(rows, columns=["time", "el", "az"]).groupby("time").mean()
+    table = table.reindex(times)
+    return {
+        "sun_elevation": ("time", table["el"].to_numpy(), {"units": "degree"}),
+        "sun_azimuth": ("time", table["az"].to_numpy(), {"units": "degree"}),
+    }
 
 
 def _assemble(variables: dict[str, xr.DataArray], epsg: int) -> xr.Dataset:
