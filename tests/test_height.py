@@ -132,14 +132,14 @@ def cube() -> xr.Dataset:
     )  # fmt: skip
 
 
-def _stack(cube: xr.Dataset, t: int) -> xr.DataArray:
+def _stack(cube: xr.Dataset, t: int, stats=None) -> xr.DataArray:
     mask = cloud_mask(cube)
     times = pd.DatetimeIndex(cube.time.values)
     s1_times = pd.DatetimeIndex(cube.s1_time.values)
     date = times[t]
     wanted = reference_candidates(times, mask.mean(("y", "x")).values, date, pd.Timedelta(days=120))
     return condition_stack(
-        cube, date, scene_stats(cube), "SODCTXH",
+        cube, date, stats or scene_stats(cube), "SODCTXH",
         s1_date=s1_times[np.argmin(np.abs(s1_times - date))], reference_date=wanted[0],
         reference_dates=wanted, mask=mask,
         reference_s1_dates=[s1_times[np.argmin(np.abs(s1_times - d))] for d in wanted],
@@ -263,7 +263,7 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
 def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
     """SODCTXHI in a mosaic: a patch's light is its own scene's, the edge pixels repeated at
     the scene's border as inference on the scene alone repeats them, and the band means of the
-    light are that scene's table's."""
+    light are that scene's table's (with the mosaic's one latitude, spacing and north)."""
     from cloudfill.core.illumination import light_geometry, slope_light
     from cloudfill.training.dataset import PatchDataset
     from cloudfill.training.hide import hide_mask
@@ -285,7 +285,7 @@ def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
         xs = slice(scene * width, (scene + 1) * width)
         own = cube.isel(x=xs)
         dem = own["dem"].values
-        lit = slope_light(dem, date, light_geometry(own))
+        lit = slope_light(dem, date, data.light)  # the mosaic's one geometry
         hidden = mask.sel(time=date).copy()
         hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(
             data.seed, i, size
@@ -301,7 +301,7 @@ def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
         got = dataset[i][0].numpy()[light]
         np.testing.assert_allclose(got, want[:, row.y0 : row.y0 + size, cols], atol=1e-5)
         edges += cols.start == 0 or cols.stop == width
-    assert edges > 0 and data.light == light_geometry(cube)
+    assert edges > 0 and data.light == light_geometry(mosaic)
 
 
 def test_the_height_path_adds_nothing_where_nothing_is_known() -> None:
@@ -355,3 +355,34 @@ def test_lit_channels_scale_the_band_means_in_reflectance() -> None:
     want = np.where(height[5] > 0, want, 0)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert (got[:, height[5] == 0] == 0).all() and (ratio == MAX_RATIO).any()
+
+
+def test_an_infinite_band_is_not_shown_in_the_height_table(cube: xr.Dataset) -> None:
+    """As training counts it (not finite: not shown), so the table and its lookups do."""
+    t = 2
+    date = cube.indexes["time"][t]
+    clear = ~cloud_mask(cube).sel(time=date).values
+    y, x = np.argwhere(clear)[0]
+    broken = cube.copy(deep=True)
+    broken["s2"].values[t, 1, y, x] = np.inf
+    hidden = cube.copy(deep=True)
+    hidden["s2"].values[t, :, y, x] = np.nan
+    stats = scene_stats(cube)  # the same statistics for both
+    np.testing.assert_array_equal(_stack(broken, t, stats).values, _stack(hidden, t, stats).values)
+
+
+def test_a_mosaic_with_its_own_sun_angles_is_refused(cube: xr.Dataset) -> None:
+    from cloudfill.errors import ParameterError
+    from cloudfill.training.dataset import PatchDataset
+    from cloudfill.training.index import PatchSettings, build_index
+
+    suns = {"sun_elevation": ("time", np.full(cube.sizes["time"], 40.0)),
+            "sun_azimuth": ("time", np.full(cube.sizes["time"], 150.0))}  # fmt: skip
+    mosaic = cube.assign_coords(suns).assign_attrs(mosaic_scene_width=48)
+    data = build_index(mosaic, "SODCTXHI", PatchSettings(16, 0, block_size=48), seed=3,
+                       reference="blend")  # fmt: skip
+    with pytest.raises(ParameterError, match="sun"):
+        PatchDataset.from_index(data, "train")
+    alone = build_index(cube.assign_coords(suns), "SODCTXHI", PatchSettings(16, 0, block_size=48),
+                        seed=3, reference="blend")  # fmt: skip
+    assert len(PatchDataset.from_index(alone, "train")) and alone.light.suns

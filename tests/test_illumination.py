@@ -105,6 +105,39 @@ def test_light_geometry_of_projected_geographic_and_bare_grids() -> None:
     assert light_geometry(ds.drop_vars("spatial_ref")).latitude == 28.0
     with pytest.raises(ParameterError, match="2 x 2"):
         light_geometry(ds.isel(x=[0]))
+    with pytest.raises(ParameterError, match="globe"):
+        light_geometry(geo.rio.write_crs("EPSG:4326").assign_coords(y=95.0 + np.arange(16)))
+
+
+def test_true_north_is_turned_into_a_rotated_grid() -> None:
+    """On the Antarctic polar stereographic grid, at 60 degrees east true north points 60
+    degrees clockwise of the grid's +y: a slope facing a sun at true azimuth A, on that grid,
+    gets the light of a north-up slope facing azimuth A."""
+    lon = np.radians(60.0)
+    rho = 1.7e6  # metres from the pole, about 75 degrees south
+    x0, y0 = rho * np.sin(lon), rho * np.cos(lon)
+    ds = cloudfill.simulate_scene((9, 9), seed=0)
+    polar = ds.assign_coords(x=x0 + np.arange(9) * 10.0, y=y0 - np.arange(9) * 10.0)
+    g = light_geometry(polar.rio.write_crs("EPSG:3031"))
+    assert g.north == pytest.approx(60.0, abs=0.1)
+    date = "2023-12-21"
+    el, az = sun_position(date, g.latitude)
+    # a plane whose steepest ascent points away from the sun's grid azimuth (it faces the sun)
+    grid_az = np.radians(az + g.north)
+    cols, rows = np.meshgrid(np.arange(9) * 10.0, -np.arange(9) * 10.0)
+    plane = -0.3 * (np.sin(grid_az) * cols + np.cos(grid_az) * rows)
+    north_up = LightGeometry(g.latitude, g.spacing)
+    turned = slope_light(plane, date, g)[1:-1, 1:-1]
+    straight = slope_light(plane, date, north_up)[1:-1, 1:-1]
+    assert turned.mean() > straight.mean() + 0.05  # facing the true sun only once turned
+    face = np.array([0.3 * np.sin(grid_az), 0.3 * np.cos(grid_az), 1.0]) / np.sqrt(1.09)
+    e = np.radians(el)
+    want = (
+        np.cos(e) * np.hypot(face[0], face[1])
+        + np.sin(e) * face[2]
+        + SKY_LIGHT * np.sin(e) * (1 + face[2]) / 2
+    ) / ((1 + SKY_LIGHT) * np.sin(e))
+    np.testing.assert_allclose(turned, min(want, MAX_LIGHT), rtol=2e-3)
 
 
 def test_a_cubes_own_sun_angles_are_used_for_their_dates() -> None:
@@ -116,7 +149,8 @@ def test_a_cubes_own_sun_angles_are_used_for_their_dates() -> None:
     )
     g = light_geometry(ds)
     days = [f"{t:%Y-%m-%d}" for t in ds.indexes["time"]]
-    assert g.suns == ((days[0], 20.0, 170.0), (days[2], 50.0, 120.0))
+    stamps = [t.isoformat() for t in ds.indexes["time"]]
+    assert g.suns == ((stamps[0], 20.0, 170.0), (stamps[2], 50.0, 120.0))
     dem = ds["dem"].values
     own = slope_light(dem, days[0], g)
     bare = replace(g, suns=())
@@ -124,7 +158,7 @@ def test_a_cubes_own_sun_angles_are_used_for_their_dates() -> None:
     np.testing.assert_array_equal(slope_light(dem, days[1], g), slope_light(dem, days[1], bare))
     # the stated sun: a plane facing it gets the closed form's light
     el, az = (math.radians(v) for v in (20.0, 170.0))
-    facing = LightGeometry(g.latitude, (10.0, -10.0), g.suns)
+    facing = LightGeometry(g.latitude, (10.0, -10.0), suns=g.suns)
     plane = -0.2 * (
         math.sin(az) * np.arange(9)[None, :] * 10 - math.cos(az) * np.arange(9)[:, None] * 10
     )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pystac
 import pytest
 import rasterio
@@ -315,10 +316,25 @@ def test_stac_keeps_each_s2_dates_sun_from_the_items(stac_items: dict) -> None:
     assert ds["sun_elevation"].dims == ("time",) and ds["sun_elevation"].attrs["units"] == "degree"
     np.testing.assert_allclose(ds["sun_elevation"].values, [61.5, np.nan])
     np.testing.assert_allclose(ds["sun_azimuth"].values, [141.0, np.nan])
-    assert light_geometry(ds).suns == (("2021-05-01", 61.5, 141.0),)
+    assert light_geometry(ds).suns == (("2021-05-01T00:00:00", 61.5, 141.0),)
     by_id["s2_3"].properties.update({"s2:mean_solar_zenith": 30.0, "s2:mean_solar_azimuth": 150.0})
     ds = cube_from_stac(items, dem_asset="data", s1_units="dB")
     np.testing.assert_allclose(ds["sun_elevation"].values, [61.5, 60.0])
     np.testing.assert_allclose(ds["sun_azimuth"].values, [141.0, 150.0])
     # without any: no coordinates
     assert "sun_elevation" not in cube_from_stac(stac_items["items"], dem_asset="data").coords
+
+
+def test_stac_sun_azimuths_of_one_date_average_as_directions() -> None:
+    from cloudfill.cube.stac import _sun_angles
+
+    when = "2021-05-01T10:00:00Z"
+    items = [
+        {"properties": {"datetime": when, "view:sun_elevation": 40.0, "view:sun_azimuth": a}}
+        for a in (359.0, 1.0)
+    ]
+    items.append({"properties": {"datetime": None, "view:sun_elevation": 1.0}})  # skipped
+    coords = _sun_angles(items, pd.DatetimeIndex(["2021-05-01T10:00:00", "2021-05-02"]))
+    np.testing.assert_allclose(coords["sun_elevation"][1], [40.0, np.nan])
+    az = coords["sun_azimuth"][1]
+    assert min(az[0], 360.0 - az[0]) < 1e-9 and np.isnan(az[1])

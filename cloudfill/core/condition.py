@@ -271,6 +271,7 @@ def assemble_condition(
     """
     spec = get_variant(variant)
     parts = []
+    heights = None
     if s1 is None:
         raise ModelMismatchError(f"variant {spec.name} needs S1 (VV, VH)")
     s1 = s1_to_units(s1, s1_units, stats.s1_units)
@@ -302,12 +303,15 @@ def assemble_condition(
             raise ModelMismatchError(
                 f"variant {spec.name} needs the target date's clear pixels by elevation band"
             )
-        parts.append(height_channels(height, dem))
+        heights = height_channels(height, dem)
+        parts.append(heights)
     if spec.uses_light:
         if light is None:
             raise ModelMismatchError(f"variant {spec.name} needs the slopes' sunlight at the date")
         band_light = height_light(height, dem)
-        lit = lit_channels(parts[-1], light, band_light, stats)
+        if heights is None:
+            raise ModelMismatchError(f"variant {spec.name} reads light without heights")
+        lit = lit_channels(heights, light, band_light, stats)
         parts += [light[None].astype("float32"), band_light[None], lit]
     return np.concatenate(parts, axis=0)
 
@@ -343,8 +347,9 @@ def condition_stack(
     nothing. SODCTXH also sums those pixels by elevation band across the whole date
     (:mod:`cloudfill.core.height`): that table is computed here, one streaming pass over the
     date's S2, mask and DEM, and each block looks it up. SODCTXHI also reads the sunlight on
-    each pixel's slope at ``date`` (:mod:`cloudfill.core.illumination`, from the DEM and the
-    grid's latitude and spacing), and the table sums it over the clear pixels.
+    each pixel's slope at ``date`` (:mod:`cloudfill.core.illumination`, from the DEM, the
+    grid's latitude, spacing and north, and the date's sun as ``ds`` states it or as computed),
+    and the table sums it over the clear pixels.
     """
     spec = get_variant(variant)
     context = None
@@ -355,6 +360,10 @@ def condition_stack(
                 raise ModelMismatchError(f"variant {spec.name} needs the target date's cloud mask")
             own = s2.sel(time=pd.Timestamp(date)).transpose("band", "y", "x")
             context = own.where(~target_mask.transpose("y", "x")).data
+            # A pixel with an infinite band is not shown, as training's samples count it: NaN
+            # here, so the height table leaves it out too (normalising would clip it).
+            shown = np.isfinite(context).all(axis=0)[None]
+            context = np.where(shown, context, np.float32(np.nan))
         else:  # a date with S1 only: nothing shown, as on a fully cloudy date
             blank = s2.isel(time=0).transpose("band", "y", "x")
             context = xr.full_like(blank, np.nan, dtype="float32").data

@@ -112,14 +112,19 @@ class LightGeometry:
     spacing
         ``(dx, dy)``: metres from one column to the next and one row to the next along the
         ``x`` and ``y`` axes, signed as the coordinates run (north-up rasters have ``dy < 0``).
+    north
+        True north's bearing in the grid, degrees clockwise from the ``y`` axis's positive
+        direction (0 on a geographic grid or one without a CRS): a sun at true azimuth ``A``
+        lies at grid azimuth ``A + north``.
     suns
-        ``(day, elevation, azimuth)`` per date whose sun the cube states (its
-        ``sun_elevation`` and ``sun_azimuth`` coordinates, degrees; ``day`` as
-        ``YYYY-MM-DD``): :func:`sun_at` takes them over :func:`sun_position`.
+        ``(time, elevation, azimuth)`` per date whose sun the cube states (its
+        ``sun_elevation`` and ``sun_azimuth`` coordinates, degrees; ``time`` in ISO format):
+        :func:`sun_at` takes them over :func:`sun_position`.
     """
 
     latitude: float
     spacing: tuple[float, float]
+    north: float = 0.0
     suns: tuple[tuple[str, float, float], ...] = ()
 
 
@@ -129,18 +134,21 @@ def light_geometry(ds: xr.Dataset | xr.DataArray) -> LightGeometry:
     The spacing is the mean step between the first and last coordinates. A geographic CRS's
     degrees become metres at the centre's latitude; a projected CRS's units become metres,
     divided by the projection's scale at the centre (1.0 near UTM's central meridian, 2 for
-    Web Mercator at 60 degrees); a grid without a CRS counts as metres at
-    :data:`DEFAULT_LATITUDE`. A grid with fewer than two pixels along an axis is refused (it
-    has no slope). Where the cube has ``sun_elevation`` and ``sun_azimuth`` coordinates along
-    ``time`` (degrees; :func:`cloudfill.cube.stac.cube_from_stac` keeps the items' own), their
-    finite values become :attr:`LightGeometry.suns`.
+    Web Mercator at 60 degrees), and true north's bearing in the grid at the centre is kept
+    (:attr:`LightGeometry.north`: 2.6 degrees at a UTM zone's edge at 60 degrees north, tens
+    of degrees on a polar grid); a grid without a CRS counts as metres, north-up, at
+    :data:`DEFAULT_LATITUDE`. A grid with fewer than two pixels along an axis, or a geographic
+    one whose latitude cannot be known, is refused. Where the cube has ``sun_elevation`` and
+    ``sun_azimuth`` coordinates along ``time`` (degrees;
+    :func:`cloudfill.cube.stac.cube_from_stac` keeps the items' own), their finite values
+    become :attr:`LightGeometry.suns`.
 
     Examples
     --------
     >>> import cloudfill
     >>> ds = cloudfill.simulate_scene((8, 8), seed=0)
     >>> light_geometry(ds.drop_vars("spatial_ref"))
-    LightGeometry(latitude=28.0, spacing=(10.0, -10.0), suns=())
+    LightGeometry(latitude=28.0, spacing=(10.0, -10.0), north=0.0, suns=())
     """
     nx, ny = ds.sizes.get("x", 0), ds.sizes.get("y", 0)
     if nx < 2 or ny < 2:
@@ -148,30 +156,46 @@ def light_geometry(ds: xr.Dataset | xr.DataArray) -> LightGeometry:
     x, y = (np.asarray(ds[c].values, dtype="float64") for c in ("x", "y"))
     dx, dy = (x[-1] - x[0]) / (nx - 1), (y[-1] - y[0]) / (ny - 1)
     latitude = centre_latitude(ds)
+    if latitude is not None and not -90.0 <= latitude <= 90.0:
+        raise ParameterError(f"the grid's centre lies off the globe (latitude {latitude:.1f})")
     crs = None if cube_crs(ds) is None else CRS.from_user_input(cube_crs(ds))
-    if crs is not None and crs.is_geographic and latitude is not None:
+    north = 0.0
+    if crs is not None and crs.is_geographic:
+        if latitude is None:
+            raise ParameterError("a geographic grid without a known latitude has no metres")
         metres = 111_320.0  # per degree of latitude, and of longitude at the equator
         dx *= metres * math.cos(math.radians(latitude))
         dy *= metres
-    elif crs is not None and not crs.is_geographic:
+    elif crs is not None:
         factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
         dx, dy = dx * factor, dy * factor
-        scale = _projection_scale(crs, (x[0] + x[-1]) / 2, (y[0] + y[-1]) / 2)
+        centre = ((x[0] + x[-1]) / 2, (y[0] + y[-1]) / 2)
+        scale = _projection_scale(crs, *centre)
         if scale is not None:
             dx, dy = dx / scale[0], dy / scale[1]
+        north = _north_bearing(crs, *centre)
     latitude = DEFAULT_LATITUDE if latitude is None else latitude
-    suns: tuple[tuple[str, float, float], ...] = ()
-    if {"sun_elevation", "sun_azimuth"} <= set(ds.coords) and "time" in ds.coords:
-        el, az = ds["sun_elevation"], ds["sun_azimuth"]
-        if el.dims == ("time",) and az.dims == ("time",):
-            suns = tuple(
-                (f"{pd.Timestamp(t):%Y-%m-%d}", float(e), float(a))
-                for t, e, a in zip(ds["time"].values, el.values, az.values, strict=True)
-                if math.isfinite(float(e)) and math.isfinite(float(a))
-            )
     if dx == 0 or dy == 0 or not (math.isfinite(dx) and math.isfinite(dy)):
         raise ParameterError(f"the grid's spacing ({dx}, {dy}) has no slope to give")
-    return LightGeometry(float(latitude), (float(dx), float(dy)), suns)
+    return LightGeometry(float(latitude), (float(dx), float(dy)), north, _stated_suns(ds))
+
+
+def _stated_suns(ds: xr.Dataset | xr.DataArray) -> tuple[tuple[str, float, float], ...]:
+    """The cube's own sun per date (``sun_elevation``/``sun_azimuth`` along ``time``)."""
+    if not {"sun_elevation", "sun_azimuth"} <= set(ds.coords) or "time" not in ds.coords:
+        return ()
+    el, az = ds["sun_elevation"], ds["sun_azimuth"]
+    if el.dims != ("time",) or az.dims != ("time",):
+        raise ParameterError("sun_elevation and sun_azimuth must lie along time alone")
+    suns = []
+    for t, e, a in zip(ds["time"].values, el.values, az.values, strict=True):
+        e, a = float(e), float(a)
+        if not (math.isfinite(e) and math.isfinite(a)):
+            continue
+        if not -90.0 <= e <= 90.0:
+            raise ParameterError(f"sun_elevation {e} at {pd.Timestamp(t)} is not an elevation")
+        suns.append((pd.Timestamp(t).isoformat(), e, a % 360.0))
+    return tuple(suns)
 
 
 def _projection_scale(crs: CRS, x: float, y: float) -> tuple[float, float] | None:
@@ -184,6 +208,21 @@ def _projection_scale(crs: CRS, x: float, y: float) -> tuple[float, float] | Non
     except (ProjError, CRSError, RuntimeError):
         return None
     return scale if all(math.isfinite(v) and v > 0 for v in scale) else None
+
+
+def _north_bearing(crs: CRS, x: float, y: float) -> float:
+    """True north's bearing in the grid at a point, degrees clockwise from the grid's ``+y``
+    (0 where pyproj cannot say): a true azimuth ``A`` points along grid azimuth ``A +`` it."""
+    try:
+        lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
+        step = -1e-4 if lat > 89.0 else 1e-4  # northwards, or southwards at the pole itself
+        back = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        x2, y2 = back.transform(lon, lat + step)
+    except (ProjError, CRSError, RuntimeError):
+        return 0.0
+    bearing = math.degrees(math.atan2(x2 - x, y2 - y)) + (180.0 if step < 0 else 0.0)
+    bearing = (bearing + 180.0) % 360.0 - 180.0
+    return bearing if math.isfinite(bearing) else 0.0
 
 
 def sun_position(date: Any, latitude: float) -> tuple[float, float]:
@@ -211,19 +250,23 @@ def sun_position(date: Any, latitude: float) -> tuple[float, float]:
 
 
 def sun_at(date: Any, geometry: LightGeometry) -> tuple[float, float]:
-    """The sun's elevation and azimuth (degrees) at ``date``: the cube's own where it states
-    them (:attr:`LightGeometry.suns`), else :func:`sun_position` at its latitude.
+    """The sun's elevation and true azimuth (degrees) at ``date``: the cube's own where it
+    states them (:attr:`LightGeometry.suns`: the same time, else the same day), else
+    :func:`sun_position` at its latitude.
 
     Examples
     --------
-    >>> g = LightGeometry(28.0, (10.0, -10.0), (("2023-12-06", 30.0, 160.0),))
+    >>> g = LightGeometry(28.0, (10.0, -10.0), suns=(("2023-12-06T04:50:00", 30.0, 160.0),))
     >>> sun_at("2023-12-06", g), [round(v, 1) for v in sun_at("2023-12-07", g)]
     ((30.0, 160.0), [34.8, 154.6])
     """
-    day = f"{pd.Timestamp(date):%Y-%m-%d}"
-    for when, el, az in geometry.suns:
-        if when == day:
+    when = pd.Timestamp(date)
+    same_day = [s for s in geometry.suns if pd.Timestamp(s[0]).normalize() == when.normalize()]
+    for stated, el, az in same_day:
+        if pd.Timestamp(stated) == when:
             return el, az
+    if same_day:
+        return same_day[0][1], same_day[0][2]
     return sun_position(date, geometry.latitude)
 
 
@@ -257,8 +300,9 @@ def slope_light(dem: Any, date: Any, geometry: LightGeometry) -> Any:
     ``(max(cos i, 0) + SKY_LIGHT * sin(e) * (1 + cos s) / 2) / ((1 + SKY_LIGHT) sin(e))``,
     with ``i`` the angle between the sun and the slope's normal, ``e`` the sun's elevation and
     ``s`` the slope: 1 on flat ground, above 1 on slopes facing the sun (clipped at
-    :data:`MAX_LIGHT`), down to the sky light alone on slopes facing away; a sun lower than 3
-    degrees counts as 3 degrees high. The slope is the DEM's central difference, the edge
+    :data:`MAX_LIGHT`), down to the sky light alone on slopes facing away; a sun lower than
+    2.9 degrees (``asin(0.05)``) counts as that high. The sun's azimuth is turned into the
+    grid by :attr:`LightGeometry.north`. The slope is the DEM's central difference, the edge
     pixels repeated beyond the grid; 1 (flat ground) where a DEM value it needs is NaN.
 
     Examples
@@ -270,7 +314,8 @@ def slope_light(dem: Any, date: Any, geometry: LightGeometry) -> Any:
     >>> [round(float(slope_light(z, "2023-12-06", g)[1, 1]), 2) for z in (south, -south)]
     [1.47, 0.17]
     """
-    sun = sun_at(date, geometry)
+    el, az = sun_at(date, geometry)
+    sun = (el, az + geometry.north)  # the sun's azimuth in the grid
     if type(dem).__module__.startswith("dask."):
         return dem.map_overlap(
             _light_padded,

@@ -394,11 +394,15 @@ def _sun_angles(items: list[dict[str, Any]], times: pd.DatetimeIndex) -> dict[st
         rows.append((when, float(el), float(az)))
     if not rows:
         return None
-    table = pd.DataFrame(rows, columns=["time", "el", "az"]).groupby("time").mean()
-    table = table.reindex(times)
+    table = pd.DataFrame(rows, columns=["time", "el", "az"])
+    # Azimuths are averaged as directions (359 and 1 degrees average to 0, not 180).
+    table["east"] = np.sin(np.radians(table["az"]))
+    table["north"] = np.cos(np.radians(table["az"]))
+    table = table.groupby("time").mean().reindex(times)
+    azimuth = np.degrees(np.arctan2(table["east"], table["north"])).to_numpy() % 360.0
     return {
         "sun_elevation": ("time", table["el"].to_numpy(), {"units": "degree"}),
-        "sun_azimuth": ("time", table["az"].to_numpy(), {"units": "degree"}),
+        "sun_azimuth": ("time", azimuth, {"units": "degree"}),
     }
 
 

@@ -198,6 +198,12 @@ class PatchDataset(torch.utils.data.Dataset):
                 "and pixel spacing (light)"
             )
         self.light = light if self._uses_light else None
+        if self.light is not None and self.light.suns and reader.scene_width:
+            # One geometry serves the whole cube: a mosaic's scenes would each need their own.
+            raise ParameterError(
+                "a training mosaic (attrs['mosaic_scene_width']) with its own sun angles "
+                "(sun_elevation, sun_azimuth): each scene would need its own; drop them"
+            )
         self._height_tables: dict[tuple[int, int], np.ndarray] = {}
         width = reader.scene_width
         if self._uses_height and width and len(samples):
