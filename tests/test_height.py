@@ -212,7 +212,12 @@ def test_warm_start_from_sodctxh_to_the_lit_variant_computes_its_output() -> Non
         want = sodctxh.generator(x[:, : -len(LIGHT_CHANNELS)]).mean
         got = lit(x).mean
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
-    with torch.no_grad():  # the height path's first layer hears the lit band mean
+    with torch.no_grad():  # the gates move the estimate towards the lit and the plain means
+        lit.height.gate.weight.normal_(0, 0.5)
+        gated = lit(x).mean
+    assert (gated - want).abs().max() > 1e-3
+    with torch.no_grad():  # and the height path's first layer hears the lit band mean
+        lit.height.gate.weight.zero_()
         lit.height.layers[0].weight[:, -6:].normal_(0, 0.5)
         moved = lit(x).mean
     assert (moved - want).abs().max() > 1e-3

@@ -160,7 +160,9 @@ class HeightPath(nn.Module):
     would show them, less the estimate (0 where nothing is known), the pixel's light and its
     band's. A snow cover's brightness follows the slope, so the lit mean is the better guess
     where the band is all snow; where it mixes snow and bare ground the plain mean may be
-    (``benchmarks/probe_slope_light.py``), which the path learns to weigh.
+    (``benchmarks/probe_slope_light.py``), which the path learns to weigh: besides the three
+    layers, two gates per band (``tanh`` of a 1x1 layer on the hidden features, starting at
+    0) move the estimate towards the lit mean and towards the plain mean.
 
     Examples
     --------
@@ -182,6 +184,14 @@ class HeightPath(nn.Module):
         )  # fmt: skip
         nn.init.zeros_(self.layers[-1].weight)
         nn.init.zeros_(self.layers[-1].bias)
+        # SODCTXHI: per band, how far to move the estimate towards the band's lit mean and
+        # towards its plain mean (tanh of a 1x1 layer on the hidden features, starting at 0).
+        # A ReLU layer cannot easily form "a learned weight times a difference"; a gate can,
+        # and which of the two means to trust depends on the band (all snow: the lit one).
+        self.gate = nn.Conv2d(k, 2 * bands, 1) if light else None
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
 
     def forward(
         self, height: torch.Tensor, estimate: torch.Tensor, light: torch.Tensor | None = None
@@ -200,8 +210,17 @@ class HeightPath(nn.Module):
             lit = light[:, 2:]
             features += [(lit - estimate) * known, light[:, :2]]
         features = torch.cat(features, 1)
+        hidden = self.layers[:-1](features)
+        out = self.layers[-1](hidden)
+        if self.gate is not None:
+            g = torch.tanh(self.gate(hidden))
+            out = (
+                out
+                + g[:, :bands] * features[:, -bands - 2 : -2]
+                + g[:, bands:] * features[:, :bands]
+            )
         # Where nothing is known at the pixel's height (a fully cloudy date, a band with too
         # few clear pixels) the path adds nothing: training never scores such a pixel (a date
         # with no clear pixel has no samples), so what it would add there is unlearned; on a
         # fully cloudy validation date it made the fill 4.5x worse (RESULTS, "Height context").
-        return self.layers(features) * known
+        return out * known
