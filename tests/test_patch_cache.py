@@ -174,6 +174,16 @@ def test_key_follows_the_cube_and_the_sample_settings(cube: xr.Dataset, index: P
     north_key = cache_key(_splits(sodct, "SODCT"))[0]
     south_key, south_description = cache_key(_splits(replace(sodct, southern=True), "SODCT"))
     assert south_key != north_key and "southern" in json.dumps(south_description)
+    # SODCTXHI: the sun of each sample's date and where the cube lies; a mosaic's scene width
+    lit = build_index(cube, "SODCTXHI", PATCHES, despeckle=3, reference="blend")
+    lit_key = cache_key(_splits(lit, "SODCTXHI"))[0]
+    moved = replace(lit, light=replace(lit.light, latitude=-40.0))
+    assert cache_key(_splits(moved, "SODCTXHI"))[0] != lit_key
+    later = lit.samples.assign(date=pd.DatetimeIndex(lit.samples["date"]) + pd.Timedelta(days=1))
+    assert cache_key(_splits(replace(lit, samples=later), "SODCTXHI"))[0] != lit_key
+    mosaic = build_index(cube.assign_attrs(mosaic_scene_width=32), "SODCTXHI", PATCHES,
+                         despeckle=3, reference="blend")  # fmt: skip
+    assert cache_key(_splits(mosaic, "SODCTXHI"))[0] != lit_key
 
 
 def test_a_rewritten_zarr_cube_is_another_cache(tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from dask.base import tokenize
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -141,13 +142,27 @@ def _sample_description(data: PatchDataset) -> dict[str, Any]:
         **({"hide": [HIDE_VERSION, data.seed]} if get_variant(data.variant).uses_context else {}),
         # A height variant's samples depend on how the table is built.
         **({"height": HEIGHT_VERSION} if get_variant(data.variant).uses_height else {}),
-        # A light variant's on the formula and on where the cube lies.
+        # A light variant's on the formula, on where the cube lies and on each sample's date
+        # (the sun's; an in-memory cube's digest does not cover its time coordinate).
         **(
-            {"light": [LIGHT_VERSION, repr(data.light)]}
+            {"light": [LIGHT_VERSION, repr(data.light), _dates_digest(data)]}
             if get_variant(data.variant).uses_light
             else {}
         ),
+        # A mosaic's height tables are per scene (an in-memory cube's digest does not cover
+        # its attrs; a zarr store's does).
+        **(
+            {"scene_width": data.reader.scene_width}
+            if get_variant(data.variant).uses_height and data.reader.scene_width
+            else {}
+        ),
     }
+
+
+def _dates_digest(data: PatchDataset) -> str:
+    dates = data.samples["date"] if "date" in data.samples else pd.Series([], dtype="str")
+    text = ",".join(str(pd.Timestamp(d)) for d in dates)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cache_key(splits: Sequence[PatchDataset]) -> tuple[str, dict[str, Any]]:
