@@ -72,6 +72,12 @@ the height path learned to add nothing where a band shows nothing (a code change
 weights), so the command above, run with today's code from the start, gives a close but not
 an identical model.
 
+A fifth stage was tried and not shipped (RESULTS, "Slope light"): ``--variant SODCTXHI
+--init build/height/best.safetensors --lr 1e-4`` (the sunlight on each slope, and the height
+table's band means scaled by it), stopped at about 6700 steps; its best (step 5676) and EMA
+snapshots failed the validation rule (its worst validation scene 0.624x interpolation against
+0.623; two scenes with snow lines 10-20 % worse).
+
 Stage 3 (the default model until then; RESULTS, "The target date's clear pixels: SODCTX")
 is stage 3's best by validation MAE at step 5160 (0.865x its step 0, which
 is stage 2's model exactly: the context path's last layer starts at zero; validation and

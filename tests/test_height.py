@@ -223,11 +223,27 @@ def test_warm_start_from_sodctxh_to_the_lit_variant_computes_its_output() -> Non
     assert (moved - want).abs().max() > 1e-3
 
 
+def _scene_shown(cube: xr.Dataset, data, i: int, size: int, width: int):
+    """Sample ``i``'s scene of a mosaic of ``cube``'s width-``width`` slices, and its date's
+    S2 there as the sample's table sees it: normalised, NaN where cloudy or hidden."""
+    from cloudfill.training.hide import hide_mask
+
+    row = data.split_samples("train")[1].iloc[i]
+    scene = row.x0 // width
+    xs = slice(scene * width, (scene + 1) * width)
+    date = pd.DatetimeIndex(cube.time.values)[row.t]
+    hidden = cloud_mask(cube).sel(time=date).copy()
+    hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(data.seed, i, size)
+    own = cube.isel(x=xs)
+    values = own["s2"].sel(time=date, band=list(BANDS)).values
+    values = np.where(hidden.isel(x=xs).values[None], np.nan, values)
+    return own, normalise_bands(values, data.stats, "s2", BANDS, fill=False)
+
+
 def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None:
     """Scenes side by side (``attrs["mosaic_scene_width"]``): a patch's height channels are
     its own scene's table, less the pixels it hides, as inference on that scene alone."""
     from cloudfill.training.dataset import PatchDataset
-    from cloudfill.training.hide import hide_mask
     from cloudfill.training.index import PatchSettings, build_index
 
     size, width = 16, 48
@@ -236,8 +252,6 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
                        reference="blend")  # fmt: skip
     dataset = PatchDataset.from_index(data, "train", augment=False)
     assert dataset.reader.scene_width == width
-    mask = cloud_mask(cube)
-    times = pd.DatetimeIndex(cube.time.values)
     height = [get_variant("SODCTXH").channels.index(c) for c in HEIGHT_CHANNELS]
     checked = set()
     for i in range(len(dataset)):
@@ -247,16 +261,7 @@ def test_a_training_mosaic_reads_each_scenes_own_table(cube: xr.Dataset) -> None
         if scene in checked:
             continue
         checked.add(scene)
-        date = times[row.t]
-        xs = slice(scene * width, (scene + 1) * width)
-        own = cube.isel(x=xs)
-        hidden = mask.sel(time=date).copy()
-        hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(
-            data.seed, i, size
-        )
-        values = own["s2"].sel(time=date, band=list(BANDS)).values
-        values = np.where(hidden.isel(x=xs).values[None], np.nan, values)
-        values = normalise_bands(values, data.stats, "s2", BANDS, fill=False)
+        own, values = _scene_shown(cube, data, i, size, width)
         want = height_channels(_loop_sums(values, own["dem"].values), own["dem"].values)
         got = dataset[i][0].numpy()[height]
         cols = slice(row.x0 - scene * width, row.x0 - scene * width + size)
@@ -271,7 +276,6 @@ def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
     light are that scene's table's (with the mosaic's one latitude, spacing and north)."""
     from cloudfill.core.illumination import light_geometry, slope_light
     from cloudfill.training.dataset import PatchDataset
-    from cloudfill.training.hide import hide_mask
     from cloudfill.training.index import PatchSettings, build_index
 
     size, width = 16, 48
@@ -279,7 +283,6 @@ def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
     data = build_index(mosaic, "SODCTXHI", PatchSettings(size, 0, block_size=48), seed=3,
                        reference="blend")  # fmt: skip
     dataset = PatchDataset.from_index(data, "train", augment=False)
-    mask = cloud_mask(cube)
     times = pd.DatetimeIndex(cube.time.values)
     light = [get_variant("SODCTXHI").channels.index(c) for c in LIGHT_CHANNELS]
     edges = 0
@@ -287,17 +290,9 @@ def test_a_training_mosaics_light_is_each_scenes_own(cube: xr.Dataset) -> None:
         row = dataset.samples.iloc[i]
         scene = row.x0 // width
         date = times[row.t]
-        xs = slice(scene * width, (scene + 1) * width)
-        own = cube.isel(x=xs)
+        own, values = _scene_shown(cube, data, i, size, width)
         dem = own["dem"].values
         lit = slope_light(dem, date, data.light)  # the mosaic's one geometry
-        hidden = mask.sel(time=date).copy()
-        hidden.values[row.y0 : row.y0 + size, row.x0 : row.x0 + size] |= hide_mask(
-            data.seed, i, size
-        )
-        values = own["s2"].sel(time=date, band=list(BANDS)).values
-        values = np.where(hidden.isel(x=xs).values[None], np.nan, values)
-        values = normalise_bands(values, data.stats, "s2", BANDS, fill=False)
         table = _loop_sums(values, dem, lit)
         band_light = height_light(table, dem)
         scaled = lit_channels(height_channels(table, dem), lit, band_light, data.stats)
