@@ -48,7 +48,9 @@ that the context path's 32 px do not reach.
 ``SODCTXHI`` appends :data:`LIGHT_CHANNELS` to SODCTXH: the sunlight on each pixel's slope at
 the target date, the mean of the clear pixels of its elevation band, and the band's mean S2
 scaled by the pixel's light against the band's (:mod:`cloudfill.core.illumination`): a
-snow-covered band's mean as each slope would show it.
+snow-covered band's mean as each slope would show it. Trained as a fifth stage on the simulated
+scenes it did not pass the validation rule (better where a band is all snow, worse where snow
+and bare ground mix) and is not the default (benchmarks/RESULTS.md, "Slope light").
 
 The names of the other architecture choices (:data:`ATTENTION_KINDS`, :data:`NORMS`) live here
 too, so the model card and the cube side of the package can validate them without importing
