@@ -76,7 +76,8 @@ A fifth stage was tried and not shipped (RESULTS, "Slope light"): ``--variant SO
 --init build/height/best.safetensors --lr 1e-4`` (the sunlight on each slope, and the height
 table's band means scaled by it), stopped at about 6700 steps; its best (step 5676) and EMA
 snapshots failed the validation rule (its worst validation scene 0.624x interpolation against
-0.623; two scenes with snow lines 10-20 % worse).
+0.623; sim 131 10 % and sim 170 20 % worse than the shipped model, bare pixels near a rising
+snow line pulled towards a snowy band's mean).
 
 Stage 3 (the default model until then; RESULTS, "The target date's clear pixels: SODCTX")
 is stage 3's best by validation MAE at step 5160 (0.865x its step 0, which

@@ -326,7 +326,7 @@ def test_stac_keeps_each_s2_dates_sun_from_the_items(stac_items: dict) -> None:
 
 
 def test_stac_sun_azimuths_of_one_date_average_as_directions() -> None:
-    from cloudfill.cube.stac import _sun_angles
+    from cloudfill.cube.sun import sun_angles
 
     when = "2021-05-01T10:00:00Z"
     items = [
@@ -334,7 +334,7 @@ def test_stac_sun_azimuths_of_one_date_average_as_directions() -> None:
         for a in (359.0, 1.0)
     ]
     items.append({"properties": {"datetime": None, "view:sun_elevation": 1.0}})  # skipped
-    coords = _sun_angles(items, pd.DatetimeIndex(["2021-05-01T10:00:00", "2021-05-02"]))
+    coords = sun_angles(items, pd.DatetimeIndex(["2021-05-01T10:00:00", "2021-05-02"]))
     np.testing.assert_allclose(coords["sun_elevation"][1], [40.0, np.nan])
     az = coords["sun_azimuth"][1]
     assert min(az[0], 360.0 - az[0]) < 1e-9 and np.isnan(az[1])

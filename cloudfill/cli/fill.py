@@ -60,7 +60,7 @@ def fill_series_command(
         "residual of that date's clear pixels (sun angle, snow line). 'auto': per date, a "
         "sigma or none, whichever predicts held-out clear pixels best (recorded in "
         "adjust_sigma); a number: that sigma in pixels for every date; 0: off. A model that "
-        "reads the date's clear pixels itself (SODCTX, SODCTXH: the default) is not "
+        "reads the date's clear pixels itself (SODCTX and later; SODCTXH is the default) is not "
         "adjusted on the dates it synthesizes.",
     ),
     max_s1_gap: float = typer.Option(6, help="Largest S1-target gap in days."),

@@ -248,7 +248,7 @@ def assemble_condition(
         The scene lies south of the equator (SODCT only: its seasons are half a year later,
         :func:`~cloudfill.core.season.southern_hemisphere`).
     context
-        (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX, SODCTXH;
+        (4, y, x) the target date's own S2 bands, NaN where unusable (SODCTX and later;
         :func:`context_channels`).
     height
         (HEIGHT_BINS, 11) the date's clear pixels by elevation band
@@ -308,9 +308,9 @@ def assemble_condition(
     if spec.uses_light:
         if light is None:
             raise ModelMismatchError(f"variant {spec.name} needs the slopes' sunlight at the date")
-        band_light = height_light(height, dem)
         if heights is None:
             raise ModelMismatchError(f"variant {spec.name} reads light without heights")
+        band_light = height_light(height, dem)
         lit = lit_channels(heights, light, band_light, stats)
         parts += [light[None].astype("float32"), band_light[None], lit]
     return np.concatenate(parts, axis=0)

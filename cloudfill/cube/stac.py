@@ -50,6 +50,7 @@ from cloudfill.cube.coverage import (
 )
 from cloudfill.cube.raster_bands import S2_SCALE, in_stack_order, reflectance, with_scaling
 from cloudfill.cube.schema import BANDS, POLS, S1_UNITS, _band_name, conform, validate
+from cloudfill.cube.sun import sun_angles
 from cloudfill.errors import BandError, GridMismatchError, ParameterError, SourceError
 
 __all__ = ["StacAssets", "cube_from_stac"]
@@ -248,7 +249,7 @@ def cube_from_stac(
     variables = {"s2": _tidy(reflectance(s2, roles["s2"], BANDS), "time")}
     variables.update(_stack_on_s2_grid(roles, spec, chunksize, s1_units))
     ds = _assemble(variables, spec.epsg)
-    sun = _sun_angles(roles["s2"], ds.indexes["time"])
+    sun = sun_angles(roles["s2"], ds.indexes["time"])
     return ds if sun is None else ds.assign_coords(sun)
 
 
@@ -374,36 +375,6 @@ def _stack_on_s2_grid(
         dem = _stack(roles["dem"], ["dem"], Resampling.bilinear, chunksize, True, **on_grid)
         variables["dem"] = stackstac.mosaic(_tidy(dem, "time"), dim="time").isel(band=0, drop=True)
     return variables
-
-
-def _sun_angles(items: list[dict[str, Any]], times: pd.DatetimeIndex) -> dict[str, Any] | None:
-    """The ``sun_elevation`` and ``sun_azimuth`` coordinates (degrees, NaN where no item of a
-    date says) from the S2 items' properties; None where none says."""
-    rows = []
-    for item in items:
-        props = item.get("properties", {})
-        el, az = props.get("view:sun_elevation"), props.get("view:sun_azimuth")
-        if el is None and props.get("s2:mean_solar_zenith") is not None:
-            el = 90.0 - float(props["s2:mean_solar_zenith"])
-        if az is None:
-            az = props.get("s2:mean_solar_azimuth")
-        when = pd.Timestamp(props.get("datetime"))
-        if el is None or az is None or pd.isna(when):
-            continue
-        when = when.tz_convert("UTC").tz_localize(None) if when.tz is not None else when
-        rows.append((when, float(el), float(az)))
-    if not rows:
-        return None
-    table = pd.DataFrame(rows, columns=["time", "el", "az"])
-    # Azimuths are averaged as directions (359 and 1 degrees average to 0, not 180).
-    table["east"] = np.sin(np.radians(table["az"]))
-    table["north"] = np.cos(np.radians(table["az"]))
-    table = table.groupby("time").mean().reindex(times)
-    azimuth = np.degrees(np.arctan2(table["east"], table["north"])).to_numpy() % 360.0
-    return {
-        "sun_elevation": ("time", table["el"].to_numpy(), {"units": "degree"}),
-        "sun_azimuth": ("time", azimuth, {"units": "degree"}),
-    }
 
 
 def _assemble(variables: dict[str, xr.DataArray], epsg: int) -> xr.Dataset:

@@ -194,8 +194,8 @@ class PatchDataset(torch.utils.data.Dataset):
         self._uses_light = spec.uses_light
         if self._uses_light and light is None:
             raise ParameterError(
-                f"variant {spec.name} reads the slopes' sunlight: it needs the cube's latitude "
-                "and pixel spacing (light)"
+                f"variant {spec.name} reads the slopes' sunlight: build the index for it (this "
+                "one has no light geometry: it was built for a variant without light)"
             )
         self.light = light if self._uses_light else None
         if self.light is not None and self.light.suns and reader.scene_width:

@@ -152,7 +152,7 @@ class PatchIndex:
     light
         Where the cube lies and how far apart its pixels are
         (:func:`~cloudfill.core.illumination.light_geometry`), for a variant that reads the
-        slopes' sunlight (SODCTXHI); None for a grid too small to have slopes.
+        slopes' sunlight (SODCTXHI); None for an index built for another variant.
     """
 
     reader: CubeReader
@@ -236,13 +236,6 @@ def _grid(reader: CubeReader, patches: PatchSettings, despeckle: int | None) -> 
         chunk_bounds=(s1_bounds[0][1:-1].tolist(), s1_bounds[1][1:-1].tolist()),
         margin=margin,
     )
-
-
-def _geometry(ds: xr.Dataset) -> LightGeometry | None:
-    try:
-        return light_geometry(ds)
-    except ParameterError:
-        return None
 
 
 def build_index(
@@ -370,5 +363,7 @@ def build_index(
             else ReferenceTables()
         ),
         southern=southern_hemisphere(ds),
-        light=_geometry(ds),
+        # Only a light variant needs it: an odd CRS must not stop the others' indexes, and a
+        # light variant's own errors (bad sun coordinates, no latitude) reach the user as is.
+        light=light_geometry(ds) if spec.uses_light else None,
     )
