@@ -94,9 +94,7 @@ def normalise_bands(
     t_low, t_high = stats.target
     out = []
     for i, label in enumerate(labels):
-        if label not in known:
-            raise ModelMismatchError(f"the model has no statistics for {name} band {label!r}")
-        j = known.index(label)
+        j = _index(known, name, label)
         band = (x[i] - np.float32(offsets[j])) / np.float32(scales[j])
         band = np.clip(band, np.float32(t_low), np.float32(t_high))
         if fill:
@@ -105,15 +103,26 @@ def normalise_bands(
     return np.stack(out)
 
 
-def denormalise_bands(y: Any, stats: NormStats, name: str = "s2") -> Any:
-    """Map normalised (band, ...) values back to the variable's units (bands in stats order)."""
+def denormalise_bands(
+    y: Any, stats: NormStats, name: str = "s2", labels: tuple[str, ...] | None = None
+) -> Any:
+    """Map normalised (band, ...) values back to the variable's units: bands in stats order,
+    or ``labels`` in order (each must have statistics, as for :func:`normalise_bands`)."""
+    known = _labels(stats, name)
     offsets, scales = stats.offset(name), stats.scale(name)
+    order = range(len(offsets)) if labels is None else [_index(known, name, b) for b in labels]
     return np.stack(
         [
-            (y[i] * np.float32(scales[i]) + np.float32(offsets[i])).astype("float32")
-            for i in range(len(offsets))
+            (y[i] * np.float32(scales[j]) + np.float32(offsets[j])).astype("float32")
+            for i, j in enumerate(order)
         ]
     )
+
+
+def _index(known: tuple[str, ...], name: str, label: str) -> int:
+    if label not in known:
+        raise ModelMismatchError(f"the model has no statistics for {name} band {label!r}")
+    return known.index(label)
 
 
 def lit_channels(height: Any, light: Any, band_light: Any, stats: NormStats) -> Any:
@@ -136,18 +145,9 @@ def lit_channels(height: Any, light: Any, band_light: Any, stats: NormStats) -> 
     >>> lit[:, 0].astype(float).round(3).tolist()  # reflectance 0.45; nothing where not shown
     [[-0.1, 0.0], [-0.1, 0.0], [-0.1, 0.0], [-0.1, 0.0]]
     """
-    labels = _labels(stats, "s2")
-    offsets, scales = stats.offset("s2"), stats.scale("s2")
     ratio = np.clip(light / np.maximum(band_light, np.float32(MIN_BAND_LIGHT)), 0, MAX_RATIO)
-    ratio = ratio.astype("float32")
-    reflectance = []
-    for i, band in enumerate(BANDS):
-        j = labels.index(band) if band in labels else -1
-        if j < 0:
-            raise ModelMismatchError(f"the model has no statistics for s2 band {band!r}")
-        r = height[i] * np.float32(scales[j]) + np.float32(offsets[j])
-        reflectance.append(r * ratio)
-    lit = normalise_bands(np.stack(reflectance), stats, "s2", BANDS)
+    reflectance = denormalise_bands(height[:4], stats, "s2", BANDS) * ratio.astype("float32")
+    lit = normalise_bands(reflectance, stats, "s2", BANDS)
     return np.where((height[5] > 0)[None], lit, np.float32(0)).astype("float32")
 
 

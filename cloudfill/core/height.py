@@ -25,7 +25,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
+from dask.array.core import unify_chunks
 
 from cloudfill._backend import namespace, to_numpy
 
@@ -127,11 +130,8 @@ def height_sums(values: Any, dem: Any, light: Any = None) -> np.ndarray:
     >>> s[5].round(6).tolist()
     [0.6, 0.6, 0.6, 0.6, 0.2, 0.2, 0.2, 0.2, 2.0, 3.0, 0.0]
     """
-    if not any(_is_dask(a) for a in (values, dem, light)):
+    if not any(isinstance(a, da.Array) for a in (values, dem, light)):
         return _block_sums(values, dem, light)
-    import dask
-    import dask.array as da
-    from dask.array.core import unify_chunks
 
     values = da.asarray(values).rechunk({0: -1})
     if light is None:
@@ -199,20 +199,7 @@ def height_channels(sums: np.ndarray, dem: Any) -> Any:
     table[:-1, :4][enough] = mean
     table[:-1, 4][enough] = np.sqrt(var).mean(axis=1)
     table[:-1, 5][enough] = shown[enough] / np.maximum(total[enough], 1)
-
-    def lookup(block: Any) -> Any:
-        xp = namespace(block)
-        return xp.moveaxis(xp.asarray(table)[height_bin(block)], -1, 0)
-
-    if _is_dask(dem):
-        import dask.array as da
-
-        return da.map_blocks(lookup, dem, new_axis=0, chunks=((6,), *dem.chunks), dtype="float32")
-    return lookup(dem)
-
-
-def _is_dask(x: Any) -> bool:
-    return type(x).__module__.startswith("dask.")
+    return _look_up(table, dem)
 
 
 def height_light(sums: np.ndarray, dem: Any) -> Any:
@@ -230,14 +217,21 @@ def height_light(sums: np.ndarray, dem: Any) -> Any:
     """
     sums = np.asarray(sums, dtype="float64")
     shown = sums[:, 8]
-    table = np.zeros(HEIGHT_BINS + 1, dtype="float32")  # the last row: no DEM value
+    table = np.zeros((HEIGHT_BINS + 1, 1), dtype="float32")  # the last row: no DEM value
     enough = shown >= HEIGHT_MIN_SHOWN
-    table[:-1][enough] = sums[enough, 10] / shown[enough]
+    table[:-1, 0][enough] = sums[enough, 10] / shown[enough]
+    return _look_up(table, dem)[0]
 
-    def lookup(block: Any) -> Any:
+
+def _look_up(table: np.ndarray, dem: Any) -> Any:
+    """(k, y, x) float32: the row of ``table`` ((HEIGHT_BINS + 1, k); the last row for a pixel
+    without a DEM value) of each pixel's band; lazy when ``dem`` is a dask array."""
+
+    def look_up(block: Any) -> Any:
         xp = namespace(block)
-        return xp.asarray(table)[height_bin(block)]
+        return xp.moveaxis(xp.asarray(table)[height_bin(block)], -1, 0)
 
-    if _is_dask(dem):
-        return dem.map_blocks(lookup, dtype="float32")
-    return lookup(dem)
+    if isinstance(dem, da.Array):
+        chunks = ((table.shape[1],), *dem.chunks)
+        return da.map_blocks(look_up, dem, new_axis=0, chunks=chunks, dtype="float32")
+    return look_up(dem)

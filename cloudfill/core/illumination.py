@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -316,7 +317,7 @@ def slope_light(dem: Any, date: Any, geometry: LightGeometry) -> Any:
     """
     el, az = sun_at(date, geometry)
     sun = (el, az + geometry.north)  # the sun's azimuth in the grid
-    if type(dem).__module__.startswith("dask."):
+    if isinstance(dem, da.Array):
         return dem.map_overlap(
             _light_padded,
             depth=1,
