@@ -115,6 +115,44 @@ def test_synthesize_cli_zarr_and_cog(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run([*args[:2], "not-a-date", "--out", str(tmp_path / "x.zarr")]) == 2
 
 
+def test_synthesize_cli_builds_inside_the_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The graph's small whole-date computes (date choice, height table) run on the cluster
+    the write runs on: ``synthesize`` is called inside ``open_cluster``."""
+    import contextlib
+
+    import pandas as pd
+
+    import cloudfill.cluster
+    import cloudfill.infer.synthesize
+    from tests.conftest import make_tiny_model
+
+    ds = cloudfill.simulate_scene((32, 32), seed=1)
+    cube = cloudfill.write_cube(ds, tmp_path / "cube.zarr")
+    model = make_tiny_model(ds).save(tmp_path / "m.safetensors")
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def open_cluster(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        events.append("open")
+        yield None
+        events.append("close")
+
+    real = cloudfill.infer.synthesize.synthesize
+
+    def synthesize(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        events.append("synthesize")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cloudfill.cluster, "open_cluster", open_cluster)
+    monkeypatch.setattr(cloudfill.infer.synthesize, "synthesize", synthesize)
+    date = f"{pd.Timestamp(ds.time.values[2]):%Y-%m-%d}"
+    argv = ["synthesize", str(cube), date, "--model", str(model), "--no-progress"]
+    assert run([*argv, "--out", str(tmp_path / "syn.zarr")]) == 0
+    assert events == ["open", "synthesize", "close"]
+
+
 def test_preprocess_cli(tmp_path: Path) -> None:
     import numpy as np
     from scipy import ndimage

@@ -61,16 +61,18 @@ def synthesize(
         raise ParameterError(f"--out must end in .zarr or .tif, got {out}")
     check_output(out, [cube, *([model] if model else [])], overwrite=overwrite)
     ds = open_cube(cube)
-    result = inference.synthesize(
-        ds,
-        when,
-        model,
-        rule=PairingRule(max_s1_gap=max_s1_gap),
-        inference=InferenceSettings(tile=tile, device=device, fast=fast),
-    )
     # A fresh name: the write goes there first, then replaces ``out`` in one rename.
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     with clusters.open_cluster(cluster, workers=workers, threads=threads) as client:
+        # Built inside the cluster: choosing the dates and the height table are small
+        # computes over the whole date, and they should run where the write runs.
+        result = inference.synthesize(
+            ds,
+            when,
+            model,
+            rule=PairingRule(max_s1_gap=max_s1_gap),
+            inference=InferenceSettings(tile=tile, device=device, fast=fast),
+        )
         if suffix == ".zarr":
             # Streamed block by block; on a cluster the active client runs the graph.
             with dask_progress(progress and client is None):
