@@ -174,6 +174,10 @@ def test_key_follows_the_cube_and_the_sample_settings(cube: xr.Dataset, index: P
     north_key = cache_key(_splits(sodct, "SODCT"))[0]
     south_key, south_description = cache_key(_splits(replace(sodct, southern=True), "SODCT"))
     assert south_key != north_key and "southern" in json.dumps(south_description)
+    # An in-memory cube's dates (the blend's ages, the season): the same arrays a day later
+    later_cube = cube.assign_coords(time=cube.indexes["time"] + pd.Timedelta(days=1))
+    later_sodct = build_index(later_cube, "SODCT", PATCHES, despeckle=3, reference="blend")
+    assert cache_key(_splits(later_sodct, "SODCT"))[0] != north_key
     # SODCTXHI: the sun of each sample's date and where the cube lies; a mosaic's scene width
     lit = build_index(cube, "SODCTXHI", PATCHES, despeckle=3, reference="blend")
     lit_key = cache_key(_splits(lit, "SODCTXHI"))[0]

@@ -103,8 +103,9 @@ def cube_digest(reader: CubeReader) -> str:
 
     A zarr store (the reader reads it directly) is named by
     :func:`~cloudfill.cube.zarr_io.store_digest` (its metadata and its chunk files' names and
-    sizes; no chunk is read); an in-memory cube by a hash of its arrays; a dask-backed one by
-    its graph's name (the same file opened the same way, the same operations: the same name).
+    sizes; no chunk is read); an in-memory cube by a hash of its arrays and its dates; a
+    dask-backed one by its graph's name (the same file opened the same way, the same
+    operations: the same name) and its dates.
 
     Examples
     --------
@@ -116,7 +117,7 @@ def cube_digest(reader: CubeReader) -> str:
     """
     if reader.mode == "zarr" and reader.path is not None:
         return store_digest(reader.path)
-    parts = [reader.mode, reader.shape, reader.s1_units, reader.mask_var]
+    parts = [reader.mode, reader.shape, reader.s1_units, reader.mask_var, reader.times_token]
     for name in reader.names:
         var = reader.vars[name]
         parts += [name, var.order, tokenize(var.data)]
@@ -143,7 +144,7 @@ def _sample_description(data: PatchDataset) -> dict[str, Any]:
         # A height variant's samples depend on how the table is built.
         **({"height": HEIGHT_VERSION} if get_variant(data.variant).uses_height else {}),
         # A light variant's on the formula, on where the cube lies and on each sample's date
-        # (the sun's; an in-memory cube's digest does not cover its time coordinate).
+        # (the sun's).
         **(
             {"light": [LIGHT_VERSION, repr(data.light), _dates_digest(data)]}
             if get_variant(data.variant).uses_light

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import tokenize
 
 from cloudfill.cube.schema import BANDS, DEFAULT_UNUSABLE_SCL, POLS, VARIABLE_DIMS, conform
 from cloudfill.cube.zarr_io import open_cube
@@ -195,6 +196,9 @@ class CubeReader:
         width = ds.attrs.get("mosaic_scene_width")
         self.scene_width = None if width is None else int(width)
         self.cache_bytes = int(cache_bytes)
+        # The dates (a sample's ages, season and sun follow them): an in-memory cube's digest
+        # hashes them, as a zarr store's metadata covers them.
+        self.times_token = tokenize(*(ds[k].values for k in ("time", "s1_time") if k in ds.coords))
         self._cache: _ChunkCache | None = None
         self._arrays: dict[str, Any] | None = None
         self.vars: dict[str, _Var] = {}
