@@ -325,8 +325,23 @@ def main() -> None:
     parser.add_argument("--gbm-iters", type=int, default=200)
     parser.add_argument("--gbm-max-train", type=int, default=100_000)
     parser.add_argument("--gbm-size", type=int, default=256, help="GBM training scenes (px)")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="CSV",
+        help="score nothing: print the tables and bars of saved learned_gain.csv files, "
+        "pooled over all their scenes (e.g. the default and a fresh held-out set)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.report:
+        table = pd.concat([pd.read_csv(p) for p in args.report], ignore_index=True)
+        if table.duplicated(["scene", "method", "adjust", "pixels"]).any():
+            parser.error("--report: a scene appears in more than one file")
+        print(f"{len(args.report)} file(s), {table['scene'].nunique()} scenes pooled")
+        report(table)
+        return
     scenes = parse_scenes(args.scenes)
     t_start = time.time()
     if not args.score_only:
@@ -376,6 +391,11 @@ def main() -> None:
         f"(sim: {args.dates} dates, surface_change {args.surface_change}); GBM "
         f"{args.gbm_iters} iterations on {gbm.n_train} pixels; {time.time() - t_start:.0f} s"
     )
+    report(table)
+
+
+def report(table: pd.DataFrame) -> None:
+    """Print the pooled table, the per-scene table and issue 21's bars of a score table."""
     agg = summarise(table, ["pixels", "method", "adjust"])
     print("\nPooled over scenes (MAE, PSNR in dB on the scored pixels' bands):\n")
     print(main_table(agg))
