@@ -148,10 +148,18 @@ SCENE_SETS = {
         tuple(range(111, 121)),
         {s: 0.3 for s in (104, 105, 106, 109, 110, 119, 120)},
     ),
+    # v3 and the six generic seeds of 201-240 with the most snow transitions (dry snow,
+    # which C band does not see, falling or melting between dates).
+    "v4": (
+        (*range(101, 111), 201, 207, 208, 221, 225, 232),
+        tuple(range(111, 121)),
+        {s: 0.3 for s in (104, 105, 106, 109, 110, 119, 120)},
+    ),
 }
 EVALUATION_SEEDS = (
     *range(61, 67), *range(71, 77), *range(81, 85), *range(91, 97), *range(141, 146),
     *range(151, 156), *range(131, 137),  # 131-136: the validation scenes models are chosen on
+    162, 170, *range(181, 190),  # 162, 170: validation too; 181-189: the fresh held-out set
 )  # fmt: skip
 ORIGIN = (300000.0, 3100000.0)
 RESOLUTION = 10.0
@@ -250,7 +258,8 @@ def main() -> None:
         "--scenes",
         default="v2",
         choices=sorted(SCENE_SETS),
-        help="training scene set (v2: nine scenes, stage 1; v3: twenty, stage 2)",
+        help="training scene set (v2: nine scenes, stage 1; v3: twenty, stage 2; v4: v3 and "
+        "six snowy scenes)",
     )
     parser.add_argument(
         "--init", type=Path, default=None,
