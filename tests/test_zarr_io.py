@@ -14,6 +14,7 @@ from rasterio.crs import CRS
 
 from cloudfill import errors as cloudfill_errors
 from cloudfill import open_cube, validate, write_cube
+from cloudfill.cube.zarr_io import store_digest
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
 
@@ -135,6 +136,21 @@ def test_refuses_to_write_onto_its_source(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="read from"):
         write_cube(derived, str(tmp_path / "." / "c.zarr"), overwrite=True)
     write_cube(derived, tmp_path / "other.zarr")  # elsewhere is fine
+
+
+def test_refuses_to_write_a_result_onto_the_cube_it_is_computed_from(tmp_path: Path) -> None:
+    """A new Dataset computed lazily from an opened cube (no encoding of its own, as
+    ``fill_series``'s result) still reads that store: writing onto it or into it is refused."""
+    path = write_cube(small_cube(), tmp_path / "c.zarr")
+    opened = open_cube(path)
+    result = xr.Dataset({"twice": opened["s2"] * 2}).rio.write_crs(opened.rio.crs)
+    assert "source" not in result.encoding and "source" not in result["twice"].encoding
+    before = store_digest(path)
+    for target in (path, path / "inside.zarr"):
+        with pytest.raises(OutputError, match="read from"):
+            write_cube(result, target, overwrite=True)
+    assert store_digest(path) == before
+    write_cube(result.compute(), tmp_path / "elsewhere.zarr")  # in memory and elsewhere: fine
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -266,9 +266,37 @@ def _resolve(location: str) -> str:
 
 
 def _sources(ds: xr.Dataset) -> set[Path]:
+    """The local stores ``ds`` reads: those its encodings name and those its dask graphs
+    read (a result computed from an opened cube, e.g. ``fill_series``'s, carries no
+    encoding, yet writing it onto its input would destroy what it is computed from)."""
     found = {ds.encoding.get("source")}
     found.update(var.encoding.get("source") for var in ds.variables.values())
+    for var in ds.variables.values():
+        found.update(_graph_stores(var.data))
     return {Path(_resolve(str(s))) for s in found if s and "://" not in str(s)}
+
+
+def _graph_stores(data: Any) -> set[str]:
+    """The zarr stores a dask array's graph reads: its ``original-`` layers hold xarray's
+    lazily indexed zarr arrays (best effort: an unknown wrapper is skipped)."""
+    if not isinstance(data, da.Array):
+        return set()
+    stores = set()
+    for name, layer in data.__dask_graph__().layers.items():
+        if not str(name).startswith("original-"):
+            continue
+        for task in layer.values():
+            wrapped = getattr(task, "value", task)  # dask's DataNode holds the object
+            for _ in range(8):  # adapters wrap one another through .array
+                if hasattr(wrapped, "get_array") and not hasattr(wrapped, "array"):
+                    break
+                wrapped = getattr(wrapped, "array", None)
+            array = wrapped.get_array() if hasattr(wrapped, "get_array") else None
+            store = getattr(array, "store", None)
+            root = getattr(store, "root", None) or getattr(store, "path", None)
+            if root is not None:
+                stores.add(str(root))
+    return stores
 
 
 def _check_target(ds: xr.Dataset, target: Path, replace: bool) -> None:
