@@ -140,3 +140,43 @@ def test_repeated_or_shuffled_dates_fill_each_date_once(cube: Path) -> None:
     first, second = ds.time.values[:2]
     out = cloudfill.fill_series(ds.drop_vars("s1"), dates=[second, first, second])
     assert list(out.time.values) == [first, second]
+
+
+def test_cog_dir_keeps_a_users_files_and_replaces_its_own(
+    cube: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import rasterio
+
+    from cloudfill.cli.cogs import TAG
+
+    date = str(cloudfill.open_cube(cube).time.values[1])[:10]
+    cogs, out = tmp_path / "cogs", tmp_path / "f.zarr"
+    cogs.mkdir()
+    mine = cogs / f"s2_filled_{date}.tif"
+    mine.write_text("my own file")
+    argv = ["fill-series", str(cube), "--out", str(out), "--cog-dir", str(cogs), "--no-progress"]
+    assert run(argv) == 2
+    assert "cloudfill did not write" in capsys.readouterr().err
+    assert mine.read_text() == "my own file" and not out.exists()  # refused before the fill
+    inside = ["fill-series", str(cube), "--out", str(out), "--cog-dir", str(out / "cogs")]
+    assert run(inside) == 2 and "inside the output store" in capsys.readouterr().err
+    mine.unlink()
+    assert run(argv) == 0  # written, tagged, bands named
+    with rasterio.open(mine) as src:
+        assert TAG in src.tags() and src.descriptions == ("B02", "B03", "B04", "B08")
+    assert run(argv) == 0  # a rerun replaces its own COGs
+    (cogs / "notes.txt").write_text("keep")
+    mine.write_text("mine again")
+    assert run([*argv, "--overwrite"]) == 0  # replaced, as asked; nothing else touched
+    assert (cogs / "notes.txt").read_text() == "keep"
+    with rasterio.open(mine) as src:
+        assert TAG in src.tags()
+
+
+def test_cog_names_keep_two_acquisitions_of_one_day_apart() -> None:
+    from cloudfill.cli.cogs import cog_names
+
+    names = cog_names(["2023-05-10T00:00", "2023-05-10T00:10", "2023-06-01T10:30"])
+    assert len(set(names.values())) == 3
+    assert names[next(iter(names))].startswith("s2_filled_2023-05-10T")
+    assert list(names.values())[-1] == "s2_filled_2023-06-01.tif"

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pandas as pd
 import typer
-import xarray as xr
 
 from cloudfill._outputs import check_output
 from cloudfill.cli._common import (
@@ -20,7 +17,9 @@ from cloudfill.cli._common import (
     fill_summary,
     parse_dates,
 )
+from cloudfill.cli.cogs import check_cog_dir, write_cogs
 from cloudfill.core.pairs import PairingRule
+from cloudfill.cube.zarr_io import open_cube
 from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST
 from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.infer.settings import InferenceSettings
@@ -89,9 +88,16 @@ def fill_series_command(
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Keep dates already written by the same job."
     ),
-    overwrite: bool = typer.Option(False, help="Replace an output made by a different job."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Replace an output made by a different job (and, with --cog-dir, files of the "
+        "COGs' names that cloudfill did not write).",
+    ),
     cog_dir: Path | None = typer.Option(
-        None, help="Also write each filled date as a Cloud-Optimised GeoTIFF here."
+        None,
+        help="Also write each filled date as a Cloud-Optimised GeoTIFF here "
+        "(s2_filled_YYYY-MM-DD.tif, bands B02 ... B08). A rerun replaces its own COGs; a file "
+        "of the same name that cloudfill did not write is refused unless --overwrite.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
@@ -114,6 +120,9 @@ def fill_series_command(
     )
     if cog_dir is not None:  # checked before the fill, not after it
         check_output(cog_dir, [cube, *([model] if model else [])], exists_ok=True)
+        wanted = parse_dates(dates)
+        times = open_cube(cube).indexes["time"] if wanted is None else wanted
+        check_cog_dir(cog_dir, out, times, overwrite=overwrite)
     result = job.fill_to_zarr(
         cube,
         out,
@@ -128,15 +137,5 @@ def fill_series_command(
         progress=RichFillProgress(progress),
     )
     if cog_dir is not None:
-        _write_cogs(result, cog_dir)
+        console.print(f"wrote {write_cogs(result, cog_dir)} COGs to {cog_dir}")
     console.print(fill_summary(result))
-
-
-def _write_cogs(result: xr.Dataset, cog_dir: Path) -> None:
-    cog_dir.mkdir(parents=True, exist_ok=True)
-    for date in pd.DatetimeIndex(result["time"].values):
-        target = cog_dir / f"s2_filled_{date:%Y-%m-%d}.tif"
-        tmp = target.with_suffix(".tif.tmp")
-        result["s2"].sel(time=date).rio.to_raster(tmp, driver="COG")
-        os.replace(tmp, target)
-    console.print(f"wrote {len(result['time'])} COGs to {cog_dir}")
