@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +288,17 @@ def test_l2a_zero_is_no_data_and_the_offset_applies(scene: dict, tmp_path: Path)
     shifted = build(scene, s2={"2021-06-01": path}, cloud=None, s1=None, s2_offset=-0.1)
     expected = dn[:, 5, 5].astype("float32") * np.float32(1e-4) - np.float32(0.1)
     np.testing.assert_allclose(shifted.s2.isel(time=0, y=5, x=5).values, expected, rtol=1e-6)
+
+
+def test_baseline_04_dates_without_the_offset_warn(scene: dict) -> None:
+    """Integer L2A from 2022-01-25 on carries DN + 1000: scaling it without the offset reads
+    0.1 too bright, which no value check can tell from a bright scene; so it warns."""
+    f = scene["files"]
+    later = {"s2": {"2023-06-01": f["s2a"]}, "cloud": None, "s1": None}
+    with pytest.warns(UserWarning, match="s2_offset=-0.1"):
+        build(scene, **later)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        build(scene, **later, s2_offset=-0.1)  # said
+        build(scene, s2={"2021-06-01": f["s2a"]}, cloud=None, s1=None)  # before 04.00
+        build(scene, **later, s2_scale=1e-4)  # a scale given: the user chose

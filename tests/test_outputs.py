@@ -87,6 +87,17 @@ def test_cli_overwrite_keeps_a_users_folder(
     assert _digest(store) == before
 
 
+def test_fill_series_names_a_users_folder_as_such(
+    cube: Path, user_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --overwrite too: not "made by a different job ... discarding 0 dates"."""
+    argv = ["fill-series", str(cube), "--out", str(user_folder), "--no-progress"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    assert "may hold your own files" in err and "discarding" not in err
+    assert (user_folder / "important.txt").read_text() == "keep"
+
+
 def test_cli_never_writes_inside_its_input(
     cube: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,7 +10,7 @@ import xarray as xr
 import cloudfill
 from cloudfill.cli import run
 from cloudfill.cube.sanity import check_values, guess_s1_units
-from cloudfill.errors import DTypeError, UnitsError
+from cloudfill.errors import BandError, DTypeError, MissingVariableError, UnitsError
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,49 @@ def test_s1_values_that_contradict_their_units(cube: xr.Dataset) -> None:
     with pytest.raises(UnitsError):
         cloudfill.fill_series(labelled_linear)
     assert guess_s1_units(cube) == "dB" and guess_s1_units(_linear(cube, "dB")) == "linear"
+
+
+def test_percent_is_refused_with_its_own_fix(cube: xr.Dataset) -> None:
+    percent = cube.assign(s2=(cube.s2 * 100).astype("float32"))
+    with pytest.raises(UnitsError, match="percent.*divide by 100$"):
+        check_values(percent)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_band_without_any_value_is_refused(cube: xr.Dataset, lazy: bool) -> None:
+    """One empty band empties every pixel: refused by name, while a band empty only in the
+    sampled window (or NaN under clouds) passes."""
+    ds = cube.chunk({"y": 16, "x": 16}) if lazy else cube
+    empty = ds.assign(s2=ds.s2.where(ds.s2.band != "B08"))
+    with pytest.raises(BandError, match="band B08 of 's2' holds no value"):
+        check_values(empty)
+    with pytest.raises(BandError, match="B08"):
+        cloudfill.fill_series(empty)
+    clouded = ds.assign(s2=ds.s2.where((ds.s2.band != "B08") | (ds.time == ds.time[0])))
+    assert check_values(clouded) is clouded  # NaN in some dates only: fine
+    only_edge = ds.assign(
+        s2=ds.s2.where((ds.s2.band != "B08") | ((ds.y == ds.y[0]) & (ds.x == ds.x[0])))
+    )
+    with pytest.MonkeyPatch.context() as mp:  # a window that misses the one B08 value
+        mp.setattr("cloudfill.cube.sanity.WINDOW", 8)
+        assert check_values(only_edge) is only_edge
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_dem_without_any_value_is_refused(cube: xr.Dataset, lazy: bool) -> None:
+    ds = cube.chunk({"y": 16, "x": 16}) if lazy else cube
+    # A DEM on a grid shifted by 5 m, aligned by xarray: NaN everywhere.
+    shifted = ds.dem.assign_coords(x=ds.x + 5)
+    aligned = ds.drop_vars("dem").assign(dem=shifted.reindex_like(ds))
+    assert aligned.dem.isnull().all()
+    with pytest.raises(MissingVariableError, match="'dem' holds no value"):
+        check_values(aligned)
+    with pytest.raises(MissingVariableError, match="reproject"):
+        cloudfill.synthesize(aligned, aligned.time.values[1])
+    corner = ds.assign(dem=ds.dem.where((ds.y == ds.y[0]) & (ds.x == ds.x[0])))
+    with pytest.MonkeyPatch.context() as mp:  # the sample is empty, the DEM is not
+        mp.setattr("cloudfill.cube.sanity.WINDOW", 8)
+        assert check_values(corner) is corner
 
 
 def test_python_applies_the_clis_contract_check(cube: xr.Dataset) -> None:

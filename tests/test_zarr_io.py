@@ -316,3 +316,10 @@ def test_store_digest_sees_a_rewrite_of_the_same_size(tmp_path: Path) -> None:
     stat = chunk.stat()
     os.utime(chunk, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # coarse clocks
     assert chunk.stat().st_size == size and store_digest(path) != before
+
+
+@pytest.mark.parametrize("name", ["c.tif", "c.NC", "c.h5"])
+def test_refuses_a_file_name_of_another_format(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ParameterError, match="writes a zarr store"):
+        write_cube(small_cube(), tmp_path / name)
+    assert not (tmp_path / name).exists()

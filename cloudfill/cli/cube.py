@@ -148,7 +148,8 @@ def make_cube(
         0.0,
         "--s2-offset",
         help="Added to S2 reflectance after the 1/10000 scale of GeoTIFF or STAC inputs: -0.1 "
-        "for L2A of processing baseline 04.00 and later.",
+        "for L2A of processing baseline 04.00 and later (dates from 2022-01-25; integer "
+        "GeoTIFFs of such dates read without it warn).",
     ),
     overwrite: bool = typer.Option(False, help="Replace an existing output store."),
 ) -> None:

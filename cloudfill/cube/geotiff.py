@@ -198,6 +198,7 @@ def cube_from_geotiffs(
     grid = _Grid.of(first, min_coverage)
     data_vars: dict[str, xr.DataArray] = {}
     data_vars["s2"] = _stack(s2_dates, _KINDS["s2"], grid, chunk, "time", s2_scale=s2_scale)
+    _warn_offset(s2_dates, first, s2_scale, s2_offset)
     if s2_offset:
         data_vars["s2"] = data_vars["s2"] + np.float32(s2_offset)
     if s1:
@@ -468,3 +469,24 @@ def _warp(path: Path, kind: _Kind, grid: _Grid, dtype: np.dtype) -> np.ndarray:
             nodata=fill,
         )
         return np.asarray(warped.values, dtype=dtype)
+
+
+L2A_OFFSET_SINCE = pd.Timestamp("2022-01-25")
+"""Processing baseline 04.00: L2A digital numbers carry an offset of 1000 from this date."""
+
+
+def _warn_offset(dates: list, first: Any, s2_scale: float | None, s2_offset: float) -> None:
+    """Warn when integer S2 of baseline 04.00+ dates is scaled without its offset: every
+    reflectance would read 0.1 too bright (the files do not say which baseline made them)."""
+    integer = np.issubdtype(np.dtype(first.dtype), np.integer)
+    later = [t for t, _ in dates if pd.Timestamp(t) >= L2A_OFFSET_SINCE]
+    if s2_offset or s2_scale is not None or not integer or not later:
+        return
+    warnings.warn(
+        f"{len(later)} S2 date(s) from {L2A_OFFSET_SINCE:%Y-%m-%d} on (processing baseline "
+        "04.00 and later), whose L2A digital numbers carry an offset of 1000, are scaled "
+        "without it: reflectance would read 0.1 too bright. Pass s2_offset=-0.1 "
+        "(make-cube --s2-offset -0.1) unless the files were already harmonised.",
+        UserWarning,
+        stacklevel=3,
+    )

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from cloudfill.cube.corrupt import reading
-from cloudfill.errors import UnitsError
+from cloudfill.errors import BandError, MissingVariableError, UnitsError
 
 __all__ = ["MAX_DATES", "S2_MAX_MEDIAN", "WINDOW", "check_values", "guess_s1_units"]
 
@@ -36,6 +36,12 @@ stay near 1 and saturated or fill values are few, while digital numbers are hund
 thousands nearly everywhere."""
 
 
+def _central(var: xr.DataArray) -> dict[str, slice]:
+    """The central window, at most :data:`WINDOW` pixels a side."""
+    starts = {d: max(0, var.sizes[d] // 2 - WINDOW // 2) for d in ("y", "x")}
+    return {d: slice(start, start + WINDOW) for d, start in starts.items()}
+
+
 def _sample(var: xr.DataArray, time_dim: str) -> np.ndarray:
     """Finite, non-zero values of a central window of a few dates (a small, eager read).
 
@@ -43,11 +49,7 @@ def _sample(var: xr.DataArray, time_dim: str) -> np.ndarray:
     """
     n = var.sizes[time_dim]
     picks = sorted({0, n // 2, n - 1})[:MAX_DATES] if n else []
-    window = {}
-    for dim in ("y", "x"):
-        size = var.sizes[dim]
-        start = max(0, size // 2 - WINDOW // 2)
-        window[dim] = slice(start, start + WINDOW)
+    window = _central(var)
     # The first read of every verb: a chunk here that does not decode is bad input.
     with reading(var.encoding.get("source")):
         # to_numpy, not .values: CuPy-backed chunks come back to the host too.
@@ -60,12 +62,62 @@ def _check_s2(ds: xr.Dataset) -> None:
     if values.size == 0:
         return
     median = float(np.median(values))
+    if S2_MAX_MEDIAN < median <= 100 and float(values.max()) <= 100:
+        raise UnitsError(
+            f"variable 's2' looks like percent, not reflectance 0..1 (median {median:.0f}, "
+            f"largest {float(values.max()):.0f} in a sample): divide by 100"
+        )
     if median > S2_MAX_MEDIAN:
         raise UnitsError(
             f"variable 's2' looks like digital numbers, not reflectance 0..1 (median "
             f"{median:.0f} in a sample): divide by 10000 (and, for L2A since processing "
             "baseline 04.00, subtract the offset 1000 first), or load the files with "
             "cloudfill.cube_from_geotiffs / cube_from_stac, which scale integer S2"
+        )
+
+
+def _check_bands(ds: xr.Dataset) -> None:
+    """A band with no value in any date empties every pixel (a pixel is usable only where all
+    bands are): refused. Only a band with nothing in the sample is read whole."""
+    s2 = ds["s2"]
+    if "band" not in s2.dims:
+        return
+    n = s2.sizes["time"]
+    picks = sorted({0, n // 2, n - 1}) if n else []
+    window = _central(s2)
+    with reading(s2.encoding.get("source")):
+        sample = s2.isel(time=picks, **window).notnull().any([d for d in s2.dims if d != "band"])
+        seen = np.asarray(sample.to_numpy(), dtype=bool)
+    if seen.all() or not seen.any():
+        return  # every band shows something, or the window is empty (clouds, no data)
+    for label, shown in zip(s2["band"].values, seen, strict=True):
+        if shown:
+            continue
+        with reading(s2.encoding.get("source")):
+            anywhere = bool(s2.sel(band=label).notnull().any().to_numpy())
+        if not anywhere:
+            raise BandError(
+                f"band {label} of 's2' holds no value in any date: a pixel is used only where "
+                "every band has one, so nothing could be filled or served as a reference; "
+                "check how the band was loaded (its file, nodata value or alignment)"
+            )
+
+
+def _check_dem(ds: xr.Dataset) -> None:
+    """A DEM with no value (e.g. one on another grid that xarray aligned into all NaN) would
+    silently feed the model nothing: refused. Read whole only when the sample is empty."""
+    dem = ds["dem"]
+    window = _central(dem)
+    with reading(dem.encoding.get("source")):
+        if bool(dem.isel(window).notnull().any().to_numpy()):
+            return
+        anywhere = bool(dem.notnull().any().to_numpy())
+    if not anywhere:
+        raise MissingVariableError(
+            "variable 'dem' holds no value (all NaN): a DEM on another grid or extent, "
+            "aligned onto the cube by xarray, reads NaN everywhere; reproject it onto the S2 "
+            "grid (rioxarray's reproject_match, or make-cube --dem), or drop 'dem' for an "
+            "S/SO model"
         )
 
 
@@ -114,7 +166,8 @@ def guess_s1_units(ds: xr.Dataset) -> str:
 
 
 def check_values(ds: xr.Dataset) -> xr.Dataset:
-    """Refuse S2 in digital numbers and S1 whose values contradict their units.
+    """Refuse S2 in digital numbers or percent, an S2 band or a DEM with no value at all,
+    and S1 whose values contradict their units.
 
     Parameters
     ----------
@@ -130,6 +183,8 @@ def check_values(ds: xr.Dataset) -> xr.Dataset:
     ------
     UnitsError
         Naming the variable, what the sample shows and the fix.
+    BandError, MissingVariableError
+        An S2 band, or the DEM, that holds no value anywhere.
 
     Examples
     --------
@@ -150,8 +205,11 @@ cube_from_stac, which scale integer S2
         return ds
     if "s2" in ds.data_vars:
         _check_s2(ds)
+        _check_bands(ds)
     if "s1" in ds.data_vars:
         _check_s1(ds)
+    if "dem" in ds.data_vars:
+        _check_dem(ds)
     if key is not None:
         _PASSED[key] = None
         while len(_PASSED) > 64:
@@ -165,9 +223,10 @@ _PASSED: dict[tuple, None] = {}
 
 
 def _graph_key(ds: xr.Dataset) -> tuple | None:
-    """The dask names (and S1 units) of ``s2`` and ``s1``, or None unless both are dask."""
+    """The dask names (and S1 units) of ``s2``, ``s1`` and ``dem``, or None unless all are
+    dask."""
     key = []
-    for name in ("s2", "s1"):
+    for name in ("s2", "s1", "dem"):
         if name in ds.data_vars:
             data = ds[name].data
             if not isinstance(data, da.Array):

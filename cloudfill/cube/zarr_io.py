@@ -178,7 +178,8 @@ def write_cube(
         If ``path`` exists and overwriting was not asked for, is not a zarr store, or is the
         store the cube was read from.
     ParameterError
-        If ``mode`` is not ``"w-"`` or ``"w"``.
+        If ``mode`` is not ``"w-"`` or ``"w"``, or ``path`` names another format's file
+        (``.tif``, ``.nc``, ...).
     CloudfillError
         The typed error of :func:`~cloudfill.cube.schema.validate` for a cube no verb could
         read back (unsorted or repeated dates, no CRS, an irregular grid, wrong dims).
@@ -203,6 +204,11 @@ def write_cube(
             "object storage"
         )
     target = Path(_resolve(location))
+    if target.suffix.lower() in _OTHER_FORMATS:
+        raise ParameterError(
+            f"write_cube writes a zarr store, not a {target.suffix} file ({location}): name "
+            "it *.zarr; for a GeoTIFF use ds.rio.to_raster, for NetCDF ds.to_netcdf"
+        )
     replace = overwrite or mode == "w"
     _check_target(ds, target, replace)
 
@@ -254,6 +260,12 @@ def store_digest(path: str | os.PathLike[str]) -> str:
                 digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
+
+#: File suffixes of other formats: a zarr store (a folder) under such a name misleads.
+_OTHER_FORMATS = frozenset(
+    (".tif", ".tiff", ".nc", ".nc4", ".h5", ".hdf5", ".hdf", ".grib", ".grb", ".jp2", ".vrt",
+     ".png", ".jpg", ".jpeg", ".csv", ".json", ".npy", ".npz")
+)  # fmt: skip
 
 #: Small JSON documents that describe a store (shapes, chunks, dtypes, attrs): hashed whole.
 _METADATA_DOCUMENTS = frozenset(("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"))

@@ -124,6 +124,8 @@ class DateWriter:
         check_output(self.path, inputs, exists_ok=True)  # never into (or around) an input
         if self.path.exists():
             stored = self._stored()
+            if stored is None:  # a user's folder or file, not a store: say so, whatever the flags
+                check_output(self.path, overwrite=True)
             existing = stored.attrs.get("cloudfill_job") if stored is not None else None
             layout = _layout_difference(stored, template) if stored is not None else []
             if existing == job and resume and not layout:
@@ -145,7 +147,8 @@ class DateWriter:
     def _refusal(self, stored: xr.Dataset | None, job: str, layout: list[str]) -> str:
         """Why the existing output is not resumed, and what the user can do instead."""
         existing = stored.attrs.get("cloudfill_job") if stored is not None else None
-        finished = len(self.done())
+        # Every date the stored job recorded (its dates need not be this job's).
+        finished = len(list((self.path / MARKER_DIR).glob("*.json")))
         lose = f"discarding its {finished} finished date{'s' * (finished != 1)}"
         if existing == job and not layout:  # the same job, but resume=False
             return (
