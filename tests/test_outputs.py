@@ -191,3 +191,26 @@ def test_cog_names_keep_two_acquisitions_of_one_day_apart() -> None:
     assert len(set(names.values())) == 3
     assert names[next(iter(names))].startswith("s2_filled_2023-05-10T")
     assert list(names.values())[-1] == "s2_filled_2023-06-01.tif"
+
+
+def test_an_unfinished_fill_store_says_so(
+    cube: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A killed job's store (fewer date markers than dates) warns on opening and in info."""
+    import warnings
+
+    from cloudfill.cube.zarr_io import MARKER_DIR, fill_progress
+
+    out = tmp_path / "f.zarr"
+    assert run(["fill-series", str(cube), "--out", str(out), "--no-progress"]) == 0
+    assert fill_progress(out) == (3, 3) and fill_progress(cube) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cloudfill.open_cube(out)  # finished: quiet
+    assert run(["info", str(out), "--no-stats"]) == 0
+    assert "3 of 3 dates written (complete)" in capsys.readouterr().out
+    sorted((out / MARKER_DIR).glob("[0-9]*.json"))[-1].unlink()  # as if killed before it
+    with pytest.warns(UserWarning, match="unfinished fill-series job: 2 of 3 dates"):
+        cloudfill.open_cube(out)
+    assert run(["info", str(out), "--no-stats"]) == 0
+    assert "2 of 3 dates written (UNFINISHED" in capsys.readouterr().out

@@ -71,6 +71,11 @@ def info(
         + (f"  resolution: {abs(res[0]):g} x {abs(res[1]):g}" if res else "")
     )
     console.print(f"size: {_human_bytes(ds.nbytes)} (uncompressed)")
+    progress = zarr_io.fill_progress(path)
+    if progress is not None:
+        written, total = progress
+        state = "complete" if written >= total else "UNFINISHED: rerun the same fill-series"
+        console.print(f"fill-series output: {written} of {total} dates written ({state})")
     chunks = ds["s2"].chunks
     if chunks is not None:
         console.print(

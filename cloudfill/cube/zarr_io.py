@@ -127,6 +127,15 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
     except Exception as exc:  # zarr raises many types for a store that is not one
         raise SourceError(f"cannot open cube {location}: {exc}") from exc
     source = _resolve(location)
+    progress = fill_progress(location, ds)
+    if progress is not None and progress[0] < progress[1]:
+        warnings.warn(
+            f"{location} is an unfinished fill-series job: {progress[0]} of {progress[1]} "
+            "dates written, the others hold no values yet; rerun the same fill-series "
+            "command to finish it",
+            UserWarning,
+            stacklevel=2,
+        )
     ds.encoding["source"] = source
     for var in ds.data_vars.values():
         # Variable encodings survive more xarray operations than the Dataset's, so
@@ -226,6 +235,32 @@ def write_cube(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def fill_progress(
+    path: str | os.PathLike[str], ds: xr.Dataset | None = None
+) -> tuple[int, int] | None:
+    """``(written, dates)`` of a fill-series output store, or None for any other store.
+
+    A fill job records each date it finishes by a marker in :data:`MARKER_DIR`; a killed
+    job leaves fewer markers than dates (and the unwritten dates empty).
+
+    >>> import tempfile, cloudfill
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     fill_progress(cloudfill.write_cube(cloudfill.simulate_scene((16, 16), seed=0),
+    ...                                        f"{tmp}/c.zarr")) is None
+    True
+    """
+    location = os.fspath(path)
+    if "://" in location or not (Path(location) / MARKER_DIR).is_dir():
+        return None
+    if ds is None:
+        with quiet_markers():
+            ds = xr.open_zarr(location, chunks=None)
+    if "cloudfill_job" not in ds.attrs or "time" not in ds.sizes:
+        return None
+    written = len(list((Path(location) / MARKER_DIR).glob("[0-9]*.json")))
+    return written, int(ds.sizes["time"])
 
 
 def store_digest(path: str | os.PathLike[str]) -> str:
