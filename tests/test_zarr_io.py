@@ -323,3 +323,10 @@ def test_refuses_a_file_name_of_another_format(tmp_path: Path, name: str) -> Non
     with pytest.raises(ParameterError, match="writes a zarr store"):
         write_cube(small_cube(), tmp_path / name)
     assert not (tmp_path / name).exists()
+
+
+def test_a_file_is_no_cube_and_the_error_says_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "scene.nc"
+    path.write_bytes(b"CDF\x01")
+    with pytest.raises(SourceError, match="it is a file.*make-cube"):
+        open_cube(path)

@@ -105,9 +105,11 @@ def fill_series_command(
 
     Each date is written with a zarr region write and recorded atomically, so a killed run
     resumes where it stopped (--resume, the default) and ends identical to an uninterrupted
-    run. The output holds s2 (filled), filled, confidence and per-date provenance (method,
-    s1_date, reference_date, reference_chained). Dates without S1 within --max-s1-gap fall
-    back to temporal interpolation; pixels with nothing usable stay NaN and are counted.
+    run. The output holds s2 (filled), filled (pixel replaced), confidence, error_scale
+    (the Laplace scale of each filled value's error) and per date: method, reason,
+    s1_date, reference_date, reference_chained, cloud_fraction, adjust_sigma and unfilled
+    (pixels left NaN). Dates without S1 within --max-s1-gap fall back to temporal
+    interpolation; pixels with nothing usable stay NaN and are counted.
     """
     settings = job.FillSettings(
         cloud_threshold=cloud_threshold,

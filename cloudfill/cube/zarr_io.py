@@ -102,6 +102,12 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
     location = os.fspath(path)
     if "://" not in location and not Path(location).exists():
         raise SourceError(f"cannot open cube {location}: no such zarr store")
+    if "://" not in location and Path(location).is_file():
+        raise SourceError(
+            f"cannot open cube {location}: it is a file, and a cube is a zarr store (a "
+            "folder); build one with make-cube (GeoTIFFs, STAC) or, from NetCDF, "
+            "cloudfill.write_cube(xarray.open_dataset(path), 'cube.zarr')"
+        )
     try:
         # decode_coords="all" turns the grid-mapping variable (spatial_ref) back into a
         # coordinate, which is where rioxarray looks for the CRS.

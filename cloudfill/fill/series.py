@@ -474,7 +474,9 @@ def _assemble(
         parts = {d: part.chunk(blocks) for d, part in parts.items()}
     out = xr.concat([parts[d] for d in chosen], dim=pd.Index(chosen, name="time"))
     out["s2"] = out["s2"].transpose("time", "band", "y", "x")
-    out["s2"].attrs = dict(ds["s2"].attrs)
+    # The input's attrs (units, scale, provenance), its name saying what changed.
+    name = ds["s2"].attrs.get("long_name", "S2 reflectance")
+    out["s2"].attrs = {**ds["s2"].attrs, "long_name": f"{name}; unusable pixels filled"}
     out["filled"].attrs = {"long_name": "pixel replaced by a synthesized or interpolated value"}
     out["confidence"].attrs = {
         "long_name": "confidence of the pixel value (1 = real observation)",
