@@ -299,3 +299,20 @@ def test_blend_model_synthesizes_dates_no_single_reference_date_serves() -> None
     # An S1-only model synthesizes every date with S1, whatever its references.
     _, plan = prepare_fill(ds, make_tiny_model(ds, "S"))
     assert list(plan["method"]) == ["synthesize"] * 4
+
+
+def test_a_context_models_fallback_pixels_are_adjusted_like_an_interpolated_date() -> None:
+    """The shipped (context) model leaves its own pixels unadjusted; pixels it cannot
+    synthesize (here: S1 without a value anywhere) fall back to interpolation, adjusted to
+    the date exactly as a date filled by interpolation is (a cube without S1)."""
+    import cloudfill
+
+    base = cloudfill.simulate_scene((48, 48), seed=1)
+    assert cloudfill.default_model().variant.uses_context
+    empty = base.assign(s1=base["s1"].where(False))
+    without = base.drop_vars("s1")
+    a, b = fill_series(empty), fill_series(without)
+    synthesized = a["method"].values == "synthesize"
+    assert synthesized.any() and (b["method"].values[synthesized] == "interpolate").all()
+    np.testing.assert_allclose(a["s2"].values[synthesized], b["s2"].values[synthesized], atol=1e-6)
+    assert (b["adjust_sigma"].values[synthesized] > 0).any()  # the adjustment did something

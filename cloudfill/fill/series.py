@@ -209,6 +209,13 @@ def fill_date(
     if method != "none" and not nothing_to_fill and not reads_date:  # else nothing to adjust
         sigma = resolve_sigma(adjust, candidate, real, ~unusable)
         candidate = adjust_to_date(candidate, real, ~unusable, sigma)
+    elif reads_date:
+        # Its pixels the model could not synthesize (no S1 value there, no reference) are
+        # interpolated, and adjusted to the date as an interpolated date is: unadjusted they
+        # were far worse (e.g. a swath edge of S1). ``sigma`` stays 0: it describes the
+        # synthesized pixels to the calibration, which was fitted that way.
+        spare = resolve_sigma(adjust, interp, real, ~unusable)
+        candidate = candidate.where(synthesized, adjust_to_date(interp, real, ~unusable, spare))
     features = None
     if (calibration is not None or with_features) and method != "none" and not nothing_to_fill:
         if residuals is None:  # fill_series passes them; called alone, computed here
