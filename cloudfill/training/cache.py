@@ -102,8 +102,8 @@ def cube_digest(reader: CubeReader) -> str:
     """A digest of the cube a reader reads: what the cache's samples are made from.
 
     A zarr store (the reader reads it directly) is named by
-    :func:`~cloudfill.cube.zarr_io.store_digest` (its metadata and its chunk files' names, sizes
-    and times; no chunk is read); an in-memory cube by a hash of its arrays and its dates; a
+    :func:`~cloudfill.cube.zarr_io.store_digest` (its metadata and its chunk files' names and
+    sizes; no chunk is read); an in-memory cube by a hash of its arrays and its dates; a
     dask-backed one by its graph's name (the same file opened the same way, the same
     operations: the same name) and its dates.
 
