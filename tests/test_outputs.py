@@ -156,41 +156,58 @@ def test_repeated_or_shuffled_dates_fill_each_date_once(cube: Path) -> None:
 def test_cog_dir_keeps_a_users_files_and_replaces_its_own(
     cube: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import numpy as np
     import rasterio
+    from rasterio.transform import from_origin
 
-    from cloudfill.cli.cogs import TAG
+    from cloudfill.cli.cogs import CUBE_TAG
 
     date = str(cloudfill.open_cube(cube).time.values[1])[:10]
     cogs, out = tmp_path / "cogs", tmp_path / "f.zarr"
     cogs.mkdir()
     mine = cogs / f"s2_filled_{date}.tif"
-    mine.write_text("my own file")
+    profile = {"driver": "GTiff", "height": 2, "width": 2, "count": 1, "dtype": "uint8",
+               "crs": "EPSG:32633", "transform": from_origin(0, 2, 1, 1)}  # fmt: skip
+    with rasterio.open(mine, "w", **profile) as dst:  # a user's own GeoTIFF, no tags
+        dst.write(np.ones((1, 2, 2), "uint8"))
+    before = mine.read_bytes()
     argv = ["fill-series", str(cube), "--out", str(out), "--cog-dir", str(cogs), "--no-progress"]
     assert run(argv) == 2
-    assert "cloudfill did not write" in capsys.readouterr().err
-    assert mine.read_text() == "my own file" and not out.exists()  # refused before the fill
+    assert "cloudfill did not write them" in capsys.readouterr().err
+    assert mine.read_bytes() == before and not out.exists()  # refused before the fill
     inside = ["fill-series", str(cube), "--out", str(out), "--cog-dir", str(out / "cogs")]
     assert run(inside) == 2 and "inside the output store" in capsys.readouterr().err
     mine.unlink()
     assert run(argv) == 0  # written, tagged, bands named
     with rasterio.open(mine) as src:
-        assert TAG in src.tags() and src.descriptions == ("B02", "B03", "B04", "B08")
-    assert run(argv) == 0  # a rerun replaces its own COGs
+        assert src.tags()[CUBE_TAG] == str(cube.resolve())
+        assert src.descriptions == ("B02", "B03", "B04", "B08")
+    written = mine.stat().st_mtime_ns
+    assert run(argv) == 0  # a rerun on the same cube replaces its own COGs
+    assert mine.stat().st_mtime_ns > written
+    # Another cube's COG of the same name (a tile of a mosaic sharing the folder): refused.
+    other = cloudfill.write_cube(cloudfill.open_cube(cube), tmp_path / "other.zarr")
+    again = ["fill-series", str(other), "--out", str(tmp_path / "g.zarr"), "--cog-dir",
+             str(cogs), "--no-progress"]  # fmt: skip
+    assert run(again) == 2
+    assert "from another cube" in capsys.readouterr().err
     (cogs / "notes.txt").write_text("keep")
-    mine.write_text("mine again")
-    assert run([*argv, "--overwrite"]) == 0  # replaced, as asked; nothing else touched
+    assert run([*again, "--overwrite"]) == 0  # replaced, as asked; nothing else touched
     assert (cogs / "notes.txt").read_text() == "keep"
     with rasterio.open(mine) as src:
-        assert TAG in src.tags()
+        assert src.tags()[CUBE_TAG] == str(other.resolve())
 
 
 def test_cog_names_keep_two_acquisitions_of_one_day_apart() -> None:
     from cloudfill.cli.cogs import cog_names
 
-    names = cog_names(["2023-05-10T00:00", "2023-05-10T00:10", "2023-06-01T10:30"])
+    axis = ["2023-05-10T00:00", "2023-05-10T00:10", "2023-06-01T10:30"]
+    names = cog_names(axis)
     assert len(set(names.values())) == 3
-    assert names[next(iter(names))].startswith("s2_filled_2023-05-10T")
     assert list(names.values())[-1] == "s2_filled_2023-06-01.tif"
+    # A run of one of the two (--dates) names it as a run of all does.
+    first = cog_names(axis[:1], axis=axis)
+    assert list(first.values()) == [next(iter(names.values()))] != ["s2_filled_2023-05-10.tif"]
 
 
 def test_an_unfinished_fill_store_says_so(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from cloudfill._dates import as_dates
 from cloudfill._outputs import check_output
 from cloudfill.cli._common import (
     CLUSTER_HELP,
@@ -96,8 +97,9 @@ def fill_series_command(
     cog_dir: Path | None = typer.Option(
         None,
         help="Also write each filled date as a Cloud-Optimised GeoTIFF here "
-        "(s2_filled_YYYY-MM-DD.tif, bands B02 ... B08). A rerun replaces its own COGs; a file "
-        "of the same name that cloudfill did not write is refused unless --overwrite.",
+        "(s2_filled_YYYY-MM-DD.tif, or by full time where two dates share a day; bands B02 "
+        "... B08). A rerun on the same cube replaces its own COGs; a file of the same name "
+        "that cloudfill did not write from this cube is refused unless --overwrite.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:
@@ -123,8 +125,10 @@ def fill_series_command(
     if cog_dir is not None:  # checked before the fill, not after it
         check_output(cog_dir, [cube, *([model] if model else [])], exists_ok=True)
         wanted = parse_dates(dates)
-        times = open_cube(cube).indexes["time"] if wanted is None else wanted
-        check_cog_dir(cog_dir, out, times, overwrite=overwrite)
+        axis = open_cube(cube).indexes["time"]
+        # The dates the job fills, as it reads --dates (each once).
+        times = axis if wanted is None else as_dates(wanted).unique()
+        check_cog_dir(cog_dir, out, cube, times, axis, overwrite=overwrite)
     result = job.fill_to_zarr(
         cube,
         out,
@@ -139,5 +143,6 @@ def fill_series_command(
         progress=RichFillProgress(progress),
     )
     if cog_dir is not None:
-        console.print(f"wrote {write_cogs(result, cog_dir)} COGs to {cog_dir}")
+        written = write_cogs(result, cog_dir, cube, open_cube(cube).indexes["time"])
+        console.print(f"wrote {written} COGs to {cog_dir}")
     console.print(fill_summary(result))
