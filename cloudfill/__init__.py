@@ -20,7 +20,7 @@ from cloudfill.cube.mask import cloud_mask
 from cloudfill.cube.schema import BANDS, POLS, conform, validate
 from cloudfill.cube.simulate import simulate_scene
 from cloudfill.cube.stac import cube_from_stac
-from cloudfill.cube.zarr_io import open_cube, write_cube
+from cloudfill.cube.zarr_io import fill_progress, open_cube, write_cube
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.preprocess import NormStats, despeckle, filter_outliers, preprocess
 
@@ -62,6 +62,7 @@ __all__ = [
     "despeckle",
     "errors",
     "evaluate",
+    "fill_progress",
     "fill_series",
     "filter_outliers",
     "load_demo",

@@ -9,7 +9,7 @@ import xarray as xr
 
 import cloudfill
 from cloudfill.cli import run
-from cloudfill.cube.sanity import check_values, guess_s1_units
+from cloudfill.cube.sanity import check_dem, check_values, guess_s1_units
 from cloudfill.errors import BandError, DTypeError, MissingVariableError, UnitsError
 
 
@@ -80,20 +80,34 @@ def test_a_band_without_any_value_is_refused(cube: xr.Dataset, lazy: bool) -> No
 
 
 @pytest.mark.parametrize("lazy", [False, True])
-def test_a_dem_without_any_value_is_refused(cube: xr.Dataset, lazy: bool) -> None:
+def test_a_dem_without_any_value_is_refused_where_a_model_reads_it(
+    cube: xr.Dataset, lazy: bool
+) -> None:
     ds = cube.chunk({"y": 16, "x": 16}) if lazy else cube
     # A DEM on a grid shifted by 5 m, aligned by xarray: NaN everywhere.
     shifted = ds.dem.assign_coords(x=ds.x + 5)
     aligned = ds.drop_vars("dem").assign(dem=shifted.reindex_like(ds))
     assert aligned.dem.isnull().all()
     with pytest.raises(MissingVariableError, match="'dem' holds no value"):
-        check_values(aligned)
+        check_dem(aligned)
     with pytest.raises(MissingVariableError, match="reproject"):
-        cloudfill.synthesize(aligned, aligned.time.values[1])
+        cloudfill.synthesize(aligned, aligned.time.values[1])  # the default model reads it
+    with pytest.raises(MissingVariableError, match="reproject"):
+        cloudfill.fill_series(aligned)
+    # Verbs whose model does not read it leave it alone: interpolation only (no S1).
+    assert check_values(aligned) is aligned
+    cloudfill.fill_series(aligned.drop_vars("s1"))
     corner = ds.assign(dem=ds.dem.where((ds.y == ds.y[0]) & (ds.x == ds.x[0])))
     with pytest.MonkeyPatch.context() as mp:  # the sample is empty, the DEM is not
         mp.setattr("cloudfill.cube.sanity.WINDOW", 8)
-        assert check_values(corner) is corner
+        assert check_dem(corner) is corner
+
+
+def test_a_band_of_zeros_is_refused(cube: xr.Dataset) -> None:
+    """No data read without masking (float 0 in every pixel) is no reflectance."""
+    zeros = cube.assign(s2=cube.s2.where(cube.s2.band != "B04", 0.0))
+    with pytest.raises(BandError, match="band B04 .*all NaN or 0"):
+        check_values(zeros)
 
 
 def test_python_applies_the_clis_contract_check(cube: xr.Dataset) -> None:

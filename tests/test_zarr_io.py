@@ -295,6 +295,7 @@ def test_corrupt_chunk_message_without_frames_names_the_store(
             open_cube(path).s2.compute()
 
 
+@pytest.mark.parametrize("name", ["c.tif", "c.NC", "c.h5"])
 def test_refuses_a_file_name_of_another_format(tmp_path: Path, name: str) -> None:
     with pytest.raises(ParameterError, match="writes a zarr store"):
         write_cube(small_cube(), tmp_path / name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,9 @@ def info(
         console.print(describe_model(path))
         return
 
-    ds = zarr_io.open_cube(path)  # looked up at call time: tests replace it
+    with warnings.catch_warnings():  # an unfinished fill store: said below, in its place
+        warnings.filterwarnings("ignore", message=".*unfinished fill-series job")
+        ds = zarr_io.open_cube(path)  # looked up at call time: tests replace it
     validate(ds, require=("s2", "s1", "dem") if check else ("s2",), require_crs=check)
     if check:  # the values too, as every verb checks them before its work
         check_values(ds)
@@ -74,7 +77,11 @@ def info(
     progress = zarr_io.fill_progress(path)
     if progress is not None:
         written, total = progress
-        state = "complete" if written >= total else "UNFINISHED: rerun the same fill-series"
+        state = (
+            "complete"
+            if written >= total
+            else "UNFINISHED: unless a fill-series is writing it now, rerun the same command"
+        )
         console.print(f"fill-series output: {written} of {total} dates written ({state})")
     chunks = ds["s2"].chunks
     if chunks is not None:

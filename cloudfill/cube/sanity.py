@@ -6,11 +6,13 @@ mistakes pass it and give silent garbage (issue 17): float S2 still in digital n
 contradict ``attrs["units"]`` (linear power labelled dB, or dB labelled linear). Both are
 refused with :class:`~cloudfill.errors.UnitsError` naming the likely fix; nothing is guessed,
 because the fix depends on the product (an L2A offset of 1000 since processing baseline
-04.00, for instance).
+04.00, for instance). S2 in percent is told to divide by 100. Two more empty the fill
+silently: an S2 band with no value in any date (:class:`~cloudfill.errors.BandError`) and,
+for the models that read it, a DEM with no value (:func:`check_dem`).
 
 The check reads a small window (at most :data:`WINDOW` pixels a side, at the centre of the
 scene: a few chunks per variable and date) of at most :data:`MAX_DATES` dates, once, before
-any expensive work.
+any expensive work; only a band (or DEM) that shows nothing there is read whole.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import xarray as xr
 from cloudfill.cube.corrupt import reading
 from cloudfill.errors import BandError, MissingVariableError, UnitsError
 
-__all__ = ["MAX_DATES", "S2_MAX_MEDIAN", "WINDOW", "check_values", "guess_s1_units"]
+__all__ = [
+    "MAX_DATES",
+    "S2_MAX_MEDIAN",
+    "WINDOW",
+    "check_dem",
+    "check_values",
+    "guess_s1_units",
+]
 
 WINDOW = 128
 """Side in pixels of the central window the check reads."""
@@ -62,10 +71,11 @@ def _check_s2(ds: xr.Dataset) -> None:
     if values.size == 0:
         return
     median = float(np.median(values))
-    if S2_MAX_MEDIAN < median <= 100 and float(values.max()) <= 100:
+    high = float(np.percentile(values, 99))
+    if S2_MAX_MEDIAN < median <= 100 and high <= 100:  # DN: land is hundreds to thousands
         raise UnitsError(
             f"variable 's2' looks like percent, not reflectance 0..1 (median {median:.0f}, "
-            f"largest {float(values.max()):.0f} in a sample): divide by 100"
+            f"99th percentile {high:.0f} in a sample): divide by 100"
         )
     if median > S2_MAX_MEDIAN:
         raise UnitsError(
@@ -76,49 +86,83 @@ def _check_s2(ds: xr.Dataset) -> None:
         )
 
 
+def _shows(values: xr.DataArray, over: list[str]) -> xr.DataArray:
+    """Per band: any finite value other than 0 (no data reads 0 in L2A and GRD files)."""
+    return (values.notnull() & (values != 0)).any(over)
+
+
 def _check_bands(ds: xr.Dataset) -> None:
-    """A band with no value in any date empties every pixel (a pixel is usable only where all
-    bands are): refused. Only a band with nothing in the sample is read whole."""
+    """An S2 band with no value in any date (all NaN, or all 0: no data read unmasked)
+    empties every pixel, as a pixel is used only where all bands are: refused. The bands
+    that show nothing in the sample are then read whole, together, in one pass."""
     s2 = ds["s2"]
     if "band" not in s2.dims:
         return
     n = s2.sizes["time"]
-    picks = sorted({0, n // 2, n - 1}) if n else []
-    window = _central(s2)
+    over = [d for d in s2.dims if d != "band"]
     with reading(s2.encoding.get("source")):
-        sample = s2.isel(time=picks, **window).notnull().any([d for d in s2.dims if d != "band"])
-        seen = np.asarray(sample.to_numpy(), dtype=bool)
-    if seen.all() or not seen.any():
-        return  # every band shows something, or the window is empty (clouds, no data)
-    for label, shown in zip(s2["band"].values, seen, strict=True):
-        if shown:
-            continue
-        with reading(s2.encoding.get("source")):
-            anywhere = bool(s2.sel(band=label).notnull().any().to_numpy())
-        if not anywhere:
+        sample = s2.isel(time=sorted({0, n // 2, n - 1}) if n else [], **_central(s2))
+        seen = np.asarray(_shows(sample, over).to_numpy(), dtype=bool)
+        if seen.all():
+            return
+        empty = [label for label, shown in zip(s2["band"].values, seen, strict=True) if not shown]
+        anywhere = np.asarray(_shows(s2.sel(band=empty), over).to_numpy(), dtype=bool)
+    for label, shown in zip(empty, anywhere, strict=True):
+        if not shown:
             raise BandError(
-                f"band {label} of 's2' holds no value in any date: a pixel is used only where "
-                "every band has one, so nothing could be filled or served as a reference; "
-                "check how the band was loaded (its file, nodata value or alignment)"
+                f"band {label} of 's2' holds no value (all NaN or 0) in any date: a pixel is "
+                "used only where every band has one, so nothing could be filled or serve as "
+                "a reference; check how the band was loaded (its file, nodata value or "
+                "alignment)"
             )
 
 
-def _check_dem(ds: xr.Dataset) -> None:
-    """A DEM with no value (e.g. one on another grid that xarray aligned into all NaN) would
-    silently feed the model nothing: refused. Read whole only when the sample is empty."""
+def check_dem(ds: xr.Dataset) -> xr.Dataset:
+    """Refuse a DEM with no value, for the verbs whose model reads it.
+
+    A DEM on another grid or extent, aligned onto the cube by xarray, reads NaN everywhere
+    and would silently feed the model nothing. The central window is read; the whole DEM
+    only when the window is empty.
+
+    Parameters
+    ----------
+    ds
+        A cube with ``dem``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` itself, for chaining.
+
+    Raises
+    ------
+    MissingVariableError
+        ``dem`` holds no finite value.
+
+    Examples
+    --------
+    >>> import cloudfill
+    >>> ds = cloudfill.simulate_scene((32, 32), seed=0)
+    >>> check_dem(ds) is ds
+    True
+    >>> check_dem(ds.assign(dem=ds.dem.where(False)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.MissingVariableError: variable 'dem' holds no value (all NaN): ...
+    """
     dem = ds["dem"]
-    window = _central(dem)
     with reading(dem.encoding.get("source")):
-        if bool(dem.isel(window).notnull().any().to_numpy()):
-            return
+        if bool(dem.isel(_central(dem)).notnull().any().to_numpy()):
+            return ds
         anywhere = bool(dem.notnull().any().to_numpy())
     if not anywhere:
         raise MissingVariableError(
             "variable 'dem' holds no value (all NaN): a DEM on another grid or extent, "
             "aligned onto the cube by xarray, reads NaN everywhere; reproject it onto the S2 "
-            "grid (rioxarray's reproject_match, or make-cube --dem), or drop 'dem' for an "
-            "S/SO model"
+            "grid (rioxarray's reproject_match, or make-cube --dem), or use a model without "
+            "the DEM (S, SO)"
         )
+    return ds
 
 
 def _check_s1(ds: xr.Dataset) -> None:
@@ -166,8 +210,8 @@ def guess_s1_units(ds: xr.Dataset) -> str:
 
 
 def check_values(ds: xr.Dataset) -> xr.Dataset:
-    """Refuse S2 in digital numbers or percent, an S2 band or a DEM with no value at all,
-    and S1 whose values contradict their units.
+    """Refuse S2 in digital numbers or percent, an S2 band with no value at all, and S1 whose
+    values contradict their units (the DEM: :func:`check_dem`, where a model reads it).
 
     Parameters
     ----------
@@ -183,8 +227,8 @@ def check_values(ds: xr.Dataset) -> xr.Dataset:
     ------
     UnitsError
         Naming the variable, what the sample shows and the fix.
-    BandError, MissingVariableError
-        An S2 band, or the DEM, that holds no value anywhere.
+    BandError
+        An S2 band that holds no value anywhere.
 
     Examples
     --------
@@ -208,8 +252,6 @@ cube_from_stac, which scale integer S2
         _check_bands(ds)
     if "s1" in ds.data_vars:
         _check_s1(ds)
-    if "dem" in ds.data_vars:
-        _check_dem(ds)
     if key is not None:
         _PASSED[key] = None
         while len(_PASSED) > 64:
@@ -223,10 +265,9 @@ _PASSED: dict[tuple, None] = {}
 
 
 def _graph_key(ds: xr.Dataset) -> tuple | None:
-    """The dask names (and S1 units) of ``s2``, ``s1`` and ``dem``, or None unless all are
-    dask."""
+    """The dask names (and S1 units) of ``s2`` and ``s1``, or None unless both are dask."""
     key = []
-    for name in ("s2", "s1", "dem"):
+    for name in ("s2", "s1"):
         if name in ds.data_vars:
             data = ds[name].data
             if not isinstance(data, da.Array):

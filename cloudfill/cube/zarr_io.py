@@ -25,6 +25,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+import zarr
 from affine import Affine
 
 from cloudfill._backend import is_cupy, to_numpy
@@ -32,10 +33,12 @@ from cloudfill._outputs import check_writable, is_zarr_store, nested
 from cloudfill.cube.schema import conform, validate
 from cloudfill.errors import OutputError, ParameterError, SourceError
 
-__all__ = ["DEFAULT_WRITE_CHUNKS", "open_cube", "store_digest", "write_cube"]
+__all__ = ["DEFAULT_WRITE_CHUNKS", "fill_progress", "open_cube", "store_digest", "write_cube"]
 
 #: Folder inside an output store where the resumable writer keeps its per-date markers.
 MARKER_DIR = ".cloudfill-done"
+MARKER_GLOB = "[0-9]*.json"
+"""A fill job's date markers in :data:`MARKER_DIR` (its scratch folder lies beside them)."""
 
 
 @contextlib.contextmanager
@@ -137,8 +140,8 @@ def open_cube(path: str | os.PathLike[str], chunks: Any = "auto") -> xr.Dataset:
     if progress is not None and progress[0] < progress[1]:
         warnings.warn(
             f"{location} is an unfinished fill-series job: {progress[0]} of {progress[1]} "
-            "dates written, the others hold no values yet; rerun the same fill-series "
-            "command to finish it",
+            "dates written, the others hold no values yet; unless a fill-series is writing "
+            "it now, rerun the same command to finish it",
             UserWarning,
             stacklevel=2,
         )
@@ -246,11 +249,25 @@ def write_cube(
 def fill_progress(
     path: str | os.PathLike[str], ds: xr.Dataset | None = None
 ) -> tuple[int, int] | None:
-    """``(written, dates)`` of a fill-series output store, or None for any other store.
+    """How far a fill-series output store is written.
 
     A fill job records each date it finishes by a marker in :data:`MARKER_DIR`; a killed
     job leaves fewer markers than dates (and the unwritten dates empty).
 
+    Parameters
+    ----------
+    path
+        A local zarr store.
+    ds
+        The store, already opened (its attrs and time axis are read), or None.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(dates written, dates)``, or None for a store no fill job wrote (or a remote one).
+
+    Examples
+    --------
     >>> import tempfile, cloudfill
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     fill_progress(cloudfill.write_cube(cloudfill.simulate_scene((16, 16), seed=0),
@@ -265,7 +282,7 @@ def fill_progress(
             ds = xr.open_zarr(location, chunks=None)
     if "cloudfill_job" not in ds.attrs or "time" not in ds.sizes:
         return None
-    written = len(list((Path(location) / MARKER_DIR).glob("[0-9]*.json")))
+    written = len(list((Path(location) / MARKER_DIR).glob(MARKER_GLOB)))
     return written, int(ds.sizes["time"])
 
 
@@ -344,9 +361,9 @@ def _graph_stores(data: Any) -> set[str]:
                 wrapped = getattr(wrapped, "array", None)
             array = wrapped.get_array() if hasattr(wrapped, "get_array") else None
             store = getattr(array, "store", None)
-            root = getattr(store, "root", None) or getattr(store, "path", None)
-            if root is not None:
-                stores.add(str(root))
+            # Local folders only: a remote store's path (bucket/key) is no local path.
+            if isinstance(store, zarr.storage.LocalStore):
+                stores.add(str(store.root))
     return stores
 
 

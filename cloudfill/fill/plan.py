@@ -12,6 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill.core.pairs import PER_PIXEL_MODES, PairingRule, cloud_fractions, pairs
+from cloudfill.cube.sanity import check_dem
 from cloudfill.errors import ParameterError
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import resolve_model
@@ -123,6 +124,8 @@ def prepare_fill(
     if "s1" in ds.data_vars:
         cf = resolve_model(model, device=inference.device, fast=inference.fast)
         cf.check_cube(ds)
+        if cf.variant.uses_dem:
+            check_dem(ds)
     if plan is None:
         plan = plan_fill(
             ds,

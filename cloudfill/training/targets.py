@@ -30,7 +30,7 @@ from cloudfill.core.grid import SPLITS, PatchGrid
 from cloudfill.core.pairs import PairingRule, nearest_s1, reference_candidates
 from cloudfill.core.variants import Variant
 from cloudfill.cube.mask import cloud_mask
-from cloudfill.cube.sanity import check_values
+from cloudfill.cube.sanity import check_dem, check_values
 from cloudfill.cube.schema import BANDS, conform, validate
 from cloudfill.cube.zarr_io import open_cube
 from cloudfill.errors import ModelMismatchError, ParameterError
@@ -147,6 +147,8 @@ def open_checked(
     if spec.uses_dem and "dem" not in ds.data_vars:
         raise ModelMismatchError(f"variant {spec.name} uses the DEM but the cube has no 'dem'")
     check_values(validate(ds, require=("s2", "s1"), require_crs=False))
+    if spec.uses_dem:
+        check_dem(ds)
     if despeckle and "despeckle" in ds["s1"].attrs:
         warnings.warn(
             f"s1 is already despeckled ({ds['s1'].attrs['despeckle']}); not despeckling again",
