@@ -330,8 +330,9 @@ def main() -> None:
         type=Path,
         nargs="+",
         metavar="CSV",
-        help="score nothing: print the tables and bars of saved learned_gain.csv files, "
-        "pooled over all their scenes (e.g. the default and a fresh held-out set)",
+        help="score nothing: print the tables and bars of saved learned_gain.csv files of "
+        "one model, pooled over all their scenes (e.g. the default and a fresh held-out set; "
+        "the files do not record the model, so keep their folders apart)",
     )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
