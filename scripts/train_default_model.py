@@ -13,7 +13,12 @@
     OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/height \
         --scenes v3 --variant SODCTXH --init build/context/best.safetensors --lr 1e-4 \
         --max-steps 6708
-    cp build/height/best.safetensors cloudfill/data/default_model.safetensors
+    # stage 5: SODCTXH on the v4 scenes (v3 and six snowy ones) from stage 4's best
+    OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/snow \
+        --scenes v4 --variant SODCTXH --init build/height/best.safetensors --lr 1e-4 \
+        --max-steps 4956
+    OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/snow \
+        --export-ema cloudfill/data/default_model.safetensors
     python benchmarks/bench_calibration.py --shape 192 \
         --model cloudfill/data/default_model.safetensors \
         --write cloudfill/data/default_model.safetensors
@@ -245,6 +250,25 @@ def config(
     )
 
 
+def export_ema(state: Path, base: Path, out: Path) -> None:
+    """Write the weight average (EMA) held in a training state as a checkpoint, with the
+    card of ``base`` (the run's best: its normalisation) and the state's step count."""
+    import dataclasses
+
+    from cloudfill.model.checkpoint import save_model
+    from cloudfill.training.state import read_state
+
+    model = cloudfill.load_model(base)
+    tensors, doc = read_state(state)
+    average = {k[2:]: v for k, v in tensors.items() if k.startswith("A.")}
+    if not average:
+        raise SystemExit(f"{state} holds no weight average (trained without --ema?)")
+    model.generator.load_state_dict(average, strict=True)
+    steps = {**model.card.training, "steps": doc["global_step"], "weights": "EMA of last"}
+    save_model(model.generator, dataclasses.replace(model.card, training=steps), out)
+    print(f"wrote {out}: the weight average at step {doc['global_step']}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("build/default-model"))
@@ -273,8 +297,16 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--export-ema", type=Path, default=None, metavar="CKPT",
+        help="train nothing: write the weight average of OUT's last state (OUT/last) as a "
+        "checkpoint, with OUT/best.safetensors' card (how stage 5's model was made)",
+    )  # fmt: skip
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.export_ema is not None:
+        export_ema(args.out / "last", args.out / "best.safetensors", args.export_ema)
+        return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     cube = args.out / "train_cube.zarr"
