@@ -275,8 +275,17 @@ def export_ema(state: Path, base: Path, out: Path) -> None:
     if not average:
         raise SystemExit(f"{state} holds no weight average (trained without --ema?)")
     model.generator.load_state_dict(average, strict=True)
-    steps = {**model.card.training, "steps": doc["global_step"], "weights": "EMA of last"}
-    save_model(model.generator, dataclasses.replace(model.card, training=steps), out)
+    step = int(doc["global_step"])
+    # The card describes these weights, not the best checkpoint's: its step, its validation
+    # scores (the history's row at that step), no "best" fields.
+    row = next((r for r in doc.get("history", []) if r.get("step") == step), {})
+    training = {
+        k: v for k, v in model.card.training.items() if k not in ("best_step", "best_epoch")
+    }
+    training.update(steps=step, weights=f"weight average (EMA) at step {step}")
+    metrics = {k: row[f"val_{k[4:]}"] for k in ("val_mae", "val_rmse") if row.get(k) is not None}
+    card = dataclasses.replace(model.card, training=training, metrics=metrics or None)
+    save_model(model.generator, card, out)
     print(f"wrote {out}: the weight average at step {doc['global_step']}", flush=True)
 
 

@@ -65,7 +65,7 @@ def test_a_band_without_any_value_is_refused(cube: xr.Dataset, lazy: bool) -> No
     sampled window (or NaN under clouds) passes."""
     ds = cube.chunk({"y": 16, "x": 16}) if lazy else cube
     empty = ds.assign(s2=ds.s2.where(ds.s2.band != "B08"))
-    with pytest.raises(BandError, match="band B08 of 's2' holds no value"):
+    with pytest.raises(BandError, match="band B08 of 's2' holds no value in any date"):
         check_values(empty)
     with pytest.raises(BandError, match="B08"):
         cloudfill.fill_series(empty)
@@ -106,8 +106,16 @@ def test_a_dem_without_any_value_is_refused_where_a_model_reads_it(
 def test_a_band_of_zeros_is_refused(cube: xr.Dataset) -> None:
     """No data read without masking (float 0 in every pixel) is no reflectance."""
     zeros = cube.assign(s2=cube.s2.where(cube.s2.band != "B04", 0.0))
-    with pytest.raises(BandError, match="band B04 .*all NaN or 0"):
+    with pytest.raises(BandError, match="band B04 .*only NaN or 0"):
         check_values(zeros)
+
+
+def test_s2_without_any_value_is_no_broken_band(cube: xr.Dataset) -> None:
+    """A cube whose S2 holds nothing (an S model's input, a tile outside the S2 swath) is
+    not a broken band: the check leaves it to the verbs."""
+    empty = cube.assign(s2=cube.s2.where(False))
+    assert check_values(empty) is empty
+    assert check_values(cube.isel(time=[])) is not None  # no S2 date at all
 
 
 def test_python_applies_the_clis_contract_check(cube: xr.Dataset) -> None:

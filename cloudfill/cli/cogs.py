@@ -44,16 +44,22 @@ def cog_names(times: Iterable[Any], axis: Iterable[Any] | None = None) -> dict[p
     >>> axis = ["2024-03-12T10:30", "2024-03-12T10:40"]  # two acquisitions on one day
     >>> list(cog_names(["2024-03-12T10:30"], axis=axis).values())
     ['s2_filled_2024-03-12T103000.tif']
+    >>> len(set(cog_names(["2024-03-12T10:30:00.2", "2024-03-12T10:30:00.7"]).values()))
+    2
     """
     stamps = pd.DatetimeIndex(pd.to_datetime(list(times)))
     whole = stamps if axis is None else pd.DatetimeIndex(pd.to_datetime(list(axis)))
-    counts = whole.normalize().value_counts()
-    shared = set(counts.index[counts > 1])
-    return {
-        t: f"s2_filled_{t:%Y-%m-%dT%H%M%S}.tif" if t.normalize() in shared
-        else f"s2_filled_{t:%Y-%m-%d}.tif"
-        for t in stamps
-    }  # fmt: skip
+    days = whole.normalize().value_counts()
+    seconds = whole.floor("s").value_counts()
+
+    def name(t: pd.Timestamp) -> str:
+        if days.get(t.normalize(), 0) < 2:
+            return f"s2_filled_{t:%Y-%m-%d}.tif"
+        if seconds.get(t.floor("s"), 0) < 2:
+            return f"s2_filled_{t:%Y-%m-%dT%H%M%S}.tif"
+        return f"s2_filled_{t:%Y-%m-%dT%H%M%S%f}.tif"  # within one second: microseconds
+
+    return {t: name(t) for t in stamps}
 
 
 def _owner(path: Path) -> str | None:

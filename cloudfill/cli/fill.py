@@ -99,7 +99,8 @@ def fill_series_command(
         help="Also write each filled date as a Cloud-Optimised GeoTIFF here "
         "(s2_filled_YYYY-MM-DD.tif, or by full time where two dates share a day; bands B02 "
         "... B08). A rerun on the same cube replaces its own COGs; a file of the same name "
-        "that cloudfill did not write from this cube is refused unless --overwrite.",
+        "that cloudfill did not write from this cube is refused unless --overwrite. Ownership "
+        "is by cube: two runs of one cube with other models replace each other's COGs.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
 ) -> None:

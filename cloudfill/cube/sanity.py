@@ -92,28 +92,31 @@ def _shows(values: xr.DataArray, over: list[str]) -> xr.DataArray:
 
 
 def _check_bands(ds: xr.Dataset) -> None:
-    """An S2 band with no value in any date (all NaN, or all 0: no data read unmasked)
-    empties every pixel, as a pixel is used only where all bands are: refused. The bands
-    that show nothing in the sample are then read whole, together, in one pass."""
+    """An S2 band with no value in any date (all NaN: it empties every pixel, as a pixel is
+    used only where all bands are; or all 0: no data read unmasked, which the fill would take
+    for black) is refused. Only when the sample shows some bands and not others are those
+    read whole, together, in one pass: a sample showing no band at all (a cube without S2
+    values, as an S model's input may be; clouds or no data at the centre) proves nothing."""
     s2 = ds["s2"]
-    if "band" not in s2.dims:
+    if "band" not in s2.dims or not s2.sizes.get("time", 0):
         return
     n = s2.sizes["time"]
     over = [d for d in s2.dims if d != "band"]
     with reading(s2.encoding.get("source")):
         sample = s2.isel(time=sorted({0, n // 2, n - 1}) if n else [], **_central(s2))
         seen = np.asarray(_shows(sample, over).to_numpy(), dtype=bool)
-        if seen.all():
+        if seen.all() or not seen.any():
             return
         empty = [label for label, shown in zip(s2["band"].values, seen, strict=True) if not shown]
         anywhere = np.asarray(_shows(s2.sel(band=empty), over).to_numpy(), dtype=bool)
     for label, shown in zip(empty, anywhere, strict=True):
         if not shown:
             raise BandError(
-                f"band {label} of 's2' holds no value (all NaN or 0) in any date: a pixel is "
-                "used only where every band has one, so nothing could be filled or serve as "
-                "a reference; check how the band was loaded (its file, nodata value or "
-                "alignment)"
+                f"band {label} of 's2' holds no value in any date (only NaN or 0) while the "
+                "other bands do: NaN everywhere would empty every pixel (one is used only "
+                "where all bands have a value), 0 everywhere is no data read unmasked, which "
+                "the fill would take for black; check how the band was loaded (its file, "
+                "nodata value or alignment)"
             )
 
 
