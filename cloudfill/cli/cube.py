@@ -74,7 +74,7 @@ def info(
         + (f"  resolution: {abs(res[0]):g} x {abs(res[1]):g}" if res else "")
     )
     console.print(f"size: {_human_bytes(ds.nbytes)} (uncompressed)")
-    progress = zarr_io.fill_progress(path)
+    progress = zarr_io.fill_progress(path, ds)
     if progress is not None:
         written, total = progress
         state = (

@@ -144,6 +144,6 @@ def fill_series_command(
         progress=RichFillProgress(progress),
     )
     if cog_dir is not None:
-        written = write_cogs(result, cog_dir, cube, open_cube(cube).indexes["time"])
+        written = write_cogs(result, cog_dir, cube, axis)
         console.print(f"wrote {written} COGs to {cog_dir}")
     console.print(fill_summary(result))

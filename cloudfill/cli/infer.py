@@ -20,7 +20,7 @@ from cloudfill.cli._common import (
     console,
     dask_progress,
 )
-from cloudfill.core.pairs import PairingRule, nearest_s1
+from cloudfill.core.pairs import PairingRule, required_s1
 from cloudfill.cube.zarr_io import open_cube, write_cube
 from cloudfill.errors import ParameterError, SourceError
 from cloudfill.infer.settings import InferenceSettings
@@ -63,11 +63,8 @@ def synthesize(
     ds = open_cube(cube)
     rule = PairingRule(max_s1_gap=max_s1_gap)
     # What coordinates tell is refused before a cluster starts (no S1 near the date).
-    if "s1" in ds.data_vars and pd.isna(nearest_s1(ds.indexes["s1_time"], when, rule.s1_gap)[0]):
-        raise ParameterError(
-            f"no S1 acquisition within {max_s1_gap:g} days of {when:%Y-%m-%d} "
-            "(raise --max-s1-gap, or use the interpolation fallback of fill-series)"
-        )
+    if "s1" in ds.data_vars:
+        required_s1(ds.indexes["s1_time"], when, rule)
     # A fresh name: the write goes there first, then replaces ``out`` in one rename.
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     with clusters.open_cluster(cluster, workers=workers, threads=threads) as client:

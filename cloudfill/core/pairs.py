@@ -39,6 +39,7 @@ __all__ = [
     "pairs",
     "reference_candidates",
     "reference_for",
+    "required_s1",
 ]
 
 Direction = Literal["earlier", "nearest"]
@@ -148,6 +149,29 @@ def nearest_s1(
     if gaps[j] > max_gap:
         return pd.NaT, np.nan
     return s1_dates[j], (s1_dates[j] - date) / pd.Timedelta(days=1)
+
+
+def required_s1(
+    s1_dates: pd.DatetimeIndex | None, date: pd.Timestamp, rule: PairingRule
+) -> pd.Timestamp:
+    """The S1 date of ``date`` (:func:`nearest_s1` within ``rule.max_s1_gap``), or a
+    :class:`~cloudfill.errors.ParameterError` saying there is none and what to do.
+
+    >>> dates = pd.DatetimeIndex(["2024-03-10"])
+    >>> required_s1(dates, pd.Timestamp("2024-03-12"), PairingRule())
+    Timestamp('2024-03-10 00:00:00')
+    >>> required_s1(dates, pd.Timestamp("2024-04-12"), PairingRule())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    cloudfill.errors.ParameterError: no S1 acquisition within 6 days of 2024-04-12 ...
+    """
+    s1_date, _ = nearest_s1(s1_dates, date, rule.s1_gap)
+    if pd.isna(s1_date):
+        raise ParameterError(
+            f"no S1 acquisition within {rule.max_s1_gap:g} days of {date:%Y-%m-%d} "
+            "(raise max_s1_gap, or use the interpolation fallback of fill_series)"
+        )
+    return s1_date
 
 
 def reference_for(

@@ -51,13 +51,17 @@ def _central(var: xr.DataArray) -> dict[str, slice]:
     return {d: slice(start, start + WINDOW) for d, start in starts.items()}
 
 
+def _picks(n: int) -> list[int]:
+    """The sampled dates of ``n``: first, middle, last (at most :data:`MAX_DATES`)."""
+    return sorted({0, n // 2, n - 1})[:MAX_DATES] if n else []
+
+
 def _sample(var: xr.DataArray, time_dim: str) -> np.ndarray:
     """Finite, non-zero values of a central window of a few dates (a small, eager read).
 
     Zeros are left out: no data is stored as 0 in S1 GRD and L2A products.
     """
-    n = var.sizes[time_dim]
-    picks = sorted({0, n // 2, n - 1})[:MAX_DATES] if n else []
+    picks = _picks(var.sizes[time_dim])
     window = _central(var)
     # The first read of every verb: a chunk here that does not decode is bad input.
     with reading(var.encoding.get("source")):
@@ -100,10 +104,9 @@ def _check_bands(ds: xr.Dataset) -> None:
     s2 = ds["s2"]
     if "band" not in s2.dims or not s2.sizes.get("time", 0):
         return
-    n = s2.sizes["time"]
     over = [d for d in s2.dims if d != "band"]
     with reading(s2.encoding.get("source")):
-        sample = s2.isel(time=sorted({0, n // 2, n - 1}) if n else [], **_central(s2))
+        sample = s2.isel(time=_picks(s2.sizes["time"]), **_central(s2))
         seen = np.asarray(_shows(sample, over).to_numpy(), dtype=bool)
         if seen.all() or not seen.any():
             return

@@ -282,8 +282,12 @@ def fill_progress(
             ds = xr.open_zarr(location, chunks=None)
     if "cloudfill_job" not in ds.attrs or "time" not in ds.sizes:
         return None
-    written = len(list((Path(location) / MARKER_DIR).glob(MARKER_GLOB)))
-    return written, int(ds.sizes["time"])
+    return count_markers(location), int(ds.sizes["time"])
+
+
+def count_markers(path: str | os.PathLike[str]) -> int:
+    """How many dates a fill job recorded as written in the store at ``path``."""
+    return len(list((Path(path) / MARKER_DIR).glob(MARKER_GLOB)))
 
 
 def store_digest(path: str | os.PathLike[str]) -> str:

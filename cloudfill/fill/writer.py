@@ -31,7 +31,7 @@ from cloudfill._outputs import check_output
 from cloudfill.cube.zarr_io import (
     DEFAULT_WRITE_CHUNKS,
     MARKER_DIR,
-    MARKER_GLOB,
+    count_markers,
     prepare_for_zarr,
     quiet_markers,
 )
@@ -149,7 +149,7 @@ class DateWriter:
         """Why the existing output is not resumed, and what the user can do instead."""
         existing = stored.attrs.get("cloudfill_job") if stored is not None else None
         # Every date the stored job recorded (its dates need not be this job's).
-        finished = len(list((self.path / MARKER_DIR).glob(MARKER_GLOB)))
+        finished = count_markers(self.path)
         lose = f"discarding its {finished} finished date{'s' * (finished != 1)}"
         if existing == job and not layout:  # the same job, but resume=False
             return (

@@ -23,6 +23,7 @@ from cloudfill.core.pairs import (
     nearest_s1,
     reference_candidates,
     reference_for,
+    required_s1,
 )
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ParameterError
@@ -59,13 +60,7 @@ def _pick_inputs(
     """The S1 date and reference date of ``date`` as :func:`~cloudfill.core.pairs.pairs`
     pairs them; ``per_pixel`` (a composite or blend model) takes the nearest date with any
     usable pixel, where a single reference date must be clear (``max_ref_cloud``)."""
-    s1_dates = pd.DatetimeIndex(ds["s1_time"].values)
-    s1_date, _ = nearest_s1(s1_dates, date, rule.s1_gap)
-    if pd.isna(s1_date):
-        raise ParameterError(
-            f"no S1 acquisition within {rule.max_s1_gap:g} days of {date:%Y-%m-%d} "
-            "(raise max_s1_gap, or use the interpolation fallback of fill_series)"
-        )
+    s1_date = required_s1(pd.DatetimeIndex(ds["s1_time"].values), date, rule)
     if not needs_reference:
         return s1_date, None
     # By pixel, the reference_date column of pairs(): the nearest candidate of the composite
