@@ -51,8 +51,9 @@ from cloudfill.training.config import (
     RuntimeSettings,
     TrainConfig,
 )
-from cloudfill.training.dataset import ChunkSampler, PatchDataset
+from cloudfill.training.dataset import PatchDataset
 from cloudfill.training.index import PatchSettings, build_index
+from cloudfill.training.sampler import ChunkSampler
 from cloudfill.training.step import Networks
 
 NETWORK = NetworkSettings(

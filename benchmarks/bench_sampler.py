@@ -3,7 +3,7 @@
 On one simulated zarr cube (written once to a temporary folder), measured in the same run:
 
 - ``cloudfill sampler``: :class:`cloudfill.training.dataset.PatchDataset` items in the order
-  training uses (:class:`~cloudfill.training.dataset.ChunkSampler`, chunk group by chunk
+  training uses (:class:`~cloudfill.training.sampler.ChunkSampler`, chunk group by chunk
   group), from a cold chunk cache: read, despeckle (5 x 5 median with halo), mask, normalise,
   augment — finished ``(condition, target, valid)`` tensors of the SOD variant;
 - ``cloudfill, random order``: the same items in a uniformly random order (the chunk cache
@@ -43,9 +43,10 @@ import cloudfill
 from cloudfill.core.condition import assemble_condition, normalise_bands
 from cloudfill.model import Generator, PatchDiscriminator
 from cloudfill.preprocess import median_filter
-from cloudfill.training.dataset import ChunkSampler, PatchDataset
+from cloudfill.training.dataset import PatchDataset
 from cloudfill.training.experiment import SMALL
 from cloudfill.training.index import PatchIndex, PatchSettings, build_index
+from cloudfill.training.sampler import ChunkSampler
 from cloudfill.training.step import train_step
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

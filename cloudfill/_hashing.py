@@ -3,7 +3,7 @@
 Randomness that must not depend on a generator's state (which block of a scene is computed
 first, which worker process reads a training sample) is drawn from a hash of integer indices
 instead: the simulator's noise (:mod:`cloudfill.cube.simulate.noise`) and the training
-sampler's augmentation (:func:`cloudfill.training.dataset.augmentation_code`) share these
+sampler's augmentation (:func:`cloudfill.training.sampler.augmentation_code`) share these
 functions, so there is one copy of the constants to get right.
 
 The functions are Sebastiano Vigna's splitmix64: :func:`mix64` is its finaliser (an

@@ -274,6 +274,11 @@ def test_check_cube_names_the_mismatch(tiny_cube: xr.Dataset) -> None:
         _model("S", bands=["B02", "B03", "B04", "B05"]).check_cube(tiny_cube)
     with pytest.raises(ModelMismatchError, match=r"lacks \['VH'\]"):
         _model("S").check_cube(tiny_cube.isel(pol=[0]))
+    # An extra band is refused, not dropped, and the message says how to select the model's.
+    b05 = tiny_cube["s2"].isel(band=[0]).assign_coords(band=["B05"])
+    wide = tiny_cube.drop_dims("band").assign(s2=xr.concat([tiny_cube["s2"], b05], "band"))
+    with pytest.raises(ModelMismatchError, match=r"\['B05'\].*ds.sel\(band=\['B02'"):
+        _model("S").check_cube(wide)
 
 
 # --- cloudfill info MODEL ---------------------------------------------------------------

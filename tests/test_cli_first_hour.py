@@ -110,6 +110,16 @@ def test_errors_under_the_cli_name_flags(tmp_path: Path, capsys) -> None:
     assert "--overwrite" in err and "=True" not in err
 
 
+@pytest.mark.parametrize("value", ["-3", "nan", "inf", "abc"])
+def test_a_bad_adjust_is_named_as_the_flag(tmp_path: Path, capsys, value: str) -> None:
+    # Refused while parsing (before the cube is opened), under the option's own name.
+    args = ["fill-series", str(tmp_path / "none.zarr"), "-o", str(tmp_path / "o.zarr")]
+    assert run([*args, f"--adjust={value}"]) == 2
+    err = capsys.readouterr().err
+    assert "'--adjust'" in err and "adjust:" not in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
 def test_library_messages_name_keywords(tmp_path: Path) -> None:
     from cloudfill.training.run import _saved_state
 

@@ -31,9 +31,10 @@ from cloudfill.training.config import (
     Schedule,
     TrainConfig,
 )
-from cloudfill.training.dataset import PatchDataset, augment, augment_batch
+from cloudfill.training.dataset import PatchDataset
 from cloudfill.training.index import PatchIndex, PatchSettings, build_index
 from cloudfill.training.run import train
+from cloudfill.training.sampler import augment, augment_batch
 
 FRACTIONS = [0.0, 0.3, 0.2, 0.0, 0.4, 0.1]
 PATCHES = PatchSettings(32, overlap=0, block_size=32)

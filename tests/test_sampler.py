@@ -17,14 +17,9 @@ from cloudfill.core.grid import SPLITS, patch_grid, split_blocks
 from cloudfill.core.pairs import reference_candidates
 from cloudfill.cube.mask import cloud_mask
 from cloudfill.errors import ModelMismatchError, ParameterError
-from cloudfill.training.dataset import (
-    ChunkSampler,
-    PatchDataset,
-    augment,
-    augmentation_code,
-    sample_patches,
-)
+from cloudfill.training.dataset import PatchDataset, sample_patches
 from cloudfill.training.index import PatchIndex, PatchSettings, build_index
+from cloudfill.training.sampler import ChunkSampler, augment, augmentation_code
 
 SIZE = 32
 PATCHES = PatchSettings(SIZE, 8, block_size=SIZE * 2)

@@ -34,9 +34,13 @@ def _adjust(text: str) -> float | str:
     if text.strip().lower() == AUTO:
         return AUTO
     try:
-        return float(text)
+        sigma = float(text)
     except ValueError:
         raise typer.BadParameter(f"expected 'auto' or a sigma in pixels, got {text!r}") from None
+    if not sigma >= 0 or sigma == float("inf"):  # NaN fails the first test
+        # Here, not in FillSettings: typer then names the option ('--adjust'), not the keyword.
+        raise typer.BadParameter(f"a sigma must be a finite number >= 0 pixels, got {text!r}")
+    return sigma
 
 
 def fill_series_command(

@@ -351,7 +351,8 @@ def _check_labels(cube: xr.Dataset, dim: str, expected: list[str], what: str) ->
     extra = [v for v in have if v not in expected]
     if extra:
         raise ModelMismatchError(
-            f"the cube has {what} {extra} that the model was not trained on (model: {expected})"
+            f"the cube has {what} {extra} that the model was not trained on (model: {expected}); "
+            f"select the model's: ds.sel({dim}={expected})"
         )
 
 

@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     "CachedPatches": "cached_patches",
     "open_patch_cache": "cache",
     "CubeReader": "reader",
-    "ChunkSampler": "dataset",
+    "ChunkSampler": "sampler",
     "PatchDataset": "dataset",
     "sample_patches": "dataset",
     "PatchIndex": "index",

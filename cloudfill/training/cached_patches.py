@@ -9,7 +9,7 @@ fixed-shape ``.npy`` arrays per split: ``<split>-condition.npy`` (float32, (n, C
 **Batches** (:meth:`CachedPatches.batches`) are gathered by index from the arrays, moved to
 the training device (pinned and ``non_blocking`` on CUDA, the next batch gathered in a
 background thread meanwhile; a split small enough is moved to the GPU whole), and augmented
-there (:func:`~cloudfill.training.dataset.augment_batch`) with the codes
+there (:func:`~cloudfill.training.sampler.augment_batch`) with the codes
 :class:`~cloudfill.training.dataset.PatchDataset` uses: the same batches as the cube's.
 """
 
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cloudfill.training.dataset import PatchDataset, augment, augment_batch, augmentation_code
+from cloudfill.training.dataset import PatchDataset
+from cloudfill.training.sampler import augment, augment_batch, augmentation_code
 
 __all__ = ["ARRAYS", "DEVICE_BYTES", "IN_MEMORY_BYTES", "CachedPatches"]
 

@@ -44,8 +44,9 @@ from cloudfill.model.checkpoint import save_model
 from cloudfill.model.runtime import CloudfillModel, load_model
 from cloudfill.training.cached_patches import CachedPatches
 from cloudfill.training.config import TrainConfig
-from cloudfill.training.dataset import ChunkSampler, PatchDataset
+from cloudfill.training.dataset import PatchDataset
 from cloudfill.training.index import PatchIndex
+from cloudfill.training.sampler import ChunkSampler
 from cloudfill.training.scoring import Selection, band_affine, evaluate_patches, none_if_nan
 from cloudfill.training.state import (
     load_networks,

@@ -3,7 +3,7 @@
 The training sampler reads thousands of small windows from one scene. Through dask, every
 window would rebuild a graph and decode every chunk it touches again; here a window is
 assembled from whole chunks that are decoded once and kept in a bytes-bounded LRU cache, and
-the sampler visits patches chunk by chunk (:class:`~cloudfill.training.dataset.ChunkSampler`),
+the sampler visits patches chunk by chunk (:class:`~cloudfill.training.sampler.ChunkSampler`),
 so each chunk is decoded about once per epoch.
 
 Three sources, one interface (:class:`CubeReader`):

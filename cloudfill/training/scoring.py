@@ -19,7 +19,8 @@ from cloudfill.cube.schema import BANDS
 from cloudfill.metrics import all_metrics
 from cloudfill.model.losses import change_pixels
 from cloudfill.preprocess.normalise import NormStats
-from cloudfill.training.dataset import ChunkSampler, PatchDataset
+from cloudfill.training.dataset import PatchDataset
+from cloudfill.training.sampler import ChunkSampler
 
 __all__ = ["Selection", "band_affine", "evaluate_patches", "none_if_nan"]
 
