@@ -209,7 +209,7 @@ def test_a_local_crs_has_no_latitude_and_still_trains() -> None:
 def test_the_training_record_says_which_seasons_and_a_resume_keeps_them(
     cube: xr.Dataset,
 ) -> None:
-    from cloudfill.training.config import check_resumable, training_record
+    from cloudfill.training.record import check_resumable, training_record
 
     config = TrainConfig("SODCT", patches=PATCHES, reference="blend")
     north = build_index(cube, "SODCT", PATCHES, reference="blend")

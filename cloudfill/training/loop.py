@@ -128,7 +128,7 @@ class Run:
     config
         The run's configuration.
     record
-        Its training record (:func:`~cloudfill.training.config.training_record`), saved in
+        Its training record (:func:`~cloudfill.training.record.training_record`), saved in
         checkpoints and model cards.
     out
         Output folder, or None to keep everything in memory.

@@ -34,10 +34,11 @@ from cloudfill.errors import OutputError, ParameterError
 from cloudfill.model.runtime import CloudfillModel, resolve_device
 from cloudfill.preprocess.normalise import NormStats
 from cloudfill.training.cache import cache_folder, open_patch_cache
-from cloudfill.training.config import TrainConfig, check_resumable, training_record
+from cloudfill.training.config import TrainConfig
 from cloudfill.training.dataset import PatchDataset
 from cloudfill.training.index import PatchIndex, build_index
 from cloudfill.training.loop import LAST_NAME, Run, Splits
+from cloudfill.training.record import check_resumable, training_record
 from cloudfill.training.state import read_state
 from cloudfill.training.step import Networks
 from cloudfill.training.warm_start import (
@@ -202,7 +203,7 @@ def train(
         The best generator (by validation MAE; with ``change_weight`` by the change-weighted
         validation MAE) with its card; the card's ``metrics`` hold
         the validation and test scores, its ``training`` the settings
-        (:func:`~cloudfill.training.config.training_record`) and the run's course.
+        (:func:`~cloudfill.training.record.training_record`) and the run's course.
 
     Raises
     ------
