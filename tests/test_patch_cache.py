@@ -23,7 +23,8 @@ from cloudfill.cli import run
 from cloudfill.cli.train import _training_run
 from cloudfill.errors import OutputError, ParameterError
 from cloudfill.training import cache as cache_module
-from cloudfill.training.cache import cache_key, open_patch_cache
+from cloudfill.training.cache import open_patch_cache
+from cloudfill.training.cache_key import cache_key
 from cloudfill.training.config import (
     NetworkSettings,
     OptimSettings,

@@ -21,7 +21,7 @@ from cloudfill.cli._common import (
 from cloudfill.cli.cogs import check_cog_dir, write_cogs
 from cloudfill.core.pairs import PairingRule
 from cloudfill.cube.zarr_io import open_cube
-from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST
+from cloudfill.fill.adjust import AUTO, DEFAULT_ADJUST, check_sigma
 from cloudfill.fill.blend import DEFAULT_FEATHER
 from cloudfill.infer.settings import InferenceSettings
 
@@ -30,16 +30,17 @@ job = LazyModule("cloudfill.fill.job")
 
 
 def _adjust(text: str) -> float | str:
-    """``--adjust``: 'auto' or a sigma in pixels (checked by FillSettings)."""
+    """``--adjust``: 'auto' or a sigma in pixels, checked here (typer then names the option,
+    '--adjust', not the library's keyword)."""
     if text.strip().lower() == AUTO:
         return AUTO
     try:
         sigma = float(text)
-    except ValueError:
-        raise typer.BadParameter(f"expected 'auto' or a sigma in pixels, got {text!r}") from None
-    if not sigma >= 0 or sigma == float("inf"):  # NaN fails the first test
-        # Here, not in FillSettings: typer then names the option ('--adjust'), not the keyword.
-        raise typer.BadParameter(f"a sigma must be a finite number >= 0 pixels, got {text!r}")
+        check_sigma(sigma)
+    except ValueError:  # ParameterError is one
+        raise typer.BadParameter(
+            f"expected 'auto' or a finite sigma >= 0 pixels, got {text!r}"
+        ) from None
     return sigma
 
 

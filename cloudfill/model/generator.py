@@ -60,7 +60,7 @@ Choices the paper leaves open, and why:
   with :func:`cloudfill.model.losses.laplace_nll`. Large ``b`` = the network is unsure.
 
 Inputs must have a height and width that are multiples of 4 (two stride-2 stages) and at
-least 16 px; :meth:`cloudfill.model.checkpoint.CloudfillModel.predict` pads for you.
+least 16 px; :meth:`cloudfill.model.runtime.CloudfillModel.predict` pads for you.
 """
 
 from __future__ import annotations

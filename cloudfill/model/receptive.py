@@ -217,7 +217,7 @@ def receptive_field(model: nn.Module) -> ReceptiveField:
     ----------
     model
         A :class:`~cloudfill.model.generator.Generator`, a PatchGAN, a
-        :class:`~cloudfill.model.checkpoint.CloudfillModel` (its generator is used) or any
+        :class:`~cloudfill.model.runtime.CloudfillModel` (its generator is used) or any
         module whose children are registered in data-flow order (a module may define
         ``rf_path()`` to list its path explicitly).
 
@@ -289,7 +289,7 @@ def count_macs(model: nn.Module, tile: int = 256, in_channels: int | None = None
     Parameters
     ----------
     model
-        A generator, discriminator or :class:`~cloudfill.model.checkpoint.CloudfillModel`.
+        A generator, discriminator or :class:`~cloudfill.model.runtime.CloudfillModel`.
         A PatchGAN is fed a condition and an image of matching channels.
     tile
         Tile side in pixels.

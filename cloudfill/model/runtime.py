@@ -352,7 +352,7 @@ def _check_labels(cube: xr.Dataset, dim: str, expected: list[str], what: str) ->
     if extra:
         raise ModelMismatchError(
             f"the cube has {what} {extra} that the model was not trained on (model: {expected}); "
-            f"select the model's: ds.sel({dim}={expected})"
+            f"drop the others from the cube (in Python: ds.sel({dim}={expected}))"
         )
 
 

@@ -52,7 +52,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cloudfill._outputs import check_writable, nested
 from cloudfill.errors import OutputError
-from cloudfill.training.cache_key import FORMAT, cache_key, cube_digest
+from cloudfill.training.cache_key import FORMAT, cache_key
 from cloudfill.training.cached_patches import (
     DEVICE_BYTES,
     IN_MEMORY_BYTES,
@@ -66,8 +66,6 @@ __all__ = [
     "IN_MEMORY_BYTES",
     "CachedPatches",
     "cache_folder",
-    "cache_key",
-    "cube_digest",
     "is_patch_cache",
     "open_patch_cache",
     "write_cache",
@@ -78,7 +76,8 @@ CACHE_NAME = "patch-cache"
 
 MANIFEST = "manifest.json"
 KEY_SHAPE = re.compile(r"[0-9a-f]{16}")
-"""A cache's folder name: a key (16 hex digits of a SHA-256, :func:`cache_key`)."""
+"""A cache's folder name: a key (16 hex digits of a SHA-256,
+:func:`~cloudfill.training.cache_key.cache_key`)."""
 
 
 # --- writing ------------------------------------------------------------------------------

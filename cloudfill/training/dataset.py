@@ -1,4 +1,4 @@
-"""Training patches as torch tensors: the Dataset of one split and its chunk-wise sampler.
+"""Training patches as torch tensors: the Dataset of one split.
 
 A training sample is one patch of one target S2 date (see :mod:`cloudfill.training.index`
 for which): ``(condition, target, valid)`` with
