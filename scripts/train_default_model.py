@@ -23,7 +23,7 @@
     OMP_NUM_THREADS=1 python scripts/train_default_model.py --out build/snow \
         --scenes v4 --variant SODCTXH --init build/height/best.safetensors --lr 1e-4 \
         --max-steps 10000 --resume
-    # the shipped weights: the average of the two (the best is step 9558's)
+    # the shipped weights: the average of the two (the best is step 9558's weight average)
     python scripts/train_default_model.py --average build/snow/ema4956.safetensors \
         build/snow/best.safetensors cloudfill/data/default_model.safetensors
     python benchmarks/bench_calibration.py --shape 192 \
@@ -80,18 +80,22 @@ learning rate.
 
 The shipped model (2026-12-07, fifth; benchmarks/RESULTS.md, "Stage 5 run on, and two of
 its points averaged") is the uniform average (``--average``) of stage 5's weight average at
-step 4956 (the default before) and its best checkpoint at step 9558 (the run resumed to
-10000 steps), chosen on the validation scenes by a rule written before scoring over the
-second of two such averages; the run's own later points (the weight averages at 7434 and
-10000, the best at 9558) had each failed the rule before it (better on the generic scenes,
-worse on the demo's design). The calibration refit (``bench_calibration.py``).
+step 4956 (the default before) and its best checkpoint (a weight average too) at step 9558
+(the run resumed to 10000 steps). The run's own later points (the weight averages at 7434
+and 10000, the best at 9558) had each failed the earlier stages' rule on one scene (better
+on the generic scenes, worse on the demo's design); a second rule, written after those
+scores and before any average's score was known, chose it over the other of two such
+averages on the validation scenes. The calibration refit (``bench_calibration.py``). The
+run was started for 12000 steps and stopped at 4956 (an epoch's end; the learning rate is
+constant, so ``--max-steps 4956`` leaves the same state), then resumed with later code (the
+patch cache was rebuilt under a new key); the commands above were not rerun end to end.
 
 The default before it (RESULTS, "Dry snow that SAR does not see") was stage 5's weight
 average at step 4956 (``--export-ema``), chosen over its best (step 4248), two other weight
 averages and three candidates of stage 4's run resumed to 12000 steps on v3; stage 5 had been
 stopped at 4956 steps for time.
 
-Stage 4's model (the default before; RESULTS, "Height context: SODCTXH") is stage 4's best
+Stage 4's model (the default before stage 5; RESULTS, "Height context: SODCTXH") is stage 4's best
 by validation MAE at step 6708 (0.987x its step 0, which is stage 3's model exactly: the
 height path's last layer starts at zero; each training scene's own height table,
 ``attrs["mosaic_scene_width"]``), chosen on the validation scenes and two fresh snowy ones
@@ -308,37 +312,57 @@ def average_checkpoints(first: Path, second: Path, out: Path) -> None:
     start and data, so the weights lie in one basin), with ``second``'s card.
 
     Every float tensor is averaged (weights and batch-norm running statistics). The card says
-    what the weights are; it holds no validation scores (none were computed for the average)
-    and no calibration (the two's would not fit it: refit one, ``bench_calibration.py``).
+    what the weights are (``training["weights"]``, the two inputs' weight digests in
+    ``training["averaged"]``, ``steps`` the later input's step); it holds no validation scores
+    (none were computed for the average) and no calibration (the two's would not fit it: refit
+    one, ``bench_calibration.py``).
     """
     import dataclasses
+    import hashlib
+    from datetime import UTC, datetime
 
     from cloudfill.model.checkpoint import save_model
 
     a, b = cloudfill.load_model(first), cloudfill.load_model(second)
-    if a.card.variant != b.card.variant or a.card.normalisation != b.card.normalisation:
-        raise SystemExit(f"{first} and {second} are not of one run (variant or normalisation)")
+    ta, tb = a.card.training, b.card.training
+    same = ("variant", "normalisation", "split")
+    if any(getattr(a.card, k) != getattr(b.card, k) for k in same) or ta.get("init") != tb.get(
+        "init"
+    ):
+        raise SystemExit(f"{first} and {second} are not of one run ({', '.join(same)}, init)")
     wa, wb = a.generator.state_dict(), b.generator.state_dict()
+    if wa.keys() != wb.keys():
+        raise SystemExit(f"{first} and {second} hold different tensors")
     mean = {k: (wa[k] + wb[k]) / 2 if wa[k].is_floating_point() else wb[k] for k in wb}
     b.generator.load_state_dict(mean, strict=True)
-    training = {k: v for k, v in b.card.training.items() if k not in ("best_step", "best_epoch")}
 
-    def described(card: object) -> str:
-        record = card.training
+    def described(record: dict) -> str:
         if record.get("weights"):
             return str(record["weights"])
-        if record.get("best_step") is not None:
-            return f"best checkpoint at step {record['best_step']}"
+        if record.get("best_step") is not None:  # the run's best: its weight average if any
+            kept = "its weight average" if record.get("ema") else "its weights"
+            return f"best checkpoint ({kept}) at step {record['best_step']}"
         return f"weights at step {record.get('steps')}"
 
+    def step(record: dict) -> int:  # a best checkpoint's own step, not its run's length
+        return int(record.get("best_step") or record.get("steps") or 0)
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    training = {k: v for k, v in tb.items() if k not in ("best_step", "best_epoch")}
     training.update(
-        # The later point's step (a best checkpoint's own, not its run's length).
-        steps=max(
-            int(c.card.training.get("best_step", c.card.training.get("steps")) or 0) for c in (a, b)
-        ),
-        weights=f"uniform average of ({described(a.card)}) and ({described(b.card)})",
+        steps=max(step(ta), step(tb)),
+        weights=f"uniform average of ({described(ta)}) and ({described(tb)})",
+        averaged=[digest(first), digest(second)],  # the two files, as they were
     )
-    card = dataclasses.replace(b.card, training=training, metrics={}, calibration=None)
+    card = dataclasses.replace(
+        b.card,
+        training=training,
+        metrics={},
+        calibration=None,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     save_model(b.generator, card, out)
     print(f"wrote {out}: {training['weights']}", flush=True)
 
@@ -374,12 +398,12 @@ def main() -> None:
     parser.add_argument(
         "--export-ema", type=Path, default=None, metavar="CKPT",
         help="train nothing: write the weight average of OUT's last state (OUT/last) as a "
-        "checkpoint, with OUT/best.safetensors' card (how stage 5's model was made)",
+        "checkpoint, with OUT/best.safetensors' card (how stage 5's step-4956 weights were made)",
     )  # fmt: skip
     parser.add_argument(
         "--average", type=Path, nargs=3, default=None, metavar=("A", "B", "OUT"),
         help="train nothing: write the uniform weight average of checkpoints A and B of one "
-        "run to OUT, with B's card (how stage 5's model was made)",
+        "run to OUT, with B's card (how the shipped model was made from stage 5's two points)",
     )  # fmt: skip
     args = parser.parse_args()
     warnings.simplefilter("ignore")

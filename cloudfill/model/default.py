@@ -6,8 +6,9 @@ partial convolutions, and what those pixels show at each pixel's height over the
 with CBAM attention, a per-pixel path and the Laplace confidence head, 16 base filters and 4
 residual blocks (sized for CPU inference), trained by ``scripts/train_default_model.py`` on
 simulated scenes of two designs (an SODC model on nine scenes, fine-tuned as SODCT on twenty,
-then as SODCTX and as SODCTXH on the same twenty); its card holds the calibration of its
-error bars. It demonstrates the pipeline; for real scenes train on
+then as SODCTX and as SODCTXH on the same twenty, then with six snowy scenes added; the
+shipped weights average two points of that last stage); its card holds the calibration of
+its error bars. It demonstrates the pipeline; for real scenes train on
 your own cube (``cloudfill train``). Loading it reads safetensors only.
 """
 
