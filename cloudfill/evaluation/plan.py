@@ -29,7 +29,7 @@ from cloudfill._dates import as_dates
 from cloudfill.core.grid import SPLITS, pixel_splits
 from cloudfill.core.pairs import PairingRule, cloud_fractions, pairs
 from cloudfill.cube.mask import cloud_mask
-from cloudfill.cube.sanity import check_dem, check_values
+from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import validate
 from cloudfill.errors import ParameterError
 from cloudfill.evaluation.landcover import LandcoverCheck
@@ -380,9 +380,7 @@ def plan_evaluation(
     cf = None
     if with_model:
         cf = resolve_model(model, device=inference.device, fast=inference.fast)
-        cf.check_cube(ds)
-        if cf.variant.uses_dem:
-            check_dem(ds)
+        cf.check_inputs(ds)
     methods = (("model",) if cf is not None else ()) + _baselines(baselines)
     if not methods:
         raise ParameterError("nothing to evaluate: no model and no baseline")

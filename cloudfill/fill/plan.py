@@ -12,7 +12,6 @@ import pandas as pd
 import xarray as xr
 
 from cloudfill.core.pairs import PER_PIXEL_MODES, PairingRule, cloud_fractions, pairs
-from cloudfill.cube.sanity import check_dem
 from cloudfill.errors import ParameterError
 from cloudfill.infer.settings import InferenceSettings
 from cloudfill.infer.synthesize import resolve_model
@@ -123,9 +122,7 @@ def prepare_fill(
     cf = None
     if "s1" in ds.data_vars:
         cf = resolve_model(model, device=inference.device, fast=inference.fast)
-        cf.check_cube(ds)
-        if cf.variant.uses_dem:
-            check_dem(ds)
+        cf.check_inputs(ds)
     if plan is None:
         plan = plan_fill(
             ds,

@@ -29,7 +29,7 @@ from cloudfill._device import place
 from cloudfill.core.condition import denormalise_bands
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.pairs import PairingRule
-from cloudfill.cube.sanity import check_dem, check_values
+from cloudfill.cube.sanity import check_values
 from cloudfill.cube.schema import BANDS, validate
 from cloudfill.errors import ParameterError
 from cloudfill.infer.inputs import synthesis_inputs
@@ -319,8 +319,7 @@ def synthesize(
     # Before the model loads; not the CRS, which an in-memory cube may go without.
     check_values(validate(ds, require=("s1",), require_crs=False))
     model = resolve_model(model, device=inference.device, fast=inference.fast)
-    if model.variant.uses_dem and "dem" in ds.data_vars:  # check_cube names a missing one
-        check_dem(ds)
+    model.check_inputs(ds)
     return synthesize_with_scale(
         ds,
         date,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from cloudfill.core.grid import ALIGN
 from cloudfill.core.variants import Variant, get_variant
+from cloudfill.cube.sanity import check_dem
 from cloudfill.cube.schema import conform
 from cloudfill.errors import CheckpointError, ModelMismatchError, ParameterError
 from cloudfill.model.card import ModelCard
@@ -336,6 +337,28 @@ class CloudfillModel:
                     f"{name} needs a cloud-free reference S2 date besides the date to fill, "
                     f"but the cube has {n_dates} S2 date(s); use an S or SD model"
                 )
+
+    def check_inputs(self, ds: xr.Dataset) -> None:
+        """:meth:`check_cube`, then what coordinates cannot show of the inputs the model
+        reads: a DEM with no value (:func:`~cloudfill.cube.sanity.check_dem`) for a DEM
+        model. What every verb whose model reads the cube calls before its work.
+
+        Examples
+        --------
+        >>> import cloudfill
+        >>> from cloudfill.errors import MissingVariableError
+        >>> ds = cloudfill.simulate_scene((32, 32), seed=0)
+        >>> model = CloudfillModel(Generator("SD", base_filters=4, n_blocks=0))
+        >>> model.check_inputs(ds)
+        >>> try:
+        ...     model.check_inputs(ds.assign(dem=ds.dem.where(False)))
+        ... except MissingVariableError as err:
+        ...     print(str(err)[:40])
+        variable 'dem' holds no value (all NaN):
+        """
+        self.check_cube(ds)
+        if self.variant.uses_dem:
+            check_dem(ds)
 
 
 def _check_labels(cube: xr.Dataset, dim: str, expected: list[str], what: str) -> None:
