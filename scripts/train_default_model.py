@@ -313,15 +313,16 @@ def average_checkpoints(first: Path, second: Path, out: Path) -> None:
 
     Every float tensor is averaged (weights and batch-norm running statistics). The card says
     what the weights are (``training["weights"]``, the two inputs' weight digests in
-    ``training["averaged"]``, ``steps`` the later input's step); it holds no validation scores
+    ``training["averaged"]``, as a warm start's ``init`` names its start, ``steps`` the later
+    input's step); it holds no validation scores
     (none were computed for the average) and no calibration (the two's would not fit it: refit
     one, ``bench_calibration.py``).
     """
     import dataclasses
-    import hashlib
     from datetime import UTC, datetime
 
     from cloudfill.model.checkpoint import save_model
+    from cloudfill.training.warm_start import weights_digest
 
     a, b = cloudfill.load_model(first), cloudfill.load_model(second)
     ta, tb = a.card.training, b.card.training
@@ -333,6 +334,7 @@ def average_checkpoints(first: Path, second: Path, out: Path) -> None:
     wa, wb = a.generator.state_dict(), b.generator.state_dict()
     if wa.keys() != wb.keys():
         raise SystemExit(f"{first} and {second} hold different tensors")
+    averaged = [weights_digest(a.generator), weights_digest(b.generator)]  # before the mean
     mean = {k: (wa[k] + wb[k]) / 2 if wa[k].is_floating_point() else wb[k] for k in wb}
     b.generator.load_state_dict(mean, strict=True)
 
@@ -347,14 +349,11 @@ def average_checkpoints(first: Path, second: Path, out: Path) -> None:
     def step(record: dict) -> int:  # a best checkpoint's own step, not its run's length
         return int(record.get("best_step") or record.get("steps") or 0)
 
-    def digest(path: Path) -> str:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
     training = {k: v for k, v in tb.items() if k not in ("best_step", "best_epoch")}
     training.update(
         steps=max(step(ta), step(tb)),
         weights=f"uniform average of ({described(ta)}) and ({described(tb)})",
-        averaged=[digest(first), digest(second)],  # the two files, as they were
+        averaged=averaged,
     )
     card = dataclasses.replace(
         b.card,

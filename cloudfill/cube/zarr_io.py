@@ -342,8 +342,8 @@ def _sources(ds: xr.Dataset) -> set[Path]:
     read (a result computed from an opened cube, e.g. ``fill_series``'s, carries no
     encoding, yet writing it onto its input would destroy what it is computed from)."""
     found = {ds.encoding.get("source")}
-    found.update(var.encoding.get("source") for var in ds.variables.values())
     for var in ds.variables.values():
+        found.add(var.encoding.get("source"))
         found.update(_graph_stores(var.data))
     return {Path(_resolve(str(s))) for s in found if s and "://" not in str(s)}
 
